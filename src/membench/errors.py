@@ -1,0 +1,10 @@
+"""The one exception type that reaches the user: its message is the whole one-line error."""
+
+
+class MembenchError(Exception):
+    """A problem the user can act on (bad input, missing privilege, unreachable server).
+
+    The CLI prints `membench: <message>` and exits non-zero; the message must never contain keys or values.
+    """
+
+    exit_code = 2

@@ -1,0 +1,124 @@
+"""Events of the sans-IO memcached parsers: what a request or a reply said, never how it was read.
+
+The parsers of every protocol (text, meta, binary) produce these same small immutable events, so pairing and
+everything after it is protocol-agnostic. Keys are kept as the bytes that crossed the wire (a meta `b` key stays
+base64) and are only ever turned into hashes by the anonymizer; values are never kept, only their lengths.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class Protocol(StrEnum):
+    TEXT = "text"
+    META = "meta"
+    BINARY = "binary"
+
+
+class Command(StrEnum):
+    """A logical command. Binary opcodes map onto the text name of the same operation (GetKQ -> GET, quiet)."""
+
+    GET = "get"
+    GETS = "gets"
+    GAT = "gat"
+    GATS = "gats"
+    SET = "set"
+    ADD = "add"
+    REPLACE = "replace"
+    APPEND = "append"
+    PREPEND = "prepend"
+    CAS = "cas"
+    DELETE = "delete"
+    INCR = "incr"
+    DECR = "decr"
+    TOUCH = "touch"
+    FLUSH_ALL = "flush_all"
+    VERSION = "version"
+    STATS = "stats"
+    VERBOSITY = "verbosity"
+    QUIT = "quit"
+    NOOP = "noop"  # binary Noop
+    META_GET = "mg"
+    META_SET = "ms"
+    META_DELETE = "md"
+    META_ARITHMETIC = "ma"
+    META_NOOP = "mn"
+    META_DEBUG = "me"
+    OTHER = "other"  # a well-formed command membench does not model (e.g. slabs, lru_crawler, SASL)
+
+
+STORAGE_COMMANDS = frozenset(
+    {Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS, Command.META_SET}
+)
+RETRIEVAL_COMMANDS = frozenset(
+    {Command.GET, Command.GETS, Command.GAT, Command.GATS, Command.META_GET}
+)
+
+
+class Request(NamedTuple):
+    """One command as sent by a client. A multi-key get is one Request with several keys."""
+
+    protocol: Protocol
+    command: Command
+    keys: tuple[bytes, ...]  # empty for keyless commands (stats, version, mn, ...)
+    value_length: int | None  # length of the data block of storage commands
+    flags: int | None  # client flags of storage commands (32-bit)
+    ttl: int | None  # exptime of storage / touch / gat commands, meta T flag
+    noreply: bool  # text `noreply`: no reply will ever come
+    quiet: bool  # meta `q` or binary quiet opcode: the reply is suppressed on the uninteresting outcome
+    opaque: int | bytes | None  # binary opaque (int) or meta `O` token (bytes); matched against replies
+    start_ns: int  # timestamp of the chunk holding the first byte
+    end_ns: int  # timestamp of the chunk holding the last byte
+
+
+class Reply(StrEnum):
+    """What a reply line or packet says, without knowing which request it answers."""
+
+    VALUE = "value"  # an item: text VALUE, meta VA, binary get success
+    END = "end"  # text END: closes a get or stats reply
+    MISS = "miss"  # meta EN, binary get KEY_NOT_FOUND
+    HD = "hd"  # meta HD: success without a value (stored, deleted, hit without v, ...)
+    STORED = "stored"
+    NOT_STORED = "not_stored"
+    EXISTS = "exists"
+    NOT_FOUND = "not_found"
+    DELETED = "deleted"
+    TOUCHED = "touched"
+    OK = "ok"
+    NUMBER = "number"  # incr/decr result (text bare number, meta VA/HD of ma, binary incr success)
+    VERSION = "version"
+    STAT = "stat"  # one STAT line or binary stat packet with a key
+    NOOP = "noop"  # meta MN, binary Noop reply
+    DEBUG = "debug"  # meta ME reply
+    ERROR = "error"
+    CLIENT_ERROR = "client_error"
+    SERVER_ERROR = "server_error"
+    OTHER = "other"  # a reply line membench does not model (ITEM, RESET, ...)
+
+
+class Response(NamedTuple):
+    """One reply unit: a line (with its data block, if any) in text/meta, a packet in binary."""
+
+    protocol: Protocol
+    reply: Reply
+    key: bytes | None  # text VALUE key, meta `k` return, binary GetK key
+    value_length: int | None  # length of the returned data block
+    flags: int | None
+    opaque: int | bytes | None
+    binary_opcode: int | None  # binary replies say which command they answer
+    binary_status: int | None
+    start_ns: int
+    end_ns: int
+
+
+class Skipped(NamedTuple):
+    """Bytes the parser could not attribute to a command or reply: it lost sync and skipped them."""
+
+    length: int
+    reason: str  # "hole", "resync", "bad_line", ...
+    timestamp_ns: int
+
+
+ParserEvent = Request | Response | Skipped
