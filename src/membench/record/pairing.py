@@ -1,0 +1,281 @@
+"""Pairs the requests of one connection with their replies and turns them into profile operations.
+
+memcached answers the commands of a connection in the order it received them, so replies are matched first in,
+first out. Three things bend that rule, and this module is where they are handled:
+- text `noreply` commands get no reply at all;
+- quiet commands (meta `q`, binary GetQ/SetQ/...) get a reply only for their interesting outcome (a hit, a
+  failure), so a later reply, or the `mn`/Noop that closes a pipeline, tells that a quiet command had its
+  boring outcome;
+- binary and meta replies may carry an opaque token (and binary GetK / meta `k` the key), which identifies the
+  request they answer even across quiet gaps.
+After a hole in the reply stream some replies are gone for good; a reply that cannot belong to the oldest pending
+request then marks that request as unanswered instead of shifting every later match by one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from membench.profile.schema import Operation, Status
+from membench.protocol.events import Command, Protocol, Reply, Request, Response
+
+KeyHash = Callable[[bytes], int]
+Emit = Callable[[Operation], None]
+
+_GET_FAMILY = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
+_STORAGE = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
+_ERRORS = frozenset({Reply.ERROR, Reply.CLIENT_ERROR, Reply.SERVER_ERROR})
+
+# Which reply kinds can answer a command: used to notice replies lost in a hole, and quiet commands skipped.
+_ANSWERS: dict[Command, frozenset[Reply]] = {
+    **{c: frozenset({Reply.VALUE, Reply.END, Reply.MISS}) for c in _GET_FAMILY},
+    **{c: frozenset({Reply.STORED, Reply.NOT_STORED, Reply.EXISTS, Reply.NOT_FOUND}) for c in _STORAGE},
+    Command.DELETE: frozenset({Reply.DELETED, Reply.NOT_FOUND}),
+    Command.INCR: frozenset({Reply.NUMBER, Reply.NOT_FOUND}),
+    Command.DECR: frozenset({Reply.NUMBER, Reply.NOT_FOUND}),
+    Command.TOUCH: frozenset({Reply.TOUCHED, Reply.NOT_FOUND}),
+    Command.FLUSH_ALL: frozenset({Reply.OK}),
+    Command.VERSION: frozenset({Reply.VERSION}),
+    Command.STATS: frozenset({Reply.STAT, Reply.END, Reply.OTHER}),
+    Command.VERBOSITY: frozenset({Reply.OK}),
+    Command.NOOP: frozenset({Reply.NOOP}),
+    Command.QUIT: frozenset({Reply.OK, Reply.OTHER}),
+    Command.META_GET: frozenset({Reply.VALUE, Reply.HD, Reply.MISS}),
+    Command.META_SET: frozenset({Reply.HD, Reply.NOT_STORED, Reply.EXISTS, Reply.NOT_FOUND}),
+    Command.META_DELETE: frozenset({Reply.HD, Reply.NOT_FOUND, Reply.EXISTS}),
+    Command.META_ARITHMETIC: frozenset({Reply.VALUE, Reply.HD, Reply.NOT_FOUND, Reply.NOT_STORED, Reply.EXISTS,
+                                        Reply.NUMBER}),
+    Command.META_NOOP: frozenset({Reply.NOOP}),
+    Command.META_DEBUG: frozenset({Reply.DEBUG, Reply.MISS}),
+}
+
+# Commands whose reply is several units closed by a terminator (text END, binary stat with an empty key).
+_MULTI_UNIT = _GET_FAMILY | {Command.STATS}
+
+# The outcome a quiet command had when its reply was suppressed.
+_SUPPRESSED: dict[Command, Status] = {
+    Command.GET: Status.MISS,
+    Command.GAT: Status.MISS,
+    Command.META_GET: Status.MISS,
+    Command.META_SET: Status.STORED,
+    Command.META_DELETE: Status.DELETED,
+    Command.META_ARITHMETIC: Status.OK,
+    **{c: Status.STORED for c in _STORAGE},
+    Command.DELETE: Status.DELETED,
+    Command.INCR: Status.OK,
+    Command.DECR: Status.OK,
+    Command.TOUCH: Status.TOUCHED,
+}
+
+_REPLY_STATUS: dict[Reply, Status] = {
+    Reply.VALUE: Status.HIT,
+    Reply.MISS: Status.MISS,
+    Reply.STORED: Status.STORED,
+    Reply.NOT_STORED: Status.NOT_STORED,
+    Reply.EXISTS: Status.EXISTS,
+    Reply.NOT_FOUND: Status.NOT_FOUND,
+    Reply.DELETED: Status.DELETED,
+    Reply.TOUCHED: Status.TOUCHED,
+    Reply.ERROR: Status.ERROR,
+    Reply.CLIENT_ERROR: Status.CLIENT_ERROR,
+    Reply.SERVER_ERROR: Status.SERVER_ERROR,
+}
+
+# meta HD means success, and what success is depends on the command.
+_HD_STATUS: dict[Command, Status] = {
+    Command.META_GET: Status.HIT,
+    Command.META_SET: Status.STORED,
+    Command.META_DELETE: Status.DELETED,
+}
+
+
+@dataclass(slots=True)
+class PairingStats:
+    requests: int = 0
+    operations: int = 0
+    unmatched_responses: int = 0  # replies no pending request could have asked for
+    unanswered_requests: int = 0  # requests whose reply was due but never seen
+    unexpected_values: int = 0  # a text VALUE for a key the get did not ask for
+
+    def add(self, other: PairingStats) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class _Pending:
+    """A request waiting for its reply; multi-key gets collect their VALUE units here."""
+
+    __slots__ = ("batch", "hits", "reply_ns", "request")
+
+    def __init__(self, request: Request, batch: int) -> None:
+        self.request = request
+        self.batch = batch
+        self.hits: dict[int, Response] = {}  # key index -> VALUE unit
+        self.reply_ns: int | None = None
+
+
+class ConnectionPairer:
+    """Pairs one connection's requests and replies; emits one Operation per key (or per keyless command)."""
+
+    def __init__(self, connection: int, key_hash: KeyHash, emit: Emit, stats: PairingStats,
+                 next_batch: Callable[[], int]) -> None:
+        self._connection = connection
+        self._key_hash = key_hash
+        self._emit = emit
+        self._stats = stats
+        self._next_batch = next_batch
+        self._pending: deque[_Pending] = deque()
+        self._after_reply_hole = False
+
+    def on_request(self, request: Request) -> None:
+        self._stats.requests += 1
+        pending = _Pending(request, self._next_batch())
+        if request.noreply or (request.command is Command.QUIT and request.protocol is not Protocol.BINARY):
+            self._finish(pending, Status.NOREPLY, None)
+        else:
+            self._pending.append(pending)
+
+    def on_reply_hole(self) -> None:
+        """Replies were lost: the next reply that cannot answer the oldest request means that request's was lost."""
+        self._after_reply_hole = True
+
+    def on_response(self, response: Response) -> None:
+        pending = self._owner(response)
+        if pending is None:
+            self._stats.unmatched_responses += 1
+            return
+        self._after_reply_hole = False
+        request = pending.request
+        if pending.reply_ns is None:
+            pending.reply_ns = response.start_ns
+        reply = response.reply
+        if request.command in _MULTI_UNIT and reply not in _ERRORS:
+            if request.protocol is Protocol.TEXT and reply is Reply.VALUE:
+                self._add_hit(pending, response)
+                return
+            if reply in (Reply.STAT, Reply.OTHER):
+                return
+        self._pending.remove(pending)
+        self._complete(pending, response)
+
+    def close(self) -> None:
+        """The connection ended: whatever is still pending will never be answered."""
+        while self._pending:
+            pending = self._pending.popleft()
+            if pending.request.quiet:
+                self._finish(pending, Status.NOREPLY, None)
+            else:
+                self._stats.unanswered_requests += 1
+                self._finish(pending, Status.UNANSWERED, None)
+
+    def _owner(self, response: Response) -> _Pending | None:
+        """The pending request this reply answers; requests passed over on the way are settled."""
+        identified = self._identified(response)
+        while self._pending:
+            head = self._pending[0]
+            if identified is not None and head is not identified:
+                self._pass_over(head)
+                continue
+            if identified is not None or self._can_answer(head, response):
+                return head
+            if head.request.quiet or self._after_reply_hole:
+                self._pass_over(head)
+                continue
+            return None
+        return None
+
+    def _identified(self, response: Response) -> _Pending | None:
+        """The pending request named by the reply's opaque token (and key, where the reply returns it)."""
+        if response.opaque is None or response.protocol is Protocol.TEXT:
+            return None
+        for pending in self._pending:
+            request = pending.request
+            if request.opaque != response.opaque:
+                continue
+            if self._can_answer(pending, response):
+                return pending
+        return None
+
+    def _can_answer(self, pending: _Pending, response: Response) -> bool:
+        request = pending.request
+        if response.reply in _ERRORS or request.command is Command.OTHER:
+            return True
+        if response.key is not None and request.keys and response.key not in request.keys:
+            return False
+        if request.quiet and response.reply is Reply.NOOP:
+            return False
+        return response.reply in _ANSWERS.get(request.command, frozenset())
+
+    def _pass_over(self, pending: _Pending) -> None:
+        self._pending.popleft()
+        request = pending.request
+        if request.quiet:
+            self._finish(pending, _SUPPRESSED.get(request.command, Status.OK), None, suppressed=True)
+        else:
+            self._stats.unanswered_requests += 1
+            self._finish(pending, Status.UNANSWERED, None)
+
+    def _add_hit(self, pending: _Pending, response: Response) -> None:
+        keys = pending.request.keys
+        if response.key is None:
+            index = len(pending.hits) if len(pending.hits) < len(keys) else -1
+        else:
+            # memcached answers a multi-get in key order, skipping misses; a key may repeat in one get.
+            start = max(pending.hits, default=-1) + 1
+            index = next((i for i in range(start, len(keys)) if keys[i] == response.key), -1)
+        if index < 0:
+            self._stats.unexpected_values += 1
+        else:
+            pending.hits[index] = response
+
+    def _complete(self, pending: _Pending, response: Response) -> None:
+        request = pending.request
+        reply = response.reply
+        if request.command in _GET_FAMILY and request.protocol is Protocol.TEXT and reply not in _ERRORS:
+            self._finish(pending, Status.MISS, pending.reply_ns)
+            return
+        if reply is Reply.VALUE:
+            status = Status.OK if request.command is Command.META_ARITHMETIC else Status.HIT
+        elif reply is Reply.HD:
+            status = _HD_STATUS.get(request.command, Status.OK)
+        else:
+            status = _REPLY_STATUS.get(reply, Status.OK)
+        if status is Status.HIT:
+            pending.hits[0] = response
+        self._finish(pending, status, pending.reply_ns)
+
+    def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
+        """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
+        request = pending.request
+        latency = None if reply_ns is None else max(0, reply_ns - request.end_ns) // 1000
+        storage = request.value_length is not None
+        keys = request.keys or (None,)
+        for index, key in enumerate(keys):
+            hit = pending.hits.get(index)
+            if hit is not None:
+                key_status, value_length, flags = Status.HIT, hit.value_length, hit.flags
+            else:
+                key_status = status
+                value_length = request.value_length if storage else None
+                flags = request.flags if storage else None
+            self._stats.operations += 1
+            self._emit(Operation(
+                timestamp_ns=request.start_ns,
+                connection=self._connection,
+                command=request.command.value,
+                protocol=request.protocol.value,
+                key_hash=None if key is None else self._key_hash(key),
+                key_length=None if key is None else len(key),
+                value_length=value_length,
+                flags=flags,
+                ttl=request.ttl,
+                status=key_status.value,
+                latency_us=None if suppressed else latency,
+                batch=pending.batch,
+                quiet=request.noreply or request.quiet,
+            ))
