@@ -1,0 +1,200 @@
+"""The `membench` command: parses arguments and calls the pipeline stages. No logic of its own beyond wiring."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from membench import __version__
+from membench.errors import MembenchError
+
+DEFAULT_PORT = 11211
+
+RECORD_EXAMPLES = """\
+sources:
+  ebpf:any             every process's TCP sockets on the watched ports (socket-level eBPF, root)
+  ebpf:pid=1234        only process 1234 (e.g. the memcached server); ebpf:pid=1,2 for several
+  FILE                 a pcap or pcapng file (Ethernet, VLAN, Linux cooked, loopback, raw IP)
+  INTERFACE            live packet capture on an interface (root): lo, eth0, any
+
+examples:
+  sudo membench record ebpf:any out.profile
+  sudo membench record ebpf:any out.profile --port 11211 --port 11212 --duration 60
+  sudo membench record ebpf:pid=1234 out.profile
+  sudo membench record ebpf:any out.profile --side client
+  membench record capture.pcap out.profile
+  sudo membench record lo out.profile --port 11211 --duration 30
+  membench record capture.pcap out.profile --salt "$TEAM_SECRET"   # same keys, same hashes across recordings
+"""
+
+ANALYZE_EXAMPLES = """\
+examples:
+  membench analyze out.profile
+  membench analyze out.profile --json stats.json
+  membench analyze out.profile --html report.html
+"""
+
+REPLAY_EXAMPLES = """\
+examples:
+  membench replay out.profile                                   # localhost:11211, as fast as order allows
+  membench replay out.profile --target 10.0.0.5:11211 --target 10.0.0.6:11211   # ketama, like libmemcached
+  membench replay out.profile --timing original --speed 2       # recorded inter-arrival times, twice as fast
+  membench replay out.profile --rate 50000                      # open loop at a fixed aggregate rate
+  membench replay out.profile --protocol meta --loop 3 --json result.json
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="membench",
+        description="Record memcached traffic as an anonymized profile, analyze it, and replay it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run `membench COMMAND --help` for examples",
+    )
+    parser.add_argument("--version", action="version", version=f"membench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    record = commands.add_parser(
+        "record", help="capture traffic into a profile", epilog=RECORD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Capture memcached traffic and write an anonymized profile (key hashes and sizes only).",
+    )
+    record.add_argument("source", help="ebpf:any, ebpf:pid=PID[,PID...], a pcap/pcapng file, or an interface")
+    record.add_argument("output", type=Path, help="profile directory to create")
+    record.add_argument("--port", "-p", type=_port, action="append", dest="ports", metavar="PORT",
+                        help=f"memcached server port to watch (repeatable; default {DEFAULT_PORT})")
+    record.add_argument("--duration", "-d", type=_positive_float, metavar="SECONDS",
+                        help="stop after this many seconds (live sources); default: until Ctrl+C or SIGTERM")
+    record.add_argument("--side", choices=("server", "client"), default="server",
+                        help="eBPF: record at the server's sockets (default) or at the clients'")
+    record.add_argument("--salt", metavar="PASSPHRASE",
+                        help="derive the key-hash salt from this passphrase so hashes are reproducible "
+                             "(default: a random salt, never stored)")
+    record.add_argument("--force", action="store_true", help="overwrite an existing profile")
+    record.add_argument("--quiet", "-q", action="store_true", help="no live status line")
+
+    analyze = commands.add_parser(
+        "analyze", help="report on a profile", epilog=ANALYZE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Summarize a profile: load, command mix, hit ratios, sizes, hot keys, latency, capture health.",
+    )
+    analyze.add_argument("profile", type=Path)
+    analyze.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON")
+    analyze.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
+
+    replay = commands.add_parser(
+        "replay", help="replay a profile against memcached", epilog=REPLAY_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turn a profile back into load, keeping connections, per-connection order and timing.",
+    )
+    _add_replay_arguments(replay)
+    return parser
+
+
+def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
+    from membench.replay.options import add_replay_arguments
+
+    add_replay_arguments(replay)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True, highlight=False)
+    try:
+        if args.command == "record":
+            return _record(args, console)
+        if args.command == "analyze":
+            return _analyze(args)
+        return _replay(args, console)
+    except MembenchError as error:
+        console.print(f"membench: {error}", markup=False)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as error:  # a bug: still one line, unless the user asks for the traceback
+        if os.environ.get("MEMBENCH_DEBUG"):
+            traceback.print_exc()
+        else:
+            console.print(f"membench: internal error: {type(error).__name__}: {error} "
+                          "(set MEMBENCH_DEBUG=1 for the traceback)", markup=False)
+        return 70
+
+
+def _record(args: argparse.Namespace, console: Console) -> int:
+    from membench.capture.open import open_source
+    from membench.profile.metadata import ProfileMetadata
+    from membench.profile.writer import ProfileWriter
+    from membench.record.anonymize import KeyHasher
+    from membench.record.recorder import Recorder
+    from membench.record.status import StatusLine, print_summary
+
+    ports = tuple(args.ports or (DEFAULT_PORT,))
+    hasher = KeyHasher.from_passphrase(args.salt) if args.salt else KeyHasher.random()
+    source = open_source(args.source, ports, side=args.side, duration=args.duration)
+    metadata = ProfileMetadata(source=source.name, ports=list(ports), salt_fingerprint=hasher.fingerprint)
+    status = None if args.quiet or not sys.stderr.isatty() else StatusLine(console)
+    with ProfileWriter(args.output, metadata, overwrite=args.force) as writer:
+        recorder = Recorder(source, writer, hasher, on_progress=status)
+
+        def stop(_signum: int, _frame: FrameType | None) -> None:
+            recorder.stop()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        summary = recorder.run()
+    if status is not None:
+        status.clear()
+    print_summary(console, args.output, summary)
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from membench.analyze import analyze_profile, render_terminal, write_html, write_json
+    from membench.profile.reader import ProfileReader
+
+    reader = ProfileReader(args.profile)
+    report = analyze_profile(reader)
+    render_terminal(report, Console(highlight=False))
+    if args.json:
+        write_json(report, args.json)
+    if args.html:
+        write_html(report, args.html)
+    return 0
+
+
+def _replay(args: argparse.Namespace, console: Console) -> int:
+    from membench.replay.options import options_from_args
+    from membench.replay.run import run_replay
+
+    result = run_replay(args.profile, options_from_args(args), console)
+    return 0 if result.completed else 1
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
