@@ -1,0 +1,114 @@
+"""The profile's description: where it came from, how healthy the capture was, whether the recording finished.
+
+It lives in `profile.json` beside the part files, and a copy is embedded in every part's Parquet schema metadata
+so that a profile whose `profile.json` was lost can still say where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from membench import __version__
+from membench.errors import MembenchError
+from membench.profile.schema import FORMAT_NAME, SCHEMA_VERSION
+
+METADATA_FILE = "profile.json"
+PARQUET_METADATA_KEY = b"membench.profile"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class ProfileMetadata:
+    """Everything about a profile that is not a row. Counters are plain dicts so JSON stays the only format."""
+
+    source: str  # e.g. "ebpf:any", "pcap:file.pcap", "interface:lo"
+    ports: list[int] = field(default_factory=list)
+    format: str = FORMAT_NAME
+    schema_version: int = SCHEMA_VERSION
+    membench_version: str = __version__
+    start_ns: int | None = None  # earliest operation timestamp
+    end_ns: int | None = None  # latest operation timestamp
+    created: str = field(default_factory=_now_iso)  # wall clock when the recording started, ISO 8601 UTC
+    salt_fingerprint: str | None = None
+    health: dict[str, dict[str, int]] = field(default_factory=dict)  # section -> counter -> value
+    complete: bool = False  # set only by a clean close: False means the recorder died or is still running
+    operations: int = 0
+    parts: list[str] = field(default_factory=list)  # the part files that hold the rows, in row order
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Keys written by a newer membench: kept so that rewriting the metadata does not drop them.
+    unknown: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.unknown)
+        for f in fields(self):
+            if f.name != "unknown":
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileMetadata:
+        known = {f.name for f in fields(cls)} - {"unknown"}
+        kwargs = {name: value for name, value in data.items() if name in known}
+        if not isinstance(kwargs.get("source"), str):
+            kwargs["source"] = "unknown"
+        try:
+            metadata = cls(**kwargs)
+        except TypeError as exc:
+            raise MembenchError(f"profile metadata is malformed: {exc}") from None
+        metadata.unknown = {name: value for name, value in data.items() if name not in known}
+        metadata._check_types()
+        return metadata
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ProfileMetadata:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MembenchError(f"profile metadata is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise MembenchError("profile metadata is not a JSON object")
+        return cls.from_dict(data)
+
+    def _check_types(self) -> None:
+        """Reject values of the wrong type here, so that later code can trust the fields."""
+        expectations: dict[str, type | tuple[type, ...]] = {
+            "format": str, "schema_version": int, "membench_version": str, "created": str, "complete": bool,
+            "operations": int, "ports": list, "health": dict, "parts": list, "extra": dict,
+            "start_ns": (int, type(None)), "end_ns": (int, type(None)), "salt_fingerprint": (str, type(None)),
+        }
+        for name, expected in expectations.items():
+            if not isinstance(getattr(self, name), expected):
+                raise MembenchError(f"profile metadata field {name!r} has the wrong type")
+        if not all(isinstance(part, str) for part in self.parts):
+            raise MembenchError("profile metadata field 'parts' must list file names")
+
+    def write_atomic(self, directory: Path) -> None:
+        """Replace `profile.json` so that a reader (or a crash) sees either the old or the new file, whole."""
+        target = directory / METADATA_FILE
+        temporary = directory / f".{METADATA_FILE}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames inside `directory` durable (a rename is only on disk once its directory is)."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

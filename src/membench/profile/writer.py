@@ -1,0 +1,312 @@
+"""Streams operations into a profile directory that stays readable if the recorder is killed at any moment.
+
+Rows are buffered as the recorder's own tuples (one list append per operation: the cheapest thing Python can do)
+and turned into columns once per part. A part is written to a hidden temporary name, fsynced and renamed, and only
+then listed in `profile.json`, so the directory never holds a half-written part under its real name and the
+listing never names a part that is not whole. Rotation happens at least every `part_seconds` (a Parquet file is
+unreadable until its footer is written) and at `part_rows` rows (the memory bound).
+
+A clean close compacts the one-second parts into files of large row groups: the dictionary of key hashes is then
+stored once per million rows instead of once per second, which is most of the size win of dictionary encoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from membench.errors import MembenchError
+from membench.profile.metadata import METADATA_FILE, PARQUET_METADATA_KEY, ProfileMetadata, fsync_directory
+from membench.profile.schema import COLUMNS, SCHEMA, Operation
+
+PART_PREFIX = "part-"
+PART_SUFFIX = ".parquet"
+DEFAULT_PART_ROWS = 1 << 18
+DEFAULT_PART_SECONDS = 1.0
+COMPACT_ROW_GROUP_ROWS = 1 << 20
+COMPACT_FILE_ROW_GROUPS = 8
+_CHECK_EVERY_ROWS = 1024  # how often write() looks at the clock: often enough for 1 s rotation at any real rate
+
+# Dictionary encoding pays off where few distinct values repeat (hashes of hot keys, a handful of value sizes);
+# timestamps and request numbers only grow, so they are stored as bit-packed deltas instead.
+_DICTIONARY_COLUMNS = ["connection", "command", "protocol", "key_hash", "key_length", "value_length", "flags", "ttl",
+                       "status", "latency_us", "quiet"]
+_DELTA_COLUMNS = {"timestamp_ns": "DELTA_BINARY_PACKED", "batch": "DELTA_BINARY_PACKED"}
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "use_dictionary": _DICTIONARY_COLUMNS,
+    "column_encoding": _DELTA_COLUMNS,
+    "compression": "zstd",
+    "compression_level": 3,
+    # A dictionary page larger than this limit makes Parquet fall back to plain encoding for the rest of the row
+    # group; 8 MiB holds a million distinct key hashes, the size of one compacted row group.
+    "dictionary_pagesize_limit": 8 << 20,
+    "write_statistics": ["timestamp_ns"],
+}
+
+
+def part_name(index: int) -> str:
+    return f"{PART_PREFIX}{index:06d}{PART_SUFFIX}"
+
+
+def part_index(name: str) -> int | None:
+    """The number of a part file name, or None if the name is not one a writer produces."""
+    if not (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)):
+        return None
+    digits = name[len(PART_PREFIX):-len(PART_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+class ProfileWriter:
+    """Writes one profile directory. Use as a context manager; `close()` marks the profile complete."""
+
+    def __init__(self, path: Path, metadata: ProfileMetadata, *, overwrite: bool = False,
+                 part_rows: int = DEFAULT_PART_ROWS, part_seconds: float = DEFAULT_PART_SECONDS,
+                 compact: bool = True) -> None:
+        if part_rows < 1 or part_seconds <= 0:
+            raise ValueError("part_rows and part_seconds must be positive")
+        self.path = Path(path)
+        self.metadata = copy.deepcopy(metadata)
+        self.metadata.parts = []
+        self.metadata.operations = 0
+        self.metadata.complete = False
+        self._part_rows = part_rows
+        self._part_seconds = part_seconds
+        self._compact = compact
+        self._rows: list[Operation] = []
+        self._check_at = min(_CHECK_EVERY_ROWS, part_rows)
+        self._next_part = 0
+        self._closed = False
+        self._prepare_directory(overwrite)
+        self._last_flush = time.monotonic()
+        self._write_metadata()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            # Keep what was recorded, but do not claim the recording ended cleanly.
+            self._abandon()
+
+    def write(self, op: Operation) -> None:
+        rows = self._rows
+        rows.append(op)
+        if len(rows) >= self._check_at:
+            self._rotate_if_due()
+
+    def write_many(self, ops: Iterable[Operation]) -> None:
+        iterator = iter(ops)
+        while chunk := list(islice(iterator, self._part_rows - len(self._rows))):
+            self._rows.extend(chunk)
+            self._rotate_if_due()
+
+    def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Append rows that are already columnar (conversions, generated workloads), after the buffered rows."""
+        self._flush()
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        try:
+            table = table.select(list(COLUMNS)).cast(SCHEMA)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise MembenchError(f"rows do not match the profile schema: {exc}") from None
+        for offset in range(0, table.num_rows, self._part_rows):
+            self._write_part(table.slice(offset, self._part_rows))
+
+    def set_health(self, counters: dict[str, dict[str, int]]) -> None:
+        """Capture, parser and pairing counters, as of now; written with the next part and at close."""
+        self.metadata.health = {section: dict(values) for section, values in counters.items()}
+
+    def tick(self) -> None:
+        """Called periodically, even when no operation arrives, so that the last rows reach disk within a second."""
+        if self._rows and time.monotonic() - self._last_flush >= self._part_seconds:
+            self._flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as a part now."""
+        self._flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._flush()
+        if self._compact:
+            self._compact_parts()
+        self.metadata.complete = True
+        self._write_metadata()
+        self._closed = True
+
+    def _abandon(self) -> None:
+        if not self._closed:
+            self._flush()
+            self._closed = True
+
+    def _prepare_directory(self, overwrite: bool) -> None:
+        path = self.path
+        try:
+            if path.exists() and not path.is_dir():
+                raise MembenchError(f"{path} exists and is not a directory")
+            if path.is_dir():
+                entries = list(path.iterdir())
+                if entries and not overwrite:
+                    raise MembenchError(f"{path} already exists and is not empty (choose another path or overwrite)")
+                foreign = [e for e in entries if not _is_profile_file(e.name)]
+                if foreign:
+                    raise MembenchError(f"refusing to overwrite {path}: it holds files that are not a profile's")
+                for entry in entries:
+                    entry.unlink()
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MembenchError(f"cannot create profile directory {path}: {exc.strerror or exc}") from None
+
+    def _rotate_if_due(self) -> None:
+        count = len(self._rows)
+        if count >= self._part_rows or time.monotonic() - self._last_flush >= self._part_seconds:
+            self._flush()
+        else:
+            self._check_at = min(count + _CHECK_EVERY_ROWS, self._part_rows)
+
+    def _flush(self) -> None:
+        if self._closed:
+            raise MembenchError("the profile writer is already closed")
+        rows = self._rows
+        if rows:
+            self._rows = []
+            self._write_part(_table_from_rows(rows))
+        self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows)
+        self._last_flush = time.monotonic()
+
+    def _write_part(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        low, high = pc.min_max(table["timestamp_ns"]).values()
+        metadata = self.metadata
+        metadata.start_ns = low.as_py() if metadata.start_ns is None else min(metadata.start_ns, low.as_py())
+        metadata.end_ns = high.as_py() if metadata.end_ns is None else max(metadata.end_ns, high.as_py())
+        name = part_name(self._next_part)
+        self._next_part += 1
+        self._write_parquet(name, table, row_group_rows=table.num_rows)
+        metadata.parts.append(name)
+        metadata.operations += table.num_rows
+        self._write_metadata()
+
+    def _write_parquet(self, name: str, table: pa.Table, row_group_rows: int) -> None:
+        temporary = self.path / f".{name}.tmp"
+        try:
+            with open(temporary, "wb") as handle:
+                with pq.ParquetWriter(handle, self._schema_with_metadata(), **_PARQUET_OPTIONS) as writer:
+                    writer.write_table(table, row_group_size=row_group_rows)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path / name)
+        except OSError as exc:
+            raise MembenchError(f"cannot write profile part {self.path / name}: {exc.strerror or exc}") from None
+
+    def _schema_with_metadata(self) -> pa.Schema:
+        # The embedded copy leaves out the part list: it would grow with every part and make parts quadratic.
+        embedded = copy.copy(self.metadata)
+        embedded.parts = []
+        return SCHEMA.with_metadata({PARQUET_METADATA_KEY: embedded.to_json().encode()})
+
+    def _write_metadata(self) -> None:
+        try:
+            self.metadata.write_atomic(self.path)
+        except OSError as exc:
+            raise MembenchError(f"cannot write {self.path / METADATA_FILE}: {exc.strerror or exc}") from None
+
+    def _compact_parts(self) -> None:
+        """Rewrite the parts as few files of large row groups; the old parts go only once the new list is on disk.
+
+        A crash before the new listing leaves the old parts listed (the new files are ignored as unlisted); a
+        crash after it leaves the old parts unlisted. Either way every row is read exactly once.
+        """
+        old_parts = list(self.metadata.parts)
+        if len(old_parts) <= 1:
+            return
+        try:
+            self._rewrite_parts(old_parts)
+        except OSError as exc:
+            raise MembenchError(f"cannot compact profile {self.path}: {exc.strerror or exc}") from None
+
+    def _rewrite_parts(self, old_parts: list[str]) -> None:
+        new_parts: list[str] = []
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        output: _CompactedFile | None = None
+        for name in old_parts:
+            pending.append(pq.read_table(self.path / name, schema=SCHEMA))
+            pending_rows += pending[-1].num_rows
+            while pending_rows >= COMPACT_ROW_GROUP_ROWS:
+                merged = pa.concat_tables(pending)
+                output = self._emit_row_group(output, merged.slice(0, COMPACT_ROW_GROUP_ROWS), new_parts)
+                pending = [merged.slice(COMPACT_ROW_GROUP_ROWS)]
+                pending_rows -= COMPACT_ROW_GROUP_ROWS
+        if pending_rows:
+            output = self._emit_row_group(output, pa.concat_tables(pending), new_parts)
+        if output is not None:
+            output.finish()
+        self.metadata.parts = new_parts
+        self._write_metadata()
+        for name in old_parts:
+            (self.path / name).unlink(missing_ok=True)
+        fsync_directory(self.path)
+
+    def _emit_row_group(self, output: _CompactedFile | None, table: pa.Table,
+                        new_parts: list[str]) -> _CompactedFile:
+        if output is not None and output.row_groups >= COMPACT_FILE_ROW_GROUPS:
+            output.finish()
+            output = None
+        if output is None:
+            name = part_name(self._next_part)
+            self._next_part += 1
+            new_parts.append(name)
+            output = _CompactedFile(self.path, name, self._schema_with_metadata())
+        output.write(table.combine_chunks().unify_dictionaries())
+        return output
+
+
+class _CompactedFile:
+    """One output file of compaction, written under a temporary name until it is finished."""
+
+    def __init__(self, directory: Path, name: str, schema: pa.Schema) -> None:
+        self._final = directory / name
+        self._temporary = directory / f".{name}.tmp"
+        self._handle = open(self._temporary, "wb")  # noqa: SIM115 - closed in finish(), after the Parquet writer
+        self._writer = pq.ParquetWriter(self._handle, schema, **_PARQUET_OPTIONS)
+        self.row_groups = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.row_groups += 1
+
+    def finish(self) -> None:
+        self._writer.close()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._temporary, self._final)
+
+
+def _is_profile_file(name: str) -> bool:
+    return (name == METADATA_FILE or part_index(name) is not None
+            or (name.startswith(".") and name.endswith(".tmp")))
+
+
+def _table_from_rows(rows: list[Operation]) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    try:
+        arrays = [pa.array(values, type=field.type) for values, field in zip(columns, SCHEMA, strict=True)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
+        raise MembenchError(f"an operation does not fit the profile schema: {exc}") from None
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
