@@ -11,8 +11,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MEMBENCH_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -119,3 +123,70 @@ def run_membench(*args: str, timeout: float = 120, check: bool = False) -> subpr
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def read_profile(path: Path) -> pa.Table:
+    """All rows of a profile, read with plain pyarrow (no membench code), in timestamp order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(path.glob("*.parquet"))
+    assert parts, f"no Parquet part in {path}"
+    return pa.concat_tables(pq.read_table(p) for p in parts).sort_by([("timestamp_ns", "ascending")])
+
+
+RETRIEVALS = ("get", "gets", "mg")
+STORAGE = ("set", "add", "replace", "append", "prepend", "cas", "ms")
+STAT_NAMES = ("cmd_get", "get_hits", "get_misses", "cmd_set", "delete_hits", "delete_misses", "incr_hits",
+              "incr_misses", "decr_hits", "decr_misses", "cas_hits", "cas_badval", "cas_misses", "cmd_touch",
+              "touch_hits", "touch_misses")
+
+
+def profile_counters(table: pa.Table) -> dict[str, int]:
+    """What memcached's `stats` counters should have moved by, according to a profile."""
+    counts = {name: 0 for name in STAT_NAMES}
+    for row in table.select(["command", "status"]).to_pylist():
+        command, status = row["command"], row["status"]
+        if command in RETRIEVALS:
+            counts["cmd_get"] += 1
+            counts["get_hits" if status == "hit" else "get_misses"] += status in ("hit", "miss")
+        elif command in STORAGE:
+            counts["cmd_set"] += 1
+            if command == "cas":
+                counts[{"stored": "cas_hits", "exists": "cas_badval", "not_found": "cas_misses"}[status]] += 1
+        elif command in ("delete", "md"):
+            counts["delete_hits" if status == "deleted" else "delete_misses"] += status in ("deleted", "not_found")
+        elif command in ("incr", "decr"):
+            counts[f"{command}_hits" if status == "ok" else f"{command}_misses"] += status in ("ok", "not_found")
+        elif command == "touch":
+            counts["cmd_touch"] += 1
+            counts["touch_hits" if status == "touched" else "touch_misses"] += 1
+    return counts
+
+
+def stats_delta(before: dict[str, int | str], after: dict[str, int | str]) -> dict[str, int]:
+    return {name: int(after[name]) - int(before[name]) for name in STAT_NAMES}
+
+
+class Tcpdump:
+    """tcpdump writing a pcap of one port on loopback; `stop()` returns the kernel's drop count."""
+
+    def __init__(self, path: Path, port: int, extra_filter: str = "") -> None:
+        binary = shutil.which("tcpdump")
+        if binary is None:
+            pytest.fail("tcpdump is not installed: run scripts/setup.sh")
+        expression = f"port {port}" + (f" and ({extra_filter})" if extra_filter else "")
+        self.process = subprocess.Popen([binary, "-i", "lo", "-U", "-s", "0", "-w", str(path), expression],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline()  # "listening on lo ..." once the capture is live
+        assert "listening" in line, line
+
+    def stop(self) -> int:
+        time.sleep(0.2)  # let the last packets reach the capture buffer
+        self.process.send_signal(2)
+        _, err = self.process.communicate(timeout=10)
+        for line in err.splitlines():
+            if "dropped by kernel" in line:
+                return int(line.split()[0])
+        return 0

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -52,15 +53,23 @@ examples:
 """
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Wrong arguments get the same one-line error as every other mistake, pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"membench: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="membench",
         description="Record memcached traffic as an anonymized profile, analyze it, and replay it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="run `membench COMMAND --help` for examples",
     )
     parser.add_argument("--version", action="version", version=f"membench {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_OneLineErrorParser)
 
     record = commands.add_parser(
         "record", help="capture traffic into a profile", epilog=RECORD_EXAMPLES,
