@@ -160,6 +160,9 @@ def _record(args: argparse.Namespace, console: Console) -> int:
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        port_list = ", ".join(map(str, ports))
+        console.print(f"recording {source.name} (port {port_list}) into {args.output}; Ctrl+C to stop",
+                      markup=False)
         summary = recorder.run()
     if status is not None:
         status.clear()

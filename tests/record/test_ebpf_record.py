@@ -1,0 +1,135 @@
+"""`membench record ebpf:any` end to end, as root, against a real memcached and real clients.
+
+The profile must match memcached's `stats` counter deltas exactly whenever no drops were reported, at the server
+side and at the client side, and must describe the same operations as a tcpdump recording of the same traffic
+processed by the packet pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pylibmc
+import pytest
+from pymemcache.client.base import Client
+
+from tests.conftest import Memcached, Tcpdump, is_root, profile_counters, read_profile, run_membench, stats_delta
+
+pytestmark = pytest.mark.ebpf
+
+
+def require_ebpf() -> None:
+    reason = None
+    if not is_root():
+        reason = "eBPF capture needs root"
+    elif not Path("/sys/kernel/btf/vmlinux").exists():
+        reason = "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
+    if reason is not None:
+        if os.environ.get("MEMBENCH_REQUIRE_EBPF") == "1":
+            pytest.fail(f"eBPF is required here but unavailable: {reason}")
+        pytest.skip(reason)
+
+
+class Recording:
+    """A `membench record ebpf:...` subprocess that is attached once constructed."""
+
+    def __init__(self, out: Path, port: int, *extra: str) -> None:
+        require_ebpf()
+        self.out = out
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "membench", "record", "ebpf:any", str(out), "--port", str(port), "--quiet",
+             "--salt", "ebpf-test", *extra],
+            stderr=subprocess.PIPE, text=True)
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline()
+        assert line.startswith("recording"), line + self.process.stderr.read()
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGINT)
+        _, err = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, err
+        return err
+
+    def health(self) -> dict[str, dict[str, int]]:
+        return json.loads((self.out / "profile.json").read_text())["health"]
+
+
+def mixed_traffic(memcached: Memcached) -> Callable[[], None]:
+    def traffic() -> None:
+        client = Client((memcached.host, memcached.port))
+        for i in range(300):
+            client.set(f"k{i}", b"v" * (i % 500 + 1), noreply=i % 4 == 0)
+        for i in range(0, 400, 3):
+            client.get(f"k{i}")
+        client.get_many([f"k{i}" for i in range(250, 330)])
+        client.set("big", b"B" * (1 << 20))
+        assert client.get("big") == b"B" * (1 << 20)
+        client.delete("k1")
+        client.delete("nope")
+        client.set("n", b"1")
+        client.incr("n", 2)
+        client.decr("missing", 1)
+        client.close()
+        for binary in (False, True):
+            lib = pylibmc.Client([memcached.address], binary=binary)
+            lib.set_multi({f"lib{i}": b"x" * i for i in range(1, 60)})
+            lib.get_multi([f"lib{i}" for i in range(0, 90)])
+            lib.delete("lib3")
+            lib.disconnect_all()
+        with socket.create_connection((memcached.host, memcached.port)) as sock:
+            sock.sendall(b"ms m1 2\r\nhi\r\nmg m1 v q O1\r\nmg m2 v q O2\r\nmn\r\n")
+            buf = b""
+            while not buf.endswith(b"MN\r\n"):
+                buf += sock.recv(4096)
+        subprocess.run(["memcslap", f"--servers={memcached.address}", "--concurrency=8", "--execute-number=300"],
+                       check=True, capture_output=True, timeout=120)
+
+    return traffic
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_ebpf_profile_matches_memcached_stats(memcached: Memcached, tmp_path: Path, side: str) -> None:
+    early = socket.create_connection((memcached.host, memcached.port))  # open before the capture starts
+    before = memcached.stats()
+    recording = Recording(tmp_path / "e.profile", memcached.port, "--side", side)
+    early.sendall(b"set early 0 0 1\r\nx\r\nget early\r\n")
+    buf = b""
+    while not buf.endswith(b"END\r\n"):
+        buf += early.recv(4096)
+    early.close()
+    mixed_traffic(memcached)()
+    recording.stop()
+    delta = stats_delta(before, memcached.stats())
+    health = recording.health()
+    assert health["capture"]["dropped_events"] == 0
+    table = read_profile(recording.out)
+    assert profile_counters(table) == delta
+    assert {"text", "binary", "meta"} <= set(table.column("protocol").to_pylist())
+    big = [r["status"] for r in table.to_pylist() if r["value_length"] == 1 << 20]
+    assert big == ["stored", "hit"]
+
+
+def test_ebpf_and_pcap_recordings_of_the_same_traffic_agree(memcached: Memcached, tmp_path: Path) -> None:
+    recording = Recording(tmp_path / "e.profile", memcached.port)
+    dump = Tcpdump(tmp_path / "same.pcap", memcached.port)
+    mixed_traffic(memcached)()
+    assert dump.stop() == 0
+    recording.stop()
+    packet = tmp_path / "p.profile"
+    proc = run_membench("record", str(tmp_path / "same.pcap"), str(packet), "--port", str(memcached.port),
+                        "--salt", "ebpf-test", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+
+    def operations(path: Path) -> Counter[tuple]:
+        rows = read_profile(path).select(["command", "protocol", "key_hash", "value_length", "status"])
+        return Counter(tuple(r.values()) for r in rows.to_pylist())
+
+    assert operations(recording.out) == operations(packet)
