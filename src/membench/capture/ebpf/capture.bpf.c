@@ -1,0 +1,630 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * membench socket capture: copies the bytes that move through watched TCP sockets into a ring buffer.
+ *
+ * Only syscall tracepoints are used (no kprobes/fentry). At sys_enter of a data syscall the fd is checked once
+ * (task->files->fdt->fd[fd] -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is
+ * cached per (tgid, fd), so the common case is one hash lookup; the arguments are stashed per thread. At
+ * sys_exit the return value says how many bytes moved: that many bytes (up to the copy limit) are copied
+ * from user memory and the per-direction stream offset advances by the full count, delivered or not.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
+#define MSG_PEEK 2
+#define EINPROGRESS 115
+
+/* How the stashed pointer of a data syscall is to be read. */
+enum mb_buffer_kind {
+	MB_BUFFER_PLAIN = 0, /* pointer to the bytes */
+	MB_BUFFER_IOVEC = 1, /* pointer to an iovec array */
+	MB_BUFFER_MSGHDR = 2, /* pointer to a user msghdr */
+};
+
+/* The user-space ABI structs read with bpf_probe_read_user (x86-64 / arm64 LP64 layout). */
+struct user_iovec {
+	__u64 iov_base;
+	__u64 iov_len;
+};
+
+struct user_msghdr {
+	__u64 msg_name;
+	__s32 msg_namelen;
+	__s32 pad;
+	__u64 msg_iov;
+	__u64 msg_iovlen;
+};
+
+/* Arguments of a syscall in flight, from sys_enter to sys_exit, per thread. */
+struct pending_call {
+	__u64 buffer;
+	__u64 count; /* iovec count for MB_BUFFER_IOVEC */
+	__s32 fd;
+	__u16 syscall;
+	__u8 direction;
+	__u8 kind;
+};
+
+/* One event being built: the header plus twice the copy limit, so that an offset below MB_COPY_MAX plus a
+ * length of at most MB_COPY_MAX is provably inside the buffer for the verifier. */
+struct scratch_event {
+	struct mb_event header;
+	__u8 data[2 * MB_COPY_MAX];
+};
+
+struct iovec_walk {
+	__u64 iovecs;
+	__u64 remaining; /* bytes moved by the syscall not yet attributed to an iovec */
+	__u32 copied;
+	__u32 limit;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mb_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} watched_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_PIDS);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_CONNECTIONS);
+	__type(key, struct mb_fd_key);
+	__type(value, struct mb_connection);
+} connections SEC(".maps");
+
+/* Negative verdicts: fds that are not watched TCP sockets. LRU because nothing forces them to be closed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MB_MAX_CONNECTIONS);
+	__type(key, struct mb_fd_key);
+	__type(value, __u8);
+} ignored_fds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pending_call);
+} pending SEC(".maps");
+
+/* One slot per CPU, indexed by CPU number (user space sizes it to the possible CPUs): a per-CPU array would be
+ * simpler, but its values are capped at 32 KiB. Programs on syscall tracepoints do not migrate or nest on a
+ * CPU, so a slot is never shared by two events being built. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch_event);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MB_COUNTER_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} next_conn SEC(".maps");
+
+static __always_inline struct mb_config *get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+static __always_inline void count(__u32 counter, __u64 amount)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
+
+	if (value)
+		*value += amount;
+}
+
+static __always_inline bool pid_wanted(const struct mb_config *cfg, __u32 tgid)
+{
+	return !cfg->filter_pids || bpf_map_lookup_elem(&target_pids, &tgid);
+}
+
+/* The TCP sock behind fd in the current task, or NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *socket;
+	struct sock *sk;
+	__u16 family;
+
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	socket = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(socket, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void fill_header(struct mb_event *header, const struct mb_config *cfg,
+					const struct mb_fd_key *key, __u64 conn, __u8 type, __u16 syscall)
+{
+	header->timestamp_ns = bpf_ktime_get_ns() + cfg->realtime_offset_ns;
+	header->conn = conn;
+	header->offset = 0;
+	header->tgid = key->tgid;
+	header->fd = key->fd;
+	header->length = 0;
+	header->copied = 0;
+	header->syscall = syscall;
+	header->type = type;
+	header->direction = 0;
+	header->flags = 0;
+}
+
+static __always_inline void emit_close(const struct mb_config *cfg, const struct mb_fd_key *key, __u64 conn,
+				       __u16 syscall)
+{
+	struct mb_event header;
+
+	fill_header(&header, cfg, key, conn, MB_EVENT_CLOSE, syscall);
+	if (bpf_ringbuf_output(&events, &header, sizeof(header), 0))
+		count(MB_COUNTER_DROPPED_EVENTS, 1);
+}
+
+/* Start tracking fd if its socket is on a watched port; otherwise remember that it is not. */
+static __always_inline struct mb_connection *track(const struct mb_config *cfg, const struct mb_fd_key *key,
+						   struct sock *sk, __u16 syscall, bool mid_stream)
+{
+	struct {
+		struct mb_event header;
+		struct mb_open_info info;
+	} open = {};
+	struct mb_connection fresh = {};
+	__u16 local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u16 watched = cfg->side == MB_SIDE_CLIENT ? remote_port : local_port;
+	__u8 ignored = 1;
+	__u32 zero = 0;
+	__u64 *next;
+
+	if (!bpf_map_lookup_elem(&watched_ports, &watched)) {
+		bpf_map_update_elem(&ignored_fds, key, &ignored, BPF_ANY);
+		return NULL;
+	}
+	next = bpf_map_lookup_elem(&next_conn, &zero);
+	if (!next)
+		return NULL;
+	fresh.conn = __sync_fetch_and_add(next, 1) + 1;
+	if (bpf_map_update_elem(&connections, key, &fresh, BPF_NOEXIST)) {
+		/* Either another thread of this process got there first (use its entry) or the table is full. */
+		struct mb_connection *existing = bpf_map_lookup_elem(&connections, key);
+
+		if (!existing)
+			count(MB_COUNTER_TABLE_FULL, 1);
+		return existing;
+	}
+
+	fill_header(&open.header, cfg, key, fresh.conn, MB_EVENT_OPEN, syscall);
+	open.header.flags = mid_stream ? MB_FLAG_MID_STREAM : 0;
+	open.info.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	open.info.local_port = local_port;
+	open.info.remote_port = remote_port;
+	if (open.info.family == AF_INET) {
+		BPF_CORE_READ_INTO(&open.info.local_addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(&open.info.remote_addr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&open.info.local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&open.info.remote_addr, sk, __sk_common.skc_v6_daddr);
+	}
+	if (bpf_ringbuf_output(&events, &open, sizeof(open), 0))
+		count(MB_COUNTER_DROPPED_EVENTS, 1);
+	return bpf_map_lookup_elem(&connections, key);
+}
+
+/* Forget whatever was known about (tgid, fd): the fd number now names something else. */
+static __always_inline void forget(const struct mb_config *cfg, const struct mb_fd_key *key, __u16 syscall)
+{
+	struct mb_connection *known = bpf_map_lookup_elem(&connections, key);
+
+	if (known) {
+		emit_close(cfg, key, known->conn, syscall);
+		bpf_map_delete_elem(&connections, key);
+	}
+	bpf_map_delete_elem(&ignored_fds, key);
+}
+
+/* The connection behind (tgid, fd) if it is watched, deciding lazily for fds opened before the capture. */
+static __always_inline struct mb_connection *watched_connection(const struct mb_config *cfg,
+								const struct mb_fd_key *key, __u16 syscall)
+{
+	struct mb_connection *known = bpf_map_lookup_elem(&connections, key);
+	struct sock *sk;
+
+	if (known)
+		return known;
+	if (bpf_map_lookup_elem(&ignored_fds, key))
+		return NULL;
+	sk = tcp_sock_of_fd(key->fd);
+	if (!sk) {
+		__u8 ignored = 1;
+
+		bpf_map_update_elem(&ignored_fds, key, &ignored, BPF_ANY);
+		return NULL;
+	}
+	return track(cfg, key, sk, syscall, true);
+}
+
+static __always_inline int data_enter(__u64 fd, __u64 buffer, __u64 count, __u16 syscall, __u8 direction,
+				      __u8 kind)
+{
+	struct mb_config *cfg = get_config();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct mb_fd_key key = { .tgid = pid_tgid >> 32, .fd = (__s32)fd };
+	struct pending_call call = {
+		.buffer = buffer, .count = count, .fd = (__s32)fd, .syscall = syscall, .direction = direction,
+		.kind = kind,
+	};
+
+	if (!cfg || !pid_wanted(cfg, key.tgid))
+		return 0;
+	if (!watched_connection(cfg, &key, syscall))
+		return 0;
+	bpf_map_update_elem(&pending, &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+static long copy_iovec(__u32 index, void *ctx)
+{
+	struct iovec_walk *walk = ctx;
+	struct user_iovec iov;
+	struct scratch_event *event;
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u32 offset;
+	__u64 length;
+
+	if (walk->remaining == 0 || walk->copied >= walk->limit)
+		return 1;
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(walk->iovecs + index * sizeof(iov))))
+		return 1;
+	length = iov.iov_len < walk->remaining ? iov.iov_len : walk->remaining;
+	walk->remaining -= length;
+	if (length > walk->limit - walk->copied)
+		length = walk->limit - walk->copied;
+	if (length > MB_COPY_MAX)
+		length = MB_COPY_MAX;
+	event = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!event)
+		return 1;
+	offset = walk->copied & (MB_COPY_MAX - 1);
+	if (bpf_probe_read_user(&event->data[offset], length, (void *)iov.iov_base))
+		return 1;
+	walk->copied += length;
+	return 0;
+}
+
+static __always_inline int data_exit(long ret)
+{
+	struct mb_config *cfg = get_config();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pending_call *stashed = bpf_map_lookup_elem(&pending, &pid_tgid);
+	struct pending_call call;
+	struct mb_fd_key key;
+	struct mb_connection *connection;
+	struct scratch_event *event;
+	struct iovec_walk walk = {};
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 offset;
+	__u32 copied;
+	__u32 limit;
+
+	if (!stashed)
+		return 0;
+	call = *stashed;
+	bpf_map_delete_elem(&pending, &pid_tgid);
+	if (!cfg || ret <= 0)
+		return 0;
+	key.tgid = pid_tgid >> 32;
+	key.fd = call.fd;
+	connection = bpf_map_lookup_elem(&connections, &key);
+	if (!connection)
+		return 0;
+	offset = __sync_fetch_and_add(&connection->offset[call.direction & 1], ret);
+
+	event = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!event)
+		return 0;
+	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
+	if (call.kind == MB_BUFFER_PLAIN) {
+		copied = (__u64)ret < limit ? (__u32)ret : limit;
+		if (copied > MB_COPY_MAX)
+			copied = MB_COPY_MAX;
+		if (bpf_probe_read_user(event->data, copied, (void *)call.buffer))
+			copied = 0;
+	} else {
+		walk.iovecs = call.buffer;
+		walk.remaining = ret;
+		walk.limit = limit;
+		if (call.kind == MB_BUFFER_MSGHDR) {
+			struct user_msghdr msg;
+
+			if (bpf_probe_read_user(&msg, sizeof(msg), (void *)call.buffer))
+				return 0;
+			walk.iovecs = msg.msg_iov;
+			call.count = msg.msg_iovlen;
+		}
+		bpf_loop(call.count < MB_MAX_IOV ? call.count : MB_MAX_IOV, copy_iovec, &walk, 0);
+		copied = walk.copied;
+		if (copied > MB_COPY_MAX)
+			copied = MB_COPY_MAX;
+	}
+
+	fill_header(&event->header, cfg, &key, connection->conn, MB_EVENT_DATA, call.syscall);
+	event->header.offset = offset;
+	event->header.direction = call.direction;
+	event->header.length = ret;
+	event->header.copied = copied;
+	event->header.flags = copied < (__u64)ret ? MB_FLAG_TRUNCATED : 0;
+	if (bpf_ringbuf_output(&events, event, sizeof(event->header) + copied, 0)) {
+		count(MB_COUNTER_DROPPED_EVENTS, 1);
+		count(MB_COUNTER_DROPPED_BYTES, ret);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int enter_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_READ, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
+}
+
+SEC("tracepoint/syscalls/sys_enter_readv")
+int enter_readv(struct trace_event_raw_sys_enter *ctx)
+{
+	return data_enter(ctx->args[0], ctx->args[1], ctx->args[2], MB_SYS_READV, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	/* A peek leaves the bytes in the socket: they are captured when actually read. */
+	if (ctx->args[3] & MSG_PEEK)
+		return 0;
+	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_RECVFROM, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[2] & MSG_PEEK)
+		return 0;
+	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_RECVMSG, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_WRITE, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int enter_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return data_enter(ctx->args[0], ctx->args[1], ctx->args[2], MB_SYS_WRITEV, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int enter_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_SENDTO, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_SENDMSG, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int exit_read(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int exit_readv(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int exit_write(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int exit_writev(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return data_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	struct mb_config *cfg = get_config();
+	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ctx->args[0] };
+
+	if (cfg)
+		forget(cfg, &key, MB_SYS_CLOSE);
+	return 0;
+}
+
+/* A new fd from accept: decide now, so the connection is known from its first byte (not mid-stream). */
+static __always_inline int accepted(long ret)
+{
+	struct mb_config *cfg = get_config();
+	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
+	struct sock *sk;
+
+	if (!cfg || ret < 0)
+		return 0;
+	forget(cfg, &key, MB_SYS_ACCEPT);
+	if (!pid_wanted(cfg, key.tgid))
+		return 0;
+	sk = tcp_sock_of_fd(key.fd);
+	if (sk)
+		track(cfg, &key, sk, MB_SYS_ACCEPT, false);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return accepted(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accepted(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	struct mb_config *cfg = get_config();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pending_call call = { .fd = (__s32)ctx->args[0], .syscall = MB_SYS_CONNECT };
+
+	if (!cfg || cfg->side != MB_SIDE_CLIENT || !pid_wanted(cfg, pid_tgid >> 32))
+		return 0;
+	bpf_map_update_elem(&pending, &pid_tgid, &call, BPF_ANY);
+	return 0;
+}
+
+/* A connect that succeeded or is in progress: the remote port is set, decide now (not mid-stream). */
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	struct mb_config *cfg = get_config();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pending_call *stashed = bpf_map_lookup_elem(&pending, &pid_tgid);
+	struct mb_fd_key key = { .tgid = pid_tgid >> 32 };
+	struct sock *sk;
+
+	if (!stashed)
+		return 0;
+	key.fd = stashed->fd;
+	bpf_map_delete_elem(&pending, &pid_tgid);
+	if (!cfg || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
+		return 0;
+	forget(cfg, &key, MB_SYS_CONNECT);
+	sk = tcp_sock_of_fd(key.fd);
+	if (sk)
+		track(cfg, &key, sk, MB_SYS_CONNECT, false);
+	return 0;
+}
+
+/* A syscall that hands out an fd number: whatever that number named before (closed without close(2), e.g.
+ * by exec or dup2 over it) is gone. */
+static __always_inline int fd_reassigned(long ret)
+{
+	struct mb_config *cfg = get_config();
+	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
+
+	if (cfg && ret >= 0)
+		forget(cfg, &key, MB_SYS_CLOSE);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_socket")
+int exit_socket(struct trace_event_raw_sys_exit *ctx)
+{
+	return fd_reassigned(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup")
+int exit_dup(struct trace_event_raw_sys_exit *ctx)
+{
+	return fd_reassigned(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int exit_dup2(struct trace_event_raw_sys_exit *ctx)
+{
+	return fd_reassigned(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int exit_dup3(struct trace_event_raw_sys_exit *ctx)
+{
+	return fd_reassigned(ctx->ret);
+}

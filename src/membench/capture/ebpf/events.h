@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The kernel/user contract of membench's eBPF capture: the one definition of every event and map layout.
+ * capture.bpf.c includes it; events.py mirrors it with struct formats, and a test compares the two through
+ * the BTF of the compiled object. Change both sides together.
+ */
+#ifndef MEMBENCH_EVENTS_H
+#define MEMBENCH_EVENTS_H
+
+/* Largest payload prefix one event can carry (a power of two: the BPF side masks with MB_COPY_MAX - 1).
+ * User space may lower the effective limit through mb_config.copy_limit. */
+#define MB_COPY_MAX 16384
+/* Most iovecs walked per readv/writev/recvmsg/sendmsg (the kernel's UIO_MAXIOV). */
+#define MB_MAX_IOV 1024
+/* Capacity of the per-fd verdict maps. */
+#define MB_MAX_CONNECTIONS 65536
+#define MB_MAX_PORTS 64
+#define MB_MAX_PIDS 1024
+
+enum mb_event_type {
+	MB_EVENT_DATA = 1,  /* header followed by `copied` payload bytes */
+	MB_EVENT_OPEN = 2,  /* header followed by struct mb_open_info */
+	MB_EVENT_CLOSE = 3, /* header only */
+};
+
+/* Socket direction; user space maps it to request/response according to the watched side. */
+enum mb_direction {
+	MB_DIR_INGRESS = 0, /* read, readv, recvfrom, recvmsg */
+	MB_DIR_EGRESS = 1,  /* write, writev, sendto, sendmsg */
+};
+
+enum mb_syscall {
+	MB_SYS_NONE = 0,
+	MB_SYS_READ = 1,
+	MB_SYS_READV = 2,
+	MB_SYS_RECVFROM = 3,
+	MB_SYS_RECVMSG = 4,
+	MB_SYS_WRITE = 5,
+	MB_SYS_WRITEV = 6,
+	MB_SYS_SENDTO = 7,
+	MB_SYS_SENDMSG = 8,
+	MB_SYS_CLOSE = 9,
+	MB_SYS_ACCEPT = 10,
+	MB_SYS_CONNECT = 11,
+};
+
+enum mb_flags {
+	MB_FLAG_TRUNCATED = 1,  /* copied < length: the tail was not copied */
+	MB_FLAG_MID_STREAM = 2, /* open event of a connection first seen by traffic, not by accept/connect */
+};
+
+/* Fixed header of every ring buffer record. */
+struct mb_event {
+	__u64 timestamp_ns; /* CLOCK_REALTIME, from the monotonic clock plus mb_config.realtime_offset_ns */
+	__u64 conn;         /* connection id: a generation counter, unique for the whole capture (fd reuse too) */
+	__u64 offset;       /* stream offset of the first byte, per direction, counting every byte moved */
+	__u32 tgid;
+	__s32 fd;
+	__u32 length;       /* bytes the syscall moved */
+	__u32 copied;       /* payload bytes that follow this header */
+	__u16 syscall;      /* enum mb_syscall */
+	__u8 type;          /* enum mb_event_type */
+	__u8 direction;     /* enum mb_direction */
+	__u32 flags;        /* enum mb_flags */
+};
+
+/* Payload of MB_EVENT_OPEN. IPv4 addresses are stored in the first 4 bytes. */
+struct mb_open_info {
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;  /* host byte order */
+	__u16 remote_port; /* host byte order */
+	__u16 family;      /* AF_INET or AF_INET6 */
+	__u16 reserved;
+};
+
+enum mb_side {
+	MB_SIDE_SERVER = 0, /* watch sockets whose local port is watched (inside memcached) */
+	MB_SIDE_CLIENT = 1, /* watch sockets whose remote port is watched (inside the clients) */
+};
+
+/* Value of the single-entry `config` array map, written by user space before attaching. */
+struct mb_config {
+	__s64 realtime_offset_ns;
+	__u32 copy_limit;  /* <= MB_COPY_MAX */
+	__u8 side;         /* enum mb_side */
+	__u8 filter_pids;  /* 1: only tgids present in `target_pids` */
+	__u16 reserved;
+};
+
+/* Key of the `connections` and `ignored_fds` hash maps. */
+struct mb_fd_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* Value of the `connections` map: one watched socket fd. */
+struct mb_connection {
+	__u64 conn;
+	__u64 offset[2]; /* next stream offset, indexed by enum mb_direction */
+};
+
+/* Indexes of the per-CPU `counters` array map. */
+enum mb_counter {
+	MB_COUNTER_DROPPED_EVENTS = 0, /* ring buffer full: event lost, stream offset still advanced */
+	MB_COUNTER_DROPPED_BYTES = 1,  /* payload bytes (length) of the dropped data events */
+	MB_COUNTER_TABLE_FULL = 2,     /* watched socket not tracked: the connections map was full */
+	MB_COUNTER_COUNT = 3,
+};
+
+#endif

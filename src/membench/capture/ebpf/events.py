@@ -1,0 +1,106 @@
+"""The Python mirror of events.h: struct layouts and constants of the kernel/user contract.
+
+Each layout is declared as (field name, struct format code) pairs in C declaration order, so a test can check
+every field offset and size against the BTF of the compiled capture.bpf.o.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum, IntFlag
+
+COPY_MAX = 16384
+MAX_PORTS = 64
+MAX_PIDS = 1024
+
+Layout = tuple[tuple[str, str], ...]
+
+
+def _struct(layout: Layout) -> struct.Struct:
+    # "<" means no implicit padding: events.h is laid out without holes, and the BTF test proves it.
+    return struct.Struct("<" + "".join(code for _, code in layout))
+
+
+EVENT_LAYOUT: Layout = (
+    ("timestamp_ns", "Q"),
+    ("conn", "Q"),
+    ("offset", "Q"),
+    ("tgid", "I"),
+    ("fd", "i"),
+    ("length", "I"),
+    ("copied", "I"),
+    ("syscall", "H"),
+    ("type", "B"),
+    ("direction", "B"),
+    ("flags", "I"),
+)
+EVENT = _struct(EVENT_LAYOUT)
+
+OPEN_INFO_LAYOUT: Layout = (
+    ("local_addr", "16s"),
+    ("remote_addr", "16s"),
+    ("local_port", "H"),
+    ("remote_port", "H"),
+    ("family", "H"),
+    ("reserved", "H"),
+)
+OPEN_INFO = _struct(OPEN_INFO_LAYOUT)
+
+CONFIG_LAYOUT: Layout = (
+    ("realtime_offset_ns", "q"),
+    ("copy_limit", "I"),
+    ("side", "B"),
+    ("filter_pids", "B"),
+    ("reserved", "H"),
+)
+CONFIG = _struct(CONFIG_LAYOUT)
+
+PORT_KEY = struct.Struct("<H")
+PID_KEY = struct.Struct("<I")
+PRESENT = b"\x01"
+COUNTER = struct.Struct("<Q")
+
+
+class EventType(IntEnum):
+    DATA = 1
+    OPEN = 2
+    CLOSE = 3
+
+
+class SocketDirection(IntEnum):
+    INGRESS = 0
+    EGRESS = 1
+
+
+class Syscall(IntEnum):
+    NONE = 0
+    READ = 1
+    READV = 2
+    RECVFROM = 3
+    RECVMSG = 4
+    WRITE = 5
+    WRITEV = 6
+    SENDTO = 7
+    SENDMSG = 8
+    CLOSE = 9
+    ACCEPT = 10
+    CONNECT = 11
+
+
+class EventFlag(IntFlag):
+    TRUNCATED = 1
+    MID_STREAM = 2
+
+
+class Side(IntEnum):
+    SERVER = 0
+    CLIENT = 1
+
+
+class Counter(IntEnum):
+    DROPPED_EVENTS = 0
+    DROPPED_BYTES = 1
+    TABLE_FULL = 2
+
+
+COUNTER_COUNT = len(Counter)
