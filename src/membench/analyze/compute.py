@@ -1,0 +1,376 @@
+"""Computes an AnalysisReport from a profile in one pass over its column batches.
+
+Every statistic is accumulated per batch with numpy or pyarrow.compute and merged across batches; Python loops only
+run over things that are few (distinct commands and statuses, calendar seconds at the end), never over rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from membench.analyze.histogram import CountHistogram
+from membench.analyze.report import (
+    AnalysisReport,
+    CaptureHealth,
+    CommandStats,
+    Connections,
+    HitRatio,
+    HotKey,
+    KeyStats,
+    Latency,
+    ProfileSummary,
+    Throughput,
+    ValueSizes,
+)
+from membench.profile.metadata import ProfileMetadata
+from membench.profile.reader import ProfileReader
+from membench.profile.schema import Status
+from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS
+
+COLUMNS = ("timestamp_ns", "connection", "command", "protocol", "key_hash", "key_length", "value_length",
+           "status", "latency_us", "batch", "quiet")
+UNKNOWN = "(unknown)"  # a dictionary column that an older part lacks
+HOTTEST_LISTED = 10
+_NS_PER_S = 1_000_000_000
+_MERGE_KEYS_AT = 1 << 22  # pending per-batch key counts are merged once they exceed this many entries
+# Counters whose nonzero value means the profile misses traffic or misattributes it. Matched as name fragments
+# so that the capture, parser and pairing stages can add counters without teaching analyze about each one.
+_LOSS_MARKERS = ("missing", "hole", "drop", "malformed", "resync", "skipped", "unmatched", "unanswered",
+                 "unexpected", "error", "truncated", "lost")
+
+
+def analyze_profile(reader: ProfileReader) -> AnalysisReport:
+    accumulator = _Accumulator()
+    for batch in reader.batches(COLUMNS):
+        accumulator.add(batch)
+    return accumulator.report(reader)
+
+
+class _Codes:
+    """Global integer codes for the strings of dictionary columns, whose per-batch dictionaries differ."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def code(self, name: str) -> int:
+        if name not in self._index:
+            self._index[name] = len(self.names)
+            self.names.append(name)
+        return self._index[name]
+
+    def of(self, column: pa.Array) -> np.ndarray:
+        """The global code of every row of a dictionary (or plain string) column."""
+        if not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()
+        lookup = np.array([self.code(name) for name in column.dictionary.to_pylist()] + [self.code(UNKNOWN)],
+                          dtype=np.int64)
+        indices = column.indices
+        if indices.null_count:
+            indices = indices.fill_null(len(column.dictionary))
+        return lookup[indices.to_numpy()]
+
+
+class _KeyCounter:
+    """Operations per distinct key hash: value_counts per batch, merged with a hash group-by when they pile up."""
+
+    def __init__(self) -> None:
+        self._merged: pa.Table | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, hashes: pa.Array) -> None:
+        counted = pc.value_counts(hashes)
+        if len(counted) == 0:
+            return
+        self._pending.append(pa.table({"key": counted.field("values"),
+                                       "count": counted.field("counts").cast(pa.int64())}))
+        self._pending_rows += len(counted)
+        if self._pending_rows >= max(_MERGE_KEYS_AT, self._merged.num_rows if self._merged else 0):
+            self._merge()
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        self._merge()
+        if self._merged is None:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+        return (self._merged["key"].to_numpy(), self._merged["count"].to_numpy())
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        tables = ([self._merged] if self._merged is not None else []) + self._pending
+        merged = pa.concat_tables(tables).group_by("key").aggregate([("count", "sum")])
+        self._merged = merged.rename_columns(["key", "count"]).combine_chunks()
+        self._pending = []
+        self._pending_rows = 0
+
+
+class _SecondCounts:
+    """Operations per calendar second, in an array that grows at either end as earlier or later seconds appear."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def add(self, timestamps_ns: np.ndarray) -> None:
+        seconds = timestamps_ns // _NS_PER_S
+        low = int(seconds.min())
+        binned = np.bincount((seconds - low).astype(np.intp))
+        if self.first is None:
+            self.first, self.counts = low, binned.astype(np.int64)
+            return
+        start = min(self.first, low)
+        end = max(self.first + self.counts.size, low + binned.size)
+        if start != self.first or end != self.first + self.counts.size:
+            grown = np.zeros(end - start, dtype=np.int64)
+            grown[self.first - start: self.first - start + self.counts.size] = self.counts
+            self.first, self.counts = start, grown
+        self.counts[low - self.first: low - self.first + binned.size] += binned
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.commands = _Codes()
+        self.statuses = _Codes()
+        self.protocols = _Codes()
+        self.command_status: dict[tuple[int, int], int] = {}
+        self.protocol_operations: dict[int, int] = {}
+        self.quiet: dict[int, int] = {}
+        self.latency: dict[int, CountHistogram] = {}
+        self.latency_all = CountHistogram()
+        self.without_reply: dict[int, int] = {}
+        self.key_size = CountHistogram()
+        self.stored_size = CountHistogram()
+        self.hit_size = CountHistogram()
+        self.keys = _KeyCounter()
+        self.per_connection = np.zeros(0, dtype=np.int64)
+        self.seconds = _SecondCounts()
+        self.operations = 0
+        self.requests = 0
+        self.last_batch: int | None = None
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self.operations += batch.num_rows
+        command = self.commands.of(batch.column("command"))
+        status = self.statuses.of(batch.column("status"))
+        _add_counts(self.protocol_operations, np.bincount(self.protocols.of(batch.column("protocol"))))
+        self._count_commands(command, status, _filled(batch.column("quiet"), False))
+        self._count_latency(command, batch.column("latency_us"))
+        self._count_sizes(command, status, batch)
+        hashes = batch.column("key_hash")
+        self.keys.add(hashes.drop_null() if hashes.null_count else hashes)
+        self._count_time_and_requests(batch)
+
+    def _count_commands(self, command: np.ndarray, status: np.ndarray, quiet: np.ndarray) -> None:
+        width = len(self.statuses.names)
+        pairs = np.bincount(command * width + status)
+        for pair in np.flatnonzero(pairs):
+            key = (int(pair) // width, int(pair) % width)
+            self.command_status[key] = self.command_status.get(key, 0) + int(pairs[pair])
+        _add_counts(self.quiet, np.bincount(command[quiet]))
+
+    def _count_latency(self, command: np.ndarray, column: pa.Array) -> None:
+        answered = _valid(column)
+        latency = _filled(column, 0)
+        self.latency_all.add(latency[answered])
+        for code in np.flatnonzero(np.bincount(command)):
+            rows = command == code
+            self.latency.setdefault(int(code), CountHistogram()).add(latency[rows & answered])
+            unanswered = int(np.count_nonzero(rows & ~answered))
+            self.without_reply[int(code)] = self.without_reply.get(int(code), 0) + unanswered
+
+    def _count_sizes(self, command: np.ndarray, status: np.ndarray, batch: pa.RecordBatch) -> None:
+        key_length = batch.column("key_length")
+        self.key_size.add(_filled(key_length, 0)[_valid(key_length)])
+        value_length = batch.column("value_length")
+        has_value = _valid(value_length)
+        sizes = _filled(value_length, 0)
+        storage = [self.commands.code(str(name)) for name in STORAGE_COMMANDS]
+        self.stored_size.add(sizes[has_value & np.isin(command, storage)])
+        self.hit_size.add(sizes[has_value & (status == self.statuses.code(str(Status.HIT)))])
+
+    def _count_time_and_requests(self, batch: pa.RecordBatch) -> None:
+        timestamps = batch.column("timestamp_ns").to_numpy()
+        low, high = int(timestamps.min()), int(timestamps.max())
+        self.first_ns = low if self.first_ns is None else min(self.first_ns, low)
+        self.last_ns = high if self.last_ns is None else max(self.last_ns, high)
+        self.seconds.add(timestamps)
+        connection = batch.column("connection").to_numpy()
+        counts = np.bincount(connection)
+        if counts.size > self.per_connection.size:
+            counts[: self.per_connection.size] += self.per_connection
+            self.per_connection = counts.astype(np.int64)
+        else:
+            self.per_connection[: counts.size] += counts
+        # The operations of one request (a multi-key get) are written together and share its number.
+        numbers = batch.column("batch").to_numpy()
+        self.requests += int(np.count_nonzero(numbers[1:] != numbers[:-1]))
+        self.requests += int(self.last_batch is None or int(numbers[0]) != self.last_batch)
+        self.last_batch = int(numbers[-1])
+
+    def report(self, reader: ProfileReader) -> AnalysisReport:
+        metadata = reader.metadata
+        duration_s = ((self.last_ns - self.first_ns) / _NS_PER_S
+                      if self.first_ns is not None and self.last_ns is not None else 0.0)
+        health = _health(metadata)
+        report = AnalysisReport(
+            profile=ProfileSummary(
+                path=str(reader.path), source=metadata.source, ports=list(metadata.ports),
+                created=metadata.created, salt_fingerprint=metadata.salt_fingerprint,
+                schema_version=metadata.schema_version, membench_version=metadata.membench_version,
+                complete=metadata.complete, start_ns=self.first_ns, end_ns=self.last_ns),
+            operations=self.operations,
+            requests=self.requests,
+            duration_s=duration_s,
+            ops_per_s=self.operations / duration_s if duration_s > 0 else None,
+            connections=self._connections(),
+            protocols={self.protocols.names[code]: count for code, count in
+                       sorted(self.protocol_operations.items(), key=lambda item: (-item[1], item[0]))},
+            commands=self._command_stats(),
+            hit_ratios=self._hit_ratios(),
+            keys=self._key_stats(),
+            value_sizes=ValueSizes(stored=self.stored_size.distribution(), hit=self.hit_size.distribution()),
+            latency=self._latencies(),
+            throughput=self._throughput(),
+            health=health,
+        )
+        report.warnings = _warnings(report, reader.problems)
+        return report
+
+    def _connections(self) -> Connections:
+        used = self.per_connection[self.per_connection > 0]
+        spread = CountHistogram()
+        spread.add(used)
+        return Connections(count=int(used.size),
+                           busiest_share=int(used.max()) / self.operations if used.size else None,
+                           operations_per_connection=spread.distribution())
+
+    def _command_stats(self) -> list[CommandStats]:
+        per_command: dict[int, dict[str, int]] = {}
+        for (command, status), count in self.command_status.items():
+            per_command.setdefault(command, {})[self.statuses.names[status]] = count
+        stats = [
+            CommandStats(command=self.commands.names[code], operations=sum(statuses.values()),
+                         share=sum(statuses.values()) / self.operations, quiet=self.quiet.get(code, 0),
+                         statuses=dict(sorted(statuses.items(), key=lambda item: (-item[1], item[0]))))
+            for code, statuses in per_command.items()
+        ]
+        return sorted(stats, key=lambda s: (-s.operations, s.command))
+
+    def _hit_ratios(self) -> list[HitRatio]:
+        ratios = []
+        for stats in self._command_stats():
+            if stats.command in RETRIEVAL_COMMANDS:
+                hits = stats.statuses.get(Status.HIT, 0)
+                misses = stats.statuses.get(Status.MISS, 0)
+                ratios.append(_hit_ratio(stats.command, hits, misses, stats.operations - hits - misses))
+        if ratios:
+            ratios.append(_hit_ratio("all", sum(r.hits for r in ratios), sum(r.misses for r in ratios),
+                                     sum(r.other for r in ratios)))
+        return ratios
+
+    def _key_stats(self) -> KeyStats:
+        hashes, counts = self.keys.counts()
+        keyed = int(counts.sum())
+        distinct = int(counts.size)
+        listed = min(HOTTEST_LISTED, distinct)
+        top = np.argpartition(counts, distinct - listed)[distinct - listed:] if listed else np.zeros(0, np.intp)
+        top = top[np.lexsort((hashes[top], -counts[top]))]
+        return KeyStats(
+            keyed_operations=keyed,
+            distinct_keys=distinct,
+            hottest_1pct_share=_top_share(counts, 0.01, keyed),
+            hottest_10pct_share=_top_share(counts, 0.10, keyed),
+            hottest=[HotKey(f"{int(hashes[i]):016x}", int(counts[i]), int(counts[i]) / keyed) for i in top],
+            key_size=self.key_size.distribution(),
+        )
+
+    def _latencies(self) -> list[Latency]:
+        by_command = sorted(self.latency.items(), key=lambda item: self.commands.names[item[0]])
+        latencies = [Latency(self.commands.names[code], histogram.distribution(), self.without_reply.get(code, 0))
+                     for code, histogram in by_command]
+        latencies.append(Latency("all", self.latency_all.distribution(), sum(self.without_reply.values())))
+        return latencies
+
+    def _throughput(self) -> Throughput:
+        counts = self.seconds.counts
+        if counts.size == 0:
+            return Throughput(0, 0, None, None, None, None, None)
+        peak = int(np.argmax(counts))
+        full = counts[1:-1]
+        quietest = int(np.argmin(full)) + 1 if full.size else None
+        duration_s = (self.last_ns - self.first_ns) / _NS_PER_S if self.first_ns is not None else 0
+        return Throughput(
+            seconds=int(counts.size), full_seconds=int(full.size),
+            mean_ops_per_s=self.operations / duration_s if duration_s > 0 else None,
+            peak_ops=int(counts[peak]), peak_offset_s=peak,
+            min_ops=int(counts[quietest]) if quietest is not None else None, min_offset_s=quietest,
+        )
+
+
+def _add_counts(totals: dict[int, int], counts: np.ndarray) -> None:
+    """Adds a bincount's nonzero entries to running totals keyed by code."""
+    for code in np.flatnonzero(counts):
+        totals[int(code)] = totals.get(int(code), 0) + int(counts[code])
+
+
+def _valid(column: pa.Array) -> np.ndarray:
+    if column.null_count == 0:
+        return np.ones(len(column), dtype=bool)
+    return column.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _filled(column: pa.Array, fill: int | bool) -> np.ndarray:
+    if column.null_count:
+        column = column.fill_null(fill)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _hit_ratio(command: str, hits: int, misses: int, other: int) -> HitRatio:
+    return HitRatio(command, hits, misses, hits / (hits + misses) if hits + misses else None, other)
+
+
+def _top_share(counts: np.ndarray, fraction: float, keyed: int) -> float | None:
+    if counts.size == 0:
+        return None
+    take = max(1, math.ceil(counts.size * fraction))
+    return int(np.partition(counts, counts.size - take)[counts.size - take:].sum()) / keyed
+
+
+def _health(metadata: ProfileMetadata) -> CaptureHealth:
+    losses = {f"{section}.{name}": value
+              for section, counters in sorted(metadata.health.items())
+              for name, value in sorted(counters.items())
+              if isinstance(value, int) and value > 0 and any(marker in name for marker in _LOSS_MARKERS)}
+    capture = metadata.health.get("capture", {})
+    return CaptureHealth(
+        complete=metadata.complete,
+        lossy=bool(losses),
+        bytes_seen=capture.get("bytes_seen"),
+        bytes_missing=capture.get("bytes_missing"),
+        losses=losses,
+        counters=metadata.health,
+    )
+
+
+def _warnings(report: AnalysisReport, problems: list[str]) -> list[str]:
+    warnings = []
+    if not report.health.complete:
+        warnings.append("the profile is incomplete: its recorder did not finish (killed, crashed or still "
+                        "running), so about the last second of traffic may be missing")
+    if report.health.lossy:
+        listed = ", ".join(f"{name}={value}" for name, value in report.health.losses.items())
+        warnings.append(f"the capture was lossy, these numbers undercount the real traffic: {listed}")
+    if not report.health.counters:
+        warnings.append("the profile carries no capture health counters: losses, if any, are unknown")
+    warnings.extend(f"profile problem: {problem}" for problem in problems)
+    return warnings
+

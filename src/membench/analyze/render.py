@@ -1,0 +1,208 @@
+"""Renders an AnalysisReport: rich tables for the terminal, the same tables as self-contained HTML, and JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from membench.analyze.histogram import Distribution
+from membench.analyze.report import AnalysisReport
+from membench.errors import MembenchError
+
+_PERCENTILE_HEADERS = ("count", "p50", "p90", "p99", "p99.9", "max", "mean")
+
+
+def render_terminal(report: AnalysisReport, console: Console) -> None:
+    console.print(_header(report))
+    for warning in report.warnings:
+        console.print(Text(f"warning: {warning}", style="bold yellow"))
+    if report.operations == 0:
+        console.print("The profile holds no operations.")
+        return
+    console.print(_overview(report))
+    console.print(_commands(report))
+    console.print(Text("Protocols: " + ", ".join(f"{name} {count / report.operations:.1%}"
+                                                 for name, count in report.protocols.items())))
+    if report.hit_ratios:
+        console.print(_hit_ratios(report))
+    console.print(_sizes(report))
+    console.print(_key_summary(report))
+    if report.keys.hottest:
+        console.print(_hottest_keys(report))
+    console.print(_latency(report))
+    console.print(_health(report))
+
+
+def write_json(report: AnalysisReport, path: Path) -> None:
+    _write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+def write_html(report: AnalysisReport, path: Path) -> None:
+    """The terminal report as one HTML file with inline styles: no script, nothing fetched from anywhere."""
+    console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True, highlight=False)
+    render_terminal(report, console)
+    _write_text(path, console.export_html(inline_styles=True, clear=True))
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise MembenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _header(report: AnalysisReport) -> Panel:
+    profile = report.profile
+    lines = [f"source {profile.source}" + (f", port(s) {', '.join(map(str, profile.ports))}" if profile.ports
+                                            else ""),
+             f"recorded {_time(profile.start_ns)} to {_time(profile.end_ns)}, profile created {profile.created}",
+             f"salt fingerprint {profile.salt_fingerprint or 'unknown'}, schema v{profile.schema_version}, "
+             f"written by membench {profile.membench_version}, "
+             + ("complete" if profile.complete else "[bold yellow]INCOMPLETE[/]")]
+    return Panel("\n".join(lines), title=f"membench profile {profile.path}", expand=False)
+
+
+def _overview(report: AnalysisReport) -> Table:
+    table = Table(title="Load", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    throughput = report.throughput
+    rows = [
+        ("duration", f"{report.duration_s:,.3f} s"),
+        ("operations", f"{report.operations:,}"),
+        ("requests", f"{report.requests:,}  ({report.operations / max(report.requests, 1):.2f} keys/request)"),
+        ("mean throughput", _rate(report.ops_per_s)),
+        ("peak second", _second(throughput.peak_ops, throughput.peak_offset_s)),
+        ("quietest full second", _second(throughput.min_ops, throughput.min_offset_s)),
+        ("connections", f"{report.connections.count:,}"),
+        ("busiest connection", _percent(report.connections.busiest_share) + " of operations"),
+        ("operations/connection", _distribution_line(report.connections.operations_per_connection)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _commands(report: AnalysisReport) -> Table:
+    table = Table(title="Command mix", title_justify="left")
+    for header, justify in (("command", "left"), ("operations", "right"), ("share", "right"),
+                            ("quiet", "right"), ("outcomes", "left")):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for stats in report.commands:
+        outcomes = ", ".join(f"{status} {count / stats.operations:.1%}" for status, count in stats.statuses.items())
+        table.add_row(stats.command, f"{stats.operations:,}", _percent(stats.share), f"{stats.quiet:,}", outcomes)
+    return table
+
+
+def _hit_ratios(report: AnalysisReport) -> Table:
+    table = Table(title="Hit ratio (hits / (hits + misses))", title_justify="left")
+    for header in ("command", "hits", "misses", "hit ratio", "unanswered/errors"):
+        table.add_column(header, justify="left" if header == "command" else "right")
+    for ratio in report.hit_ratios:
+        style = "bold" if ratio.command == "all" else None
+        table.add_row(ratio.command, f"{ratio.hits:,}", f"{ratio.misses:,}", _percent(ratio.ratio),
+                      f"{ratio.other:,}", style=style)
+    return table
+
+
+def _sizes(report: AnalysisReport) -> Table:
+    table = _distribution_table("Sizes (bytes)", "of")
+    _distribution_row(table, "keys (per keyed operation)", report.keys.key_size)
+    _distribution_row(table, "values stored", report.value_sizes.stored)
+    _distribution_row(table, "values returned by hits", report.value_sizes.hit)
+    return table
+
+
+def _key_summary(report: AnalysisReport) -> Text:
+    keys = report.keys
+    return Text(f"Keys: {keys.distinct_keys:,} distinct over {keys.keyed_operations:,} keyed operations; the "
+                f"hottest 1% of keys take {_percent(keys.hottest_1pct_share)} of them, the hottest 10% take "
+                f"{_percent(keys.hottest_10pct_share)}", style="italic")
+
+
+def _hottest_keys(report: AnalysisReport) -> Table:
+    keys = report.keys
+    table = Table()
+    for header in ("hottest key hashes", "operations", "share"):
+        table.add_column(header, justify="left" if header.startswith("hottest") else "right")
+    for hot in keys.hottest:
+        table.add_row(hot.key_hash, f"{hot.operations:,}", _percent(hot.share))
+    return table
+
+
+def _latency(report: AnalysisReport) -> Table:
+    table = _distribution_table("Server latency (µs, request end to reply start)", "command")
+    table.add_column("no reply", justify="right")
+    for latency in report.latency:
+        _distribution_row(table, latency.command, latency.us, f"{latency.without_reply:,}",
+                          style="bold" if latency.command == "all" else None)
+    return table
+
+
+def _health(report: AnalysisReport) -> Table:
+    health = report.health
+    verdict = "[bold yellow]LOSSY[/]" if health.lossy else "no loss counted"
+    seen = health.bytes_seen
+    missing = health.bytes_missing
+    coverage = (f"; {seen:,} bytes seen, {missing:,} missing" if seen is not None and missing is not None else "")
+    table = Table(title=f"Capture health: {verdict}{coverage}", title_justify="left")
+    table.add_column("stage")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for section, counters in health.counters.items():
+        for name, value in counters.items():
+            lost = f"{section}.{name}" in health.losses
+            table.add_row(section, name, f"{value:,}" if isinstance(value, int) else str(value),
+                          style="bold yellow" if lost else None)
+    return table
+
+
+def _distribution_table(title: str, first: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(first)
+    for header in _PERCENTILE_HEADERS:
+        table.add_column(header, justify="right")
+    return table
+
+
+def _distribution_row(table: Table, name: str, distribution: Distribution, *extra: str,
+                      style: str | None = None) -> None:
+    values = (distribution.p50, distribution.p90, distribution.p99, distribution.p99_9, distribution.max)
+    mean = f"{distribution.mean:,.1f}" if distribution.mean is not None else "-"
+    table.add_row(name, f"{distribution.count:,}", *(_number(v) for v in values), mean, *extra, style=style)
+
+
+def _distribution_line(distribution: Distribution) -> str:
+    if distribution.count == 0:
+        return "-"
+    return (f"p50 {_number(distribution.p50)}, p90 {_number(distribution.p90)}, "
+            f"max {_number(distribution.max)}")
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ops/s"
+
+
+def _second(ops: int | None, offset: int | None) -> str:
+    return "-" if ops is None else f"{ops:,} ops (second {offset})"
+
+
+def _time(ns: int | None) -> str:
+    if ns is None:
+        return "?"
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
