@@ -379,11 +379,12 @@ RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {
 class _LineParser(FramedParser, ABC):
     """Line framing, data block countdown and resynchronization; subclasses say what a line means."""
 
-    __slots__ = ()
+    __slots__ = ("_discarding",)
 
     def __init__(self, stats: ParserStats | None = None, synced: bool = True) -> None:
         super().__init__(stats, synced)
         self.protocol = _TEXT
+        self._discarding = False  # inside an over-long line, dropping bytes up to its newline
 
     def receive(self, data: bytes, timestamp_ns: int) -> list[ParserEvent]:
         events: list[ParserEvent] = []
@@ -393,11 +394,17 @@ class _LineParser(FramedParser, ABC):
         pos = 0
         if self._remaining:
             pos = self._continue_payload(data, timestamp_ns, events)
+        if self._discarding and pos < size:
+            newline = data.find(b"\n", pos)
+            end = size if newline < 0 else newline + 1
+            self._skip_seen(end - pos, "line_too_long")
+            self._discarding = newline < 0
+            pos = end
         if self._tail and pos < size:
             newline = data.find(b"\n", pos)
             if newline < 0:
                 self._tail += data[pos:]
-                self._check_tail_bound(timestamp_ns, events)
+                self._check_tail_bound()
                 return events
             self._tail += data[pos:newline]
             line = bytes(self._tail)
@@ -410,10 +417,15 @@ class _LineParser(FramedParser, ABC):
             if newline < 0:
                 self._tail += data[pos:]
                 self._tail_ts = timestamp_ns
-                self._check_tail_bound(timestamp_ns, events)
+                self._check_tail_bound()
                 break
             pos = line_unit(data[pos:newline], timestamp_ns, newline + 1, data, timestamp_ns, events)
         return events
+
+    def receive_hole(self, length: int, timestamp_ns: int) -> list[ParserEvent]:
+        if length > 0 and not self._remaining:
+            self._discarding = False
+        return super().receive_hole(length, timestamp_ns)
 
     def sync_offset(self, data: bytes) -> int | None:
         """Where the first strictly valid line of `data` starts, if one is complete in it (for detection)."""
@@ -430,6 +442,9 @@ class _LineParser(FramedParser, ABC):
     def _line(self, line: bytes, start: int, after: int, data: bytes, timestamp_ns: int,
               events: list[ParserEvent]) -> int:
         """Handle one complete line ending just before `after` in `data`; returns where parsing continues."""
+        if len(line) > LINE_MAX and self._too_long(line):
+            self._skip_garbage(len(line) + 1, "line_too_long")
+            return after
         tokens = line.split()
         synced = self._synced
         unit = self._parse(tokens, start, timestamp_ns, not synced) if tokens else None
@@ -437,12 +452,7 @@ class _LineParser(FramedParser, ABC):
             if synced and _is_printable(line):
                 unit = self._other(tokens, start, timestamp_ns)
             else:
-                if synced:
-                    self.stats.errors += 1
-                    self._lose_sync()
-                    self._skip_seen(len(line) + 1, "bad_line")
-                else:
-                    self._skip_seen(len(line) + 1, "resync")
+                self._skip_garbage(len(line) + 1, "bad_line")
                 return after
         elif not synced:
             self._synced = True
@@ -462,20 +472,27 @@ class _LineParser(FramedParser, ABC):
         self._start_payload(unit, head + seen, end - len(data))
         return len(data)
 
-    def _check_tail_bound(self, timestamp_ns: int, events: list[ParserEvent]) -> None:
-        tail = self._tail
-        if len(tail) <= LINE_MAX or (len(tail) <= RETRIEVAL_LINE_MAX and self._long_line_allowed(tail)):
-            return
-        self._tail.clear()
+    def _skip_garbage(self, length: int, reason: str) -> None:
+        """A line that is no unit: while in sync it is an error that costs the sync, while resyncing it is expected."""
         if self._synced:
             self.stats.errors += 1
             self._lose_sync()
-            self._skip_seen(len(tail), "line_too_long")
-            self._flush_skip(timestamp_ns, events)
+            self._skip_seen(length, reason)
         else:
-            self._skip_seen(len(tail), "resync")
+            self._skip_seen(length, "resync")
 
-    def _long_line_allowed(self, tail: bytes) -> bool:
+    def _check_tail_bound(self) -> None:
+        """A partial line over the bound is garbage: drop it now and the rest of it up to its newline later."""
+        tail = self._tail
+        if len(tail) > LINE_MAX and self._too_long(tail):
+            self._skip_garbage(len(tail), "line_too_long")
+            self._discarding = True
+            tail.clear()
+
+    def _too_long(self, line: bytes | bytearray) -> bool:
+        return len(line) > RETRIEVAL_LINE_MAX or not self._long_line_allowed(line)
+
+    def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return False
 
     @abstractmethod
@@ -506,8 +523,8 @@ class TextRequestParser(_LineParser):
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
         return Request(_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end)
 
-    def _long_line_allowed(self, tail: bytes) -> bool:
-        return tail.startswith(_RETRIEVAL_PREFIXES)
+    def _long_line_allowed(self, line: bytes | bytearray) -> bool:
+        return line.startswith(_RETRIEVAL_PREFIXES)
 
 
 class TextResponseParser(_LineParser):
