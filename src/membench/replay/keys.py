@@ -1,0 +1,94 @@
+"""Keys and values made up from what a profile kept of them: a 64-bit keyed hash, a length, a value size.
+
+The same profile gives the same keys on every run and machine: a key depends only on its hash, its length and
+(for short keys) the other short keys of the profile. Keys use the 94 printable ASCII characters other than
+space, so they are valid in every protocol. From 10 characters on, the key's first 10 characters are the hash in
+base 94 (94**10 > 2**64), so distinct hashes always give distinct keys. Shorter key spaces are small (94 keys of
+one character) and two hashes can land on the same key: those keys are assigned up front, in hash order, each
+probing linearly for the next free key; only when a length has more distinct hashes than keys do some share one,
+and `merged` counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+_ALPHABET = bytes(range(0x21, 0x7F))
+_BASE = len(_ALPHABET)
+_INJECTIVE_LENGTH = 10
+MAX_KEY_LENGTH = 250
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _mix(value: int) -> int:
+    """splitmix64's finalizer: spreads similar hashes over the whole short-key space."""
+    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK64
+    return value ^ (value >> 31)
+
+
+def _digits(number: int, length: int) -> bytes:
+    out = bytearray(length)
+    for index in range(length - 1, -1, -1):
+        number, digit = divmod(number, _BASE)
+        out[index] = _ALPHABET[digit]
+    return bytes(out)
+
+
+def clamp_length(length: int | None) -> int:
+    """memcached keys have 1 to 250 bytes; a recorded length outside that cannot be replayed as is."""
+    if length is None or length < 1:
+        return 1
+    return min(length, MAX_KEY_LENGTH)
+
+
+class KeySynthesizer:
+    """Turns (key_hash, key_length) into a key. Call `reserve` with every short pair before the first `key`."""
+
+    def __init__(self, short_pairs: Iterable[tuple[int, int]] = ()) -> None:
+        self._short: dict[tuple[int, int], bytes] = {}
+        self.merged = 0
+        self._assign_short(sorted(set(short_pairs)))
+
+    def _assign_short(self, pairs: list[tuple[int, int]]) -> None:
+        used: dict[int, set[int]] = {}
+        for key_hash, length in pairs:
+            space = _BASE**length
+            taken = used.setdefault(length, set())
+            slot = _mix(key_hash) % space
+            if len(taken) >= space:
+                self.merged += 1
+            else:
+                while slot in taken:
+                    slot = (slot + 1) % space
+                taken.add(slot)
+            self._short[key_hash, length] = _digits(slot, length)
+
+    @staticmethod
+    def is_short(length: int) -> bool:
+        return length < _INJECTIVE_LENGTH
+
+    def key(self, key_hash: int, length: int) -> bytes:
+        if length < _INJECTIVE_LENGTH:
+            known = self._short.get((key_hash, length))
+            if known is not None:
+                return known
+            return _digits(_mix(key_hash) % _BASE**length, length)
+        head = _digits(key_hash, _INJECTIVE_LENGTH)
+        if length == _INJECTIVE_LENGTH:
+            return head
+        filler = _digits(_mix(key_hash), _INJECTIVE_LENGTH)
+        repeats = (length - _INJECTIVE_LENGTH) // _INJECTIVE_LENGTH + 1
+        return head + (filler * repeats)[: length - _INJECTIVE_LENGTH]
+
+
+class ValueSource:
+    """Values of any recorded size, all ASCII '0's so that incr/decr on a replayed key works as it did live."""
+
+    def __init__(self) -> None:
+        self._zeros = b"0" * 1024
+
+    def value(self, length: int) -> bytes:
+        if length > len(self._zeros):
+            self._zeros = b"0" * max(length, 2 * len(self._zeros))
+        return self._zeros[:length]

@@ -1,0 +1,154 @@
+"""What a user can ask of `membench replay`: the options dataclass and its command-line arguments."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from membench.errors import MembenchError
+from membench.protocol.events import Protocol
+from membench.replay.ketama import Distribution
+
+DEFAULT_TARGET = "127.0.0.1:11211"
+
+
+class Timing(StrEnum):
+    ASAP = "asap"  # each connection as fast as its order and pipelining allow (closed loop)
+    ORIGINAL = "original"  # recorded send times, scaled by speed (open loop)
+    RATE = "rate"  # a fixed aggregate request rate, requests in recorded order (open loop)
+
+
+@dataclass
+class ReplayOptions:
+    targets: list[str] = field(default_factory=lambda: [DEFAULT_TARGET])
+    protocol: Protocol | None = None  # None: each connection speaks the protocol it was recorded with
+    timing: Timing = Timing.ASAP
+    speed: float = 1.0
+    rate: float | None = None  # requests per second overall, with timing RATE
+    connections: int | None = None  # fold the recorded connections onto this many, or spread them over more
+    pipeline: int | None = None  # fixed requests in flight per connection; None: as recorded
+    warm: bool = True
+    loops: int | None = 1  # None: loop until interrupted
+    workers: int = 1
+    timeout: float = 5.0  # seconds a reply may take before the request counts as timed out
+    reconnect_timeout: float = 10.0  # give up on a server that stays unreachable this long mid-run
+    distribution: Distribution = Distribution.KETAMA
+    json_path: Path | None = None
+    hdr_log_path: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise MembenchError("replay needs at least one --target")
+        for name, value in (("--speed", self.speed), ("--timeout", self.timeout)):
+            if value <= 0:
+                raise MembenchError(f"{name} must be positive, not {value}")
+        if self.rate is not None and self.rate <= 0:
+            raise MembenchError(f"--rate must be positive, not {self.rate}")
+        if self.timing is Timing.RATE and self.rate is None:
+            raise MembenchError("timing 'rate' needs --rate N")
+        for name, count in (("--connections", self.connections), ("--pipeline", self.pipeline),
+                            ("--workers", self.workers), ("--loop", self.loops)):
+            if count is not None and count < 1:
+                raise MembenchError(f"{name} must be at least 1, not {count}")
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, 11211
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise MembenchError(f"bad --target {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def _loops(text: str) -> int | None:
+    if text == "forever":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'forever', not {text!r}")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("profile", type=Path, help="the profile directory written by `membench record`")
+    parser.add_argument("--target", action="append", metavar="HOST:PORT", dest="targets",
+                        help=f"a memcached server (repeat for several: keys are spread with libmemcached's "
+                             f"ketama); default {DEFAULT_TARGET}")
+    parser.add_argument("--protocol", choices=[p.value for p in Protocol],
+                        help="speak this protocol on every connection (default: what each connection was "
+                             "recorded with)")
+    parser.add_argument("--timing", choices=[Timing.ASAP.value, Timing.ORIGINAL.value], default=Timing.ASAP.value,
+                        help="asap: each connection as fast as its order allows (default); original: the "
+                             "recorded send times, scaled by --speed")
+    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
+                        help="with --timing original, play X times faster (default 1)")
+    parser.add_argument("--rate", type=_positive_float, metavar="N",
+                        help="open loop at N requests per second overall, in recorded order")
+    parser.add_argument("--connections", type=_positive_int, metavar="N",
+                        help="fold the recorded connections onto N (or spread them over N, by key)")
+    parser.add_argument("--pipeline", type=_positive_int, metavar="N",
+                        help="keep up to N requests in flight per connection (default: as recorded)")
+    parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
+                        help="first store the keys the recording found present, so hit ratios can match "
+                             "(default on)")
+    parser.add_argument("--loop", type=_loops, default=1, dest="loops", metavar="N|forever",
+                        help="replay the profile N times, or until Ctrl+C (default 1)")
+    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="split the connections over N processes (default 1)")
+    parser.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+                        help="a reply later than this counts as a timeout and the connection is reopened "
+                             "(default 5)")
+    parser.add_argument("--distribution", choices=[d.value for d in Distribution], default=Distribution.KETAMA,
+                        help="key distribution over several targets: ketama (pylibmc {'ketama': True}, the "
+                             "default) or ketama_weighted (MD5, 160 points per server)")
+    parser.add_argument("--json", type=Path, metavar="FILE", dest="json_path",
+                        help="write every figure of the run as JSON")
+    parser.add_argument("--hdr-log", type=Path, metavar="FILE", dest="hdr_log_path",
+                        help="write per-second latency histograms in the HdrHistogram interval log format")
+    parser.add_argument("--no-progress", action="store_false", dest="progress",
+                        help="no live progress line")
+
+
+def options_from_args(args: argparse.Namespace) -> ReplayOptions:
+    timing = Timing(args.timing)
+    if args.rate is not None:
+        if timing is Timing.ORIGINAL:
+            raise MembenchError("--rate and --timing original exclude each other")
+        timing = Timing.RATE
+    return ReplayOptions(
+        targets=args.targets or [DEFAULT_TARGET],
+        protocol=Protocol(args.protocol) if args.protocol else None,
+        timing=timing,
+        speed=args.speed,
+        rate=args.rate,
+        connections=args.connections,
+        pipeline=args.pipeline,
+        warm=args.warm,
+        loops=args.loops,
+        workers=args.workers,
+        timeout=args.timeout,
+        distribution=Distribution(args.distribution),
+        json_path=args.json_path,
+        hdr_log_path=args.hdr_log_path,
+        progress=args.progress,
+    )

@@ -1,0 +1,367 @@
+"""`membench replay`: survey the profile, warm the servers, run the workers, merge and report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvloop
+from hdrh.log import HistogramLogWriter
+from rich.console import Console
+from rich.table import Table
+
+from membench.errors import MembenchError
+from membench.profile.schema import Status
+from membench.replay.engine import Runner
+from membench.replay.ketama import Continuum
+from membench.replay.keys import KeySynthesizer
+from membench.replay.options import ReplayOptions, Timing, parse_target
+from membench.replay.plan import RETRIEVALS, BatchSource, Planner, Survey, survey
+from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
+from membench.replay.warm import WarmResult, warm_up
+
+_RETRIEVAL_NAMES = frozenset(command.value for command in RETRIEVALS)
+_PROGRESS_AFTER_S = 2.0  # short runs print only the final table
+_WORKER_POLL_S = 0.2
+
+
+@dataclass
+class ReplayResult:
+    """Every figure of one replay; `to_dict()` is what --json writes."""
+
+    completed: bool  # every loop ran to its end (not interrupted)
+    interrupted: bool
+    loops: int
+    duration_s: float
+    ops: int
+    requests: int
+    commands: dict[str, dict[str, Any]]
+    hit_ratio: dict[str, float | None]
+    errors: dict[str, int]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "completed": self.completed,
+            "interrupted": self.interrupted,
+            "loops": self.loops,
+            "duration_s": self.duration_s,
+            "ops": self.ops,
+            "requests": self.requests,
+            "ops_per_s": round(self.ops / self.duration_s, 1) if self.duration_s else 0.0,
+            "commands": self.commands,
+            "hit_ratio": self.hit_ratio,
+            "errors": self.errors,
+            **self.details,
+        }
+
+
+def run_replay(profile: Path, options: ReplayOptions, console: Console | None = None) -> ReplayResult:
+    from membench.profile.reader import ProfileReader
+
+    reader = ProfileReader(profile)
+    return replay(lambda: reader.batches(), options, console)
+
+
+def replay(source: BatchSource, options: ReplayOptions, console: Console | None = None) -> ReplayResult:
+    """Replay the rows `source` gives (a fresh iterator of schema.SCHEMA batches per call)."""
+    targets = [parse_target(target) for target in options.targets]
+    for host, port in targets:
+        _check_reachable(host, port, options.timeout)
+    profile = survey(source)
+    if profile.rows == 0:
+        raise MembenchError("the profile holds no operations: nothing to replay")
+    keys = KeySynthesizer(profile.short_pairs)
+    continuum = Continuum(targets, options.distribution)
+    warmed = warm_up(profile.warm, keys, continuum, targets, options.timeout) if options.warm else WarmResult()
+    progress = _Progress(console) if console is not None and options.progress else None
+    if options.workers == 1:
+        totals, loops, interrupted, elapsed = _run_here(source, profile, options, continuum, keys, progress)
+    else:
+        totals, loops, interrupted, elapsed = _run_workers(source, profile, options, continuum, keys, progress)
+    if progress is not None:
+        progress.clear()
+    result = _result(profile, options, keys, warmed, totals, loops, interrupted, elapsed)
+    if options.json_path is not None:
+        options.json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if options.hdr_log_path is not None:
+        _write_hdr_log(options.hdr_log_path, totals)
+    if console is not None:
+        render(result, console)
+    return result
+
+
+def _check_reachable(host: str, port: int, timeout: float) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        raise MembenchError(f"cannot connect to target {host}:{port}: {error.strerror or error}") from None
+
+
+class _Progress:
+    """One rewritten line a second on long runs: elapsed, ops/s, ops, errors."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._shown = False
+        self._last = (0.0, 0)
+
+    def update(self, elapsed_s: float, ops: int, errors: int) -> None:
+        last_elapsed, last_ops = self._last
+        self._last = (elapsed_s, ops)
+        if elapsed_s < _PROGRESS_AFTER_S or not self._console.is_terminal:
+            return
+        rate = (ops - last_ops) / max(elapsed_s - last_elapsed, 1e-9)
+        line = f"{elapsed_s:7.1f}s  {rate:10,.0f} ops/s  {ops:12,} ops  {errors:8,} errors"
+        self._console.file.write("\r" + line[: self._console.width - 1])
+        self._console.file.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self._console.file.write("\r" + " " * (self._console.width - 1) + "\r")
+            self._console.file.flush()
+
+
+def _run_here(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
+              keys: KeySynthesizer, progress: _Progress | None) -> tuple[Totals, int, bool, float]:
+    plan = Planner(profile, options, continuum, keys).build(source)
+
+    def tick(elapsed_s: float, meter: Meter) -> None:
+        if progress is not None:
+            progress.update(elapsed_s, meter.rows(), meter.errors())
+
+    runner = Runner(plan, options, tick)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        loop_runner.run(runner.run())
+    totals = Totals()
+    totals.merge(runner.meter.snapshot())
+    return totals, runner.loops_done, runner.interrupted, runner.elapsed_s
+
+
+def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
+            keys: KeySynthesizer, barrier: Any, start_ns: Any, messages: Any) -> None:
+    # The parent forwards Ctrl+C; until the event loop takes SIGINT over, the default handler must not kill us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        plan = Planner(profile, options, continuum, keys, index, options.workers).build(source)
+        barrier.wait()
+
+        def tick(elapsed_s: float, meter: Meter) -> None:
+            messages.put(("tick", index, elapsed_s, meter.rows(), meter.errors()))
+
+        runner = Runner(plan, options, tick)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+            loop_runner.run(runner.run(start_ns.value))
+        messages.put(("done", index, runner.meter.snapshot(), runner.loops_done, runner.interrupted,
+                      runner.elapsed_s))
+    except MembenchError as error:
+        barrier.abort()
+        messages.put(("error", index, str(error)))
+
+
+def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
+                 keys: KeySynthesizer, progress: _Progress | None) -> tuple[Totals, int, bool, float]:
+    context = multiprocessing.get_context("fork")  # workers inherit the survey and the batch source as they are
+    messages = context.Queue()
+    start_ns = context.Value("q", 0)
+
+    def set_start() -> None:
+        start_ns.value = time.perf_counter_ns() + 50_000_000  # CLOCK_MONOTONIC: the same clock in every process
+
+    barrier = context.Barrier(options.workers, action=set_start)
+    processes = [context.Process(target=_worker, args=(index, source, profile, options, continuum, keys, barrier,
+                                                       start_ns, messages), daemon=True)
+                 for index in range(options.workers)]
+    for process in processes:
+        process.start()
+
+    def forward(_signum: int, _frame: FrameType | None) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, forward)
+    totals = Totals()
+    loops: list[int] = []
+    interrupted = False
+    elapsed = 0.0
+    ticks: dict[int, tuple[float, int, int]] = {}
+    finished = 0
+    try:
+        while finished < len(processes):
+            try:
+                message = messages.get(timeout=_WORKER_POLL_S)
+            except queue.Empty:
+                if not any(process.is_alive() for process in processes):
+                    raise MembenchError("a replay worker died without reporting") from None
+                continue
+            kind, index = message[0], message[1]
+            if kind == "error":
+                raise MembenchError(message[2])
+            if kind == "tick":
+                ticks[index] = message[2:]
+                if progress is not None:
+                    progress.update(max(t[0] for t in ticks.values()), sum(t[1] for t in ticks.values()),
+                                    sum(t[2] for t in ticks.values()))
+                continue
+            snapshot, worker_loops, worker_interrupted, worker_elapsed = message[2:]
+            totals.merge(snapshot)
+            loops.append(worker_loops)
+            interrupted = interrupted or worker_interrupted
+            elapsed = max(elapsed, worker_elapsed)
+            finished += 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+    return totals, min(loops), interrupted, elapsed
+
+
+def _hit_ratio(counts: dict[str, Counter[str]] | dict[str, list[int]], by_name: bool) -> float | None:
+    hits = misses = 0
+    for command, statuses in counts.items():
+        if command not in _RETRIEVAL_NAMES:
+            continue
+        if by_name:
+            assert isinstance(statuses, Counter)
+            hits += statuses[Status.HIT.value]
+            misses += statuses[Status.MISS.value]
+        else:
+            assert isinstance(statuses, list)
+            hits += statuses[STATUS_NAMES.index(Status.HIT.value)]
+            misses += statuses[STATUS_NAMES.index(Status.MISS.value)]
+    return round(hits / (hits + misses), 6) if hits + misses else None
+
+
+def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warmed: WarmResult, totals: Totals,
+            loops: int, interrupted: bool, elapsed: float) -> ReplayResult:
+    commands: dict[str, dict[str, Any]] = {}
+    errors: Counter[str] = Counter()
+    open_loop = options.timing is not Timing.ASAP
+    for name, counts in sorted(totals.counts.items()):
+        statuses = {STATUS_NAMES[i]: count for i, count in enumerate(counts) if count}
+        ops = sum(counts)
+        entry: dict[str, Any] = {
+            "ops": ops,
+            "requests": totals.requests[name],
+            "ops_per_s": round(ops / elapsed, 1) if elapsed else 0.0,
+            "statuses": statuses,
+            "recorded_statuses": dict(profile.recorded.get(name, {})),
+            "latency_us": percentiles(totals.histograms[name]),
+        }
+        if name in _RETRIEVAL_NAMES:
+            entry["hits"] = statuses.get(Status.HIT.value, 0)
+            entry["misses"] = statuses.get(Status.MISS.value, 0)
+        if open_loop:
+            entry["latency_from_intended_us"] = percentiles(totals.intended_histograms[name])
+        commands[name] = entry
+        for status, count in statuses.items():
+            if status in ERROR_STATUSES:
+                errors[status] += count
+    ops = sum(entry["ops"] for entry in commands.values())
+    details: dict[str, Any] = {
+        "options": {
+            "targets": options.targets, "protocol": options.protocol.value if options.protocol else "recorded",
+            "timing": options.timing.value, "speed": options.speed, "rate": options.rate,
+            "connections": options.connections, "pipeline": options.pipeline, "warm": options.warm,
+            "loops": options.loops, "workers": options.workers, "timeout_s": options.timeout,
+            "distribution": options.distribution.value,
+        },
+        "profile": {
+            "rows": profile.rows, "requests": profile.requests,
+            "connections": len(profile.connection_protocols),
+            "duration_s": round((profile.last_ns - profile.first_ns) / 1e9, 6),
+            "skipped_commands": dict(profile.skipped),
+        },
+        "warm": {"keys": warmed.keys, "errors": warmed.errors},
+        "keys": {"merged_short_keys": keys.merged},
+        "unexpected_replies": totals.unexpected_replies,
+        "reconnects": totals.reconnects,
+        "client_cpu_s": round(totals.cpu_s, 3),
+        "client_cpu_us_per_op": round(totals.cpu_s * 1e6 / ops, 2) if ops else None,
+        "series": totals.series_with_latency(),
+    }
+    if open_loop:
+        details["lateness_us"] = percentiles(totals.lateness)
+    return ReplayResult(
+        completed=not interrupted,
+        interrupted=interrupted,
+        loops=loops,
+        duration_s=round(elapsed, 6),
+        ops=ops,
+        requests=sum(entry["requests"] for entry in commands.values()),
+        commands=commands,
+        hit_ratio={"recorded": _hit_ratio(profile.recorded, True), "replayed": _hit_ratio(totals.counts, False)},
+        errors=dict(errors),
+        details=details,
+    )
+
+
+def _ms(microseconds: float) -> str:
+    return f"{microseconds / 1000:.3f}"
+
+
+def render(result: ReplayResult, console: Console) -> None:
+    """The final table, in the manner of memtier_benchmark: one line per command and a total."""
+    open_loop = "lateness_us" in result.details
+    table = Table(title=f"membench replay: {result.duration_s:.2f}s, {result.loops} loop(s)"
+                        f"{' (interrupted)' if result.interrupted else ''}", title_justify="left")
+    for column in ("Type", "Ops", "Ops/sec", "Hits/sec", "Misses/sec", "Errors", "Avg ms", "p50 ms", "p90 ms",
+                   "p99 ms", "p99.9 ms", "Max ms"):
+        table.add_column(column, justify="left" if column == "Type" else "right")
+    seconds = result.duration_s or 1.0
+    for name, entry in result.commands.items():
+        latency = entry["latency_from_intended_us" if open_loop else "latency_us"]
+        errors = sum(count for status, count in entry["statuses"].items() if status in ERROR_STATUSES)
+        hits = f"{entry['hits'] / seconds:,.1f}" if "hits" in entry else "-"
+        misses = f"{entry['misses'] / seconds:,.1f}" if "misses" in entry else "-"
+        table.add_row(name, f"{entry['ops']:,}", f"{entry['ops_per_s']:,.1f}", hits, misses, f"{errors:,}",
+                      _ms(latency["mean"]), _ms(latency["p50"]), _ms(latency["p90"]), _ms(latency["p99"]),
+                      _ms(latency["p99.9"]), _ms(latency["max"]))
+    table.add_row("Totals", f"{result.ops:,}", f"{result.ops / seconds:,.1f}", "", "",
+                  f"{sum(result.errors.values()):,}", "", "", "", "", "", "", style="bold")
+    console.print(table)
+    ratio = result.hit_ratio
+    console.print(f"hit ratio: recorded {_percent(ratio['recorded'])}, replayed {_percent(ratio['replayed'])}"
+                  f"   warm-up: {result.details['warm']['keys']:,} keys", markup=False)
+    if open_loop:
+        late = result.details["lateness_us"]
+        console.print(f"latency above is from the intended send time; schedule lateness p50 {_ms(late['p50'])} "
+                      f"p99 {_ms(late['p99'])} max {_ms(late['max'])} ms", markup=False)
+    if result.errors:
+        console.print("errors: " + ", ".join(f"{kind} {count:,}" for kind, count in result.errors.items()),
+                      markup=False)
+    cpu = result.details["client_cpu_us_per_op"]
+    if cpu is not None:
+        console.print(f"client CPU: {cpu:.1f} µs per op", markup=False)
+
+
+def _percent(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio * 100:.2f}%"
+
+
+def _write_hdr_log(path: Path, totals: Totals) -> None:
+    with path.open("w") as output:
+        writer = HistogramLogWriter(output)
+        writer.output_comment("membench replay: request latency of all commands, in microseconds")
+        writer.output_log_format_version()
+        writer.output_start_time(int(time.time() * 1000))
+        writer.output_legend()
+        for point, histogram in zip(totals.series, totals.intervals, strict=True):
+            writer.output_interval_histogram(histogram, point["start_s"] or 1e-9, point["end_s"],
+                                             max_value_unit_ratio=1.0)

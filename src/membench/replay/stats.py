@@ -1,0 +1,241 @@
+"""What a replay measures: outcomes per command and status, and HDR latency histograms in microseconds.
+
+The hot path only appends a latency to a list; once a second the lists are folded into the histograms with
+numpy (HdrHistogram's per-value `record_value` costs about a microsecond of Python, as much as the rest of an
+operation). Worker processes ship snapshots (counts and encoded histograms) that the parent merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from membench.profile.schema import Status
+from membench.protocol.events import Command, Reply
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # an hour: any reply slower than that is a timeout long before
+SIGNIFICANT_DIGITS = 3
+
+STATUS_NAMES: list[str] = [status.value for status in Status] + ["timeout", "lost"]
+STATUS_INDEX: dict[str, int] = {name: index for index, name in enumerate(STATUS_NAMES)}
+HIT = STATUS_INDEX[Status.HIT]
+MISS = STATUS_INDEX[Status.MISS]
+OK = STATUS_INDEX[Status.OK]
+NOREPLY = STATUS_INDEX[Status.NOREPLY]
+TIMEOUT = STATUS_INDEX["timeout"]
+LOST = STATUS_INDEX["lost"]
+ERROR_STATUSES = frozenset({Status.ERROR.value, Status.CLIENT_ERROR.value, Status.SERVER_ERROR.value, "timeout",
+                            "lost"})
+
+_RETRIEVALS = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
+_STORES = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
+_DIRECT: dict[Reply, Status] = {
+    Reply.VALUE: Status.HIT,
+    Reply.MISS: Status.MISS,
+    Reply.STORED: Status.STORED,
+    Reply.NOT_STORED: Status.NOT_STORED,
+    Reply.EXISTS: Status.EXISTS,
+    Reply.NOT_FOUND: Status.NOT_FOUND,
+    Reply.DELETED: Status.DELETED,
+    Reply.TOUCHED: Status.TOUCHED,
+    Reply.OK: Status.OK,
+    Reply.NUMBER: Status.OK,
+    Reply.VERSION: Status.OK,
+    Reply.NOOP: Status.OK,
+    Reply.END: Status.OK,
+    Reply.STAT: Status.OK,
+    Reply.ERROR: Status.ERROR,
+    Reply.CLIENT_ERROR: Status.CLIENT_ERROR,
+    Reply.SERVER_ERROR: Status.SERVER_ERROR,
+    Reply.OTHER: Status.ERROR,
+    Reply.DEBUG: Status.OK,
+}
+
+
+def _success(command: Command) -> Status:
+    if command in _RETRIEVALS:
+        return Status.HIT
+    if command in _STORES:
+        return Status.STORED
+    if command is Command.DELETE:
+        return Status.DELETED
+    if command is Command.TOUCH:
+        return Status.TOUCHED
+    return Status.OK
+
+
+def reply_table(command: Command) -> dict[Reply, int]:
+    """Reply kind -> status index for one command (meta HD means the command's own success)."""
+    table = {reply: STATUS_INDEX[status] for reply, status in _DIRECT.items()}
+    table[Reply.HD] = STATUS_INDEX[_success(command)]
+    if command in _RETRIEVALS:
+        table[Reply.NOT_FOUND] = MISS
+    return table
+
+
+def suppressed_status(command: Command) -> int:
+    """The outcome of a quiet request whose reply never came: quiet gets hide misses, the rest successes."""
+    if command in _RETRIEVALS:
+        return MISS
+    if command is Command.TOUCH:
+        return STATUS_INDEX[Status.NOT_FOUND]
+    return STATUS_INDEX[_success(command)]
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def add_values(histogram: HdrHistogram, values: list[int]) -> None:
+    """Record many µs values at once: HdrHistogram's own index arithmetic, vectorized."""
+    if not values:
+        return
+    array = np.clip(np.asarray(values, dtype=np.int64), 0, HIGHEST_US)
+    _, bit_length = np.frexp((array | histogram.sub_bucket_mask).astype(np.float64))
+    bucket = bit_length - histogram.unit_magnitude - (histogram.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = array >> (bucket + histogram.unit_magnitude)
+    index = ((bucket + 1) << histogram.sub_bucket_half_count_magnitude) + sub_bucket - histogram.sub_bucket_half_count
+    counts = np.ctypeslib.as_array(histogram.counts)
+    counts += np.bincount(index, minlength=histogram.counts_len)[: histogram.counts_len].astype(counts.dtype)
+    histogram.total_count += len(array)
+    histogram.min_value = min(histogram.min_value, int(array.min()))
+    histogram.max_value = max(histogram.max_value, int(array.max()))
+
+
+def percentiles(histogram: HdrHistogram) -> dict[str, float]:
+    """p50..max in µs (0 when empty)."""
+    if histogram.get_total_count() == 0:
+        return {"p50": 0, "p90": 0, "p99": 0, "p99.9": 0, "max": 0, "mean": 0.0}
+    values = histogram.get_percentile_to_value_dict([50, 90, 99, 99.9])
+    return {
+        "p50": values[50],
+        "p90": values[90],
+        "p99": values[99],
+        "p99.9": values[99.9],
+        "max": histogram.get_max_value(),
+        "mean": round(histogram.get_mean_value(), 1),
+    }
+
+
+@dataclass
+class Meter:
+    """One process's measurements. Slots are the plan's command slots."""
+
+    commands: list[str]
+    open_loop: bool
+    counts: list[list[int]] = field(init=False)
+    requests: list[int] = field(init=False)
+    latencies: list[list[int]] = field(init=False)  # µs from the actual send, since the last fold
+    intended: list[list[int]] = field(init=False)  # µs from the intended send (open loop), since the last fold
+    lateness: list[int] = field(default_factory=list)  # µs the send came after its intended time
+    histograms: list[HdrHistogram] = field(init=False)
+    intended_histograms: list[HdrHistogram] = field(init=False)
+    lateness_histogram: HdrHistogram = field(default_factory=new_histogram)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    intervals: list[bytes] = field(default_factory=list)  # encoded histogram of each series point
+    unexpected_replies: int = 0
+    reconnects: int = 0
+    cpu_s: float = 0.0  # this process's CPU time while replaying
+    _rows_folded: int = 0
+    _errors_folded: int = 0
+
+    def __post_init__(self) -> None:
+        size = len(self.commands)
+        self.counts = [[0] * len(STATUS_NAMES) for _ in range(size)]
+        self.requests = [0] * size
+        self.latencies = [[] for _ in range(size)]
+        self.intended = [[] for _ in range(size)]
+        self.histograms = [new_histogram() for _ in range(size)]
+        self.intended_histograms = [new_histogram() for _ in range(size)]
+
+    def rows(self) -> int:
+        return sum(sum(row) for row in self.counts)
+
+    def errors(self) -> int:
+        return sum(row[STATUS_INDEX[name]] for row in self.counts for name in ERROR_STATUSES)
+
+    def fold(self, start_s: float, end_s: float) -> None:
+        """Move the values since the last fold into the histograms; one point of the per-second series."""
+        interval = new_histogram()
+        requests = 0
+        for slot, values in enumerate(self.latencies):
+            if values:
+                add_values(self.histograms[slot], values)
+                add_values(interval, values)
+                requests += len(values)
+                self.latencies[slot] = []
+            if self.intended[slot]:
+                add_values(self.intended_histograms[slot], self.intended[slot])
+                self.intended[slot] = []
+        if self.lateness:
+            add_values(self.lateness_histogram, self.lateness)
+            self.lateness = []
+        rows, errors = self.rows(), self.errors()
+        point = {"start_s": round(start_s, 3), "end_s": round(end_s, 3), "ops": rows - self._rows_folded,
+                 "requests": requests, "errors": errors - self._errors_folded}
+        self._rows_folded, self._errors_folded = rows, errors
+        self.series.append(point)
+        self.intervals.append(interval.encode())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, in plain picklable values, for the parent to merge."""
+        return {
+            "commands": self.commands,
+            "counts": self.counts,
+            "requests": self.requests,
+            "histograms": [h.encode() for h in self.histograms],
+            "intended_histograms": [h.encode() for h in self.intended_histograms],
+            "lateness": self.lateness_histogram.encode(),
+            "series": self.series,
+            "intervals": self.intervals,
+            "unexpected_replies": self.unexpected_replies,
+            "reconnects": self.reconnects,
+            "cpu_s": self.cpu_s,
+        }
+
+
+@dataclass
+class Totals:
+    """Measurements merged over workers, by command name."""
+
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    histograms: dict[str, HdrHistogram] = field(default_factory=dict)
+    intended_histograms: dict[str, HdrHistogram] = field(default_factory=dict)
+    lateness: HdrHistogram = field(default_factory=new_histogram)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    intervals: list[HdrHistogram] = field(default_factory=list)  # one per series point, all commands
+    unexpected_replies: int = 0
+    reconnects: int = 0
+    cpu_s: float = 0.0
+
+    def merge(self, snapshot: dict[str, Any]) -> None:
+        for slot, name in enumerate(snapshot["commands"]):
+            counts = self.counts.setdefault(name, [0] * len(STATUS_NAMES))
+            for index, count in enumerate(snapshot["counts"][slot]):
+                counts[index] += count
+            self.requests[name] = self.requests.get(name, 0) + snapshot["requests"][slot]
+            self.histograms.setdefault(name, new_histogram()).decode_and_add(snapshot["histograms"][slot])
+            self.intended_histograms.setdefault(name, new_histogram()).decode_and_add(
+                snapshot["intended_histograms"][slot])
+        self.lateness.decode_and_add(snapshot["lateness"])
+        # Workers tick on their own, so their n-th seconds line up only within a tick: merged by position.
+        for index, (point, encoded) in enumerate(zip(snapshot["series"], snapshot["intervals"], strict=True)):
+            if index >= len(self.series):
+                self.series.append(dict(point))
+                self.intervals.append(new_histogram())
+            else:
+                for name in ("ops", "requests", "errors"):
+                    self.series[index][name] += point[name]
+            self.intervals[index].decode_and_add(encoded)
+        self.unexpected_replies += snapshot["unexpected_replies"]
+        self.reconnects += snapshot["reconnects"]
+        self.cpu_s += snapshot["cpu_s"]
+
+    def series_with_latency(self) -> list[dict[str, Any]]:
+        return [{**point, **percentiles(interval)} for point, interval in zip(self.series, self.intervals,
+                                                                              strict=True)]

@@ -1,0 +1,55 @@
+"""Warm-up: store, before measuring, the keys the recording found already present, at their recorded sizes.
+
+Plain blocking sockets and pipelined `set ... noreply` in large writes: loading is a bulk transfer, not something
+to measure. An `mn` at the end makes the server show it has handled every set before it.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from membench.errors import MembenchError
+from membench.replay.ketama import Continuum
+from membench.replay.keys import KeySynthesizer, ValueSource
+
+_CHUNK_KEYS = 2048
+_END = b"MN\r\n"
+
+
+@dataclass
+class WarmResult:
+    keys: int = 0
+    errors: int = 0  # sets the server refused (e.g. SERVER_ERROR out of memory)
+
+
+def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: Continuum,
+            targets: list[tuple[str, int]], timeout: float) -> WarmResult:
+    values = ValueSource()
+    per_target: list[list[bytes]] = [[] for _ in targets]
+    for (key_hash, length), size in sorted(sizes.items()):
+        key = keys.key(key_hash, length)
+        request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
+        per_target[continuum.server_of(key)].append(request)
+    result = WarmResult(keys=len(sizes))
+    for (host, port), requests in zip(targets, per_target, strict=True):
+        if requests:
+            result.errors += _load(host, port, requests, timeout)
+    return result
+
+
+def _load(host: str, port: int, requests: list[bytes], timeout: float) -> int:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            for start in range(0, len(requests), _CHUNK_KEYS):
+                sock.sendall(b"".join(requests[start : start + _CHUNK_KEYS]))
+            sock.sendall(b"mn\r\n")
+            received = b""
+            while not received.endswith(_END):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise MembenchError(f"warm-up: {host}:{port} closed the connection")
+                received += chunk
+    except OSError as error:
+        raise MembenchError(f"warm-up: cannot load {host}:{port}: {error.strerror or error}") from None
+    return received.count(b"\r\n") - 1
