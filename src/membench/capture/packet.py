@@ -7,6 +7,7 @@ the captured length. A plain tuple rather than a NamedTuple keeps the per-packet
 
 from __future__ import annotations
 
+import mmap
 import struct
 from enum import IntEnum
 from typing import Final
@@ -35,6 +36,8 @@ IGNORED: Final = 0  # well formed but not TCP/UDP to or from a watched port
 MALFORMED: Final = 1  # truncated headers, bad lengths, unknown link type or IP version
 FRAGMENT: Final = 2  # an IP fragment: membench does not reassemble IP fragments
 
+Buffer = bytes | memoryview | mmap.mmap  # whatever holds the captured bytes: a file mapping, a copied packet
+
 # (transport, src address, dst address, src port, dst port, seq, ack, tcp flags,
 #  payload start, captured payload end, payload length on the wire); seq/ack/flags are 0 for UDP.
 Decoded = tuple[Transport, bytes, bytes, int, int, int, int, int, int, int, int]
@@ -61,14 +64,28 @@ _PROTO_UDP: Final = 17
 _IPV4_HEADER = struct.Struct("!BxHxxHxB")  # version/ihl, total length, flags/fragment offset, protocol
 _TCP_HEADER = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
 _UDP_HEADER = struct.Struct("!HHH")  # ports, length
+_ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBB")  # the fields of the two above, from the frame start
 _U16 = struct.Struct("!H")
 _U32_LE = struct.Struct("<I")
 _U32_BE = struct.Struct("!I")
 
 
-def decode(link: int, buf: bytes | memoryview, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
+def decode(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
     """Decode the packet captured in `buf[start:end]` on a `link` link type, keeping only traffic on `ports`."""
     if link == 1:
+        if end - start >= 54:
+            # Fast path for the overwhelmingly common frame: untagged Ethernet, IPv4 without options, TCP.
+            (ethertype, version_ihl, total_length, fragment, protocol, src, dst, sport, dport, seq, ack, data_offset,
+             flags) = _ETHERNET_IPV4_TCP.unpack_from(buf, start)
+            if (ethertype == _ETH_IPV4 and version_ihl == 0x45 and protocol == _PROTO_TCP
+                    and not fragment & 0x3FFF and total_length >= 40 and data_offset >= 0x50):
+                if sport not in ports and dport not in ports:
+                    return IGNORED
+                ip_end = start + 14 + total_length
+                payload = start + 34 + (data_offset >> 4) * 4
+                if payload <= ip_end and payload <= end:
+                    return (Transport.TCP, src, dst, sport, dport, seq, ack, flags, payload, min(ip_end, end),
+                            ip_end - payload)
         return _decode_ethertype(buf, start + 12, end, ports)
     if link == 113:
         return _decode_ethertype(buf, start + 14, end, ports)
@@ -85,7 +102,7 @@ def decode(link: int, buf: bytes | memoryview, start: int, end: int, ports: froz
     return MALFORMED
 
 
-def _decode_ethertype(buf: bytes | memoryview, type_at: int, end: int, ports: frozenset[int]) -> Decoded | int:
+def _decode_ethertype(buf: Buffer, type_at: int, end: int, ports: frozenset[int]) -> Decoded | int:
     """Decode from a 2-byte EtherType at `type_at`, stepping over VLAN tags (802.1Q, QinQ)."""
     for _ in range(_MAX_VLAN_TAGS + 1):
         if type_at + 2 > end:
@@ -101,7 +118,7 @@ def _decode_ethertype(buf: bytes | memoryview, type_at: int, end: int, ports: fr
     return MALFORMED
 
 
-def _decode_ip_by_version(buf: bytes | memoryview, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
+def _decode_ip_by_version(buf: Buffer, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
     if start >= end:
         return MALFORMED
     version = buf[start] >> 4
@@ -112,7 +129,7 @@ def _decode_ip_by_version(buf: bytes | memoryview, start: int, end: int, ports: 
     return MALFORMED
 
 
-def _decode_loopback(link: int, buf: bytes | memoryview, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
+def _decode_loopback(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
     if start + 4 > end:
         return MALFORMED
     if link == 108:
@@ -129,7 +146,7 @@ def _decode_loopback(link: int, buf: bytes | memoryview, start: int, end: int, p
     return IGNORED
 
 
-def _decode_ipv4(buf: bytes | memoryview, ip: int, end: int, ports: frozenset[int]) -> Decoded | int:
+def _decode_ipv4(buf: Buffer, ip: int, end: int, ports: frozenset[int]) -> Decoded | int:
     if ip + 20 > end:
         return MALFORMED
     version_ihl, total_length, fragment, protocol = _IPV4_HEADER.unpack_from(buf, ip)
@@ -149,7 +166,7 @@ def _decode_ipv4(buf: bytes | memoryview, ip: int, end: int, ports: frozenset[in
                              buf[ip + 12:ip + 16], buf[ip + 16:ip + 20], ports)
 
 
-def _decode_ipv6(buf: bytes | memoryview, ip: int, end: int, ports: frozenset[int]) -> Decoded | int:
+def _decode_ipv6(buf: Buffer, ip: int, end: int, ports: frozenset[int]) -> Decoded | int:
     if ip + 40 > end:
         return MALFORMED
     if buf[ip] >> 4 != 6:
@@ -180,7 +197,7 @@ def _decode_ipv6(buf: bytes | memoryview, ip: int, end: int, ports: frozenset[in
     return _decode_transport(buf, next_header, at, ip_end, end, buf[ip + 8:ip + 24], buf[ip + 24:ip + 40], ports)
 
 
-def _decode_transport(buf: bytes | memoryview, protocol: int, at: int, ip_end: int, end: int, src: bytes,
+def _decode_transport(buf: Buffer, protocol: int, at: int, ip_end: int, end: int, src: bytes,
                       dst: bytes, ports: frozenset[int]) -> Decoded | int:
     if protocol == _PROTO_TCP:
         if at + 20 > end or at + 20 > ip_end:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from membench.capture.packet import FRAGMENT, MALFORMED, SUPPORTED_LINK_TYPES, decode
+from membench.capture.packet import FRAGMENT, MALFORMED, SUPPORTED_LINK_TYPES, Buffer, decode
 from membench.capture.stream import CaptureHealth, StreamItem, Transport
 from membench.capture.tcp import TcpReassembler
 from membench.capture.udp import UdpReassembler
@@ -37,6 +37,7 @@ _IDB_OPTION_TSRESOL: Final = 9
 _IDB_OPTION_TSOFFSET: Final = 14
 _ISB_OPTION_IFDROP: Final = 5
 _MAX_RECORD: Final = 1 << 26  # no link layer has 64 MiB frames: a larger record length means a corrupt file
+_YIELD_BATCH: Final = 64  # items gathered before yielding: a file has no latency to keep, only overhead
 _FRAGMENTS_KEY: Final = "ip_fragments_unsupported"
 
 
@@ -55,34 +56,35 @@ class _Demultiplexer:
 
     def __init__(self, ports: tuple[int, ...], health: CaptureHealth) -> None:
         self.out: list[StreamItem] = []
-        self._ports = frozenset(ports)
+        self.ports = frozenset(ports)
         self._health = health
         conn_ids = itertools.count(1)
-        self._tcp = TcpReassembler(self._ports, health, self.out, conn_ids)
-        self._udp = UdpReassembler(self._ports, health, self.out, conn_ids)
+        self.tcp = TcpReassembler(self.ports, health, self.out, conn_ids)
+        self.udp = UdpReassembler(self.ports, health, self.out, conn_ids)
         self._reported_link_types: set[int] = set()
 
-    def packet(self, link: int, buf: bytes | mmap.mmap, start: int, end: int, timestamp_ns: int) -> None:
-        decoded = decode(link, buf, start, end, self._ports)
-        if decoded.__class__ is int:
-            if decoded == MALFORMED:
-                self._health.malformed_packets += 1
-                if link not in SUPPORTED_LINK_TYPES and link not in self._reported_link_types:
-                    self._reported_link_types.add(link)
-                    self._health.extra[f"unsupported_link_type_{link}"] = 1
-            elif decoded == FRAGMENT:
-                self._health.extra[_FRAGMENTS_KEY] = self._health.extra.get(_FRAGMENTS_KEY, 0) + 1
-            return
-        transport, src, dst, sport, dport, seq, ack, flags, payload, payload_end, length = decoded  # type: ignore[misc]
-        if transport is Transport.TCP:
-            self._tcp.segment(timestamp_ns, src, sport, dst, dport, seq, ack, flags,
-                              buf[payload:payload_end] if length else b"", length)
+    def packet(self, link: int, buf: Buffer, start: int, end: int, timestamp_ns: int) -> None:
+        decoded = decode(link, buf, start, end, self.ports)
+        if decoded.__class__ is not tuple:
+            self.undecoded(link, decoded)  # type: ignore[arg-type]
+        elif decoded[0] is Transport.TCP:  # type: ignore[index]
+            self.tcp.segment(timestamp_ns, decoded, buf)  # type: ignore[arg-type]
         else:
-            self._udp.datagram(timestamp_ns, src, sport, dst, dport, buf[payload:payload_end], length)
+            self.udp.datagram(timestamp_ns, decoded, buf)  # type: ignore[arg-type]
+
+    def undecoded(self, link: int, code: int) -> None:
+        """Count a packet `decode()` answered with a code rather than a segment."""
+        if code == MALFORMED:
+            self._health.malformed_packets += 1
+            if link not in SUPPORTED_LINK_TYPES and link not in self._reported_link_types:
+                self._reported_link_types.add(link)
+                self._health.extra[f"unsupported_link_type_{link}"] = 1
+        elif code == FRAGMENT:
+            self._health.extra[_FRAGMENTS_KEY] = self._health.extra.get(_FRAGMENTS_KEY, 0) + 1
 
     def finish(self, timestamp_ns: int) -> None:
-        self._tcp.finish(timestamp_ns)
-        self._udp.finish(timestamp_ns)
+        self.tcp.finish(timestamp_ns)
+        self.udp.finish(timestamp_ns)
 
 
 class _Interface:
@@ -163,7 +165,11 @@ class PcapFileSource:
         byte_order, fraction_ns = _PCAP_MAGIC[mapped[:4]]
         link = struct.unpack_from(byte_order + "I", mapped, 20)[0] & 0xFFFF
         unpack_record = struct.Struct(byte_order + "IIII").unpack_from
-        handle = demux.packet
+        ports = demux.ports
+        undecoded = demux.undecoded
+        tcp_segment = demux.tcp.segment
+        udp_datagram = demux.udp.datagram
+        tcp_transport = Transport.TCP
         out = demux.out
         health = self.health
         size = len(mapped)
@@ -186,8 +192,15 @@ class PcapFileSource:
                 break
             packets += 1
             timestamp_ns = seconds * 1_000_000_000 + fraction * fraction_ns
-            handle(link, mapped, start, at, timestamp_ns)
-            if out:
+            # _Demultiplexer.packet, inlined: this loop is the file ingest hot path.
+            decoded = decode(link, mapped, start, at, ports)
+            if decoded.__class__ is not tuple:
+                undecoded(link, decoded)
+            elif decoded[0] is tcp_transport:
+                tcp_segment(timestamp_ns, decoded, mapped)
+            else:
+                udp_datagram(timestamp_ns, decoded, mapped)
+            if len(out) >= _YIELD_BATCH:
                 health.packets = packets
                 yield from out
                 out.clear()
@@ -268,7 +281,7 @@ class PcapFileSource:
                     interface_drops[section, drops[0]] = drops[1]
                     health.dropped_events = sum(interface_drops.values())
             at = end
-            if out:
+            if len(out) >= _YIELD_BATCH:
                 health.packets = packets
                 yield from out
                 out.clear()

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Final
 
-from membench.capture.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from membench.capture.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Buffer, Decoded
 from membench.capture.stream import (
     CaptureHealth,
     ConnectionClosed,
@@ -29,6 +29,7 @@ from membench.capture.stream import (
 
 _SEQ_MASK: Final = 0xFFFFFFFF
 _SEQ_HALF: Final = 0x80000000
+_CONTROL_FLAGS: Final = TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK
 _CLOSED_FLOW_MEMORY_NS: Final = 120 * 1_000_000_000  # like TIME_WAIT: late packets of a closed flow are not new ones
 
 # NamedTuple.__new__ is a Python-level function; building the tuple directly halves the cost of the hot path.
@@ -96,11 +97,31 @@ class TcpReassembler:
         self._open: dict[int, _Connection] = {}
         self._recently_closed: deque[tuple[int, _Connection]] = deque()
 
-    def segment(self, timestamp_ns: int, src: bytes, sport: int, dst: bytes, dport: int, seq: int, ack: int,
-                flags: int, data: bytes, length: int) -> None:
-        """One TCP segment: `data` is its captured payload, `length` its payload length on the wire."""
+    def segment(self, timestamp_ns: int, segment: Decoded, buf: Buffer) -> None:
+        """One decoded TCP segment; its payload is read from `buf`, the buffer it was decoded from."""
+        _, src, dst, sport, dport, seq, ack, flags, payload, payload_end, length = segment
         key = (src, sport, dst, dport)
         flow = self._flows.get(key)
+        if flow is not None and flags & _CONTROL_FLAGS == TCP_ACK:
+            # The established-connection path, kept flat: almost every segment of a capture takes it.
+            connection, side, reverse = flow
+            reverse.peer_ack = ack
+            if reverse.pending:
+                self._give_up_if_acknowledged(connection, reverse)
+            if not length:
+                return
+            if connection.closed:
+                self._health.retransmitted_bytes += length
+                return
+            if seq == side.next_seq and not side.pending and payload_end - payload == length:
+                self._health.bytes_seen += length
+                self._out.append(_new_tuple(StreamChunk, (connection.conn, side.direction, side.offset,
+                                                          buf[payload:payload_end], length, timestamp_ns)))
+                side.offset += length
+                side.next_seq = (seq + length) & _SEQ_MASK
+            else:
+                self._out_of_line(timestamp_ns, connection, side, seq, buf[payload:payload_end], length)
+            return
         if flow is None or (flags & TCP_SYN and not flags & TCP_ACK and self._is_new_syn(flow, seq)):
             if not (length or flags & TCP_SYN):
                 return  # a bare ACK or FIN of a connection the capture knows nothing of carries nothing to record
@@ -118,16 +139,7 @@ class TcpReassembler:
                 side.next_seq = (seq + 1) & _SEQ_MASK
             seq = (seq + 1) & _SEQ_MASK
         if length:
-            if seq == side.next_seq and not side.pending:
-                self._health.bytes_seen += len(data)
-                self._out.append(_new_tuple(StreamChunk, (connection.conn, side.direction, side.offset, data,
-                                                          length, timestamp_ns)))
-                if len(data) < length:
-                    self._count_hole(length - len(data))
-                side.offset += length
-                side.next_seq = (seq + length) & _SEQ_MASK
-            else:
-                self._out_of_line(timestamp_ns, connection, side, seq, data, length)
+            self._out_of_line(timestamp_ns, connection, side, seq, buf[payload:payload_end], length)
         if flags & (TCP_FIN | TCP_RST):
             self._end_of_direction(timestamp_ns, connection, side, seq, length, flags)
 

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterator
 from typing import Final
 
+from membench.capture.packet import Buffer, Decoded
 from membench.capture.stream import (
     CaptureHealth,
     ConnectionClosed,
@@ -74,9 +75,10 @@ class UdpReassembler:
         self._flows: dict[FlowKey, tuple[_Flow, _Side]] = {}
         self._all_flows: list[_Flow] = []
 
-    def datagram(self, timestamp_ns: int, src: bytes, sport: int, dst: bytes, dport: int, data: bytes,
-                 length: int) -> None:
-        """One UDP datagram: `data` is its captured payload, `length` its payload length on the wire."""
+    def datagram(self, timestamp_ns: int, datagram: Decoded, buf: Buffer) -> None:
+        """One decoded UDP datagram; its payload is read from `buf`, the buffer it was decoded from."""
+        _, src, dst, sport, dport, _, _, _, payload_start, payload_end, length = datagram
+        data = buf[payload_start:payload_end]
         if len(data) < _HEADER_SIZE:
             self._health.malformed_packets += 1
             return
