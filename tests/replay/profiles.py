@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pyarrow as pa
 
+from membench.profile.metadata import ProfileMetadata
 from membench.profile.schema import SCHEMA, Operation
+from membench.profile.writer import ProfileWriter
 from membench.replay.plan import BatchSource
 
 T0 = 1_700_000_000_000_000_000
@@ -60,3 +63,10 @@ class ProfileBuilder:
 
     def source(self) -> BatchSource:
         return source(self.operations)
+
+
+def write_profile(path: Path, operations: Sequence[Operation]) -> Path:
+    """A profile directory on disk, as `membench record` writes it."""
+    with ProfileWriter(path, ProfileMetadata(source="test")) as writer:
+        writer.write_many(operations)
+    return path

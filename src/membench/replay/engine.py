@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from membench.errors import MembenchError
 from membench.protocol.encode import META_NOOP, binary_noop
-from membench.protocol.events import Command, Protocol, Reply, Response
+from membench.protocol.events import Command, Reply, Response, Skipped
+from membench.protocol.stream import ResponseStreamParser
 from membench.replay.options import ReplayOptions, Timing, parse_target
 from membench.replay.plan import (
     EXPECT_END,
@@ -33,7 +34,6 @@ from membench.replay.plan import (
     Plan,
     Stream,
 )
-from membench.replay.replies import ReplyReader
 from membench.replay.stats import HIT, LOST, MISS, NOREPLY, OK, TIMEOUT, Meter, reply_table, suppressed_status
 
 _EARLY_NS = 100_000  # an open-loop request due within this is sent now: a timer costs more than it saves
@@ -73,7 +73,7 @@ class Link(asyncio.Protocol):
         self._inflight: deque[list[Any]] = deque()
         self._waiting = 0  # requests in flight that will get a reply of their own (not quiet, not noreply)
         self._transport: asyncio.Transport | None = None
-        self._reader = ReplyReader(Protocol.BINARY if stream.binary else Protocol.TEXT)
+        self._parser = ResponseStreamParser()
         self._timer: asyncio.TimerHandle | None = None
         self._base_ns = 0
         self._done: asyncio.Future[None] | None = None
@@ -84,14 +84,20 @@ class Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        self._reader = ReplyReader(Protocol.BINARY if self._binary else Protocol.TEXT)
+        self._parser = ResponseStreamParser()
         if self._done is not None and not self._done.done():
             self._pump()
 
     def data_received(self, data: bytes) -> None:
         now = _perf_ns()
-        for response in self._reader.receive(data):
-            self._on_reply(response, now)
+        for event in self._parser.receive(data, now):
+            if type(event) is Skipped:
+                # The server's bytes made no sense: nothing after them can be attributed any more.
+                self._meter.unexpected_replies += 1
+                if self._transport is not None:
+                    self._transport.abort()
+                return
+            self._on_reply(cast(Response, event), now)
         self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
