@@ -201,6 +201,14 @@ class _PacketParser(FramedParser, ABC):
             pos = data.find(self.magic, pos + 1)
         return None
 
+    def chained(self, data: bytes, at: int) -> bool:
+        """Whether the packet whose header is at `at` ends exactly at the end of `data` or at another plausible
+        header: evidence, beyond one header, that `data` really is binary traffic."""
+        after = at + HEADER_SIZE + HEADER.unpack_from(data, at)[6]
+        if after == len(data):
+            return True
+        return after + HEADER_SIZE <= len(data) and self._plausible(HEADER.unpack_from(data, after))
+
     def _keep_tail(self, data: bytes, pos: int, start: int) -> None:
         self._tail += data[pos:]
         self._tail_ts = start

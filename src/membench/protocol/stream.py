@@ -4,7 +4,8 @@ memcached fixes a connection's protocol on its first byte (0x80 starts a binary 
 and text and meta commands may then be mixed freely), so detection looks at that byte. When the parser did not
 see the start of the stream (`mid_stream=True`, or a hole before any data), the first byte proves nothing: it
 waits until the data shows either a strictly plausible binary header or a strictly valid text line, picks the
-protocol of whichever comes first, and lets that parser skip what came before it.
+protocol of whichever comes first (or binary, if its header is followed by another plausible one, since values
+may hold text lines), and lets that parser skip what came before it.
 
 Usage, h11 style (no I/O; timestamps are data):
 
@@ -102,7 +103,9 @@ class _StreamParser:
                 self.stats.bytes_skipped += dropped
                 events.append(Skipped(dropped, "resync", timestamp_ns))
             return events
-        use_binary = text_at is None or (binary_at is not None and binary_at < text_at)
+        # Values may hold text lines, so a chain of binary packets outweighs an earlier text line.
+        use_binary = text_at is None or (binary_at is not None and (binary_at < text_at
+                                                                     or binary.chained(window, binary_at)))
         parser: FramedParser = binary if use_binary else text
         self._parser = parser
         # Replay the held chunks so that every event keeps the timestamps of the chunks its bytes came in.
