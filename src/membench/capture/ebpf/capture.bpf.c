@@ -55,19 +55,27 @@ struct pending_call {
 	__u8 kind;
 };
 
+/* State of the walk over the iovecs of one vectored syscall. The header of the event being built lives in
+ * the CPU's scratch slot; an event is flushed before an iovec that would not fit in it, so truncation only
+ * ever cuts a single iovec larger than the copy limit (a big value), never the small ones after it (the
+ * next items of a multi-get reply). It lives in the scratch slot, not on the stack: the verifier then sees
+ * the same unknown values at every iteration of bpf_loop instead of exploring each one. */
+struct iovec_walk {
+	__u64 iovecs;
+	__u64 remaining;    /* bytes moved by the syscall not yet attributed to an iovec */
+	__u64 offset;       /* stream offset of the event being built */
+	__u64 length;       /* bytes moved covered by the event being built */
+	__u32 copied;       /* bytes copied into the event being built */
+	__u32 limit;
+};
 /* One event being built: the header plus twice the copy limit, so that an offset below MB_COPY_MAX plus a
  * length of at most MB_COPY_MAX is provably inside the buffer for the verifier. */
 struct scratch_event {
+	struct iovec_walk walk;
 	struct mb_event header;
 	__u8 data[2 * MB_COPY_MAX];
 };
 
-struct iovec_walk {
-	__u64 iovecs;
-	__u64 remaining; /* bytes moved by the syscall not yet attributed to an iovec */
-	__u32 copied;
-	__u32 limit;
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -317,32 +325,58 @@ static __always_inline int data_enter(__u64 fd, __u64 buffer, __u64 count, __u16
 	return 0;
 }
 
+/* Send the scratch event of this CPU: header plus `copied` bytes. */
+static __always_inline void output(struct scratch_event *event, __u64 offset, __u64 length, __u32 copied)
+{
+	if (copied > MB_COPY_MAX)
+		copied = MB_COPY_MAX;
+	event->header.offset = offset;
+	event->header.length = length;
+	event->header.copied = copied;
+	event->header.flags = copied < length ? MB_FLAG_TRUNCATED : 0;
+	if (bpf_ringbuf_output(&events, &event->header, sizeof(event->header) + copied, 0)) {
+		count(MB_COUNTER_DROPPED_EVENTS, 1);
+		count(MB_COUNTER_DROPPED_BYTES, length);
+	}
+}
+
 static long copy_iovec(__u32 index, void *ctx)
 {
-	struct iovec_walk *walk = ctx;
-	struct user_iovec iov;
-	struct scratch_event *event;
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u32 offset;
+	struct scratch_event *event = bpf_map_lookup_elem(&scratch, &cpu);
+	struct iovec_walk *walk;
+	struct user_iovec iov;
+	__u32 position;
 	__u64 length;
+	__u64 room;
 
-	if (walk->remaining == 0 || walk->copied >= walk->limit)
+	if (!event)
+		return 1;
+	walk = &event->walk;
+	if (walk->remaining == 0)
 		return 1;
 	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(walk->iovecs + index * sizeof(iov))))
 		return 1;
 	length = iov.iov_len < walk->remaining ? iov.iov_len : walk->remaining;
+	if (length == 0)
+		return 0;
+	if (walk->length && walk->copied + length > walk->limit) {
+		output(event, walk->offset, walk->length, walk->copied);
+		walk->offset += walk->length;
+		walk->length = 0;
+		walk->copied = 0;
+	}
 	walk->remaining -= length;
-	if (length > walk->limit - walk->copied)
-		length = walk->limit - walk->copied;
-	if (length > MB_COPY_MAX)
-		length = MB_COPY_MAX;
-	event = bpf_map_lookup_elem(&scratch, &cpu);
-	if (!event)
+	walk->length += length;
+	room = walk->limit - walk->copied;
+	if (room > length)
+		room = length;
+	if (room > MB_COPY_MAX)
+		room = MB_COPY_MAX;
+	position = walk->copied & (MB_COPY_MAX - 1);
+	if (bpf_probe_read_user(&event->data[position], room, (void *)iov.iov_base))
 		return 1;
-	offset = walk->copied & (MB_COPY_MAX - 1);
-	if (bpf_probe_read_user(&event->data[offset], length, (void *)iov.iov_base))
-		return 1;
-	walk->copied += length;
+	walk->copied += room;
 	return 0;
 }
 
@@ -355,7 +389,7 @@ static __always_inline int data_exit(long ret)
 	struct mb_fd_key key;
 	struct mb_connection *connection;
 	struct scratch_event *event;
-	struct iovec_walk walk = {};
+	struct iovec_walk *walk;
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 offset;
 	__u32 copied;
@@ -377,6 +411,8 @@ static __always_inline int data_exit(long ret)
 	event = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!event)
 		return 0;
+	fill_header(&event->header, cfg, &key, connection->conn, MB_EVENT_DATA, call.syscall);
+	event->header.direction = call.direction;
 	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
 	if (call.kind == MB_BUFFER_PLAIN) {
 		copied = (__u64)ret < limit ? (__u32)ret : limit;
@@ -384,34 +420,27 @@ static __always_inline int data_exit(long ret)
 			copied = MB_COPY_MAX;
 		if (bpf_probe_read_user(event->data, copied, (void *)call.buffer))
 			copied = 0;
-	} else {
-		walk.iovecs = call.buffer;
-		walk.remaining = ret;
-		walk.limit = limit;
-		if (call.kind == MB_BUFFER_MSGHDR) {
-			struct user_msghdr msg;
-
-			if (bpf_probe_read_user(&msg, sizeof(msg), (void *)call.buffer))
-				return 0;
-			walk.iovecs = msg.msg_iov;
-			call.count = msg.msg_iovlen;
-		}
-		bpf_loop(call.count < MB_MAX_IOV ? call.count : MB_MAX_IOV, copy_iovec, &walk, 0);
-		copied = walk.copied;
-		if (copied > MB_COPY_MAX)
-			copied = MB_COPY_MAX;
+		output(event, offset, ret, copied);
+		return 0;
 	}
 
-	fill_header(&event->header, cfg, &key, connection->conn, MB_EVENT_DATA, call.syscall);
-	event->header.offset = offset;
-	event->header.direction = call.direction;
-	event->header.length = ret;
-	event->header.copied = copied;
-	event->header.flags = copied < (__u64)ret ? MB_FLAG_TRUNCATED : 0;
-	if (bpf_ringbuf_output(&events, event, sizeof(event->header) + copied, 0)) {
-		count(MB_COUNTER_DROPPED_EVENTS, 1);
-		count(MB_COUNTER_DROPPED_BYTES, ret);
+	walk = &event->walk;
+	walk->iovecs = call.buffer;
+	walk->remaining = ret;
+	walk->offset = offset;
+	walk->length = 0;
+	walk->copied = 0;
+	walk->limit = limit;
+	if (call.kind == MB_BUFFER_MSGHDR) {
+		struct user_msghdr msg = {};
+
+		bpf_probe_read_user(&msg, sizeof(msg), (void *)call.buffer);
+		walk->iovecs = msg.msg_iov;
+		call.count = msg.msg_iovlen;
 	}
+	bpf_loop(call.count < MB_MAX_IOV ? call.count : MB_MAX_IOV, copy_iovec, NULL, 0);
+	/* Bytes the walk could not attribute (unreadable iovec array) end the last event as its missing tail. */
+	output(event, walk->offset, walk->length + walk->remaining, walk->copied);
 	return 0;
 }
 

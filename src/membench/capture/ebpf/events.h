@@ -7,9 +7,9 @@
 #ifndef MEMBENCH_EVENTS_H
 #define MEMBENCH_EVENTS_H
 
-/* Largest payload prefix one event can carry (a power of two: the BPF side masks with MB_COPY_MAX - 1).
- * User space may lower the effective limit through mb_config.copy_limit. */
-#define MB_COPY_MAX 16384
+/* Largest payload one event can carry (a power of two: the BPF side masks with MB_COPY_MAX - 1). The
+ * effective limit is mb_config.copy_limit, set by user space. */
+#define MB_COPY_MAX 65536
 /* Most iovecs walked per readv/writev/recvmsg/sendmsg (the kernel's UIO_MAXIOV). */
 #define MB_MAX_IOV 1024
 /* Capacity of the per-fd verdict maps. */

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum, IntFlag
 
-COPY_MAX = 16384
+COPY_MAX = 65536
 MAX_PORTS = 64
 MAX_PIDS = 1024
 

@@ -23,6 +23,7 @@ logger.addHandler(logging.NullHandler())
 _LIBBPF_WARN, _LIBBPF_INFO = 0, 1
 _LEVELS = {_LIBBPF_WARN: logging.WARNING, _LIBBPF_INFO: logging.INFO}
 
+_MESSAGE_BYTES = 1 << 20
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
@@ -66,14 +67,15 @@ class _Libbpf:
         libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
         self.vsnprintf = libc.vsnprintf
         self.last_warning = ""
+        # One buffer for every message (they arrive one at a time, during load): verifier logs can be long.
+        self.message_buffer = ctypes.create_string_buffer(_MESSAGE_BYTES)
         # Kept as an attribute: libbpf holds only the C pointer, the Python callback must outlive it.
         self.print_callback = _PRINT_FN(self._print)
         lib.libbpf_set_print(self.print_callback)
 
     def _print(self, level: int, fmt: bytes, args: int) -> int:
-        buffer = ctypes.create_string_buffer(1024)
-        self.vsnprintf(buffer, len(buffer), fmt, args)
-        message = buffer.value.decode(errors="replace").rstrip()
+        self.vsnprintf(self.message_buffer, _MESSAGE_BYTES, fmt, args)
+        message = self.message_buffer.value.decode(errors="replace").rstrip()
         if level == _LIBBPF_WARN and message:
             self.last_warning = message.splitlines()[-1]
         logger.log(_LEVELS.get(level, logging.DEBUG), "%s", message)

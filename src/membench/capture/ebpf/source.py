@@ -42,7 +42,9 @@ TRACEFS = Path("/sys/kernel/tracing")
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 
 DEFAULT_RING_BYTES = 32 * 1024 * 1024
-DEFAULT_COPY_LIMIT = events.COPY_MAX
+# Large enough for whole requests and multi-get replies of small items; larger values are cut (their headers,
+# which carry the lengths, come first). Raising it costs ring space and copy time only for big payloads.
+DEFAULT_COPY_LIMIT = 16384
 
 # Syscalls that finished just before stop() may not have reached their sys_exit tracepoint yet; waiting this
 # long before the last drain lets them land instead of being cut off.

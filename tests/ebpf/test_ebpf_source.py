@@ -1,0 +1,320 @@
+"""EbpfSource against a real memcached and real clients: the streams it delivers are the bytes that moved.
+
+Every test captures only its own memcached's port, so tests running at the same time do not interfere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+
+import pylibmc
+import pytest
+from pymemcache.client.base import Client
+
+from membench.capture.stream import ConnectionClosed, Direction, Endpoint, StreamChunk
+from membench.errors import MembenchError
+from tests.conftest import Memcached, start_memcached
+from tests.ebpf.ebpf_support import Capture, RawClient, by_client_port, connections, require_ebpf
+
+pytestmark = pytest.mark.ebpf
+
+StartCapture = Callable[..., Capture]
+
+
+def text_and_meta_session(client: RawClient) -> None:
+    assert client.call(b"set alpha 5 0 5\r\nhello\r\n") == b"STORED\r\n"
+    assert client.call(b"get alpha missing\r\n", b"END\r\n") == b"VALUE alpha 5 5\r\nhello\r\nEND\r\n"
+    assert client.call(b"add alpha 0 0 1\r\nx\r\n") == b"NOT_STORED\r\n"
+    assert client.call(b"incr counter 1\r\n") == b"NOT_FOUND\r\n"
+    assert client.call(b"ms beta 3 T0\r\nabc\r\n") == b"HD\r\n"
+    assert client.call(b"mg beta v f t\r\n", b"\r\n", 2) == b"VA 3 f0 t-1\r\nabc\r\n"
+    assert client.call(b"md beta q\r\nmn\r\n") == b"MN\r\n"
+    assert client.call(b"delete alpha\r\n") == b"DELETED\r\n"
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_raw_text_and_meta_streams_are_exact(memcached: Memcached, capture: StartCapture, side: str) -> None:
+    running = capture(ports=[memcached.port], side=side)
+    client = RawClient(memcached.port)
+    text_and_meta_session(client)
+    client.close()
+    conns = by_client_port(running.finish())
+
+    conn = conns[client.port]
+    assert conn.request == client.sent
+    assert conn.response == client.received
+    assert conn.opened is not None and conn.closed is not None
+    assert conn.opened.server == Endpoint("127.0.0.1", memcached.port)
+    assert conn.opened.client == Endpoint("127.0.0.1", client.port)
+    assert not conn.opened.mid_stream
+    assert running.source.health.dropped_events == 0
+
+
+def test_pipelined_multigets_use_many_iovecs(memcached: Memcached, capture: StartCapture) -> None:
+    setter = RawClient(memcached.port)
+    keys = [b"key%03d" % i for i in range(300)]
+    setter.call(b"".join(b"set %s 0 0 100 noreply\r\n%s\r\n" % (key, key * 16 + b"xxxx")
+                         for key in keys) + b"mn\r\n")
+    setter.close()
+
+    running = capture(ports=[memcached.port])
+    client = RawClient(memcached.port)
+    # One sendmsg per reply batch with hundreds of iovecs (a header and a value per item).
+    client.send(b"get " + b" ".join(keys[:150]) + b"\r\nget " + b" ".join(keys[150:]) + b"\r\n"
+                + b"gets " + b" ".join(keys[:10]) + b"\r\n")
+    client.expect(b"END\r\n", 3)
+    client.close()
+    conn = by_client_port(running.finish())[client.port]
+
+    assert conn.request == client.sent
+    assert conn.response == client.received
+    assert conn.response.count(b"VALUE ") == 310
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_one_mebibyte_value_is_truncated_with_true_lengths(memcached: Memcached, capture: StartCapture,
+                                                            side: str) -> None:
+    value = bytes(range(256)) * 4096
+    running = capture(ports=[memcached.port], side=side)
+    client = RawClient(memcached.port)
+    assert client.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
+    reply = client.call(b"get big\r\n", b"END\r\n")
+    assert reply == b"VALUE big 0 %d\r\n%s\r\nEND\r\n" % (len(value), value)
+    client.close()
+    conn = by_client_port(running.finish())[client.port]
+
+    for direction, expected in ((Direction.REQUEST, client.sent), (Direction.RESPONSE, client.received)):
+        chunks = conn.chunks[direction]
+        offset = 0
+        for chunk in chunks:
+            assert chunk.offset == offset
+            assert len(chunk.data) <= chunk.length
+            # What was copied is the true prefix of what moved.
+            assert chunk.data == expected[offset:offset + len(chunk.data)]
+            offset += chunk.length
+        assert offset == len(expected)
+        assert any(len(chunk.data) < chunk.length for chunk in chunks)
+    assert conn.chunks[Direction.REQUEST][0].data.startswith(b"set big 0 0 1048576\r\n")
+    assert conn.chunks[Direction.RESPONSE][0].data.startswith(b"STORED\r\n")
+    health = running.source.health
+    assert health.extra["truncated_events"] >= 2
+    assert health.bytes_missing == health.extra["truncated_bytes"] > len(value)
+    assert health.dropped_events == 0
+
+
+def test_many_concurrent_connections(memcached: Memcached, capture: StartCapture) -> None:
+    running = capture(ports=[memcached.port])
+    clients = [RawClient(memcached.port) for _ in range(64)]
+    for round_number in range(5):
+        for index, client in enumerate(clients):
+            client.send(b"set k%d 0 0 4\r\n%04d\r\nget k%d\r\n" % (index, round_number, index))
+        for client in clients:
+            client.expect(b"END\r\n")
+    for client in clients:
+        client.close()
+    conns = by_client_port(running.finish())
+
+    assert len(conns) == 64
+    for client in clients:
+        assert conns[client.port].request == client.sent
+        assert conns[client.port].response == client.received
+        assert conns[client.port].closed is not None
+    assert len({conn.opened.conn for conn in conns.values() if conn.opened}) == 64
+
+
+def test_connection_opened_before_capture_is_joined_mid_stream(memcached: Memcached,
+                                                               capture: StartCapture) -> None:
+    client = RawClient(memcached.port)
+    client.call(b"set early 0 0 2\r\nab\r\n")
+    before_sent, before_received = len(client.sent), len(client.received)
+
+    running = capture(ports=[memcached.port])
+    client.call(b"get early\r\n", b"END\r\n")
+    client.close()
+    conn = by_client_port(running.finish())[client.port]
+
+    assert conn.opened is not None and conn.opened.mid_stream
+    assert conn.opened.server == Endpoint("127.0.0.1", memcached.port)
+    assert conn.request == client.sent[before_sent:] == b"get early\r\n"
+    assert conn.response == client.received[before_received:] == b"VALUE early 0 2\r\nab\r\nEND\r\n"
+    assert running.source.health.mid_stream_connections == 1
+
+
+def test_reused_fd_is_a_new_connection(memcached: Memcached, capture: StartCapture) -> None:
+    running = capture(ports=[memcached.port], side="client")
+    first = RawClient(memcached.port)
+    first.call(b"version\r\n")
+    first_fd = first.sock.fileno()
+    first.close()
+    second = RawClient(memcached.port)
+    assert second.sock.fileno() == first_fd  # the lowest free fd number is handed out again
+    second.call(b"verbosity 1\r\n")
+    second.close()
+    items = running.finish()
+    conns = by_client_port(items)
+
+    old, new = conns[first.port], conns[second.port]
+    assert old.opened is not None and new.opened is not None
+    assert old.opened.conn != new.opened.conn
+    assert old.request == b"version\r\n"
+    assert new.request == b"verbosity 1\r\n"
+    assert new.response == b"OK\r\n"
+    closed_at = next(i for i, item in enumerate(items) if isinstance(item, ConnectionClosed)
+                     and item.conn == old.opened.conn)
+    assert closed_at < items.index(new.opened)
+
+
+def test_pymemcache_at_both_sides_sees_the_same_bytes(memcached: Memcached, capture: StartCapture) -> None:
+    server_side = capture(ports=[memcached.port])
+    client_side = capture(ports=[memcached.port], side="client")
+    client = Client(("127.0.0.1", memcached.port), default_noreply=False)
+    client.set("p1", b"v" * 100)
+    assert client.get_many(["p1", "p2"]) == {"p1": b"v" * 100}
+    client.delete("p1")
+    port = client.sock.getsockname()[1]
+    client.close()
+    at_client = by_client_port(client_side.finish())[port]
+    at_server = by_client_port(server_side.finish())[port]
+
+    expected_request = b"set p1 0 0 100\r\n" + b"v" * 100 + b"\r\nget p1 p2\r\ndelete p1\r\n"
+    expected_response = b"STORED\r\nVALUE p1 0 100\r\n" + b"v" * 100 + b"\r\nEND\r\nDELETED\r\n"
+    assert at_client.request == at_server.request == expected_request
+    assert at_client.response == at_server.response == expected_response
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_pylibmc_at_both_sides_sees_the_same_bytes(memcached: Memcached, capture: StartCapture,
+                                                    binary: bool) -> None:
+    server_side = capture(ports=[memcached.port])
+    client_side = capture(ports=[memcached.port], side="client")
+    client = pylibmc.Client([f"127.0.0.1:{memcached.port}"], binary=binary)
+    for index in range(20):
+        client.set(f"lm{index}", b"x" * index)
+    assert client.get_multi([f"lm{index}" for index in range(25)]) == {
+        f"lm{index}": b"x" * index for index in range(20)}
+    client.disconnect_all()
+    at_client = connections(client_side.finish())
+    at_server = connections(server_side.finish())
+
+    assert len(at_client) == len(at_server) == 1
+    (client_conn,), (server_conn,) = at_client.values(), at_server.values()
+    assert client_conn.opened and server_conn.opened
+    assert client_conn.opened.client == server_conn.opened.client
+    assert client_conn.request == server_conn.request
+    # libmemcached closes right after its binary QUIT, without reading memcached's 24-byte answer to it.
+    unread = server_conn.response[len(client_conn.response):]
+    assert server_conn.response.startswith(client_conn.response)
+    assert unread[:2] == b"\x81\x07" and len(unread) == 24 if binary else unread == b""
+    if binary:
+        assert client_conn.request[0] == 0x80 and client_conn.response[0] == 0x81
+    else:
+        assert client_conn.request.count(b"set lm") == 20
+        assert client_conn.response.count(b"VALUE lm") == 20
+
+
+def raw_stats(port: int) -> tuple[dict[str, int], int]:
+    """memcached's byte counters and the length of the reply that carried them."""
+    client = RawClient(port)
+    reply = client.call(b"stats\r\n", b"END\r\n")
+    client.close()
+    fields = dict(line.split(b" ")[1:3] for line in reply.splitlines() if line.startswith(b"STAT "))
+    return {name: int(fields[name.encode()]) for name in ("bytes_read", "bytes_written")}, len(reply)
+
+
+def test_memcslap_load_matches_memcached_byte_counters(memcached: Memcached, capture: StartCapture) -> None:
+    memcslap = shutil.which("memcslap")
+    if memcslap is None:
+        pytest.fail("memcslap is not installed: run scripts/setup.sh")
+    before, before_reply = raw_stats(memcached.port)
+    running = capture(ports=[memcached.port])
+    subprocess.run([memcslap, f"--servers=127.0.0.1:{memcached.port}", "--concurrency=4",
+                    "--execute-number=500"], check=True, capture_output=True, timeout=120)
+    after, after_reply = raw_stats(memcached.port)
+    items = running.finish()
+
+    requests = sum(item.length for item in items
+                   if isinstance(item, StreamChunk) and item.direction == Direction.REQUEST)
+    responses = sum(item.length for item in items
+                    if isinstance(item, StreamChunk) and item.direction == Direction.RESPONSE)
+    # The first stats reply was written before the capture; the second after memcached counted its bytes.
+    assert requests == after["bytes_read"] - before["bytes_read"]
+    assert responses == after["bytes_written"] - before["bytes_written"] - before_reply + after_reply
+    assert running.source.health.dropped_events == 0
+    for conn in connections(items).values():
+        conn.request  # noqa: B018 - fails on any hole
+        conn.response  # noqa: B018
+
+
+def test_pids_filter(memcached: Memcached, capture: StartCapture) -> None:
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        wrong = capture(ports=[memcached.port], pids=[bystander.pid])
+        right = capture(ports=[memcached.port], pids=[memcached.process.pid])
+        client = RawClient(memcached.port)
+        client.call(b"version\r\n")
+        client.close()
+        assert wrong.finish() == []
+        assert by_client_port(right.finish())[client.port].request == b"version\r\n"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_ports_filter(memcached: Memcached, capture: StartCapture) -> None:
+    other = start_memcached()
+    try:
+        running = capture(ports=[memcached.port])
+        watched, unwatched = RawClient(memcached.port), RawClient(other.port)
+        watched.call(b"set w 0 0 1\r\nw\r\n")
+        unwatched.call(b"set u 0 0 1\r\nu\r\n")
+        watched.close()
+        unwatched.close()
+        conns = by_client_port(running.finish())
+    finally:
+        other.stop()
+    assert set(conns) == {watched.port}
+    assert all(conn.opened and conn.opened.server == Endpoint("127.0.0.1", memcached.port)
+               for conn in conns.values())
+
+
+def test_ring_overflow_is_counted_and_shows_as_offset_jumps(memcached: Memcached) -> None:
+    from membench.capture.ebpf.source import EbpfSource
+
+    require_ebpf()
+    source = EbpfSource(ports=[memcached.port], ring_bytes=4096, copy_limit=1024)
+    client = RawClient(memcached.port)
+    payload = b"y" * 1000
+    # Nobody drains the 4 KiB ring while this runs: most events cannot be delivered.
+    for index in range(50):
+        client.call(b"set d%d 0 0 %d\r\n%s\r\n" % (index, len(payload), payload))
+    client.close()
+    time.sleep(0.05)
+    source.stop()
+    items = list(source)
+
+    chunks = [item for item in items if isinstance(item, StreamChunk) and item.direction == Direction.REQUEST]
+    health = source.health
+    assert health.dropped_events > 0
+    delivered = sum(chunk.length for chunk in chunks)
+    responses = sum(item.length for item in items
+                    if isinstance(item, StreamChunk) and item.direction == Direction.RESPONSE)
+    assert delivered + responses + health.extra["dropped_bytes"] == len(client.sent) + len(client.received)
+    expected_offset = jumps = 0
+    for chunk in chunks:
+        jumps += chunk.offset != expected_offset
+        expected_offset = chunk.offset + chunk.length
+    jumps += expected_offset != len(client.sent)
+    assert jumps > 0
+
+
+def test_bad_arguments_are_one_line_errors() -> None:
+    from membench.capture.ebpf.source import EbpfSource
+
+    require_ebpf()
+    with pytest.raises(MembenchError, match=r"^no process with pid 999999999$"):
+        EbpfSource(ports=[11], pids=[999999999])
+    with pytest.raises(MembenchError, match="copy limit"):
+        EbpfSource(ports=[11], copy_limit=10**6)
