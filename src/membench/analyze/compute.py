@@ -351,11 +351,13 @@ def _health(metadata: ProfileMetadata) -> CaptureHealth:
               for name, value in sorted(counters.items())
               if isinstance(value, int) and value > 0 and any(marker in name for marker in _LOSS_MARKERS)}
     capture = metadata.health.get("capture", {})
+    parsed = [value for name, value in metadata.health.get("parser", {}).items() if name.endswith("bytes_parsed")]
     return CaptureHealth(
         complete=metadata.complete,
         lossy=bool(losses),
         bytes_seen=capture.get("bytes_seen"),
         bytes_missing=capture.get("bytes_missing"),
+        bytes_parsed=sum(parsed) if parsed else None,
         losses=losses,
         counters=metadata.health,
     )
@@ -368,7 +370,8 @@ def _warnings(report: AnalysisReport, problems: list[str]) -> list[str]:
                         "running), so about the last second of traffic may be missing")
     if report.health.lossy:
         listed = ", ".join(f"{name}={value}" for name, value in report.health.losses.items())
-        warnings.append(f"the capture was lossy, these numbers undercount the real traffic: {listed}")
+        warnings.append(f"the capture lost or could not pair some traffic, so these numbers may undercount it: "
+                        f"{listed}")
     if not report.health.counters:
         warnings.append("the profile carries no capture health counters: losses, if any, are unknown")
     warnings.extend(f"profile problem: {problem}" for problem in problems)

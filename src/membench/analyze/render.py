@@ -149,9 +149,13 @@ def _latency(report: AnalysisReport) -> Table:
 def _health(report: AnalysisReport) -> Table:
     health = report.health
     verdict = "[bold yellow]LOSSY[/]" if health.lossy else "no loss counted"
-    seen = health.bytes_seen
-    missing = health.bytes_missing
-    coverage = (f"; {seen:,} bytes seen, {missing:,} missing" if seen is not None and missing is not None else "")
+    coverage = ""
+    if health.bytes_seen is not None:
+        coverage = f"; {health.bytes_seen:,} bytes seen"
+        if health.bytes_parsed is not None and health.bytes_seen:
+            coverage += f", {health.bytes_parsed:,} parsed ({health.bytes_parsed / health.bytes_seen:.1%})"
+        if health.bytes_missing is not None:
+            coverage += f", {health.bytes_missing:,} missing"
     table = Table(title=f"Capture health: {verdict}{coverage}", title_justify="left")
     table.add_column("stage")
     table.add_column("counter")

@@ -94,6 +94,7 @@ class CaptureHealth:
     lossy: bool
     bytes_seen: int | None
     bytes_missing: int | None
+    bytes_parsed: int | None  # of the bytes seen, those the parsers turned into commands and replies
     losses: dict[str, int]  # "section.counter" -> value, for every nonzero counter that means lost data
     counters: dict[str, dict[str, int]]  # every counter as recorded
 
