@@ -86,11 +86,11 @@ def decode(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) 
                 if payload <= ip_end and payload <= end:
                     return (Transport.TCP, src, dst, sport, dport, seq, ack, flags, payload, min(ip_end, end),
                             ip_end - payload)
-        return _decode_ethertype(buf, start + 12, end, ports)
+        return _decode_ethertype(buf, start + 12, start + 14, end, ports)
     if link == 113:
-        return _decode_ethertype(buf, start + 14, end, ports)
+        return _decode_ethertype(buf, start + 14, start + 16, end, ports)
     if link == 276:
-        return _decode_ethertype(buf, start, end, ports)
+        return _decode_ethertype(buf, start, start + 20, end, ports)
     if link in (101, 12, 14):
         return _decode_ip_by_version(buf, start, end, ports)
     if link == 0 or link == 108:
@@ -102,20 +102,24 @@ def decode(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) 
     return MALFORMED
 
 
-def _decode_ethertype(buf: Buffer, type_at: int, end: int, ports: frozenset[int]) -> Decoded | int:
-    """Decode from a 2-byte EtherType at `type_at`, stepping over VLAN tags (802.1Q, QinQ)."""
-    for _ in range(_MAX_VLAN_TAGS + 1):
-        if type_at + 2 > end:
-            return MALFORMED
-        ethertype = buf[type_at] << 8 | buf[type_at + 1]
-        if ethertype == _ETH_IPV4:
-            return _decode_ipv4(buf, type_at + 2, end, ports)
-        if ethertype == _ETH_IPV6:
-            return _decode_ipv6(buf, type_at + 2, end, ports)
+def _decode_ethertype(buf: Buffer, type_at: int, payload_at: int, end: int, ports: frozenset[int]) -> Decoded | int:
+    """Decode the payload at `payload_at` by the EtherType at `type_at`, stepping over VLAN tags (802.1Q, QinQ),
+    each a 2-byte tag control field and the next EtherType."""
+    if type_at + 2 > end:
+        return MALFORMED
+    ethertype = buf[type_at] << 8 | buf[type_at + 1]
+    for _ in range(_MAX_VLAN_TAGS):
         if ethertype not in _ETH_VLAN_TAGS:
-            return IGNORED
-        type_at += 4
-    return MALFORMED
+            break
+        if payload_at + 4 > end:
+            return MALFORMED
+        ethertype = buf[payload_at + 2] << 8 | buf[payload_at + 3]
+        payload_at += 4
+    if ethertype == _ETH_IPV4:
+        return _decode_ipv4(buf, payload_at, end, ports)
+    if ethertype == _ETH_IPV6:
+        return _decode_ipv6(buf, payload_at, end, ports)
+    return MALFORMED if ethertype in _ETH_VLAN_TAGS else IGNORED
 
 
 def _decode_ip_by_version(buf: Buffer, start: int, end: int, ports: frozenset[int]) -> Decoded | int:
