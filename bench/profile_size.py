@@ -26,22 +26,28 @@ from membench.profile.writer import ProfileWriter
 START_NS = 1_700_000_000_000_000_000
 
 
-def zipf_table(ops: int, keys: int, seed: int = 7, exponent: float = 0.99, connections: int = 64) -> pa.Table:
-    """A cache-like workload: Zipf key popularity, 90% get / 8% set / 2% delete, 90% hit ratio, ~100k ops/s."""
+def zipf_table(ops: int, keys: int, seed: int = 7, exponent: float = 0.99, connections: int = 64,
+               start_ns: int = START_NS, first_request: int = 0) -> pa.Table:
+    """A cache-like workload: Zipf key popularity, 90% get / 8% set / 2% delete, 90% hit ratio, ~100k ops/s.
+
+    The key population (hashes, key and value sizes) depends only on `keys`, so tables made with different seeds
+    and consecutive `start_ns` / `first_request` continue one workload.
+    """
+    population = np.random.default_rng(keys)
+    key_hashes = population.integers(0, np.iinfo(np.uint64).max, size=keys, dtype=np.uint64, endpoint=True)
+    key_lengths = population.integers(12, 48, size=keys).astype(np.uint16)
+    value_sizes = np.clip(population.lognormal(6.0, 1.2, size=keys), 1, 1 << 20).astype(np.uint32)
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, keys + 1) ** exponent
     ranks = np.searchsorted(np.cumsum(weights) / weights.sum(), rng.random(ops))
     ranks = np.minimum(ranks, keys - 1)
-    key_hashes = rng.integers(0, np.iinfo(np.uint64).max, size=keys, dtype=np.uint64, endpoint=True)
-    key_lengths = rng.integers(12, 48, size=keys).astype(np.uint16)
-    value_sizes = np.clip(rng.lognormal(6.0, 1.2, size=keys), 1, 1 << 20).astype(np.uint32)
     draw = rng.random(ops)
     is_get, is_set = draw < 0.90, (draw >= 0.90) & (draw < 0.98)
     hit = is_get & (rng.random(ops) < 0.9)
     command = np.where(is_get, "get", np.where(is_set, "set", "delete"))
     status = np.where(is_get, np.where(hit, "hit", "miss"),
                       np.where(is_set, "stored", np.where(rng.random(ops) < 0.5, "deleted", "not_found")))
-    timestamps = START_NS + np.cumsum(rng.exponential(10_000, size=ops)).astype(np.int64)
+    timestamps = start_ns + np.cumsum(rng.exponential(10_000, size=ops)).astype(np.int64)
     latency = np.clip(rng.lognormal(3.0, 0.6, size=ops), 1, 1e6).astype(np.uint32)
     has_value = hit | is_set
     columns = {
@@ -56,7 +62,7 @@ def zipf_table(ops: int, keys: int, seed: int = 7, exponent: float = 0.99, conne
         "ttl": pa.array(np.full(ops, 3600, dtype=np.int32), mask=~is_set),
         "status": pa.array(status).dictionary_encode(),
         "latency_us": pa.array(latency),
-        "batch": pa.array(np.arange(ops, dtype=np.uint64)),
+        "batch": pa.array(np.arange(first_request, first_request + ops, dtype=np.uint64)),
         "quiet": pa.array(np.zeros(ops, dtype=bool)),
     }
     return pa.table(columns).cast(SCHEMA)

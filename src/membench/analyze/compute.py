@@ -6,7 +6,11 @@ run over things that are few (distinct commands and statuses, calendar seconds a
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -45,9 +49,38 @@ _LOSS_MARKERS = ("missing", "hole", "drop", "malformed", "resync", "skipped", "u
 
 def analyze_profile(reader: ProfileReader) -> AnalysisReport:
     accumulator = _Accumulator()
-    for batch in reader.batches(COLUMNS):
+    for batch in _read_ahead(reader.batches(COLUMNS)):
         accumulator.add(batch)
     return accumulator.report(reader)
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Decodes the next batches in a thread while this one is counted: both Parquet and numpy release the GIL."""
+    ready: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                ready.put(batch)
+            ready.put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            ready.put(exc)
+
+    producer = threading.Thread(target=produce, name="membench-analyze-read", daemon=True)
+    producer.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while producer.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.05)
 
 
 class _Codes:
