@@ -354,3 +354,14 @@ def test_writer_memory_stays_bounded(tmp_path):
     # Compaction holds one 1M-row group (Arrow columns plus the Parquet encoder's dictionaries).
     assert closed - start < 450, f"compaction peaked at {closed - start} MiB above the start"
     assert ProfileReader(tmp_path / "big").num_rows == 5_000_000
+
+
+def test_columnar_rows_follow_buffered_rows_in_order(tmp_path):
+    ops = synthetic_operations(900)
+    columnar = ProfileReader(write_profile(tmp_path / "source", ops[300:])).read_table()
+    with ProfileWriter(tmp_path / "p", metadata(), part_rows=250) as writer:
+        writer.write_many(ops[:300])
+        writer.write_batch(columnar)
+        with pytest.raises(MembenchError, match="schema"):
+            writer.write_batch(columnar.drop_columns(["status"]))
+    assert ProfileReader(tmp_path / "p").read_table().to_pylist() == rows_of(ops)
