@@ -128,6 +128,15 @@ def test_health_counters_are_stored(tmp_path):
         "capture": {"holes": 2, "bytes_seen": 99}, "pairing": {"unmatched_responses": 1}}
 
 
+def test_idle_writer_still_records_changed_health(tmp_path):
+    writer = ProfileWriter(tmp_path / "p", metadata(), part_seconds=0.1)
+    writer.set_health({"capture": {"dropped_events": 4}})
+    time.sleep(0.15)
+    writer.tick()
+    assert ProfileReader(tmp_path / "p").metadata.health == {"capture": {"dropped_events": 4}}
+    writer.close()
+
+
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     profile = write_profile(tmp_path / "p", synthetic_operations(10))
     with pytest.raises(MembenchError, match="not empty"):

@@ -89,6 +89,7 @@ class ProfileWriter:
         self._check_at = min(_CHECK_EVERY_ROWS, part_rows)
         self._next_part = 0
         self._closed = False
+        self._health_pending = False
         self._prepare_directory(overwrite)
         self._last_flush = time.monotonic()
         self._write_metadata()
@@ -128,13 +129,24 @@ class ProfileWriter:
             self._write_part(table.slice(offset, self._part_rows))
 
     def set_health(self, counters: dict[str, dict[str, int]]) -> None:
-        """Capture, parser and pairing counters, as of now; written with the next part and at close."""
-        self.metadata.health = {section: dict(values) for section, values in counters.items()}
+        """Capture, parser and pairing counters, as of now; written with the next part, tick and close."""
+        health = {section: dict(values) for section, values in counters.items()}
+        if health != self.metadata.health:
+            self.metadata.health = health
+            self._health_pending = True
 
     def tick(self) -> None:
-        """Called periodically, even when no operation arrives, so that the last rows reach disk within a second."""
-        if self._rows and time.monotonic() - self._last_flush >= self._part_seconds:
+        """Called periodically, even when no operation arrives, so that the last rows reach disk within a second.
+
+        When idle, changed health counters are still written: drops during a quiet spell are news too.
+        """
+        if time.monotonic() - self._last_flush < self._part_seconds:
+            return
+        if self._rows:
             self._flush()
+        elif self._health_pending:
+            self._write_metadata()
+            self._last_flush = time.monotonic()
 
     def flush(self) -> None:
         """Write the buffered rows as a part now."""
@@ -223,6 +235,7 @@ class ProfileWriter:
         return SCHEMA.with_metadata({PARQUET_METADATA_KEY: embedded.to_json().encode()})
 
     def _write_metadata(self) -> None:
+        self._health_pending = False
         try:
             self.metadata.write_atomic(self.path)
         except OSError as exc:
