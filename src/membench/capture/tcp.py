@@ -210,21 +210,45 @@ class TcpReassembler:
         offset = side.offset + delta
         if side.fin_offset >= 0 and offset + length > side.fin_offset:
             return  # bytes after this direction's FIN are not part of the stream
-        if delta == 0:
-            self._emit(connection, side, offset, data, length, timestamp_ns)
-            if side.pending:
-                self._drain(connection, side, timestamp_ns)
-            return
-        health.out_of_order_segments += 1
         if not side.pending:
+            if delta == 0:
+                self._emit(connection, side, offset, data, length, timestamp_ns)
+                return
             side.pending_since_ns = timestamp_ns
-        side.pending.append((offset, timestamp_ns, data, length))
-        side.pending_bytes += length
-        if (side.pending_bytes > self._max_pending_bytes or len(side.pending) > self._max_pending_segments
+        if delta:
+            health.out_of_order_segments += 1
+        self._wait(side, offset, timestamp_ns, data, length)
+        if delta == 0:
+            self._drain(connection, side, timestamp_ns)
+        elif (side.pending_bytes > self._max_pending_bytes or len(side.pending) > self._max_pending_segments
                 or timestamp_ns - side.pending_since_ns > self._max_wait_ns):
             self._skip_gap(connection, side)
         else:
             self._give_up_if_acknowledged(connection, side)
+
+    def _wait(self, side: _Direction, offset: int, timestamp_ns: int, data: bytes, length: int) -> None:
+        """Keep a segment until the bytes before it arrive. The first copy of a byte wins: the parts that overlap
+        segments already waiting are dropped and counted as retransmitted."""
+        pieces = [(offset, data, length)]
+        for waiting_offset, _, _, waiting_length in side.pending:
+            waiting_end = waiting_offset + waiting_length
+            remaining = []
+            for piece_offset, piece_data, piece_length in pieces:
+                piece_end = piece_offset + piece_length
+                if piece_end <= waiting_offset or piece_offset >= waiting_end:
+                    remaining.append((piece_offset, piece_data, piece_length))
+                    continue
+                if piece_offset < waiting_offset:
+                    before = waiting_offset - piece_offset
+                    remaining.append((piece_offset, piece_data[:before], before))
+                if piece_end > waiting_end:
+                    skip = waiting_end - piece_offset
+                    remaining.append((waiting_end, piece_data[skip:], piece_end - waiting_end))
+                self._health.retransmitted_bytes += min(piece_end, waiting_end) - max(piece_offset, waiting_offset)
+            pieces = remaining
+        for piece_offset, piece_data, piece_length in pieces:
+            side.pending.append((piece_offset, timestamp_ns, piece_data, piece_length))
+            side.pending_bytes += piece_length
 
     def _emit(self, connection: _Connection, side: _Direction, offset: int, data: bytes, length: int,
               timestamp_ns: int) -> None:
