@@ -110,6 +110,8 @@ class Relay:
 
     def close(self) -> None:
         """Stop accepting and wait until every relayed connection has been closed by its client."""
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
         self._listener.close()
         self._accepting.join(timeout=5)
         for thread in self._threads:
