@@ -73,7 +73,10 @@ struct iovec_walk {
 struct scratch_event {
 	struct iovec_walk walk;
 	struct mb_event header;
-	__u8 data[2 * MB_COPY_MAX];
+	union {
+		struct mb_open_info open;
+		__u8 data[2 * MB_COPY_MAX];
+	};
 };
 
 
@@ -227,14 +230,12 @@ static __always_inline void emit_close(const struct mb_config *cfg, const struct
 static __always_inline struct mb_connection *track(const struct mb_config *cfg, const struct mb_fd_key *key,
 						   struct sock *sk, __u16 syscall, bool mid_stream)
 {
-	struct {
-		struct mb_event header;
-		struct mb_open_info info;
-	} open = {};
 	struct mb_connection fresh = {};
 	__u16 local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u16 remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__u16 watched = cfg->side == MB_SIDE_CLIENT ? remote_port : local_port;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch_event *event;
 	__u8 ignored = 1;
 	__u32 zero = 0;
 	__u64 *next;
@@ -256,20 +257,26 @@ static __always_inline struct mb_connection *track(const struct mb_config *cfg, 
 		return existing;
 	}
 
-	fill_header(&open.header, cfg, key, fresh.conn, MB_EVENT_OPEN, syscall);
-	open.header.flags = mid_stream ? MB_FLAG_MID_STREAM : 0;
-	open.info.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	open.info.local_port = local_port;
-	open.info.remote_port = remote_port;
-	if (open.info.family == AF_INET) {
-		BPF_CORE_READ_INTO(&open.info.local_addr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(&open.info.remote_addr, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO(&open.info.local_addr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&open.info.remote_addr, sk, __sk_common.skc_v6_daddr);
+	event = bpf_map_lookup_elem(&scratch, &cpu);
+	if (event) {
+		struct mb_open_info *info = &event->open;
+
+		fill_header(&event->header, cfg, key, fresh.conn, MB_EVENT_OPEN, syscall);
+		event->header.flags = mid_stream ? MB_FLAG_MID_STREAM : 0;
+		__builtin_memset(info, 0, sizeof(*info));
+		info->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		info->local_port = local_port;
+		info->remote_port = remote_port;
+		if (info->family == AF_INET) {
+			BPF_CORE_READ_INTO(&info->local_addr, sk, __sk_common.skc_rcv_saddr);
+			BPF_CORE_READ_INTO(&info->remote_addr, sk, __sk_common.skc_daddr);
+		} else {
+			BPF_CORE_READ_INTO(&info->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+			BPF_CORE_READ_INTO(&info->remote_addr, sk, __sk_common.skc_v6_daddr);
+		}
+		if (bpf_ringbuf_output(&events, &event->header, sizeof(event->header) + sizeof(*info), 0))
+			count(MB_COUNTER_DROPPED_EVENTS, 1);
 	}
-	if (bpf_ringbuf_output(&events, &open, sizeof(open), 0))
-		count(MB_COUNTER_DROPPED_EVENTS, 1);
 	return bpf_map_lookup_elem(&connections, key);
 }
 
