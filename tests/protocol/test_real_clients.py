@@ -120,6 +120,8 @@ def test_pylibmc(relay: Relay, binary: bool) -> None:
                                                          ((b"big",), 1)]
     assert sets[1].ttl == 60
     counts = Counter(r.reply for r in reps)
+    # A binary Quit is answered with OK just before memcached closes; whether the relay still reads it is a race.
+    assert counts.pop(Reply.OK, 0) <= (1 if binary else 0)
     if binary:
         assert [(r.keys, r.quiet) for r in reqs[3:6]] == [((b"a",), True), ((b"missing",), True), ((b"big",), True)]
         # the miss of a quiet GetKQ is suppressed; the two hits come back with their keys, then the Noop

@@ -57,11 +57,17 @@ def _keys_ok(keys: tuple[bytes, ...]) -> bool:
 # Request handlers: tokens of the line (command word first) -> the Request, or None if memcached would reject it.
 
 def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    if len(t) < 2:
+    n = len(t)
+    if n == 2:  # the common single-key get, without the general loop
+        keys: tuple[bytes, ...] = (t[1],)
+        if len(t[1]) > KEY_MAX:
+            return None
+    elif n < 2:
         return None
-    keys = tuple(t[1:])
-    if not _keys_ok(keys):
-        return None
+    else:
+        keys = tuple(t[1:])
+        if not _keys_ok(keys):
+            return None
     return Request(_TEXT, command, keys, None, None, None, False, False, None, start, end)
 
 
