@@ -216,3 +216,40 @@ def test_capture_with_segments_removed_has_holes_exactly_where_they_were(tmp_pat
     assert health.holes == 2
     assert health.bytes_missing == request_drop[3] + response_drop[3]
     assert health.bytes_seen == len(sock.sent) + len(sock.received) - health.bytes_missing
+
+
+def test_memcached_udp_multi_datagram_replies(tmp_path: Path, memcached_udp: Memcached) -> None:
+    value = bytes(range(256)) * 40  # 10,240 bytes: memcached splits the reply over several datagrams
+    setter = connect(memcached_udp)
+    exchange(setter, b"set k 0 0 %d\r\n" % len(value) + value + b"\r\n", b"STORED\r\n")
+    setter.close()
+    path = tmp_path / "udp.pcap"
+    dump = Tcpdump(path, memcached_udp.udp_port)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(5)
+    client.connect((memcached_udp.host, memcached_udp.udp_port))
+    requests = [struct.pack("!HHHH", request_id, 0, 1, 0) + b"get k\r\n" for request_id in (1, 2)]
+    replies = []
+    for request in requests:
+        client.send(request)
+        parts: dict[int, bytes] = {}
+        total = None
+        while total is None or len(parts) < total:
+            datagram = client.recv(65536)
+            _, sequence, total, _ = struct.unpack_from("!HHHH", datagram)
+            parts[sequence] = datagram[8:]
+        replies.append(b"".join(parts[n] for n in range(len(parts))))
+    local_port = client.getsockname()[1]
+    client.close()
+    dump.stop()
+
+    source = PcapFileSource(path, [memcached_udp.udp_port])
+    items = list(source)
+    [connection] = opened(items)
+    assert connection.transport is Transport.UDP
+    assert connection.client is not None and connection.client.port == local_port
+    assert all(reply == b"VALUE k 0 10240\r\n" + value + b"\r\nEND\r\n" for reply in replies)
+    assert streams(items) == {(1, REQ): b"get k\r\nget k\r\n", (1, RESP): b"".join(replies)}
+    assert [chunk.offset for chunk in chunks(items) if chunk.direction is RESP] == [0, len(replies[0])]
+    assert source.health.packets > 4  # each reply took several datagrams
+    assert source.health.holes == 0
