@@ -156,8 +156,9 @@ def profile_counters(table: pa.Table) -> dict[str, int]:
                 counts[{"stored": "cas_hits", "exists": "cas_badval", "not_found": "cas_misses"}[status]] += 1
         elif command in ("delete", "md"):
             counts["delete_hits" if status == "deleted" else "delete_misses"] += status in ("deleted", "not_found")
-        elif command in ("incr", "decr"):
-            counts[f"{command}_hits" if status == "ok" else f"{command}_misses"] += status in ("ok", "not_found")
+        elif command in ("incr", "decr", "ma"):  # ma without an M flag increments
+            name = "incr" if command == "ma" else command
+            counts[f"{name}_hits" if status == "ok" else f"{name}_misses"] += status in ("ok", "not_found")
         elif command == "touch":
             counts["cmd_touch"] += 1
             counts["touch_hits" if status == "touched" else "touch_misses"] += 1
@@ -176,7 +177,7 @@ class Tcpdump:
         if binary is None:
             pytest.fail("tcpdump is not installed: run scripts/setup.sh")
         expression = f"port {port}" + (f" and ({extra_filter})" if extra_filter else "")
-        self.process = subprocess.Popen([binary, "-i", "lo", "-U", "-s", "0", "-w", str(path), expression],
+        self.process = subprocess.Popen([binary, "-i", "lo", "-B", "131072", "--immediate-mode", "-U", "-s", "0", "-w", str(path), expression],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         line = self.process.stderr.readline()  # "listening on lo ..." once the capture is live

@@ -64,7 +64,7 @@ class Recording:
 
 def mixed_traffic(memcached: Memcached) -> Callable[[], None]:
     def traffic() -> None:
-        client = Client((memcached.host, memcached.port))
+        client = Client((memcached.host, memcached.port), default_noreply=False)
         for i in range(300):
             client.set(f"k{i}", b"v" * (i % 500 + 1), noreply=i % 4 == 0)
         for i in range(0, 400, 3):

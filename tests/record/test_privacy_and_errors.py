@@ -17,7 +17,7 @@ def test_no_key_or_value_bytes_in_the_profile(memcached: Memcached, tmp_path: Pa
     values = [secrets.token_hex(24).encode() for _ in range(50)]
     pcap = tmp_path / "t.pcap"
     dump = Tcpdump(pcap, memcached.port)
-    client = Client((memcached.host, memcached.port))
+    client = Client((memcached.host, memcached.port), default_noreply=False)
     for key, value in zip(keys, values, strict=True):
         client.set(key, value)
         client.get(key)

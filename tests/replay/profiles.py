@@ -16,6 +16,8 @@ T0 = 1_700_000_000_000_000_000
 
 
 def table(operations: Sequence[Operation]) -> pa.Table:
+    if not operations:
+        return SCHEMA.empty_table()
     columns = list(zip(*operations, strict=True))
     arrays = []
     for values, field in zip(columns, SCHEMA, strict=True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pylibmc
 import pytest
-from conftest import start_memcached
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymemcache.client.base import Client as PyClient
@@ -14,6 +13,7 @@ from membench.protocol.events import Command, Protocol, Request
 from membench.protocol.stream import RequestStreamParser
 from membench.replay.ketama import Continuum, Distribution, one_at_a_time
 from membench.replay.keys import MAX_KEY_LENGTH, KeySynthesizer
+from tests.conftest import start_memcached
 
 
 def parse_requests(data: bytes) -> list[Request]:

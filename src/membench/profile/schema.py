@@ -70,7 +70,7 @@ SCHEMA = pa.schema(
         pa.field("key_length", pa.uint16()),
         pa.field("value_length", pa.uint32()),
         pa.field("flags", pa.uint32()),
-        pa.field("ttl", pa.int32()),
+        pa.field("ttl", pa.int64()),
         pa.field("status", _dictionary(), nullable=False),
         pa.field("latency_us", pa.uint32()),
         pa.field("batch", pa.uint64(), nullable=False),
