@@ -51,11 +51,12 @@ class RecordSummary:
 class _Connection:
     __slots__ = ("next_offset", "number", "pairer", "request_parser", "response_parser")
 
-    def __init__(self, number: int, pairer: ConnectionPairer) -> None:
+    def __init__(self, number: int, pairer: ConnectionPairer, mid_stream: bool) -> None:
         self.number = number
         self.pairer = pairer
-        self.request_parser = RequestStreamParser()
-        self.response_parser = ResponseStreamParser()
+        # Joined mid-stream, the first byte may sit inside a command: the parsers must find their footing.
+        self.request_parser = RequestStreamParser(mid_stream=mid_stream)
+        self.response_parser = ResponseStreamParser(mid_stream=mid_stream)
         self.next_offset = [0, 0]  # per Direction: where the next chunk should start
 
 
@@ -88,7 +89,7 @@ class Recorder:
                     if type(item) is StreamChunk:
                         self._on_chunk(item)
                     elif type(item) is ConnectionOpened:
-                        self._open(item.conn)
+                        self._open(item.conn, item.mid_stream)
                     elif type(item) is ConnectionClosed:
                         self._close(item.conn, item.timestamp_ns)
         finally:
@@ -129,13 +130,13 @@ class Recorder:
             dropped_events=health.dropped_events,
         )
 
-    def _open(self, conn: int) -> _Connection:
+    def _open(self, conn: int, mid_stream: bool) -> _Connection:
         state = self._connections.get(conn)
         if state is None:
             number = self._connection_count
             self._connection_count += 1
             pairer = ConnectionPairer(number, self._hasher, self._writer.write, self._pairing, self._next_batch)
-            state = self._connections[conn] = _Connection(number, pairer)
+            state = self._connections[conn] = _Connection(number, pairer, mid_stream)
         return state
 
     def _next_batch(self) -> int:
@@ -143,7 +144,7 @@ class Recorder:
         return self._batch
 
     def _on_chunk(self, chunk: StreamChunk) -> None:
-        state = self._connections.get(chunk.conn) or self._open(chunk.conn)
+        state = self._connections.get(chunk.conn) or self._open(chunk.conn, mid_stream=True)
         direction = chunk.direction
         is_request = direction == Direction.REQUEST
         parser = state.request_parser if is_request else state.response_parser
