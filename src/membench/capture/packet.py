@@ -60,6 +60,7 @@ _IPV6_AUTH: Final = 51
 _IPV6_SKIPPABLE_HEADERS: Final = _IPV6_EXTENSION_HEADERS | {_IPV6_FRAGMENT, _IPV6_AUTH}
 _PROTO_TCP: Final = 6
 _PROTO_UDP: Final = 17
+_TCP: Final = Transport.TCP
 
 _IPV4_HEADER = struct.Struct("!BxHxxHxB")  # version/ihl, total length, flags/fragment offset, protocol
 _TCP_HEADER = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
@@ -74,17 +75,18 @@ def decode(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) 
     """Decode the packet captured in `buf[start:end]` on a `link` link type, keeping only traffic on `ports`."""
     if link == 1:
         if end - start >= 54:
-            # Fast path for the overwhelmingly common frame: untagged Ethernet, IPv4 without options, TCP.
+            # Fast path for the overwhelmingly common frame: untagged Ethernet, IPv4 without options, TCP. Literals
+            # rather than the named constants: this runs for every packet of a file, and global lookups add up.
             (ethertype, version_ihl, total_length, fragment, protocol, src, dst, sport, dport, seq, ack, data_offset,
              flags) = _ETHERNET_IPV4_TCP.unpack_from(buf, start)
-            if (ethertype == _ETH_IPV4 and version_ihl == 0x45 and protocol == _PROTO_TCP
-                    and not fragment & 0x3FFF and total_length >= 40 and data_offset >= 0x50):
+            if (ethertype == 0x0800 and version_ihl == 0x45 and protocol == 6 and not fragment & 0x3FFF
+                    and total_length >= 40 and data_offset >= 0x50):
                 if sport not in ports and dport not in ports:
                     return IGNORED
                 ip_end = start + 14 + total_length
                 payload = start + 34 + (data_offset >> 4) * 4
                 if payload <= ip_end and payload <= end:
-                    return (Transport.TCP, src, dst, sport, dport, seq, ack, flags, payload, min(ip_end, end),
+                    return (_TCP, src, dst, sport, dport, seq, ack, flags, payload, ip_end if ip_end < end else end,
                             ip_end - payload)
         return _decode_ethertype(buf, start + 12, start + 14, end, ports)
     if link == 113:

@@ -173,6 +173,8 @@ class PcapFileSource:
         tcp_segment = demux.tcp.segment
         udp_datagram = demux.udp.datagram
         tcp_transport = Transport.TCP
+        tuple_type = tuple
+        batch = _YIELD_BATCH
         out = demux.out
         health = self.health
         size = len(mapped)
@@ -187,23 +189,23 @@ class PcapFileSource:
             seconds, fraction, captured, _ = unpack_record(mapped, at)
             start = at + 16
             at = start + captured
-            if captured > _MAX_RECORD:
-                yield from self._finish(demux, packets, timestamp_ns)
-                raise MembenchError(f"corrupt pcap record at byte {start - 16} of {self.path}")
             if at > size:
+                if captured > _MAX_RECORD:
+                    yield from self._finish(demux, packets, timestamp_ns)
+                    raise MembenchError(f"corrupt pcap record at byte {start - 16} of {self.path}")
                 health.extra["truncated_file"] = 1
                 break
             packets += 1
             timestamp_ns = seconds * 1_000_000_000 + fraction * fraction_ns
             # _Demultiplexer.packet, inlined: this loop is the file ingest hot path.
             decoded = decode(link, mapped, start, at, ports)
-            if decoded.__class__ is not tuple:
+            if decoded.__class__ is not tuple_type:
                 undecoded(link, decoded)
             elif decoded[0] is tcp_transport:
                 tcp_segment(timestamp_ns, decoded, mapped)
             else:
                 udp_datagram(timestamp_ns, decoded, mapped)
-            if len(out) >= _YIELD_BATCH:
+            if len(out) >= batch:
                 health.packets = packets
                 yield from out
                 out.clear()

@@ -29,7 +29,6 @@ from membench.capture.stream import (
 
 _SEQ_MASK: Final = 0xFFFFFFFF
 _SEQ_HALF: Final = 0x80000000
-_CONTROL_FLAGS: Final = TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK
 _CLOSED_FLOW_MEMORY_NS: Final = 120 * 1_000_000_000  # like TIME_WAIT: late packets of a closed flow are not new ones
 
 # NamedTuple.__new__ is a Python-level function; building the tuple directly halves the cost of the hot path.
@@ -102,8 +101,9 @@ class TcpReassembler:
         _, src, dst, sport, dport, seq, ack, flags, payload, payload_end, length = segment
         key = (src, sport, dst, dport)
         flow = self._flows.get(key)
-        if flow is not None and flags & _CONTROL_FLAGS == TCP_ACK:
-            # The established-connection path, kept flat: almost every segment of a capture takes it.
+        if flow is not None and flags & 0x17 == 0x10:
+            # The established-connection path (ACK without SYN, FIN or RST), kept flat and with literal constants:
+            # almost every segment of a capture takes it.
             connection, side, reverse = flow
             reverse.peer_ack = ack
             if reverse.pending:
@@ -118,7 +118,7 @@ class TcpReassembler:
                 self._out.append(_new_tuple(StreamChunk, (connection.conn, side.direction, side.offset,
                                                           buf[payload:payload_end], length, timestamp_ns)))
                 side.offset += length
-                side.next_seq = (seq + length) & _SEQ_MASK
+                side.next_seq = (seq + length) & 0xFFFFFFFF
             else:
                 self._out_of_line(timestamp_ns, connection, side, seq, buf[payload:payload_end], length)
             return
