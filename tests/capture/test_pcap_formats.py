@@ -256,3 +256,21 @@ def test_pcapng_with_two_sections_of_different_byte_orders(tmp_path: Path) -> No
     data = streams(PcapFileSource(path, [SERVER_PORT]))
     assert data[1, REQ] == data[2, REQ] == b"get foo\r\n"
     assert data[1, RESP] == data[2, RESP] == b"VALUE foo 0 3\r\nbar\r\nEND\r\n"
+
+
+def test_stop_ends_a_file_promptly_and_flushes_open_connections(tmp_path: Path) -> None:
+    frames = []
+    for port in range(40000, 40200):  # 200 connections, 9 packets each
+        packets = conversation_packets(TcpConversation(client_port=port))
+        frames += [frame(1, packet) for packet in packets]
+    source = PcapFileSource(write_pcap(tmp_path / "c.pcap", 1, timed(frames)), [SERVER_PORT])
+    items = []
+    for item in source:
+        items.append(item)
+        if len(items) == 1:
+            source.stop()
+    assert source.health.packets < len(frames) // 2
+    assert len(items) < 200
+    opened_ids = {item.conn for item in items if isinstance(item, ConnectionOpened)}
+    closed_ids = [item.conn for item in items if isinstance(item, ConnectionClosed)]
+    assert sorted(closed_ids) == sorted(opened_ids)  # every connection seen is closed exactly once
