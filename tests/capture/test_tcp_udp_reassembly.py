@@ -7,6 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from membench.capture.packet import decode
 from membench.capture.pcap import PcapFileSource
@@ -310,3 +312,49 @@ def test_both_transports_share_one_connection_id_space(tmp_path: Path) -> None:
     assert [(item.conn, item.transport) for item in opened(items)] == [(1, Transport.UDP), (2, Transport.TCP)]
     assert {item.conn for item in closed(items)} == {1, 2}
     assert [chunk.timestamp_ns for chunk in chunks(items)] == [at(0), at(4)]
+
+
+@st.composite
+def shuffled_segments(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int]], set[int]]:
+    """A byte stream, the (start, end) ranges of the segments that carry it in capture order (reordered, some sent
+    twice, some overlapping), and the indexes of original segments the capture lost entirely."""
+    data = draw(st.binary(min_size=1, max_size=400))
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(data) - 1), max_size=20)))) if len(data) > 1 else []
+    bounds = list(zip([0, *cuts], [*cuts, len(data)], strict=True))
+    order = draw(st.permutations(range(len(bounds))))
+    lost = set(draw(st.lists(st.sampled_from(range(len(bounds))), max_size=3)))
+    sent = [bounds[index] for index in order if index not in lost]
+    for _ in range(draw(st.integers(0, 4))):  # retransmissions of a seen range, possibly widened by a few bytes
+        start, end = draw(st.sampled_from(sent)) if sent else (0, 0)
+        if end > start:
+            sent.insert(draw(st.integers(0, len(sent))), (start, min(len(data), end + draw(st.integers(0, 5)))))
+    lost_bytes = set().union(*(range(*bounds[index]) for index in lost)) if lost else set()
+    return data, sent, {offset for offset in lost_bytes if not any(s <= offset < e for s, e in sent)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(shuffled_segments(), st.integers(0, 0xFFFFFFFF))
+def test_reassembly_recovers_every_seen_byte_at_its_offset(case: tuple[bytes, list[tuple[int, int]], set[int]],
+                                                           isn: int) -> None:
+    data, sent, missing = case
+    r, out, health = reassembler()
+    c = TcpConversation(client_isn=isn)
+    for index, packet in enumerate(c.handshake()):
+        feed(r, packet, at(index))
+    for index, (start, end) in enumerate(sent):
+        feed(r, c.at(REQ, start, data[start:end]), at(3 + index))
+    c.next_seq[REQ] = isn + 1 + len(data)
+    feed(r, c.fin(REQ), at(3 + len(sent)))
+    r.finish(at(4 + len(sent)))
+
+    covered = 0
+    position = 0
+    for chunk in chunks(out):
+        assert chunk.offset >= position  # never backwards, never overlapping
+        assert chunk.data == data[chunk.offset:chunk.offset + len(chunk.data)]
+        covered += len(chunk.data)
+        position = chunk.offset + chunk.length
+    assert position == len(data)
+    assert covered == health.bytes_seen == len(data) - len(missing)
+    assert health.bytes_missing == len(missing)
+    assert (health.holes == 0) == (not missing)
