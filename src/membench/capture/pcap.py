@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import mmap
 import select
 import struct
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from membench.capture.packet import FRAGMENT, MALFORMED, SUPPORTED_LINK_TYPES, Buffer, decode
 from membench.capture.stream import CaptureHealth, StreamItem, Transport
@@ -30,7 +31,8 @@ _PCAP_MAGIC: Final = {  # first four bytes -> (byte order, nanoseconds per times
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
 _PCAPNG_SHB: Final = 0x0A0D0D0A
-_PCAPNG_BYTE_ORDER_MAGIC: Final = 0x1A2B3C4D
+_PCAPNG_LITTLE_ENDIAN: Final = b"\x4d\x3c\x2b\x1a"  # the byte-order magic 0x1A2B3C4D as a section stores it
+_PCAPNG_BIG_ENDIAN: Final = b"\x1a\x2b\x3c\x4d"
 _PCAPNG_IDB: Final = 1
 _PCAPNG_OPB: Final = 2
 _PCAPNG_SPB: Final = 3
@@ -90,26 +92,20 @@ class _Demultiplexer:
         self.udp.finish(timestamp_ns)
 
 
-class _Interface:
-    """A pcapng interface: link type and how to turn its timestamps into nanoseconds."""
+class _Interface(NamedTuple):
+    """A pcapng interface: link type, and how to turn its timestamp ticks into nanoseconds."""
 
-    __slots__ = ("link", "offset_ns", "snaplen", "ticks_divisor", "ticks_multiplier")
+    link: int
+    snaplen: int
+    ticks_multiplier: int
+    ticks_divisor: int
+    offset_ns: int
 
-    def __init__(self, link: int, snaplen: int, ticks_per_second: int, offset_s: int) -> None:
-        self.link = link
-        self.snaplen = snaplen
-        divisor = ticks_per_second
-        multiplier = 1_000_000_000
-        for common in (1_000_000_000, 1_000_000, 1000, 10, 2, 5):
-            while divisor % common == 0 and multiplier % common == 0:
-                divisor //= common
-                multiplier //= common
-        self.ticks_multiplier = multiplier
-        self.ticks_divisor = divisor
-        self.offset_ns = offset_s * 1_000_000_000
 
-    def timestamp_ns(self, ticks: int) -> int:
-        return ticks * self.ticks_multiplier // self.ticks_divisor + self.offset_ns
+def _interface(link: int, snaplen: int, ticks_per_second: int, offset_s: int) -> _Interface:
+    """Reduce 10^9 / ticks_per_second to a small fraction, so the common resolutions cost one multiplication."""
+    common = math.gcd(1_000_000_000, ticks_per_second)
+    return _Interface(link, snaplen, 1_000_000_000 // common, ticks_per_second // common, offset_s * 1_000_000_000)
 
 
 class PcapFileSource:
@@ -145,7 +141,7 @@ class PcapFileSource:
         elif magic == b"\x0a\x0d\x0d\x0a":
             if len(head) < 12:
                 raise MembenchError(f"truncated pcapng header in {self.path}")
-            if head[8:12] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+            if head[8:12] not in (_PCAPNG_LITTLE_ENDIAN, _PCAPNG_BIG_ENDIAN):
                 raise MembenchError(f"corrupt pcapng section header in {self.path}")
             self._pcapng = True
         else:
@@ -213,6 +209,13 @@ class PcapFileSource:
 
     def _pcapng_packets(self, mapped: mmap.mmap, demux: _Demultiplexer) -> Iterator[StreamItem]:
         handle = demux.packet
+        ports = demux.ports
+        undecoded = demux.undecoded
+        tcp_segment = demux.tcp.segment
+        udp_datagram = demux.udp.datagram
+        tcp_transport = Transport.TCP
+        tuple_type = tuple
+        batch = _YIELD_BATCH
         out = demux.out
         health = self.health
         size = len(mapped)
@@ -231,22 +234,24 @@ class PcapFileSource:
                 if at < size:
                     health.extra["truncated_file"] = 1
                 break
-            if mapped[at:at + 4] == b"\x0a\x0d\x0d\x0a":
-                byte_order = "<" if mapped[at + 8:at + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-                if mapped[at + 8:at + 12] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+            block_type, block_length = block_header.unpack_from(mapped, at)
+            if block_type == _PCAPNG_SHB:  # the same bytes in either byte order: the section says which follows
+                byte_order_magic = mapped[at + 8:at + 12]
+                if byte_order_magic not in (_PCAPNG_LITTLE_ENDIAN, _PCAPNG_BIG_ENDIAN):
                     yield from self._finish(demux, packets, timestamp_ns)
                     raise MembenchError(f"corrupt pcapng section header at byte {at} of {self.path}")
+                byte_order = "<" if byte_order_magic == _PCAPNG_LITTLE_ENDIAN else ">"
                 block_header = struct.Struct(byte_order + "II")
                 trailer = struct.Struct(byte_order + "I")
                 enhanced = struct.Struct(byte_order + "IIIII")
+                block_length = trailer.unpack_from(mapped, at + 4)[0]
                 interfaces = []
                 section += 1
-            block_type, block_length = block_header.unpack_from(mapped, at)
             end = at + block_length
-            if block_length < 12 or block_length % 4 or block_length > _MAX_RECORD:
-                yield from self._finish(demux, packets, timestamp_ns)
-                raise MembenchError(f"corrupt pcapng block at byte {at} of {self.path}")
-            if end > size:
+            if block_length & 3 or block_length < 12 or end > size:
+                if block_length & 3 or block_length < 12 or block_length > _MAX_RECORD:
+                    yield from self._finish(demux, packets, timestamp_ns)
+                    raise MembenchError(f"corrupt pcapng block at byte {at} of {self.path}")
                 health.extra["truncated_file"] = 1
                 break
             if trailer.unpack_from(mapped, end - 4)[0] != block_length:
@@ -263,10 +268,17 @@ class PcapFileSource:
                 if interface_id >= len(interfaces) or start + captured > end - 4:
                     yield from self._finish(demux, packets, timestamp_ns)
                     raise MembenchError(f"corrupt pcapng packet block at byte {at} of {self.path}")
-                interface = interfaces[interface_id]
-                timestamp_ns = interface.timestamp_ns(high << 32 | low)
+                link, _, multiplier, divisor, offset_ns = interfaces[interface_id]
+                timestamp_ns = (high << 32 | low) * multiplier // divisor + offset_ns
                 packets += 1
-                handle(interface.link, mapped, start, start + captured, timestamp_ns)
+                # _Demultiplexer.packet, inlined as in the pcap loop.
+                decoded = decode(link, mapped, start, start + captured, ports)
+                if decoded.__class__ is not tuple_type:
+                    undecoded(link, decoded)
+                elif decoded[0] is tcp_transport:
+                    tcp_segment(timestamp_ns, decoded, mapped)
+                else:
+                    udp_datagram(timestamp_ns, decoded, mapped)
             elif block_type == _PCAPNG_SPB:
                 if not interfaces or block_length < 16:
                     yield from self._finish(demux, packets, timestamp_ns)
@@ -286,7 +298,7 @@ class PcapFileSource:
                     interface_drops[section, drops[0]] = drops[1]
                     health.dropped_events = sum(interface_drops.values())
             at = end
-            if len(out) >= _YIELD_BATCH:
+            if len(out) >= batch:
                 health.packets = packets
                 yield from out
                 out.clear()
@@ -304,7 +316,7 @@ class PcapFileSource:
                 ticks_per_second = 2 ** exponent if value[0] & 0x80 else 10 ** exponent
             elif code == _IDB_OPTION_TSOFFSET and len(value) == 8:
                 offset_s = struct.unpack(byte_order + "q", value)[0]
-        return _Interface(link, snaplen, ticks_per_second, offset_s)
+        return _interface(link, snaplen, ticks_per_second, offset_s)
 
     def _interface_drops(self, mapped: mmap.mmap, at: int, end: int, byte_order: str) -> tuple[int, int] | None:
         if end - at < 24:
