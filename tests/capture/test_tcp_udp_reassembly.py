@@ -35,6 +35,7 @@ from tests.capture.capture_builders import (
     ip,
     opened,
     streams,
+    tcp,
     udp,
     write_pcap,
 )
@@ -358,3 +359,18 @@ def test_reassembly_recovers_every_seen_byte_at_its_offset(case: tuple[bytes, li
     assert covered == health.bytes_seen == len(data) - len(missing)
     assert health.bytes_missing == len(missing)
     assert (health.holes == 0) == (not missing)
+
+
+@pytest.mark.parametrize(("acknowledged", "holes"), [(15, 0), (20, 1)])
+def test_an_acknowledgment_inside_the_gap_keeps_waiting(tmp_path: Path, acknowledged: int, holes: int) -> None:
+    """Only an acknowledgment of the whole gap proves it lost; part of it may still be retransmitted."""
+    c = TcpConversation()
+    server_ack = ip(SERVER4, CLIENT4, 6, tcp(SERVER_PORT, 40000, c.server_isn + 1, c.client_isn + 1 + acknowledged,
+                                              ACK))
+    packets = [*c.handshake(), c.at(REQ, 0, b"0123456789"), c.at(REQ, 20, b"klmnopqrst"), server_ack,
+               c.at(REQ, 10, b"abcdefghij")]
+    items, health = capture(tmp_path, packets)
+    assert [(chunk.offset, chunk.length) for chunk in chunks(items)] == (
+        [(0, 10), (10, 10), (20, 10)] if holes == 0 else [(0, 10), (20, 10)])
+    assert health.holes == holes
+    assert health.retransmitted_bytes == (10 if holes else 0)  # the late filler of a given-up gap is old news

@@ -209,7 +209,11 @@ class TcpReassembler:
             delta = 0
         offset = side.offset + delta
         if side.fin_offset >= 0 and offset + length > side.fin_offset:
-            return  # bytes after this direction's FIN are not part of the stream
+            # Bytes after this direction's FIN are not part of the stream.
+            if offset >= side.fin_offset:
+                return
+            length = side.fin_offset - offset
+            data = data[:length]
         if not side.pending:
             if delta == 0:
                 self._emit(connection, side, offset, data, length, timestamp_ns)
@@ -293,10 +297,11 @@ class TcpReassembler:
         self._drain(connection, side, 0)
 
     def _give_up_if_acknowledged(self, connection: _Connection, side: _Direction) -> None:
-        """The peer acknowledged bytes past the gap: it has them, so no retransmission will ever show them."""
+        """The peer acknowledged the whole gap: it has those bytes, so no retransmission will ever show them."""
         if side.peer_ack < 0 or side.next_seq < 0:
             return
-        while side.pending and _signed(side.peer_ack - side.next_seq) > 0:
+        acknowledged_offset = side.offset + _signed(side.peer_ack - side.next_seq)
+        while side.pending and acknowledged_offset >= min(segment[0] for segment in side.pending):
             self._skip_gap(connection, side)
 
     def _end_of_direction(self, timestamp_ns: int, connection: _Connection, side: _Direction, seq: int, length: int,
