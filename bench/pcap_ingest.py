@@ -36,6 +36,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def number_in(pattern: str, text: str) -> int:
+    match = re.search(pattern, text)
+    if match is None:
+        sys.exit(f"no {pattern!r} in the tool's output: {text.strip()}")
+    return int(match.group(1).replace(",", ""))
+
+
 def generate(min_packets: int) -> dict[str, int]:
     for tool in ("memcached", "memcaslap", "tcpdump"):
         if shutil.which(tool) is None:
@@ -61,8 +68,8 @@ def generate(min_packets: int) -> dict[str, int]:
         finally:
             server.terminate()
             server.wait()
-        captured = int(re.search(r"(\d+) packets captured", err).group(1))  # type: ignore[union-attr]
-        dropped = int(re.search(r"(\d+) packets dropped by kernel", err).group(1))  # type: ignore[union-attr]
+        captured = number_in(r"(\d+) packets captured", err)
+        dropped = number_in(r"(\d+) packets dropped by kernel", err)
         if captured >= min_packets:
             info = {"port": port, "packets": captured, "dropped_by_kernel": dropped, "operations": operations}
             CAPTURE_INFO.write_text(json.dumps(info))
@@ -94,8 +101,7 @@ def record_end_to_end(port: int) -> tuple[float, int]:
         result = subprocess.run([sys.executable, "-m", "membench", "record", str(CAPTURE), f"{scratch}/profile",
                                  "-p", str(port), "-q"], capture_output=True, text=True, check=True)
         elapsed = time.perf_counter() - started
-    operations = int(re.search(r"recorded ([\d,]+) operations", result.stdout + result.stderr)  # type: ignore[union-attr]
-                     .group(1).replace(",", ""))
+    operations = number_in(r"recorded ([\d,]+) operations", result.stdout + result.stderr)
     return elapsed, operations
 
 

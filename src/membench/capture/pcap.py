@@ -70,12 +70,12 @@ class _Demultiplexer:
 
     def packet(self, link: int, buf: Buffer, start: int, end: int, timestamp_ns: int) -> None:
         decoded = decode(link, buf, start, end, self.ports)
-        if decoded.__class__ is not tuple:
-            self.undecoded(link, decoded)  # type: ignore[arg-type]
-        elif decoded[0] is Transport.TCP:  # type: ignore[index]
-            self.tcp.segment(timestamp_ns, decoded, buf)  # type: ignore[arg-type]
+        if isinstance(decoded, int):
+            self.undecoded(link, decoded)
+        elif decoded[0] is Transport.TCP:
+            self.tcp.segment(timestamp_ns, decoded, buf)
         else:
-            self.udp.datagram(timestamp_ns, decoded, buf)  # type: ignore[arg-type]
+            self.udp.datagram(timestamp_ns, decoded, buf)
 
     def undecoded(self, link: int, code: int) -> None:
         """Count a packet `decode()` answered with a code rather than a segment."""
