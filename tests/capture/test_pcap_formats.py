@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from membench.capture.packet import FRAGMENT, IGNORED, MALFORMED, decode
 from membench.capture.pcap import PcapFileSource
 from membench.capture.stream import ConnectionClosed, ConnectionOpened, Direction, Endpoint, StreamChunk, Transport
+from membench.errors import MembenchError
 from tests.capture.capture_builders import (
     ACK,
     CLIENT4,
@@ -274,3 +277,28 @@ def test_stop_ends_a_file_promptly_and_flushes_open_connections(tmp_path: Path) 
     opened_ids = {item.conn for item in items if isinstance(item, ConnectionOpened)}
     closed_ids = [item.conn for item in items if isinstance(item, ConnectionClosed)]
     assert sorted(closed_ids) == sorted(opened_ids)  # every connection seen is closed exactly once
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([1, 113, 276, 0, 108, 101, 12, 14, 228, 229, 147]), st.binary(max_size=120),
+       st.integers(0, 60))
+def test_decode_never_raises_on_garbage(link: int, garbage: bytes, cut: int) -> None:
+    valid = frame(link if link != 147 else 1, ipv4(CLIENT4, SERVER4, 6, tcp(40000, SERVER_PORT, 1, 1, ACK, b"x")))
+    for packet in (garbage, valid[:cut] + garbage, valid[:cut]):
+        result = decode(link, packet, 0, len(packet), frozenset({SERVER_PORT}))
+        assert isinstance(result, int | tuple)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=300), st.booleans())
+def test_garbage_after_a_valid_file_header_is_a_one_line_error_or_health(tmp_path_factory: pytest.TempPathFactory,
+                                                                         garbage: bytes, pcapng: bool) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "f"
+    header = pcapng_section() + pcapng_interface(1) if pcapng else write_pcap(path, 1, []).read_bytes()
+    path.write_bytes(header + garbage)
+    source = PcapFileSource(path, [SERVER_PORT])
+    try:
+        list(source)
+    except MembenchError as error:
+        assert "\n" not in str(error)
+        assert str(error).startswith("corrupt pcap")
