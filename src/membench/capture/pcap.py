@@ -7,6 +7,7 @@ so the per-packet work is a few `unpack_from` calls and the slice that becomes t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import math
@@ -151,158 +152,164 @@ class PcapFileSource:
         self._stopping = True
 
     def __iter__(self) -> Iterator[StreamItem]:
+        # The readers are the generators themselves (no wrapper generator): every item passes one frame less.
         demux = _Demultiplexer(self.ports, self.health)
+        return self._pcapng_packets(demux) if self._pcapng else self._pcap_packets(demux)
+
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[mmap.mmap]:
         try:
             with self.path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 mapped.madvise(mmap.MADV_SEQUENTIAL)
-                packets = self._pcapng_packets(mapped, demux) if self._pcapng else self._pcap_packets(mapped, demux)
-                yield from packets
+                yield mapped
         except OSError as error:
             raise MembenchError(f"cannot read capture file {self.path}: {error.strerror}") from None
 
-    def _pcap_packets(self, mapped: mmap.mmap, demux: _Demultiplexer) -> Iterator[StreamItem]:
-        byte_order, fraction_ns = _PCAP_MAGIC[mapped[:4]]
-        link = struct.unpack_from(byte_order + "I", mapped, 20)[0] & 0xFFFF
-        unpack_record = struct.Struct(byte_order + "IIII").unpack_from
-        ports = demux.ports
-        undecoded = demux.undecoded
-        tcp_segment = demux.tcp.segment
-        udp_datagram = demux.udp.datagram
-        tcp_transport = Transport.TCP
-        tuple_type = tuple
-        batch = _YIELD_BATCH
-        out = demux.out
-        health = self.health
-        size = len(mapped)
-        at = 24
-        packets = 0
-        timestamp_ns = 0
-        while not self._stopping:
-            if at + 16 > size:
-                if at < size:
+    def _pcap_packets(self, demux: _Demultiplexer) -> Iterator[StreamItem]:
+        with self._mapped() as mapped:
+            byte_order, fraction_ns = _PCAP_MAGIC[mapped[:4]]
+            link = struct.unpack_from(byte_order + "I", mapped, 20)[0] & 0xFFFF
+            unpack_record = struct.Struct(byte_order + "IIII").unpack_from
+            ports = demux.ports
+            undecoded = demux.undecoded
+            tcp_segment = demux.tcp.segment
+            udp_datagram = demux.udp.datagram
+            tcp_transport = Transport.TCP
+            tuple_type = tuple
+            batch = _YIELD_BATCH
+            out = demux.out
+            health = self.health
+            size = len(mapped)
+            at = 24
+            packets = 0
+            timestamp_ns = 0
+            while not self._stopping:
+                if at + 16 > size:
+                    if at < size:
+                        health.extra["truncated_file"] = 1
+                    break
+                seconds, fraction, captured, _ = unpack_record(mapped, at)
+                start = at + 16
+                at = start + captured
+                if at > size:
+                    if captured > _MAX_RECORD:
+                        yield from self._finish(demux, packets, timestamp_ns)
+                        raise MembenchError(f"corrupt pcap record at byte {start - 16} of {self.path}")
                     health.extra["truncated_file"] = 1
-                break
-            seconds, fraction, captured, _ = unpack_record(mapped, at)
-            start = at + 16
-            at = start + captured
-            if at > size:
-                if captured > _MAX_RECORD:
-                    yield from self._finish(demux, packets, timestamp_ns)
-                    raise MembenchError(f"corrupt pcap record at byte {start - 16} of {self.path}")
-                health.extra["truncated_file"] = 1
-                break
-            packets += 1
-            timestamp_ns = seconds * 1_000_000_000 + fraction * fraction_ns
-            # _Demultiplexer.packet, inlined: this loop is the file ingest hot path.
-            decoded = decode(link, mapped, start, at, ports)
-            if decoded.__class__ is not tuple_type:
-                undecoded(link, decoded)
-            elif decoded[0] is tcp_transport:
-                tcp_segment(timestamp_ns, decoded, mapped)
-            else:
-                udp_datagram(timestamp_ns, decoded, mapped)
-            if len(out) >= batch:
-                health.packets = packets
-                yield from out
-                out.clear()
-        yield from self._finish(demux, packets, timestamp_ns)
-
-    def _pcapng_packets(self, mapped: mmap.mmap, demux: _Demultiplexer) -> Iterator[StreamItem]:
-        handle = demux.packet
-        ports = demux.ports
-        undecoded = demux.undecoded
-        tcp_segment = demux.tcp.segment
-        udp_datagram = demux.udp.datagram
-        tcp_transport = Transport.TCP
-        tuple_type = tuple
-        batch = _YIELD_BATCH
-        out = demux.out
-        health = self.health
-        size = len(mapped)
-        at = 0
-        packets = 0
-        timestamp_ns = 0
-        byte_order = "<"
-        block_header = struct.Struct("<II")
-        trailer = struct.Struct("<I")
-        enhanced = struct.Struct("<IIIII")
-        interfaces: list[_Interface] = []
-        interface_drops: dict[tuple[int, int], int] = {}
-        section = 0
-        while not self._stopping:
-            if at + 12 > size:
-                if at < size:
-                    health.extra["truncated_file"] = 1
-                break
-            block_type, block_length = block_header.unpack_from(mapped, at)
-            if block_type == _PCAPNG_SHB:  # the same bytes in either byte order: the section says which follows
-                byte_order_magic = mapped[at + 8:at + 12]
-                if byte_order_magic not in (_PCAPNG_LITTLE_ENDIAN, _PCAPNG_BIG_ENDIAN):
-                    yield from self._finish(demux, packets, timestamp_ns)
-                    raise MembenchError(f"corrupt pcapng section header at byte {at} of {self.path}")
-                byte_order = "<" if byte_order_magic == _PCAPNG_LITTLE_ENDIAN else ">"
-                block_header = struct.Struct(byte_order + "II")
-                trailer = struct.Struct(byte_order + "I")
-                enhanced = struct.Struct(byte_order + "IIIII")
-                block_length = trailer.unpack_from(mapped, at + 4)[0]
-                interfaces = []
-                section += 1
-            end = at + block_length
-            if block_length & 3 or block_length < 12 or end > size:
-                if block_length & 3 or block_length < 12 or block_length > _MAX_RECORD:
-                    yield from self._finish(demux, packets, timestamp_ns)
-                    raise MembenchError(f"corrupt pcapng block at byte {at} of {self.path}")
-                health.extra["truncated_file"] = 1
-                break
-            if trailer.unpack_from(mapped, end - 4)[0] != block_length:
-                yield from self._finish(demux, packets, timestamp_ns)
-                raise MembenchError(f"corrupt pcapng block at byte {at} of {self.path}")
-            if block_type in (_PCAPNG_EPB, _PCAPNG_OPB):
-                if block_length < 32:
-                    yield from self._finish(demux, packets, timestamp_ns)
-                    raise MembenchError(f"corrupt pcapng packet block at byte {at} of {self.path}")
-                interface_id, high, low, captured, _ = enhanced.unpack_from(mapped, at + 8)
-                if block_type == _PCAPNG_OPB:  # a 16-bit interface id followed by a 16-bit drop count
-                    interface_id = interface_id & 0xFFFF if byte_order == "<" else interface_id >> 16
-                start = at + 28
-                if interface_id >= len(interfaces) or start + captured > end - 4:
-                    yield from self._finish(demux, packets, timestamp_ns)
-                    raise MembenchError(f"corrupt pcapng packet block at byte {at} of {self.path}")
-                link, _, multiplier, divisor, offset_ns = interfaces[interface_id]
-                timestamp_ns = (high << 32 | low) * multiplier // divisor + offset_ns
+                    break
                 packets += 1
-                # _Demultiplexer.packet, inlined as in the pcap loop.
-                decoded = decode(link, mapped, start, start + captured, ports)
+                timestamp_ns = seconds * 1_000_000_000 + fraction * fraction_ns
+                # _Demultiplexer.packet, inlined: this loop is the file ingest hot path.
+                decoded = decode(link, mapped, start, at, ports)
                 if decoded.__class__ is not tuple_type:
                     undecoded(link, decoded)
                 elif decoded[0] is tcp_transport:
                     tcp_segment(timestamp_ns, decoded, mapped)
                 else:
                     udp_datagram(timestamp_ns, decoded, mapped)
-            elif block_type == _PCAPNG_SPB:
-                if not interfaces or block_length < 16:
+                if len(out) >= batch:
+                    health.packets = packets
+                    yield from out
+                    out.clear()
+            yield from self._finish(demux, packets, timestamp_ns)
+
+    def _pcapng_packets(self, demux: _Demultiplexer) -> Iterator[StreamItem]:
+        with self._mapped() as mapped:
+            handle = demux.packet
+            ports = demux.ports
+            undecoded = demux.undecoded
+            tcp_segment = demux.tcp.segment
+            udp_datagram = demux.udp.datagram
+            tcp_transport = Transport.TCP
+            tuple_type = tuple
+            batch = _YIELD_BATCH
+            out = demux.out
+            health = self.health
+            size = len(mapped)
+            at = 0
+            packets = 0
+            timestamp_ns = 0
+            byte_order = "<"
+            block_header = struct.Struct("<II")
+            trailer = struct.Struct("<I")
+            enhanced = struct.Struct("<IIIII")
+            interfaces: list[_Interface] = []
+            interface_drops: dict[tuple[int, int], int] = {}
+            section = 0
+            while not self._stopping:
+                if at + 12 > size:
+                    if at < size:
+                        health.extra["truncated_file"] = 1
+                    break
+                block_type, block_length = block_header.unpack_from(mapped, at)
+                if block_type == _PCAPNG_SHB:  # the same bytes in either byte order: the section says which follows
+                    byte_order_magic = mapped[at + 8:at + 12]
+                    if byte_order_magic not in (_PCAPNG_LITTLE_ENDIAN, _PCAPNG_BIG_ENDIAN):
+                        yield from self._finish(demux, packets, timestamp_ns)
+                        raise MembenchError(f"corrupt pcapng section header at byte {at} of {self.path}")
+                    byte_order = "<" if byte_order_magic == _PCAPNG_LITTLE_ENDIAN else ">"
+                    block_header = struct.Struct(byte_order + "II")
+                    trailer = struct.Struct(byte_order + "I")
+                    enhanced = struct.Struct(byte_order + "IIIII")
+                    block_length = trailer.unpack_from(mapped, at + 4)[0]
+                    interfaces = []
+                    section += 1
+                end = at + block_length
+                if block_length & 3 or block_length < 12 or end > size:
+                    if block_length & 3 or block_length < 12 or block_length > _MAX_RECORD:
+                        yield from self._finish(demux, packets, timestamp_ns)
+                        raise MembenchError(f"corrupt pcapng block at byte {at} of {self.path}")
+                    health.extra["truncated_file"] = 1
+                    break
+                if trailer.unpack_from(mapped, end - 4)[0] != block_length:
                     yield from self._finish(demux, packets, timestamp_ns)
-                    raise MembenchError(f"corrupt pcapng simple packet block at byte {at} of {self.path}")
-                original = trailer.unpack_from(mapped, at + 8)[0]
-                captured = min(original, block_length - 16)
-                if interfaces[0].snaplen:
-                    captured = min(captured, interfaces[0].snaplen)
-                packets += 1
-                # A simple packet block has no timestamp: it happened no earlier than the packet before it.
-                handle(interfaces[0].link, mapped, at + 12, at + 12 + captured, timestamp_ns)
-            elif block_type == _PCAPNG_IDB:
-                interfaces.append(self._interface(mapped, at, end, byte_order))
-            elif block_type == _PCAPNG_ISB:
-                drops = self._interface_drops(mapped, at, end, byte_order)
-                if drops is not None:
-                    interface_drops[section, drops[0]] = drops[1]
-                    health.dropped_events = sum(interface_drops.values())
-            at = end
-            if len(out) >= batch:
-                health.packets = packets
-                yield from out
-                out.clear()
-        yield from self._finish(demux, packets, timestamp_ns)
+                    raise MembenchError(f"corrupt pcapng block at byte {at} of {self.path}")
+                if block_type in (_PCAPNG_EPB, _PCAPNG_OPB):
+                    if block_length < 32:
+                        yield from self._finish(demux, packets, timestamp_ns)
+                        raise MembenchError(f"corrupt pcapng packet block at byte {at} of {self.path}")
+                    interface_id, high, low, captured, _ = enhanced.unpack_from(mapped, at + 8)
+                    if block_type == _PCAPNG_OPB:  # a 16-bit interface id followed by a 16-bit drop count
+                        interface_id = interface_id & 0xFFFF if byte_order == "<" else interface_id >> 16
+                    start = at + 28
+                    if interface_id >= len(interfaces) or start + captured > end - 4:
+                        yield from self._finish(demux, packets, timestamp_ns)
+                        raise MembenchError(f"corrupt pcapng packet block at byte {at} of {self.path}")
+                    link, _, multiplier, divisor, offset_ns = interfaces[interface_id]
+                    timestamp_ns = (high << 32 | low) * multiplier // divisor + offset_ns
+                    packets += 1
+                    # _Demultiplexer.packet, inlined as in the pcap loop.
+                    decoded = decode(link, mapped, start, start + captured, ports)
+                    if decoded.__class__ is not tuple_type:
+                        undecoded(link, decoded)
+                    elif decoded[0] is tcp_transport:
+                        tcp_segment(timestamp_ns, decoded, mapped)
+                    else:
+                        udp_datagram(timestamp_ns, decoded, mapped)
+                elif block_type == _PCAPNG_SPB:
+                    if not interfaces or block_length < 16:
+                        yield from self._finish(demux, packets, timestamp_ns)
+                        raise MembenchError(f"corrupt pcapng simple packet block at byte {at} of {self.path}")
+                    original = trailer.unpack_from(mapped, at + 8)[0]
+                    captured = min(original, block_length - 16)
+                    if interfaces[0].snaplen:
+                        captured = min(captured, interfaces[0].snaplen)
+                    packets += 1
+                    # A simple packet block has no timestamp: it happened no earlier than the packet before it.
+                    handle(interfaces[0].link, mapped, at + 12, at + 12 + captured, timestamp_ns)
+                elif block_type == _PCAPNG_IDB:
+                    interfaces.append(self._interface(mapped, at, end, byte_order))
+                elif block_type == _PCAPNG_ISB:
+                    drops = self._interface_drops(mapped, at, end, byte_order)
+                    if drops is not None:
+                        interface_drops[section, drops[0]] = drops[1]
+                        health.dropped_events = sum(interface_drops.values())
+                at = end
+                if len(out) >= batch:
+                    health.packets = packets
+                    yield from out
+                    out.clear()
+            yield from self._finish(demux, packets, timestamp_ns)
 
     def _interface(self, mapped: mmap.mmap, at: int, end: int, byte_order: str) -> _Interface:
         if end - at < 20:

@@ -88,6 +88,7 @@ class TcpReassembler:
         self._ports = ports
         self._health = health
         self._out = out
+        self._append = out.append
         self._conn_ids = conn_ids
         self._max_pending_bytes = max_pending_bytes
         self._max_pending_segments = max_pending_segments
@@ -115,8 +116,8 @@ class TcpReassembler:
                 return
             if seq == side.next_seq and not side.pending and payload_end - payload == length:
                 self._health.bytes_seen += length
-                self._out.append(_new_tuple(StreamChunk, (connection.conn, side.direction, side.offset,
-                                                          buf[payload:payload_end], length, timestamp_ns)))
+                self._append(_new_tuple(StreamChunk, (connection.conn, side.direction, side.offset,
+                                                      buf[payload:payload_end], length, timestamp_ns)))
                 side.offset += length
                 side.next_seq = (seq + length) & 0xFFFFFFFF
             else:
