@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -178,13 +179,19 @@ def test_decode_fast_path_agrees_with_the_general_path() -> None:
     fast = decode(1, framed, 0, len(framed), ports)
     general = decode(101, packet, 0, len(packet), ports)
     assert isinstance(fast, tuple) and isinstance(general, tuple)
-    assert fast[:8] == general[:8]
-    assert (fast[8] - 14, fast[9] - 14, fast[10]) == general[8:]
-    assert general[8:] == (40, 47, 7)
+    assert fast[:7] == general[:7]
+    assert general[:7] == (Transport.TCP, bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!HH", 40000, SERVER_PORT),
+                           40000, SERVER_PORT, 7, 9, PSH | ACK)
+    assert (fast[7] - 14, fast[8] - 14, fast[9]) == general[7:]
+    assert general[7:] == (40, 47, 7)
     assert decode(1, framed, 0, len(framed), frozenset({1})) == IGNORED
     truncated = ethernet(packet)[:60]  # snaplen cut inside the payload: captured end before the wire end
     cut = decode(1, truncated, 0, len(truncated), ports)
-    assert isinstance(cut, tuple) and (cut[9], cut[10]) == (60, 7)
+    assert isinstance(cut, tuple) and (cut[8], cut[9]) == (60, 7)
+    with_options = ipv4(CLIENT4, SERVER4, 6, tcp(40000, SERVER_PORT, 7, 9, PSH | ACK, b"get k\r\n"),
+                        options=b"\x01\x01\x01\x00")
+    slow = decode(1, ethernet(with_options), 0, 14 + len(with_options), ports)
+    assert isinstance(slow, tuple) and slow[:7] == fast[:7]  # the same flow key whichever path decoded it
     assert decode(1, ethernet(ipv4(CLIENT4, SERVER4, 6, b"", fragment=0x2000)), 0, 34, ports) == FRAGMENT
     assert decode(1, b"\0" * 13, 0, 13, ports) == MALFORMED
 

@@ -1,6 +1,6 @@
 """Sans-IO packet decoding: link layer -> IPv4/IPv6 -> TCP/UDP, straight from a capture buffer.
 
-`decode()` reads headers in place (no copies but the two addresses) and answers either a `Decoded` tuple or one
+`decode()` reads headers in place (the only copy is the flow key) and answers either a `Decoded` tuple or one
 of the int codes `IGNORED`, `MALFORMED`, `FRAGMENT`. It never raises on bad bytes: every bound is checked against
 the captured length. A plain tuple rather than a NamedTuple keeps the per-packet cost of the pcap fast path low.
 """
@@ -36,11 +36,13 @@ IGNORED: Final = 0  # well formed but not TCP/UDP to or from a watched port
 MALFORMED: Final = 1  # truncated headers, bad lengths, unknown link type or IP version
 FRAGMENT: Final = 2  # an IP fragment: membench does not reassemble IP fragments
 
-Buffer = bytes | memoryview | mmap.mmap  # whatever holds the captured bytes: a file mapping, a copied packet
+Buffer = bytes | mmap.mmap  # what holds the captured bytes (a file mapping, a copied packet): slices are bytes
 
-# (transport, src address, dst address, src port, dst port, seq, ack, tcp flags,
-#  payload start, captured payload end, payload length on the wire); seq/ack/flags are 0 for UDP.
-Decoded = tuple[Transport, bytes, bytes, int, int, int, int, int, int, int, int]
+# (transport, flow key, src port, dst port, seq, ack, tcp flags, payload start, captured payload end,
+#  payload length on the wire); seq/ack/flags are 0 for UDP. The flow key is the source address, the destination
+# address, then both ports as on the wire (12 bytes for IPv4, 36 for IPv6): one hashable object per packet, which
+# for IPv4 without options is a single slice of the packet.
+Decoded = tuple[Transport, bytes, int, int, int, int, int, int, int, int]
 
 TCP_FIN: Final = 0x01
 TCP_SYN: Final = 0x02
@@ -65,7 +67,7 @@ _TCP: Final = Transport.TCP
 _IPV4_HEADER = struct.Struct("!BxHxxHxB")  # version/ihl, total length, flags/fragment offset, protocol
 _TCP_HEADER = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
 _UDP_HEADER = struct.Struct("!HHH")  # ports, length
-_ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBB")  # the fields of the two above, from the frame start
+_ETHERNET_IPV4_TCP = struct.Struct("!12xHBxHxxHxB10xHHIIBB")  # the fields of the two above, from the frame start
 _U16 = struct.Struct("!H")
 _U32_LE = struct.Struct("<I")
 _U32_BE = struct.Struct("!I")
@@ -77,7 +79,7 @@ def decode(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) 
         if end - start >= 54:
             # Fast path for the overwhelmingly common frame: untagged Ethernet, IPv4 without options, TCP. Literals
             # rather than the named constants: this runs for every packet of a file, and global lookups add up.
-            (ethertype, version_ihl, total_length, fragment, protocol, src, dst, sport, dport, seq, ack, data_offset,
+            (ethertype, version_ihl, total_length, fragment, protocol, sport, dport, seq, ack, data_offset,
              flags) = _ETHERNET_IPV4_TCP.unpack_from(buf, start)
             if (ethertype == 0x0800 and version_ihl == 0x45 and protocol == 6 and not fragment & 0x3FFF
                     and total_length >= 40 and data_offset >= 0x50):
@@ -86,8 +88,8 @@ def decode(link: int, buf: Buffer, start: int, end: int, ports: frozenset[int]) 
                 ip_end = start + 14 + total_length
                 payload = start + 34 + (data_offset >> 4) * 4
                 if payload <= ip_end and payload <= end:
-                    return (_TCP, src, dst, sport, dport, seq, ack, flags, payload, ip_end if ip_end < end else end,
-                            ip_end - payload)
+                    return (_TCP, buf[start + 26:start + 38], sport, dport, seq, ack, flags, payload,
+                            ip_end if ip_end < end else end, ip_end - payload)
         return _decode_ethertype(buf, start + 12, start + 14, end, ports)
     if link == 113:
         return _decode_ethertype(buf, start + 14, start + 16, end, ports)
@@ -214,7 +216,7 @@ def _decode_transport(buf: Buffer, protocol: int, at: int, ip_end: int, end: int
         payload = at + (data_offset >> 4) * 4
         if payload < at + 20 or payload > ip_end or payload > end:
             return MALFORMED
-        return (Transport.TCP, bytes(src), bytes(dst), sport, dport, seq, ack, flags,
+        return (Transport.TCP, src + dst + buf[at:at + 4], sport, dport, seq, ack, flags,
                 payload, min(ip_end, end), ip_end - payload)
     if protocol == _PROTO_UDP:
         if at + 8 > end:
@@ -225,5 +227,6 @@ def _decode_transport(buf: Buffer, protocol: int, at: int, ip_end: int, end: int
         if length < 8 or at + length > ip_end:
             return MALFORMED
         udp_end = at + length
-        return (Transport.UDP, bytes(src), bytes(dst), sport, dport, 0, 0, 0, at + 8, min(udp_end, end), length - 8)
+        return (Transport.UDP, src + dst + buf[at:at + 4], sport, dport, 0, 0, 0, at + 8,
+                min(udp_end, end), length - 8)
     return IGNORED

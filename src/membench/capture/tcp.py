@@ -34,12 +34,19 @@ _CLOSED_FLOW_MEMORY_NS: Final = 120 * 1_000_000_000  # like TIME_WAIT: late pack
 # NamedTuple.__new__ is a Python-level function; building the tuple directly halves the cost of the hot path.
 _new_tuple = tuple.__new__
 
-FlowKey = tuple[bytes, int, bytes, int]  # (source address, source port, destination address, destination port)
+FlowKey = bytes  # source address, destination address, source port, destination port (see packet.Decoded)
 
 
 def endpoint(address: bytes, port: int) -> Endpoint:
     family = socket.AF_INET if len(address) == 4 else socket.AF_INET6
     return Endpoint(socket.inet_ntop(family, address), port)
+
+
+def split_flow_key(key: FlowKey) -> tuple[bytes, bytes, FlowKey]:
+    """(source address, destination address, the key of the opposite direction)."""
+    size = (len(key) - 4) // 2
+    src, dst, ports = key[:size], key[size:2 * size], key[2 * size:]
+    return src, dst, dst + src + ports[2:] + ports[:2]
 
 
 def _signed(difference: int) -> int:
@@ -99,8 +106,7 @@ class TcpReassembler:
 
     def segment(self, timestamp_ns: int, segment: Decoded, buf: Buffer) -> None:
         """One decoded TCP segment; its payload is read from `buf`, the buffer it was decoded from."""
-        _, src, dst, sport, dport, seq, ack, flags, payload, payload_end, length = segment
-        key = (src, sport, dst, dport)
+        _, key, sport, dport, seq, ack, flags, payload, payload_end, length = segment
         flow = self._flows.get(key)
         if flow is not None and flags & 0x17 == 0x10:
             # The established-connection path (ACK without SYN, FIN or RST), kept flat and with literal constants:
@@ -126,7 +132,7 @@ class TcpReassembler:
         if flow is None or (flags & TCP_SYN and not flags & TCP_ACK and self._is_new_syn(flow, seq)):
             if not (length or flags & TCP_SYN):
                 return  # a bare ACK or FIN of a connection the capture knows nothing of carries nothing to record
-            flow = self._new_connection(timestamp_ns, key, flags, seq, ack)
+            flow = self._new_connection(timestamp_ns, key, sport, dport, flags, seq, ack)
         connection, side, reverse = flow
         if flags & TCP_ACK:
             reverse.peer_ack = ack
@@ -154,14 +160,13 @@ class TcpReassembler:
         connection, side, _ = flow
         return connection.closed or side.next_seq < 0 or (seq + 1) & _SEQ_MASK != side.next_seq or side.offset > 0
 
-    def _new_connection(self, timestamp_ns: int, key: FlowKey, flags: int, seq: int,
+    def _new_connection(self, timestamp_ns: int, key: FlowKey, sport: int, dport: int, flags: int, seq: int,
                         ack: int) -> tuple[_Connection, _Direction, _Direction]:
-        src, sport, dst, dport = key
         if (dport in self._ports) != (sport in self._ports):
             client_is_src = dport in self._ports
         else:  # both ends on watched ports: the handshake, if seen, tells who connected to whom
             client_is_src = not (flags & TCP_SYN and flags & TCP_ACK)
-        reverse_key = (dst, dport, src, sport)
+        src, dst, reverse_key = split_flow_key(key)
         keys = (key, reverse_key) if client_is_src else (reverse_key, key)
         old = self._flows.get(key)
         if old is not None and not old[0].closed:
@@ -178,10 +183,10 @@ class TcpReassembler:
         self._health.connections += 1
         if mid_stream:
             self._health.mid_stream_connections += 1
-        client_address, client_port, server_address, server_port = keys[0]
-        self._out.append(ConnectionOpened(connection.conn, endpoint(client_address, client_port),
-                                          endpoint(server_address, server_port), Transport.TCP, timestamp_ns,
-                                          mid_stream))
+        client, server = endpoint(src, sport), endpoint(dst, dport)
+        if not client_is_src:
+            client, server = server, client
+        self._out.append(ConnectionOpened(connection.conn, client, server, Transport.TCP, timestamp_ns, mid_stream))
         return self._flows[key]
 
     def _forget_closed_flows(self, timestamp_ns: int) -> None:

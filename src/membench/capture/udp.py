@@ -24,7 +24,7 @@ from membench.capture.stream import (
     StreamItem,
     Transport,
 )
-from membench.capture.tcp import FlowKey, endpoint
+from membench.capture.tcp import FlowKey, endpoint, split_flow_key
 
 FRAME_HEADER = struct.Struct("!HHHH")  # request id, sequence number, datagram count, reserved
 _HEADER_SIZE: Final = FRAME_HEADER.size
@@ -77,7 +77,7 @@ class UdpReassembler:
 
     def datagram(self, timestamp_ns: int, datagram: Decoded, buf: Buffer) -> None:
         """One decoded UDP datagram; its payload is read from `buf`, the buffer it was decoded from."""
-        _, src, dst, sport, dport, _, _, _, payload_start, payload_end, length = datagram
+        _, key, sport, dport, _, _, _, payload_start, payload_end, length = datagram
         data = buf[payload_start:payload_end]
         if len(data) < _HEADER_SIZE:
             self._health.malformed_packets += 1
@@ -86,10 +86,9 @@ class UdpReassembler:
         if count == 0 or sequence >= count:
             self._health.malformed_packets += 1
             return
-        key = (src, sport, dst, dport)
         known = self._flows.get(key)
         if known is None:
-            known = self._new_flow(timestamp_ns, key)
+            known = self._new_flow(timestamp_ns, key, sport, dport)
         flow, side = known
         payload = data[_HEADER_SIZE:]
         payload_length = length - _HEADER_SIZE
@@ -128,12 +127,11 @@ class UdpReassembler:
         self._all_flows.clear()
         self._flows.clear()
 
-    def _new_flow(self, timestamp_ns: int, key: FlowKey) -> tuple[_Flow, _Side]:
-        src, sport, dst, dport = key
+    def _new_flow(self, timestamp_ns: int, key: FlowKey, sport: int, dport: int) -> tuple[_Flow, _Side]:
         client_is_src = dport in self._ports
         flow = _Flow(next(self._conn_ids))
         request, response = flow.sides
-        reverse_key = (dst, dport, src, sport)
+        src, dst, reverse_key = split_flow_key(key)
         self._flows[key] = (flow, request if client_is_src else response)
         self._flows[reverse_key] = (flow, response if client_is_src else request)
         self._all_flows.append(flow)
