@@ -374,3 +374,13 @@ def test_an_acknowledgment_inside_the_gap_keeps_waiting(tmp_path: Path, acknowle
         [(0, 10), (10, 10), (20, 10)] if holes == 0 else [(0, 10), (20, 10)])
     assert health.holes == holes
     assert health.retransmitted_bytes == (10 if holes else 0)  # the late filler of a given-up gap is old news
+
+
+def test_udp_datagram_cut_by_the_snap_length_keeps_its_bytes_in_place(tmp_path: Path) -> None:
+    first = datagram(frame_header(3, 0, 2) + b"a" * 100, to_server=False)
+    second = datagram(frame_header(3, 1, 2) + b"b" * 10, to_server=False)
+    frames = [Packet(at(0), first[:20 + 8 + 8 + 40], original_length=len(first)), Packet(at(1), second)]
+    source = PcapFileSource(write_pcap(tmp_path / "t.pcap", 101, frames), [SERVER_PORT])
+    assert chunks(source) == [StreamChunk(1, RESP, 0, b"a" * 40, 100, at(1)),
+                              StreamChunk(1, RESP, 100, b"b" * 10, 10, at(1))]
+    assert (source.health.holes, source.health.bytes_missing) == (1, 60)

@@ -108,8 +108,12 @@ class UdpReassembler:
         if len(message.parts) == count:
             del side.pending[request_id]
             parts = [message.parts[number] for number in range(count)]
-            self._emit(flow, side, b"".join(part for part, _ in parts), sum(size for _, size in parts),
-                       timestamp_ns)
+            if all(len(part) == size for part, size in parts):
+                self._emit(flow, side, b"".join(part for part, _ in parts), sum(size for _, size in parts),
+                           timestamp_ns)
+            else:  # a datagram cut by the snap length: each part keeps its own short tail in place
+                for part, size in parts:
+                    self._emit(flow, side, part, size, timestamp_ns)
         stale = [rid for rid, waiting in side.pending.items() if timestamp_ns - waiting.first_ns > self._max_wait_ns]
         excess = len(side.pending) - len(stale) - self._max_pending_messages
         if excess > 0:
