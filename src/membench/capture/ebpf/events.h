@@ -82,10 +82,13 @@ enum mb_side {
 /* Value of the single-entry `config` array map, written by user space before attaching. */
 struct mb_config {
 	__s64 realtime_offset_ns;
-	__u32 copy_limit;  /* <= MB_COPY_MAX */
-	__u8 side;         /* enum mb_side */
-	__u8 filter_pids;  /* 1: only tgids present in `target_pids` */
-	__u16 reserved;
+	__u32 copy_limit;   /* <= MB_COPY_MAX */
+	/* Wake the consumer only once this many bytes wait in the ring (it also polls on a timer): one wakeup
+	 * per batch instead of one per event. */
+	__u32 wakeup_bytes;
+	__u8 side;          /* enum mb_side */
+	__u8 filter_pids;   /* 1: only tgids present in `target_pids` */
+	__u8 reserved[6];
 };
 
 /* Key of the `connections` and `ignored_fds` hash maps. */

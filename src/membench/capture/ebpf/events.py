@@ -49,9 +49,10 @@ OPEN_INFO = _struct(OPEN_INFO_LAYOUT)
 CONFIG_LAYOUT: Layout = (
     ("realtime_offset_ns", "q"),
     ("copy_limit", "I"),
+    ("wakeup_bytes", "I"),
     ("side", "B"),
     ("filter_pids", "B"),
-    ("reserved", "H"),
+    ("reserved", "6s"),
 )
 CONFIG = _struct(CONFIG_LAYOUT)
 
