@@ -108,3 +108,18 @@ def test_missing_capabilities_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "membench: eBPF capture needs root (or CAP_BPF and CAP_PERFMON): run membench with sudo"]
+
+
+def test_loader_mounts_tracefs_when_it_is_missing() -> None:
+    require_ebpf()
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.fail("unshare (util-linux) is not installed")
+    # In a private mount namespace tracefs can be taken away without disturbing anything else on the machine.
+    script = ("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; "
+              "test ! -d /sys/kernel/tracing/events || exit 3; "
+              f"{sys.executable} -c 'from membench.capture.ebpf.source import EbpfSource; "
+              "EbpfSource([11]).close()' && test -d /sys/kernel/tracing/events/syscalls")
+    result = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

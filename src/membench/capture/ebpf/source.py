@@ -10,6 +10,8 @@ program or map is pinned.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import ipaddress
 import mmap
 import os
@@ -93,23 +95,20 @@ def check_environment() -> None:
 
 
 def _ensure_tracefs() -> None:
-    if (TRACEFS / "events").is_dir():
-        return
-    try:
-        TRACEFS.mkdir(parents=True, exist_ok=True)
-        _mount_tracefs()
-    except OSError as exc:
-        raise MembenchError(f"tracefs is not mounted and mounting it failed ({os.strerror(exc.errno or 0)}): "
-                            f"run `mount -t tracefs nodev {TRACEFS}` as root") from None
+    """libbpf finds tracepoint ids in tracefs, which some systems leave unmounted: mount it (we are root)."""
+    if not (TRACEFS / "events").is_dir():
+        try:
+            TRACEFS.mkdir(parents=True, exist_ok=True)
+            _mount_tracefs()
+        except OSError as exc:
+            raise MembenchError(f"tracefs is not mounted and mounting it failed ({os.strerror(exc.errno or 0)}): "
+                                f"run `mount -t tracefs nodev {TRACEFS}` as root") from None
     if not (TRACEFS / "events" / "syscalls").is_dir():
         raise MembenchError("the kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS): "
                             "eBPF capture cannot run here; capture from pcap instead")
 
 
 def _mount_tracefs() -> None:
-    import ctypes
-    import ctypes.util
-
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
         error = ctypes.get_errno()
