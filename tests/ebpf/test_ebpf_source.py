@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -165,6 +166,19 @@ def test_reused_fd_is_a_new_connection(memcached: Memcached, capture: StartCaptu
     closed_at = next(i for i, item in enumerate(items) if isinstance(item, ConnectionClosed)
                      and item.conn == old.opened.conn)
     assert closed_at < items.index(new.opened)
+
+
+def test_connections_of_an_exiting_process_are_closed(memcached: Memcached, capture: StartCapture) -> None:
+    running = capture(ports=[memcached.port], side="client")
+    # os._exit leaves the socket to the kernel: no close(2) is ever called on it.
+    client = (f"import os, socket; s = socket.create_connection(('127.0.0.1', {memcached.port})); "
+              "s.sendall(b'version\\r\\n'); s.recv(100); print(s.getsockname()[1], flush=True); os._exit(0)")
+    port = int(subprocess.run([sys.executable, "-c", client], capture_output=True, text=True, check=True).stdout)
+    conn = by_client_port(running.finish())[port]
+
+    assert conn.request == b"version\r\n"
+    assert conn.response.startswith(b"VERSION ")
+    assert conn.closed is not None
 
 
 def test_pymemcache_at_both_sides_sees_the_same_bytes(memcached: Memcached, capture: StartCapture) -> None:

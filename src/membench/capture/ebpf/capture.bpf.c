@@ -113,6 +113,14 @@ struct {
 	__type(value, struct mb_connection);
 } connections SEC(".maps");
 
+/* Processes that own entries in `connections`, so that their exit is worth a sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_CONNECTIONS);
+	__type(key, __u32);
+	__type(value, __u8);
+} owners SEC(".maps");
+
 /* Negative verdicts: fds that are not watched TCP sockets. LRU because nothing forces them to be closed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -269,6 +277,7 @@ static __always_inline struct mb_connection *track(const struct mb_config *cfg, 
 			count(MB_COUNTER_TABLE_FULL, 1);
 		return existing;
 	}
+	bpf_map_update_elem(&owners, &key->tgid, &ignored, BPF_ANY);
 
 	event = bpf_map_lookup_elem(&scratch, &cpu);
 	if (event) {
@@ -678,4 +687,34 @@ SEC("tracepoint/syscalls/sys_exit_dup3")
 int exit_dup3(struct trace_event_raw_sys_exit *ctx)
 {
 	return fd_reassigned(ctx->ret);
+}
+
+static long close_if_owned(struct bpf_map *map, const void *map_key, void *value, void *ctx)
+{
+	const struct mb_fd_key *key = map_key;
+	struct mb_connection *connection = value;
+	struct mb_config *cfg = get_config();
+
+	if (!cfg || key->tgid != *(__u32 *)ctx)
+		return 0;
+	emit_close(cfg, key, connection->conn, MB_SYS_CLOSE);
+	bpf_map_delete_elem(&connections, key);
+	return 0;
+}
+
+/* A process that exits closes its fds without close(2): when its last thread goes, close its connections. */
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	if (!bpf_map_lookup_elem(&owners, &tgid))
+		return 0;
+	/* do_exit() has already counted this thread out: zero means the whole thread group is gone. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	bpf_for_each_map_elem(&connections, close_if_owned, &tgid, 0);
+	bpf_map_delete_elem(&owners, &tgid);
+	return 0;
 }

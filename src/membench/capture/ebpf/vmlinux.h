@@ -49,6 +49,8 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
+struct bpf_map;
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct trace_entry {
@@ -112,8 +114,17 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live;
+};
+
 struct task_struct {
 	struct files_struct *files;
+	struct signal_struct *signal;
 };
 
 #pragma clang attribute pop
