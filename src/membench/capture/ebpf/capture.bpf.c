@@ -129,12 +129,34 @@ struct {
 	__type(value, __u8);
 } ignored_fds SEC(".maps");
 
+/* Per-thread slot for the syscall in flight: task storage needs no hashing and no cleanup at thread exit. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pending_call);
 } pending SEC(".maps");
+
+static __always_inline void stash(const struct pending_call *call)
+{
+	struct pending_call *slot = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
+							 BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (slot)
+		*slot = *call;
+}
+
+/* The stashed call of this thread, if any; the slot is emptied. */
+static __always_inline bool take(struct pending_call *call)
+{
+	struct pending_call *slot = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
+
+	if (!slot || slot->syscall == MB_SYS_NONE)
+		return false;
+	*call = *slot;
+	slot->syscall = MB_SYS_NONE;
+	return true;
+}
 
 /* One slot per CPU, indexed by CPU number (user space sizes it to the possible CPUs): a per-CPU array would be
  * simpler, but its values are capped at 32 KiB. Programs on syscall tracepoints do not migrate or nest on a
@@ -350,7 +372,7 @@ static __always_inline int data_enter(__u64 fd, __u64 buffer, __u64 count, __u16
 		return 0;
 	if (!watched_connection(cfg, &key, syscall))
 		return 0;
-	bpf_map_update_elem(&pending, &pid_tgid, &call, BPF_ANY);
+	stash(&call);
 	return 0;
 }
 
@@ -415,7 +437,6 @@ static __always_inline int data_exit(long ret)
 {
 	struct mb_config *cfg = get_config();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct pending_call *stashed = bpf_map_lookup_elem(&pending, &pid_tgid);
 	struct pending_call call;
 	struct mb_fd_key key;
 	struct mb_connection *connection;
@@ -426,11 +447,7 @@ static __always_inline int data_exit(long ret)
 	__u32 copied;
 	__u32 limit;
 
-	if (!stashed)
-		return 0;
-	call = *stashed;
-	bpf_map_delete_elem(&pending, &pid_tgid);
-	if (!cfg || ret <= 0)
+	if (!take(&call) || !cfg || ret <= 0)
 		return 0;
 	key.tgid = pid_tgid >> 32;
 	key.fd = call.fd;
@@ -626,7 +643,7 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 
 	if (!cfg || cfg->side != MB_SIDE_CLIENT || !pid_wanted(cfg, pid_tgid >> 32))
 		return 0;
-	bpf_map_update_elem(&pending, &pid_tgid, &call, BPF_ANY);
+	stash(&call);
 	return 0;
 }
 
@@ -636,14 +653,13 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct mb_config *cfg = get_config();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct pending_call *stashed = bpf_map_lookup_elem(&pending, &pid_tgid);
 	struct mb_fd_key key = { .tgid = pid_tgid >> 32 };
+	struct pending_call call;
 	struct sock *sk;
 
-	if (!stashed)
+	if (!take(&call) || call.syscall != MB_SYS_CONNECT)
 		return 0;
-	key.fd = stashed->fd;
-	bpf_map_delete_elem(&pending, &pid_tgid);
+	key.fd = call.fd;
 	if (!cfg || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
 		return 0;
 	forget(cfg, &key, MB_SYS_CONNECT);

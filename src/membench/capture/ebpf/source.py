@@ -149,12 +149,14 @@ class EbpfSource:
         check_environment()
 
         self._stopping = False
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_read = self._wake_write = -1
         self._links: list[BpfLink] = []
-        self._object: BpfObject | None = BpfObject(OBJECT_PATH)
+        self._object: BpfObject | None = None
         self._consumer_page: mmap.mmap | None = None
         self._ring: mmap.mmap | None = None
         try:
+            self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._object = BpfObject(OBJECT_PATH)
             self._start(ring_bytes, copy_limit)
         except BaseException:
             self.close()
@@ -229,7 +231,9 @@ class EbpfSource:
     def stop(self) -> None:
         """Ask iteration to end after a last drain. Only sets a flag and writes to a pipe: signal-safe."""
         self._stopping = True
-        # A full pipe means a wakeup is already pending; a closed one means iteration is over.
+        if self._wake_write < 0:
+            return  # already closed: iteration is over
+        # A full pipe means a wakeup is already pending.
         with contextlib.suppress(OSError):
             os.write(self._wake_write, b"\0")
 
@@ -253,7 +257,8 @@ class EbpfSource:
         self._wake_read = self._wake_write = -1
 
     def kernel_counters(self) -> dict[Counter, int]:
-        """Sum the per-CPU counters of the kernel side."""
+        """Sum the per-CPU counters of the kernel side (while the capture is open)."""
+        self._live_object()
         totals = {}
         for counter in Counter:
             raw = self._counters.lookup(_U32.pack(counter), self._cpus * 8)
