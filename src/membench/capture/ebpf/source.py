@@ -66,6 +66,9 @@ _RINGBUF_BUSY = 1 << 31
 _RINGBUF_DISCARD = 1 << 30
 _RINGBUF_HEADER = 8
 _U32 = struct.Struct("<I")
+# The kernel's 8-byte record header (length with busy/discard bits, page offset) followed by our event header:
+# one unpack per record. Fields of a busy record are garbage and are not used.
+_RECORD = struct.Struct("<II" + events.EVENT.format.lstrip("<"))
 _U64 = struct.Struct("<Q")
 
 # (side, socket direction) -> stream direction from memcached's point of view.
@@ -310,28 +313,30 @@ class EbpfSource:
         mask = self._ring_mask
         base = mmap.PAGESIZE + _RINGBUF_HEADER
         directions = _DIRECTIONS[self.side]
-        unpack_event = events.EVENT.unpack_from
+        unpack_record = _RECORD.unpack_from
         event_size = events.EVENT.size
-        u32 = _U32.unpack_from
         health = self.health
         items: list[StreamItem] = []
         append = items.append
         records = truncated_events = truncated_bytes = bytes_seen = 0
+        # Plain ints and tuple.__new__: enum attribute lookups and the namedtuple's Python-level __new__ would
+        # each cost about as much as the rest of the per-event work.
+        data_kind, open_kind, close_kind = int(EventType.DATA), int(EventType.OPEN), int(EventType.CLOSE)
+        new_tuple = tuple.__new__
 
         consumer = _U64.unpack_from(consumer_page, 0)[0]
         producer = _U64.unpack_from(ring, 0)[0]
-        while consumer < producer and len(items) < BATCH_RECORDS:
+        while consumer < producer and records < BATCH_RECORDS:
             position = base + (consumer & mask)
-            (length,) = u32(ring, position - _RINGBUF_HEADER)
+            (length, _, timestamp, conn, offset, _tgid, _fd, moved, copied, _syscall, kind, direction,
+             flags) = unpack_record(ring, position - _RINGBUF_HEADER)
             if length & _RINGBUF_BUSY:
                 break
             consumer += ((length & ~_RINGBUF_DISCARD) + _RINGBUF_HEADER + 7) & ~7
             if length & _RINGBUF_DISCARD:
                 continue
             records += 1
-            (timestamp, conn, offset, _tgid, _fd, moved, copied, _syscall, kind, direction,
-             flags) = unpack_event(ring, position)
-            if kind == EventType.DATA:
+            if kind == data_kind:
                 if conn not in known:
                     # Its open event was dropped (ring full): announce it without addresses.
                     known.add(conn)
@@ -339,16 +344,16 @@ class EbpfSource:
                     health.connections += 1
                     health.mid_stream_connections += 1
                 start = position + event_size
-                append(StreamChunk(conn, directions[direction], offset, ring[start:start + copied], moved,
-                                   timestamp))
+                append(new_tuple(StreamChunk, (conn, directions[direction], offset, ring[start:start + copied],
+                                               moved, timestamp)))
                 bytes_seen += copied
                 if copied < moved:
                     truncated_events += 1
                     truncated_bytes += moved - copied
-            elif kind == EventType.OPEN:
+            elif kind == open_kind:
                 known.add(conn)
                 append(self._opened(ring, position + event_size, conn, timestamp, flags))
-            elif kind == EventType.CLOSE and conn in known:
+            elif kind == close_kind and conn in known:
                 known.discard(conn)
                 append(ConnectionClosed(conn, timestamp))
         _U64.pack_into(consumer_page, 0, consumer)
