@@ -46,9 +46,10 @@ def mixed_profile(protocol: str, connections: int = 3) -> ProfileBuilder:
     for key in range(200, 210):
         profile.add("delete", [key], status="deleted", connection=key % connections)
     profile.add("delete", [300], status="not_found", connection=1)
-    profile.add("incr", [210], status="ok", connection=1)
+    # asap keeps the order within a connection only: an operation that depends on an earlier one shares its connection.
+    profile.add("incr", [210], status="ok", connection=210 % connections)
     profile.add("incr", [400], status="not_found", connection=2)
-    profile.add("touch", [211], status="touched", connection=2)
+    profile.add("touch", [211], status="touched", connection=211 % connections)
     profile.add("touch", [401], status="not_found", connection=2)
     for key in range(500, 510):
         profile.add("set", [key], status="stored", value_length=8, quiet=True, connection=key % connections)
@@ -151,22 +152,23 @@ def test_hit_ratio_with_warm_up_is_the_recorded_one(memcached):
     for _ in range(6000):
         key = int(rng.paretovariate(1.2) * 10) % 4000
         roll = rng.random()
-        if roll < 0.75:
+        if roll < 0.93:
             profile.add("get", [key], status="hit" if key in present else "miss",
                         value_length=200 if key in present else None, connection=rng.randrange(8))
-        elif roll < 0.95:
+        elif roll < 0.98:
             present.add(key)
             profile.add("set", [key], status="stored", value_length=200, connection=rng.randrange(8))
         else:
             profile.add("delete", [key], status="deleted" if key in present else "not_found",
                         connection=rng.randrange(8))
             present.discard(key)
-    warm = replay(profile.source(), ReplayOptions(targets=[memcached.address]))
+    # Connections share hot keys, so only the recorded schedule keeps the interleaving that made each outcome.
+    warm = replay(profile.source(), ReplayOptions(targets=[memcached.address], timing=Timing.ORIGINAL))
     assert abs(warm.hit_ratio["replayed"] - warm.hit_ratio["recorded"]) < 0.01
     memcached.stop()
     fresh = start_memcached()
     try:
-        cold = replay(profile.source(), ReplayOptions(targets=[fresh.address], warm=False))
+        cold = replay(profile.source(), ReplayOptions(targets=[fresh.address], timing=Timing.ORIGINAL, warm=False))
     finally:
         fresh.stop()
     assert cold.hit_ratio["replayed"] < warm.hit_ratio["recorded"] - 0.05  # the warm-up is what made it match
@@ -175,13 +177,13 @@ def test_hit_ratio_with_warm_up_is_the_recorded_one(memcached):
 def test_original_timing_keeps_the_schedule(memcached):
     profile = ProfileBuilder(protocol="text")
     for index in range(60):
-        # Bursts of 3 requests every 20 ms over 1.18 s, on 3 connections.
+        # Bursts of 3 requests every 60 ms, on 3 connections: the last burst is 1.14 s after the first.
         profile.add("get", [index], status="miss", connection=index % 3,
-                    at_ns=T0 + (index // 3) * 20_000_000 + (index % 3) * 1000)
+                    at_ns=T0 + (index // 3) * 60_000_000 + (index % 3) * 1000)
     started = time.monotonic()
     result = replay(profile.source(), ReplayOptions(targets=[memcached.address], timing=Timing.ORIGINAL, speed=2))
     elapsed = time.monotonic() - started
-    assert 0.58 <= result.duration_s < 0.9 and elapsed < 5
+    assert 0.57 <= result.duration_s < 0.9 and elapsed < 5
     assert result.details["lateness_us"]["p99"] < 20_000
     assert result.commands["get"]["latency_from_intended_us"]["max"] >= result.commands["get"]["latency_us"]["p50"]
 
@@ -261,8 +263,8 @@ def test_connections_fold_and_spread(memcached, connections):
     before = memcached.stats()
     replay(profile.source(), ReplayOptions(targets=[memcached.address], connections=connections, warm=False))
     after = memcached.stats()
-    # The replay's own connections plus its reachability check; the stats connections count one each side.
-    assert int(after["total_connections"]) - int(before["total_connections"]) == connections + 1
+    # The replay's own connections, its reachability check, and the connection that read `after`.
+    assert int(after["total_connections"]) - int(before["total_connections"]) == connections + 2
 
 
 def test_several_targets_share_the_keys(memcached):

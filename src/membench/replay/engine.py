@@ -153,6 +153,7 @@ class Link(asyncio.Protocol):
                 await self._loop.create_connection(lambda: self, host, port)
                 self._meter.reconnects += 1
                 self._reconnecting = False
+                self.poke()  # connection_made pumped while still reconnecting: the pass may be complete now
                 return
             except OSError:
                 if time.monotonic() > deadline or self._runner.stopping:

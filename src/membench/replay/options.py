@@ -40,6 +40,11 @@ class ReplayOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        # Plain strings are accepted for the enums, as a caller writing ReplayOptions(protocol="meta") expects.
+        if self.protocol is not None:
+            self.protocol = Protocol(self.protocol)
+        self.timing = Timing(self.timing)
+        self.distribution = Distribution(self.distribution)
         if not self.targets:
             raise MembenchError("replay needs at least one --target")
         for name, value in (("--speed", self.speed), ("--timeout", self.timeout)):
