@@ -338,11 +338,11 @@ class Planner:
         timestamp_ns, _, command_name, protocol_name, key_hash = first[:5]
         latency_us, quiet = first[9], first[11]
         outstanding = self._outstanding(recorded, timestamp_ns, latency_us, quiet)
-        at_ns = self._intended_ns(timestamp_ns)
-        self._group_number += 1
         command = _LOGICAL.get(command_name)
         if command is None:
             return
+        at_ns = self._intended_ns(timestamp_ns)
+        self._group_number += 1
         connection = self._replay_connection(recorded, key_hash)
         if connection % self._workers != self._worker:
             return

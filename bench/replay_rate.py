@@ -1,0 +1,183 @@
+"""How fast `membench replay` drives memcached, next to memaslap and a naive asyncio-streams client, same run.
+
+One memcached on loopback (-t 2), 50 connections, 1 set : 10 gets, 100-byte values, 30-byte keys over 10,000
+keys (all present: warm-up / preload), closed loop at depth 1 and depth 16. Prints ops/s and client CPU µs per
+op of each tool, and membench's ratio to each peer.
+
+    python bench/replay_rate.py [--seconds 5] [--ops 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from membench.profile.schema import SCHEMA
+from membench.replay.options import ReplayOptions
+from membench.replay.run import replay
+
+CONNECTIONS = 50
+KEYS = 10_000
+KEY_LENGTH = 30
+VALUE_LENGTH = 100
+SET_EVERY = 11  # 1 set : 10 gets
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_memcached() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(["memcached", "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "2",
+                             "-m", "512", "-c", "4096"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("memcached did not start")
+
+
+def profile_table(rows: int) -> pa.Table:
+    index = np.arange(rows)
+    is_set = index % SET_EVERY == 0
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, 2**63, KEYS, dtype=np.uint64)[rng.integers(0, KEYS, rows)]
+    command = np.where(is_set, "set", "get")
+    columns = {
+        "timestamp_ns": pa.array(1_700_000_000_000_000_000 + index * 10_000, pa.int64()),
+        "connection": pa.array(index % CONNECTIONS, pa.uint32()),
+        "command": pa.array(command).dictionary_encode().cast(SCHEMA.field("command").type),
+        "protocol": pa.array(["text"] * rows).dictionary_encode().cast(SCHEMA.field("protocol").type),
+        "key_hash": pa.array(hashes, pa.uint64()),
+        "key_length": pa.array(np.full(rows, KEY_LENGTH), pa.uint16()),
+        "value_length": pa.array(np.full(rows, VALUE_LENGTH), pa.uint32()),
+        "flags": pa.array(np.zeros(rows), pa.uint32()),
+        "ttl": pa.array(np.zeros(rows), pa.int32()),
+        "status": pa.array(np.where(is_set, "stored", "hit")).dictionary_encode().cast(SCHEMA.field("status").type),
+        "latency_us": pa.array(np.full(rows, 50), pa.uint32()),
+        "batch": pa.array(index + 1, pa.uint64()),
+        "quiet": pa.array(np.zeros(rows, dtype=bool)),
+    }
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def run_membench(port: int, table: pa.Table, depth: int, loops: int) -> tuple[float, float]:
+    options = ReplayOptions(targets=[f"127.0.0.1:{port}"], pipeline=depth, loops=loops, progress=False)
+    result = replay(lambda: iter(table.to_batches(max_chunksize=65536)), options).to_dict()
+    assert not result["errors"], result["errors"]
+    return result["ops_per_s"], result["client_cpu_us_per_op"]
+
+
+def run_memaslap(port: int, seconds: int) -> tuple[float, float] | None:
+    binary = shutil.which("memcaslap") or shutil.which("memaslap")
+    if binary is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as config:
+        # key length, value length and command mix (0 = set, 1 = get) as proportions.
+        config.write(f"key\n{KEY_LENGTH} {KEY_LENGTH} 1\nvalue\n{VALUE_LENGTH} {VALUE_LENGTH} 1\n"
+                     f"cmd\n0 {1 / SET_EVERY:.4f}\n1 {1 - 1 / SET_EVERY:.4f}\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([binary, "-s", f"127.0.0.1:{port}", "-c", str(CONNECTIONS), "-T", "1", "-t", f"{seconds}s",
+                           "-F", config.name], capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    Path(config.name).unlink()
+    match = re.search(r"Run time: [\d.]+s Ops: (\d+) TPS: (\d+)", proc.stdout)
+    if match is None:
+        print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+        return None
+    ops, tps = int(match.group(1)), int(match.group(2))
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return float(tps), cpu * 1e6 / ops
+
+
+async def _naive_connection(port: int, depth: int, deadline: float, counter: list[int], seed: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    rng = np.random.default_rng(seed)
+    value = b"0" * VALUE_LENGTH
+    keys = [b"naive:%026d" % k for k in range(KEYS)]
+    while time.monotonic() < deadline:
+        picks = rng.integers(0, KEYS, depth)
+        kinds = rng.integers(0, SET_EVERY, depth)
+        for key, kind in zip(picks, kinds, strict=True):
+            if kind == 0:
+                writer.write(b"set %s 0 0 %d\r\n%s\r\n" % (keys[key], VALUE_LENGTH, value))
+            else:
+                writer.write(b"get %s\r\n" % keys[key])
+        await writer.drain()
+        for kind in kinds:
+            if kind == 0:
+                await reader.readuntil(b"\r\n")
+            else:
+                line = await reader.readuntil(b"\r\n")
+                if line.startswith(b"VALUE"):
+                    await reader.readexactly(int(line.split()[3]) + 2)
+                    await reader.readuntil(b"\r\n")
+        counter[0] += depth
+    writer.close()
+
+
+def run_naive(port: int, depth: int, seconds: float) -> tuple[float, float]:
+    counter = [0]
+
+    async def main() -> None:
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(_naive_connection(port, depth, deadline, counter, seed)
+                               for seed in range(CONNECTIONS)))
+
+    cpu, start = time.process_time(), time.monotonic()
+    asyncio.run(main())
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
+    return counter[0] / elapsed, cpu * 1e6 / counter[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each peer run")
+    parser.add_argument("--ops", type=int, default=200_000, help="operations in the replayed profile")
+    parser.add_argument("--loops", type=int, default=2, help="times membench replays the profile per depth")
+    args = parser.parse_args()
+    server, port = start_memcached()
+    try:
+        table = profile_table(args.ops)
+        rows = []
+        for depth in (1, 16):
+            membench = run_membench(port, table, depth, args.loops)
+            naive = run_naive(port, depth, args.seconds)
+            memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
+            rows.append((depth, membench, naive, memaslap))
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"memcached -t 2 on loopback, {CONNECTIONS} connections, 1:{SET_EVERY - 1} set:get, "
+          f"{VALUE_LENGTH}-byte values")
+    print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10}  {'membench ops/s ratio':>21}")
+    for depth, membench, naive, memaslap in rows:
+        peers = [("membench replay", membench), ("naive asyncio streams", naive)]
+        if memaslap is not None:
+            peers.append(("memaslap (-T 1)", memaslap))
+        for name, (rate, cpu) in peers:
+            ratio = membench[0] / rate if rate else float("nan")
+            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f}  {ratio:>20.2f}x")
+        if depth == 16:
+            print("       (memaslap has no pipelining depth: compared at depth 1 only)")
+
+
+if __name__ == "__main__":
+    main()
