@@ -90,14 +90,15 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = _perf_ns()
+        on_reply = self._on_reply
         for event in self._parser.receive(data, now):
-            if type(event) is Skipped:
+            if event.__class__ is Skipped:
                 # The server's bytes made no sense: nothing after them can be attributed any more.
                 self._meter.unexpected_replies += 1
                 if self._transport is not None:
                     self._transport.abort()
                 return
-            self._on_reply(cast(Response, event), now)
+            on_reply(cast(Response, event), now)
         self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -196,12 +197,13 @@ class Link(asyncio.Protocol):
         stopping = self._runner.stopping
         timed = self._timed
         pipeline = self._pipeline
+        waiting = self._waiting
         now = _perf_ns()
         budget = _SEND_BUDGET
         payloads = []
         while index < count and not stopping and budget:
             group = groups[index]
-            if self._waiting >= (pipeline or group.outstanding + 1):
+            if waiting >= (pipeline or group.outstanding + 1):
                 break
             due = now
             if timed:
@@ -219,20 +221,23 @@ class Link(asyncio.Protocol):
             else:
                 inflight.append([group, now, due, 0])
                 if expect != EXPECT_QUIET:
-                    self._waiting += 1
+                    waiting += 1
             index += 1
             budget -= 1
         self._next = index
-        if (index == count or stopping) and inflight and not self._waiting:
+        ending = index == count or stopping
+        if ending and inflight and not waiting:
             # Only quiet requests are left in flight: a noop makes the server show they are done.
             payloads.append(self._drain.payload)
             inflight.append([self._drain, now, now, 0])
-            self._waiting += 1
+            waiting += 1
+        self._waiting = waiting
         if payloads:
             transport.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
         if not budget:
             self._loop.call_soon(self._pump)
-        self._finish_if_done()
+        elif ending:
+            self._finish_if_done()
 
     def _finish_if_done(self) -> None:
         done = self._done

@@ -47,6 +47,7 @@ class KeySynthesizer:
 
     def __init__(self, short_pairs: Iterable[tuple[int, int]] = ()) -> None:
         self._short: dict[tuple[int, int], bytes] = {}
+        self._long: dict[tuple[int, int], bytes] = {}
         self.merged = 0
         self._assign_short(sorted(set(short_pairs)))
 
@@ -69,17 +70,19 @@ class KeySynthesizer:
         return length < _INJECTIVE_LENGTH
 
     def key(self, key_hash: int, length: int) -> bytes:
+        known = self._short.get((key_hash, length))
+        if known is not None:
+            return known
         if length < _INJECTIVE_LENGTH:
-            known = self._short.get((key_hash, length))
-            if known is not None:
-                return known
             return _digits(_mix(key_hash) % _BASE**length, length)
-        head = _digits(key_hash, _INJECTIVE_LENGTH)
-        if length == _INJECTIVE_LENGTH:
-            return head
-        filler = _digits(_mix(key_hash), _INJECTIVE_LENGTH)
-        repeats = (length - _INJECTIVE_LENGTH) // _INJECTIVE_LENGTH + 1
-        return head + (filler * repeats)[: length - _INJECTIVE_LENGTH]
+        # Profiles repeat their hot keys: each distinct long key is computed once (about 100 bytes per key).
+        known = self._long.get((key_hash, length))
+        if known is None:
+            head = _digits(key_hash, _INJECTIVE_LENGTH)
+            filler = _digits(_mix(key_hash), _INJECTIVE_LENGTH)
+            repeats = (length - _INJECTIVE_LENGTH) // _INJECTIVE_LENGTH + 1
+            known = self._long[key_hash, length] = head + (filler * repeats)[: length - _INJECTIVE_LENGTH]
+        return known
 
 
 class ValueSource:
