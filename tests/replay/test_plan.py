@@ -72,3 +72,18 @@ def test_multiget_is_split_per_server_and_quiet_requests_expectations():
     text.add("version")
     expects = [group.expect for group in plan_of(text).streams[0].groups]
     assert expects == [EXPECT_END, EXPECT_NONE, EXPECT_UNITS]
+
+
+def test_absolute_expiry_times_become_what_was_left():
+    from membench.profile.schema import Operation
+    from tests.replay.profiles import source
+
+    now_s = T0 // 1_000_000_000
+    operations = [Operation(T0, 0, "set", "text", 5, 20, 3, 0, now_s + 100, "stored", 40, 1, False),
+                  Operation(T0, 0, "set", "text", 6, 20, 3, 0, now_s - 5, "stored", 40, 2, False),
+                  Operation(T0, 0, "set", "text", 7, 20, 3, 0, 300, "stored", 40, 3, False)]
+    found = survey(source(operations))
+    plan = Planner(found, ReplayOptions(), Continuum([("127.0.0.1", 1)]), KeySynthesizer()).build(
+        source(operations))
+    ttls = [group.payload.split(b"\r\n")[0].split(b" ")[3] for group in plan.streams[0].groups]
+    assert ttls == [b"100", b"-1", b"300"]

@@ -348,7 +348,9 @@ class Planner:
             return
         ttl = first[8] or 0
         if ttl > _ABSOLUTE_TTL:
-            ttl = max(-1, ttl - timestamp_ns // _NS_PER_S)
+            # An absolute expiry time lies in the past by now: keep how long the item had left when recorded.
+            remaining = ttl - timestamp_ns // _NS_PER_S
+            ttl = remaining if remaining > 0 else -1
         row = _Row(timestamp_ns, first[6], first[7] or 0, ttl, latency_us)
         protocol = self._options.protocol or Protocol(protocol_name)
         slot = self._slot(command)

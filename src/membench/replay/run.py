@@ -9,6 +9,7 @@ import os
 import queue
 import signal
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOpt
     except MembenchError as error:
         barrier.abort()
         messages.put(("error", index, str(error)))
+    except threading.BrokenBarrierError:
+        pass  # another worker failed and reported why
 
 
 def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
