@@ -17,6 +17,8 @@ Usage, h11 style (no I/O; timestamps are data):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from membench.protocol.binary import (
     REQUEST_MAGIC,
     RESPONSE_MAGIC,
@@ -29,12 +31,14 @@ from membench.protocol.text import TextRequestParser, TextResponseParser
 
 __all__ = ["ParserStats", "RequestStreamParser", "ResponseStreamParser"]
 
+_Parser = TextRequestParser | TextResponseParser | BinaryRequestParser | BinaryResponseParser
+
 # While the protocol of a stream joined mid-way is unknown, at most this much is held to decide it.
 DETECTION_WINDOW = 64 * 1024
 
 
 class _StreamParser:
-    __slots__ = ("_binary_class", "_held", "_magic", "_parser", "_text_class", "_unsure", "stats")
+    __slots__ = ("_binary_class", "_held", "_magic", "_parser", "_text_class", "_unsure", "receive", "stats")
 
     def __init__(self, text_class: type[TextRequestParser | TextResponseParser],
                  binary_class: type[BinaryRequestParser | BinaryResponseParser], magic: int,
@@ -46,23 +50,27 @@ class _StreamParser:
         self._parser: FramedParser | None = None
         self._unsure = mid_stream  # the stream may not start at a unit boundary
         self._held: list[tuple[bytes, int]] = []  # chunks seen while the protocol is undecided (only when unsure)
+        # `receive(data, timestamp_ns) -> events`. Once the protocol is known this is the chosen parser's own
+        # bound method, so every later chunk goes straight to it instead of through a forwarding call.
+        self.receive: Callable[[bytes, int], list[ParserEvent]] = self._receive_undecided
 
     @property
     def protocol(self) -> Protocol | None:
         """None until detected; TEXT, then META once a meta command (or reply) is seen; or BINARY."""
         return None if self._parser is None else self._parser.protocol
 
-    def receive(self, data: bytes, timestamp_ns: int) -> list[ParserEvent]:
-        parser = self._parser
-        if parser is not None:
-            return parser.receive(data, timestamp_ns)
+    def _receive_undecided(self, data: bytes, timestamp_ns: int) -> list[ParserEvent]:
         if not data:
             return []
         if not self._unsure:
             parser_class = self._binary_class if data[0] == self._magic else self._text_class
-            parser = self._parser = parser_class(self.stats)
-            return parser.receive(data, timestamp_ns)
+            return self._decide(parser_class(self.stats)).receive(data, timestamp_ns)
         return self._detect(bytes(data), timestamp_ns)
+
+    def _decide(self, parser: _Parser) -> _Parser:
+        self._parser = parser
+        self.receive = parser.receive
+        return parser
 
     def receive_hole(self, length: int, timestamp_ns: int) -> list[ParserEvent]:
         if self._parser is not None:
@@ -106,8 +114,7 @@ class _StreamParser:
         # Values may hold text lines, so a chain of binary packets outweighs an earlier text line.
         use_binary = text_at is None or (binary_at is not None and (binary_at < text_at
                                                                      or binary.chained(window, binary_at)))
-        parser: FramedParser = binary if use_binary else text
-        self._parser = parser
+        parser = self._decide(binary if use_binary else text)
         # Replay the held chunks so that every event keeps the timestamps of the chunks its bytes came in.
         for chunk, chunk_ts in held:
             events += parser.receive(chunk, chunk_ts)

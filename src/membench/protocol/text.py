@@ -35,6 +35,8 @@ _UINT32_MAX = (1 << 32) - 1
 
 _TEXT = Protocol.TEXT
 _META = Protocol.META
+# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
+_new = tuple.__new__
 _NOREPLY = b"noreply"
 _RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
 # Bytes no client types into a command line; `\r` is allowed only as the line ending, which split() drops.
@@ -68,7 +70,7 @@ def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Reques
         keys = tuple(t[1:])
         if not _keys_ok(keys):
             return None
-    return Request(_TEXT, command, keys, None, None, None, False, False, None, start, end)
+    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, start, end))
 
 
 def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -81,7 +83,7 @@ def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Re
     keys = tuple(t[2:])
     if not _keys_ok(keys):
         return None
-    return Request(_TEXT, command, keys, None, None, ttl, False, False, None, start, end)
+    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, start, end))
 
 
 def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -103,7 +105,7 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
     if length < 0 or not 0 <= flags <= _UINT32_MAX or len(key) > KEY_MAX:
         return None
     noreply = n > fixed and t[-1] == _NOREPLY
-    return Request(_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end)
+    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end))
 
 
 def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -119,7 +121,7 @@ def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request |
         return None
     if len(t[1]) > KEY_MAX:
         return None
-    return Request(_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end)
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end))
 
 
 def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -127,7 +129,7 @@ def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Reque
     if (n != 3 and n != 4) or not t[2].isdigit() or len(t[1]) > KEY_MAX:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return Request(_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end)
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end))
 
 
 def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -139,7 +141,7 @@ def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | 
     except ValueError:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return Request(_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, start, end)
+    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, start, end))
 
 
 def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, high: int) -> Request | None:
@@ -147,7 +149,7 @@ def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, h
     if n < low or n > high:
         return None
     noreply = n > 1 and t[-1] == _NOREPLY
-    return Request(_TEXT, command, (), None, None, None, noreply, False, None, start, end)
+    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, start, end))
 
 
 def _flush_all(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -164,7 +166,7 @@ def _no_arguments(t: list[bytes], command: Command, start: int, end: int) -> Req
 
 def _stats(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
     # stats arguments name a stats group, never a cache key
-    return Request(_TEXT, command, (), None, None, None, False, False, None, start, end)
+    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, start, end))
 
 
 def _meta_flags(t: list[bytes], first: int) -> tuple[bool, bytes | None, int | None, int | None, bool] | None:
@@ -208,7 +210,7 @@ def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Reque
     quiet, opaque, ttl, _, base64 = parsed
     if not _meta_key_ok(t[1], base64):
         return None
-    return Request(_META, command, (t[1],), None, None, ttl, False, quiet, opaque, start, end)
+    return _new(Request, (_META, command, (t[1],), None, None, ttl, False, quiet, opaque, start, end))
 
 
 def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -226,11 +228,12 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
     if not _meta_key_ok(t[1], base64):
         return None
     # Unset F and T store 0, as memcached does.
-    return Request(_META, command, (t[1],), length, flags or 0, ttl or 0, False, quiet, opaque, start, end)
+    return _new(Request, (_META, command, (t[1],), length, flags or 0, ttl or 0, False, quiet, opaque, start,
+                          end))
 
 
 def _meta_noop(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return Request(_META, command, (), None, None, None, False, False, None, start, end)
+    return _new(Request, (_META, command, (), None, None, None, False, False, None, start, end))
 
 
 REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
@@ -279,25 +282,25 @@ def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | Non
         return None
     if length < 0 or flags < 0:
         return None
-    return Response(_TEXT, reply, t[1], length, flags, None, None, None, start, end)
+    return _new(Response, (_TEXT, reply, t[1], length, flags, None, None, None, start, end))
 
 
 def _bare(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     if len(t) != 1:
         return None
-    return Response(_TEXT, reply, None, None, None, None, None, None, start, end)
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end))
 
 
 def _with_text(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # ERROR [message], CLIENT_ERROR <message>, SERVER_ERROR <message>
-    return Response(_TEXT, reply, None, None, None, None, None, None, start, end)
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end))
 
 
 def _with_argument(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # VERSION <version>, STAT <name> <value>
     if len(t) < 2:
         return None
-    return Response(_TEXT, reply, None, None, None, None, None, None, start, end)
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end))
 
 
 def _meta_return_flags(t: list[bytes], first: int) -> tuple[bytes | None, bytes | None, int | None] | None:
@@ -331,7 +334,7 @@ def _meta_value(t: list[bytes], reply: Reply, start: int, end: int) -> Response 
     if returned is None or length < 0:
         return None
     opaque, key, flags = returned
-    return Response(_META, reply, key, length, flags, opaque, None, None, start, end)
+    return _new(Response, (_META, reply, key, length, flags, opaque, None, None, start, end))
 
 
 def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
@@ -340,20 +343,20 @@ def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response
     if returned is None:
         return None
     opaque, key, flags = returned
-    return Response(_META, reply, key, None, flags, opaque, None, None, start, end)
+    return _new(Response, (_META, reply, key, None, flags, opaque, None, None, start, end))
 
 
 def _meta_noop_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     if len(t) != 1:
         return None
-    return Response(_META, reply, None, None, None, None, None, None, start, end)
+    return _new(Response, (_META, reply, None, None, None, None, None, None, start, end))
 
 
 def _meta_debug_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # ME <key> <k>=<v>*
     if len(t) < 2:
         return None
-    return Response(_META, reply, t[1], None, None, None, None, None, start, end)
+    return _new(Response, (_META, reply, t[1], None, None, None, None, None, start, end))
 
 
 RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {
@@ -398,8 +401,57 @@ class _LineParser(FramedParser, ABC):
             data = bytes(data)
         size = len(data)
         pos = 0
+        if self._remaining or self._discarding or self._tail:
+            pos = self._resume(data, timestamp_ns, events)
+        # The loop below is the hot path of a recording: it handles a complete, valid, in-sync line inline (most
+        # lines are) and leaves every other case to `_line`, which parses the line again on its own terms.
+        find = data.find
+        parse = self._parse
+        append = events.append
+        synced = self._synced
+        parsed = 0
+        while pos < size:
+            newline = find(b"\n", pos)
+            if newline < 0:
+                self._tail += data[pos:]
+                self._tail_ts = timestamp_ns
+                self._check_tail_bound()
+                break
+            tokens = data[pos:newline].split()
+            unit = (parse(tokens, timestamp_ns, timestamp_ns, False)
+                    if synced and tokens and newline - pos <= LINE_MAX else None)
+            if unit is None:
+                pos = self._line(data[pos:newline], timestamp_ns, newline + 1, data, timestamp_ns, events)
+                if self._remaining:
+                    break
+                synced = self._synced
+                continue
+            after = newline + 1
+            length = unit.value_length
+            if length is None:
+                parsed += after - pos
+                append(unit)
+                pos = after
+                continue
+            end = after + length + 2
+            if end > size:
+                self._start_payload(unit, size - pos, end - size)
+                break
+            parsed += end - pos
+            append(unit)
+            pos = end
+        self.stats.bytes_parsed += parsed
+        return events
+
+    def _resume(self, data: bytes, timestamp_ns: int, events: list[ParserEvent]) -> int:
+        """Finish what the previous chunk left open (a payload, an over-long line, a partial line); returns where
+        parsing of `data` continues (its end if nothing of it is left)."""
+        size = len(data)
+        pos = 0
         if self._remaining:
             pos = self._continue_payload(data, timestamp_ns, events)
+            if self._remaining:
+                return size
         if self._discarding and pos < size:
             newline = data.find(b"\n", pos)
             end = size if newline < 0 else newline + 1
@@ -411,22 +463,14 @@ class _LineParser(FramedParser, ABC):
             if newline < 0:
                 self._tail += data[pos:]
                 self._check_tail_bound()
-                return events
+                return size
             self._tail += data[pos:newline]
             line = bytes(self._tail)
             self._tail.clear()
             pos = self._line(line, self._tail_ts, newline + 1, data, timestamp_ns, events)
-        find = data.find
-        line_unit = self._line
-        while pos < size and not self._remaining:
-            newline = find(b"\n", pos)
-            if newline < 0:
-                self._tail += data[pos:]
-                self._tail_ts = timestamp_ns
-                self._check_tail_bound()
-                break
-            pos = line_unit(data[pos:newline], timestamp_ns, newline + 1, data, timestamp_ns, events)
-        return events
+            if self._remaining:
+                return size
+        return pos
 
     def receive_hole(self, length: int, timestamp_ns: int) -> list[ParserEvent]:
         if length > 0 and not self._remaining:
@@ -527,7 +571,7 @@ class TextRequestParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request:
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
-        return Request(_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end)
+        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end))
 
     def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return line.startswith(_RETRIEVAL_PREFIXES)
@@ -543,7 +587,7 @@ class TextResponseParser(_LineParser):
         entry = RESPONSE_HANDLERS.get(word)
         if entry is None:
             if not strict and len(tokens) == 1 and word.isdigit():
-                return Response(_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end)
+                return _new(Response, (_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end))
             return None
         handler, reply = entry
         response = handler(tokens, reply, start, end)
@@ -552,4 +596,4 @@ class TextResponseParser(_LineParser):
         return response
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Response:
-        return Response(_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end)
+        return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end))

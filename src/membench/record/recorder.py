@@ -20,7 +20,7 @@ from membench.capture.stream import (
     StreamSource,
 )
 from membench.profile.writer import ProfileWriter
-from membench.protocol.events import Request, Response, Skipped
+from membench.protocol.events import ParserEvent, Request, Response, Skipped
 from membench.protocol.stream import RequestStreamParser, ResponseStreamParser
 from membench.record.anonymize import KeyHasher
 from membench.record.pairing import ConnectionPairer, PairingStats
@@ -144,34 +144,35 @@ class Recorder:
         return self._batch
 
     def _on_chunk(self, chunk: StreamChunk) -> None:
-        state = self._connections.get(chunk.conn) or self._open(chunk.conn, mid_stream=True)
-        direction = chunk.direction
-        is_request = direction == Direction.REQUEST
-        parser = state.request_parser if is_request else state.response_parser
-        ts = chunk.timestamp_ns
-        data = chunk.data
-        length = chunk.length
-        expected = state.next_offset[direction]
-        offset = chunk.offset
-        events: list = []
-        if offset > expected:
-            events += parser.receive_hole(offset - expected, ts)
-        elif offset < expected:
-            # A source re-delivered bytes it had already given: keep only what is new.
-            overlap = expected - offset
-            if overlap >= length:
-                return
-            data = data[overlap:]
-            length -= overlap
-            offset = expected
-        if data:
-            events += parser.receive(data, ts)
-        if len(data) < length:
-            events += parser.receive_hole(length - len(data), ts)
-        state.next_offset[direction] = offset + length
-        self._dispatch(state, events, is_request)
+        conn, direction, offset, data, length, ts = chunk
+        state = self._connections.get(conn) or self._open(conn, mid_stream=True)
+        parser = state.response_parser if direction else state.request_parser
+        next_offset = state.next_offset
+        expected = next_offset[direction]
+        if offset == expected and len(data) == length:
+            # The common case, without the list concatenation the irregular one needs.
+            events = parser.receive(data, ts)
+        else:
+            events = []
+            if offset > expected:
+                events += parser.receive_hole(offset - expected, ts)
+            elif offset < expected:
+                # A source re-delivered bytes it had already given: keep only what is new.
+                overlap = expected - offset
+                if overlap >= length:
+                    return
+                data = data[overlap:]
+                length -= overlap
+                offset = expected
+            if data:
+                events += parser.receive(data, ts)
+            if len(data) < length:
+                events += parser.receive_hole(length - len(data), ts)
+        next_offset[direction] = offset + length
+        if events:
+            self._dispatch(state, events, direction == Direction.REQUEST)
 
-    def _dispatch(self, state: _Connection, events: list, is_request: bool) -> None:
+    def _dispatch(self, state: _Connection, events: list[ParserEvent], is_request: bool) -> None:
         pairer = state.pairer
         for event in events:
             kind = type(event)
