@@ -347,6 +347,10 @@ def render(result: ReplayResult, console: Console) -> None:
         late = result.details["lateness_us"]
         console.print(f"latency above is from the intended send time; schedule lateness p50 {_ms(late['p50'])} "
                       f"p99 {_ms(late['p99'])} max {_ms(late['max'])} ms", markup=False)
+    merged = result.details["keys"]["merged_short_keys"]
+    if merged:
+        console.print(f"{merged:,} short recorded keys share a key: their length has fewer possible keys than the "
+                      "profile has distinct hashes", markup=False)
     if result.errors:
         console.print("errors: " + ", ".join(f"{kind} {count:,}" for kind, count in result.errors.items()),
                       markup=False)
