@@ -125,6 +125,19 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def require_ebpf() -> None:
+    """Skip where the machine really lacks eBPF; fail instead when MEMBENCH_REQUIRE_EBPF=1 (CI)."""
+    reason = None
+    if not is_root():
+        reason = "eBPF capture needs root"
+    elif not Path("/sys/kernel/btf/vmlinux").exists():
+        reason = "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
+    if reason is not None:
+        if os.environ.get("MEMBENCH_REQUIRE_EBPF") == "1":
+            pytest.fail(f"eBPF is required here but unavailable: {reason}")
+        pytest.skip(reason)
+
+
 def read_profile(path: Path) -> pa.Table:
     """All rows of a profile, read with plain pyarrow (no membench code), in timestamp order."""
     import pyarrow as pa
@@ -177,8 +190,10 @@ class Tcpdump:
         if binary is None:
             pytest.fail("tcpdump is not installed: run scripts/setup.sh")
         expression = f"port {port}" + (f" and ({extra_filter})" if extra_filter else "")
-        self.process = subprocess.Popen([binary, "-i", "lo", "-B", "131072", "--immediate-mode", "-U", "-s", "0", "-w", str(path), expression],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Immediate mode and a large buffer: otherwise loopback bursts overflow it, and the packets still in an
+        # unfinished TPACKET block are lost when tcpdump stops.
+        command = [binary, "-i", "lo", "-B", "131072", "--immediate-mode", "-U", "-s", "0", "-w", str(path), expression]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         line = self.process.stderr.readline()  # "listening on lo ..." once the capture is live
         assert "listening" in line, line

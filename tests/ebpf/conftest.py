@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.ebpf.ebpf_support import Capture, require_ebpf
+from tests.conftest import require_ebpf
+from tests.ebpf.ebpf_support import Capture
 
 
 @pytest.fixture

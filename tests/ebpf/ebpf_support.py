@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from membench.capture.stream import ConnectionClosed, ConnectionOpened, Direction, StreamChunk, StreamItem
-from tests.conftest import is_root
-
-
-def require_ebpf() -> None:
-    """Skip where the machine really lacks eBPF; fail instead when MEMBENCH_REQUIRE_EBPF=1 (CI)."""
-    reason = None
-    if not is_root():
-        reason = "eBPF capture needs root"
-    elif not Path("/sys/kernel/btf/vmlinux").exists():
-        reason = "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
-    if reason is not None:
-        if os.environ.get("MEMBENCH_REQUIRE_EBPF") == "1":
-            pytest.fail(f"eBPF is required here but unavailable: {reason}")
-        pytest.skip(reason)
 
 
 class Capture:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Memcached
-from tests.ebpf.ebpf_support import RawClient, require_ebpf
+from tests.conftest import Memcached, require_ebpf
+from tests.ebpf.ebpf_support import RawClient
 
 pytestmark = pytest.mark.ebpf
 

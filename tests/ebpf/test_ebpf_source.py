@@ -17,8 +17,8 @@ from pymemcache.client.base import Client
 
 from membench.capture.stream import ConnectionClosed, Direction, Endpoint, StreamChunk
 from membench.errors import MembenchError
-from tests.conftest import Memcached, start_memcached
-from tests.ebpf.ebpf_support import Capture, RawClient, by_client_port, connections, require_ebpf
+from tests.conftest import Memcached, require_ebpf, start_memcached
+from tests.ebpf.ebpf_support import Capture, RawClient, by_client_port, connections
 
 pytestmark = pytest.mark.ebpf
 

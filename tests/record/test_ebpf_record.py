@@ -8,7 +8,6 @@ processed by the packet pipeline.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,21 +20,17 @@ import pylibmc
 import pytest
 from pymemcache.client.base import Client
 
-from tests.conftest import Memcached, Tcpdump, is_root, profile_counters, read_profile, run_membench, stats_delta
+from tests.conftest import (
+    Memcached,
+    Tcpdump,
+    profile_counters,
+    read_profile,
+    require_ebpf,
+    run_membench,
+    stats_delta,
+)
 
 pytestmark = pytest.mark.ebpf
-
-
-def require_ebpf() -> None:
-    reason = None
-    if not is_root():
-        reason = "eBPF capture needs root"
-    elif not Path("/sys/kernel/btf/vmlinux").exists():
-        reason = "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
-    if reason is not None:
-        if os.environ.get("MEMBENCH_REQUIRE_EBPF") == "1":
-            pytest.fail(f"eBPF is required here but unavailable: {reason}")
-        pytest.skip(reason)
 
 
 class Recording:
