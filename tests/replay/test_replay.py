@@ -346,3 +346,12 @@ def test_empty_and_foreign_profiles_are_refused(memcached):
     skipped = [Operation(T0, 0, "quit", "text", None, None, None, None, None, "ok", None, 1, False)]
     result = replay(source(skipped), ReplayOptions(targets=[memcached.address]))
     assert result.ops == 0 and result.details["profile"]["skipped_commands"] == {"quit": 1}
+
+
+def test_more_workers_than_connections_and_nothing_to_send_do_not_spin(memcached):
+    profile = ProfileBuilder(protocol="text")
+    profile.add("get", [1], status="miss")
+    result = replay(profile.source(), ReplayOptions(targets=[memcached.address], workers=3, loops=2, warm=False))
+    assert result.completed and result.loops == 2 and result.ops == 2
+    skipped = [Operation(T0, 0, "quit", "text", None, None, None, None, None, "ok", None, 1, False)]
+    assert replay(source(skipped), ReplayOptions(targets=[memcached.address], loops=None)).ops == 0

@@ -352,7 +352,11 @@ class Runner:
             cpu_began = time.process_time()
             ticker = loop.create_task(self._tick(began))
             loops = self.options.loops
-            while not self.stopping and (loops is None or self.loops_done < loops):
+            if not self._links:
+                # Nothing to send here (another worker's connections, or only unreplayable commands): a pass over
+                # nothing never waits, so looping "forever" would spin without ever seeing Ctrl+C.
+                self.loops_done = loops or 1
+            while self._links and not self.stopping and (loops is None or self.loops_done < loops):
                 base = _perf_ns()
                 await asyncio.gather(*(link.begin(base) for link in self._links))
                 if not self.stopping:
