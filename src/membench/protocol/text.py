@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import ClassVar
 
 from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response
 from membench.protocol.framing import FramedParser, ParserStats
@@ -37,6 +38,7 @@ _TEXT = Protocol.TEXT
 _META = Protocol.META
 # NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
 _new = tuple.__new__
+_CAS = Command.CAS  # an enum member looked up on its class costs a Python-level attribute access every time
 _NOREPLY = b"noreply"
 _RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
 # Bytes no client types into a command line; `\r` is allowed only as the line ending, which split() drops.
@@ -44,6 +46,7 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 RequestHandler = Callable[[list[bytes], Command, int, int], Request | None]
 ResponseHandler = Callable[[list[bytes], Reply, int, int], Response | None]
+Handlers = dict[bytes, tuple[RequestHandler, Command]] | dict[bytes, tuple[ResponseHandler, Reply]]
 
 
 def _is_printable(line: bytes) -> bool:
@@ -90,7 +93,7 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
     # <cmd> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]; memcached ignores a last token that is
     # not "noreply", so "set k 0 0 3 junk" stores.
     n = len(t)
-    fixed = 6 if command is Command.CAS else 5
+    fixed = 6 if command is _CAS else 5
     if n != fixed and n != fixed + 1:
         return None
     key = t[1]
@@ -389,6 +392,7 @@ class _LineParser(FramedParser, ABC):
     """Line framing, data block countdown and resynchronization; subclasses say what a line means."""
 
     __slots__ = ("_discarding",)
+    _handlers: ClassVar[Handlers]  # a line's first word -> the handler that makes its unit, and what it passes
 
     def __init__(self, stats: ParserStats | None = None, synced: bool = True) -> None:
         super().__init__(stats, synced)
@@ -406,7 +410,7 @@ class _LineParser(FramedParser, ABC):
         # The loop below is the hot path of a recording: it handles a complete, valid, in-sync line inline (most
         # lines are) and leaves every other case to `_line`, which parses the line again on its own terms.
         find = data.find
-        parse = self._parse
+        handlers = self._handlers
         append = events.append
         synced = self._synced
         parsed = 0
@@ -418,14 +422,17 @@ class _LineParser(FramedParser, ABC):
                 self._check_tail_bound()
                 break
             tokens = data[pos:newline].split()
-            unit = (parse(tokens, timestamp_ns, timestamp_ns, False)
-                    if synced and tokens and newline - pos <= LINE_MAX else None)
+            # What `_parse` does for a known first word, without its call.
+            entry = handlers.get(tokens[0]) if synced and tokens and newline - pos <= LINE_MAX else None
+            unit = None if entry is None else entry[0](tokens, entry[1], timestamp_ns, timestamp_ns)
             if unit is None:
                 pos = self._line(data[pos:newline], timestamp_ns, newline + 1, data, timestamp_ns, events)
                 if self._remaining:
                     break
                 synced = self._synced
                 continue
+            if unit.protocol is _META:
+                self.protocol = _META
             after = newline + 1
             length = unit.value_length
             if length is None:
@@ -545,9 +552,20 @@ class _LineParser(FramedParser, ABC):
     def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return False
 
-    @abstractmethod
     def _parse(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Request | Response | None:
         """The unit a line's tokens make, or None if invalid; `strict` also refuses the weakly typed forms."""
+        entry = self._handlers.get(tokens[0])
+        if entry is None:
+            return self._unknown_word(tokens, start, end, strict)
+        handler, kind = entry
+        unit = handler(tokens, kind, start, end)
+        if unit is not None and unit.protocol is _META:
+            self.protocol = _META
+        return unit
+
+    @abstractmethod
+    def _unknown_word(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Request | Response | None:
+        """The unit of a line whose first word has no handler, or None if it is invalid."""
 
     @abstractmethod
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request | Response:
@@ -558,16 +576,10 @@ class TextRequestParser(_LineParser):
     """Client -> server bytes of a text/meta connection. `protocol` turns META once a meta command is seen."""
 
     __slots__ = ()
+    _handlers = REQUEST_HANDLERS
 
-    def _parse(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Request | None:
-        entry = REQUEST_HANDLERS.get(tokens[0])
-        if entry is None:
-            return None
-        handler, command = entry
-        request = handler(tokens, command, start, end)
-        if request is not None and request.protocol is _META:
-            self.protocol = _META
-        return request
+    def _unknown_word(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Request | None:
+        return None
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request:
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
@@ -581,19 +593,13 @@ class TextResponseParser(_LineParser):
     """Server -> client bytes of a text/meta connection. `protocol` turns META once a meta reply is seen."""
 
     __slots__ = ()
+    _handlers = RESPONSE_HANDLERS
 
-    def _parse(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Response | None:
-        word = tokens[0]
-        entry = RESPONSE_HANDLERS.get(word)
-        if entry is None:
-            if not strict and len(tokens) == 1 and word.isdigit():
-                return _new(Response, (_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end))
-            return None
-        handler, reply = entry
-        response = handler(tokens, reply, start, end)
-        if response is not None and response.protocol is _META:
-            self.protocol = _META
-        return response
+    def _unknown_word(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Response | None:
+        # An incr/decr result is a bare number: trusted in sync only, since data blocks are full of numbers.
+        if not strict and len(tokens) == 1 and tokens[0].isdigit():
+            return _new(Response, (_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end))
+        return None
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Response:
         return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end))

@@ -29,8 +29,13 @@ Emit = Callable[[Operation], None]
 _new = tuple.__new__
 # An enum member's `.value` is a Python-level property; this lookup gives the same string at a fraction of the cost.
 _NAME: dict[StrEnum, str] = {member: member.value for enum in (Command, Protocol, Status) for member in enum}
-_HIT = Status.HIT.value
-_TEXT = Protocol.TEXT
+_HIT_NAME = Status.HIT.value
+# An enum member looked up on its class costs a Python-level attribute access each time; the per-request and
+# per-reply paths use these module constants instead.
+_TEXT, _BINARY = Protocol.TEXT, Protocol.BINARY
+_QUIT, _OTHER_COMMAND, _META_ARITHMETIC = Command.QUIT, Command.OTHER, Command.META_ARITHMETIC
+_VALUE, _HD, _NOOP, _STAT, _OTHER_REPLY = Reply.VALUE, Reply.HD, Reply.NOOP, Reply.STAT, Reply.OTHER
+_HIT, _MISS, _OK = Status.HIT, Status.MISS, Status.OK
 
 _GET_FAMILY = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
 _STORAGE = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
@@ -58,6 +63,8 @@ _ANSWERS: dict[Command, frozenset[Reply]] = {
     Command.META_NOOP: frozenset({Reply.NOOP}),
     Command.META_DEBUG: frozenset({Reply.DEBUG, Reply.MISS}),
 }
+
+_NO_ANSWERS: frozenset[Reply] = frozenset()
 
 # Commands whose reply is several units closed by a terminator (text END, binary stat with an empty key).
 _MULTI_UNIT = _GET_FAMILY | {Command.STATS}
@@ -143,7 +150,7 @@ class ConnectionPairer:
     def on_request(self, request: Request) -> None:
         self._stats.requests += 1
         pending = _Pending(request, self._next_batch())
-        if request.noreply or (request.command is Command.QUIT and request.protocol is not Protocol.BINARY):
+        if request.noreply or (request.command is _QUIT and request.protocol is not _BINARY):
             self._finish(pending, Status.NOREPLY, None)
         else:
             self._pending.append(pending)
@@ -173,16 +180,26 @@ class ConnectionPairer:
             pending.reply_ns = response.start_ns
         reply = response.reply
         if request.command in _MULTI_UNIT and reply not in _ERRORS:
-            if reply is Reply.VALUE and request.protocol is _TEXT:
+            if reply is _VALUE and request.protocol is _TEXT:
                 self._add_hit(pending, response)
                 return
-            if reply is Reply.STAT or reply is Reply.OTHER:
+            if reply is _STAT or reply is _OTHER_REPLY:
                 return
         if queue[0] is pending:
             queue.popleft()
         else:
             queue.remove(pending)
-        self._complete(pending, response)
+        if request.command in _GET_FAMILY and request.protocol is _TEXT and reply not in _ERRORS:
+            status = _MISS  # the END of a text get: its keys without a VALUE missed
+        elif reply is _VALUE:
+            status = _OK if request.command is _META_ARITHMETIC else _HIT
+        elif reply is _HD:
+            status = _HD_STATUS.get(request.command, _OK)
+        else:
+            status = _REPLY_STATUS.get(reply, _OK)
+        if status is _HIT:
+            pending.hits[0] = response
+        self._finish(pending, status, pending.reply_ns)
 
     def close(self) -> None:
         """The connection ended: whatever is still pending will never be answered."""
@@ -224,13 +241,13 @@ class ConnectionPairer:
 
     def _can_answer(self, pending: _Pending, response: Response) -> bool:
         request = pending.request
-        if response.reply in _ERRORS or request.command is Command.OTHER:
+        if response.reply in _ERRORS or request.command is _OTHER_COMMAND:
             return True
         if response.key is not None and request.keys and response.key not in request.keys:
             return False
-        if request.quiet and response.reply is Reply.NOOP:
+        if request.quiet and response.reply is _NOOP:
             return False
-        return response.reply in _ANSWERS.get(request.command, frozenset())
+        return response.reply in _ANSWERS.get(request.command, _NO_ANSWERS)
 
     def _pass_over(self, pending: _Pending) -> None:
         self._pending.popleft()
@@ -258,22 +275,6 @@ class ConnectionPairer:
         else:
             hits[index] = response
 
-    def _complete(self, pending: _Pending, response: Response) -> None:
-        request = pending.request
-        reply = response.reply
-        if request.command in _GET_FAMILY and request.protocol is Protocol.TEXT and reply not in _ERRORS:
-            self._finish(pending, Status.MISS, pending.reply_ns)
-            return
-        if reply is Reply.VALUE:
-            status = Status.OK if request.command is Command.META_ARITHMETIC else Status.HIT
-        elif reply is Reply.HD:
-            status = _HD_STATUS.get(request.command, Status.OK)
-        else:
-            status = _REPLY_STATUS.get(reply, Status.OK)
-        if status is Status.HIT:
-            pending.hits[0] = response
-        self._finish(pending, status, pending.reply_ns)
-
     def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
         """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
         protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, start_ns, end_ns = pending.request
@@ -298,8 +299,8 @@ class ConnectionPairer:
         for index, key in enumerate(keys):
             hit = hits.get(index) if hits else None
             if hit is None:
-                emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
-                                      value_length, flags, ttl, status_name, latency, batch, quiet)))
+                key_value_length, key_flags, key_status = value_length, flags, status_name
             else:
-                emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
-                                      hit.value_length, hit.flags, ttl, _HIT, latency, batch, quiet)))
+                key_value_length, key_flags, key_status = hit.value_length, hit.flags, _HIT_NAME
+            emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
+                                  key_value_length, key_flags, ttl, key_status, latency, batch, quiet)))

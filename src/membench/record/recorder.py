@@ -7,6 +7,7 @@ hands their events to the pairer of the connection, and makes the profile writer
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from membench.record.anonymize import KeyHasher
 from membench.record.pairing import ConnectionPairer, PairingStats
 
 FLUSH_INTERVAL_S = 0.5
+_REQUEST = Direction.REQUEST
 
 
 @dataclass(slots=True)
@@ -71,7 +73,7 @@ class Recorder:
         self._on_progress = on_progress
         self._connections: dict[int, _Connection] = {}
         self._connection_count = 0
-        self._batch = 0
+        self._next_batch = itertools.count(1).__next__  # request numbers, shared by all connections
         self._pairing = PairingStats()
         self._parser_totals: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -83,15 +85,21 @@ class Recorder:
         self._started = time.monotonic()
         ticker.start()
         try:
-            lock = self._lock
+            # Explicit acquire/release on bound methods: `with lock` costs about twice as much, once per item.
+            acquire = self._lock.acquire
+            release = self._lock.release
+            on_chunk = self._on_chunk
             for item in self._source:
-                with lock:
+                acquire()
+                try:
                     if type(item) is StreamChunk:
-                        self._on_chunk(item)
+                        on_chunk(item)
                     elif type(item) is ConnectionOpened:
                         self._open(item.conn, item.mid_stream)
                     elif type(item) is ConnectionClosed:
                         self._close(item.conn, item.timestamp_ns)
+                finally:
+                    release()
         finally:
             self._done.set()
             ticker.join()
@@ -139,14 +147,11 @@ class Recorder:
             state = self._connections[conn] = _Connection(number, pairer, mid_stream)
         return state
 
-    def _next_batch(self) -> int:
-        self._batch += 1
-        return self._batch
-
     def _on_chunk(self, chunk: StreamChunk) -> None:
         conn, direction, offset, data, length, ts = chunk
         state = self._connections.get(conn) or self._open(conn, mid_stream=True)
-        parser = state.response_parser if direction else state.request_parser
+        is_request = direction == _REQUEST
+        parser = state.request_parser if is_request else state.response_parser
         next_offset = state.next_offset
         expected = next_offset[direction]
         if offset == expected and len(data) == length:
@@ -169,8 +174,16 @@ class Recorder:
             if len(data) < length:
                 events += parser.receive_hole(length - len(data), ts)
         next_offset[direction] = offset + length
-        if events:
-            self._dispatch(state, events, direction == Direction.REQUEST)
+        # What `_dispatch` does, inlined: one call less per chunk.
+        pairer = state.pairer
+        for event in events:
+            kind = type(event)
+            if kind is Request:
+                pairer.on_request(event)
+            elif kind is Response:
+                pairer.on_response(event)
+            elif kind is Skipped and not is_request:
+                pairer.on_reply_hole()
 
     def _dispatch(self, state: _Connection, events: list[ParserEvent], is_request: bool) -> None:
         pairer = state.pairer
