@@ -1,0 +1,108 @@
+"""`membench record` rate: operations/s end to end on a 1.2M-packet memcaslap capture, beside tshark decoding the same
+file in the same run, and the per-stage split that shows where the time goes.
+
+The capture is bench/pcap_ingest.py's (real memcaslap traffic on loopback, cached under /tmp/membench-bench/; made on
+the first run). Stages, each timed over the whole file in this process:
+  1. source:               PcapFileSource alone (packets -> stream items, with TCP reassembly)
+  2. + parse:              each chunk through the request/response stream parsers of its connection
+  3. + pair, hash, write:  the Recorder into a ProfileWriter (everything `membench record` does but start up)
+  4. end to end:           `python -m membench record FILE OUT -p PORT -q` as a user runs it (interpreter start,
+                           imports, compaction of the profile at close)
+Baseline: tshark told the port carries memcache (`-d tcp.port==P,memcache -Y memcache -T fields -e
+memcache.command`) decodes the same packets; it pairs nothing and anonymizes nothing, so it is a lower bound on the
+work of turning this file into operations.
+
+    python bench/record_rate.py [--packets N] [--regenerate] [--skip-tshark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pcap_ingest
+
+from membench.capture.pcap import PcapFileSource
+from membench.capture.stream import ConnectionOpened, StreamChunk
+from membench.profile.metadata import ProfileMetadata
+from membench.profile.writer import ProfileWriter
+from membench.protocol.events import Request
+from membench.protocol.stream import RequestStreamParser, ResponseStreamParser
+from membench.record.anonymize import KeyHasher
+from membench.record.recorder import Recorder
+
+
+def source_and_parse(port: int) -> tuple[float, int]:
+    """Seconds to read and parse the whole file, and the number of requests parsed."""
+    parsers: dict[int, tuple[RequestStreamParser, ResponseStreamParser]] = {}
+    requests = 0
+    started = time.perf_counter()
+    for item in PcapFileSource(pcap_ingest.CAPTURE, [port]):
+        if type(item) is StreamChunk:
+            pair = parsers.get(item.conn)
+            if pair is None:
+                # A connection the capture joined without seeing its handshake, as the Recorder treats it.
+                pair = parsers[item.conn] = (RequestStreamParser(True), ResponseStreamParser(True))
+            for event in pair[item.direction].receive(item.data, item.timestamp_ns):
+                requests += type(event) is Request
+        elif type(item) is ConnectionOpened:
+            parsers[item.conn] = (RequestStreamParser(item.mid_stream), ResponseStreamParser(item.mid_stream))
+    return time.perf_counter() - started, requests
+
+
+def recorder_in_process(port: int) -> tuple[float, int]:
+    """Seconds for Recorder.run over the file into a profile, closing (and compacting) it included; operations."""
+    with tempfile.TemporaryDirectory() as scratch:
+        source = PcapFileSource(pcap_ingest.CAPTURE, [port])
+        metadata = ProfileMetadata(source=source.name, ports=[port])
+        started = time.perf_counter()
+        with ProfileWriter(Path(scratch) / "profile", metadata) as writer:
+            summary = Recorder(source, writer, KeyHasher.random()).run()
+        return time.perf_counter() - started, summary.operations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packets", type=int, default=1_000_000, help="minimum packets in the capture")
+    parser.add_argument("--regenerate", action="store_true", help="capture again even if a cached file exists")
+    parser.add_argument("--skip-tshark", action="store_true", help="leave out the baseline (it takes ~20 s)")
+    args = parser.parse_args()
+
+    if args.regenerate or not pcap_ingest.CAPTURE.exists() or not pcap_ingest.CAPTURE_INFO.exists():
+        info = pcap_ingest.generate(args.packets)
+    else:
+        info = json.loads(pcap_ingest.CAPTURE_INFO.read_text())
+    port = info["port"]
+    print(f"capture: {pcap_ingest.CAPTURE} ({pcap_ingest.CAPTURE.stat().st_size / 1e6:.0f} MB, "
+          f"{info['packets']:,} packets of memcaslap traffic on port {port})")
+
+    source_s, packets, items, _ = pcap_ingest.membench_source_rate(port)
+    parse_s, requests = source_and_parse(port)
+    record_s, operations = recorder_in_process(port)
+    end_to_end_s, cli_operations = pcap_ingest.record_end_to_end(port)
+    if cli_operations != operations:
+        raise SystemExit(f"the CLI recorded {cli_operations:,} operations, the in-process run {operations:,}")
+
+    print(f"{operations:,} operations ({requests:,} requests) from {packets:,} packets, {items:,} stream items")
+    print("stage                          seconds   operations/s   µs/op added by the stage")
+    previous = 0.0
+    for name, seconds in (("1 source", source_s), ("2 + parse", parse_s), ("3 + pair, hash, write", record_s),
+                          ("4 end to end (CLI)", end_to_end_s)):
+        added_us = (seconds - previous) / operations * 1e6
+        print(f"{name:<28} {seconds:9.2f} {operations / seconds:14,.0f} {added_us:10.2f}")
+        previous = seconds
+    rate = operations / end_to_end_s
+    print(f"membench record end to end: {rate:,.0f} operations/s")
+
+    if not args.skip_tshark:
+        tshark_s = pcap_ingest.tshark_seconds(port)
+        print(f"tshark -Y memcache -T fields -e memcache.command (decode only, no pairing): {tshark_s:.2f} s = "
+              f"{packets / tshark_s:,.0f} packets/s, {operations / tshark_s:,.0f} of these operations/s")
+        print(f"ratio membench record / tshark: {tshark_s / end_to_end_s:.1f}x (time for the same file)")
+
+
+if __name__ == "__main__":
+    main()
