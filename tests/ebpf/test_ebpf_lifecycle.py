@@ -35,6 +35,17 @@ def bpf_objects_held_by(pid: int) -> tuple[set[int], set[int]]:
     return programs, maps
 
 
+def programs_in_object() -> int:
+    from membench.capture.ebpf.libbpf import BpfObject
+    from membench.capture.ebpf.source import OBJECT_PATH
+
+    opened = BpfObject(OBJECT_PATH)
+    try:
+        return sum(1 for _ in opened.programs())
+    finally:
+        opened.close()
+
+
 def loaded_ids(kind: str) -> set[int]:
     bpftool = shutil.which("bpftool")
     if bpftool is None:
@@ -79,7 +90,7 @@ def test_nothing_stays_attached_after_a_clean_exit(memcached: Memcached, tmp_pat
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
 
-    assert len(programs) >= 20 and len(maps) >= 8
+    assert len(programs) == programs_in_object() and len(maps) >= 8
     assert_released(programs, maps)
 
 
@@ -91,7 +102,7 @@ def test_nothing_stays_attached_after_sigkill(memcached: Memcached, tmp_path: Pa
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
 
-    assert len(programs) >= 20 and len(maps) >= 8
+    assert len(programs) == programs_in_object() and len(maps) >= 8
     assert_released(programs, maps)
 
 

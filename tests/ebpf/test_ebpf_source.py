@@ -5,7 +5,9 @@ Every test captures only its own memcached's port, so tests running at the same 
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +54,49 @@ def test_raw_text_and_meta_streams_are_exact(memcached: Memcached, capture: Star
     assert conn.opened.client == Endpoint("127.0.0.1", client.port)
     assert not conn.opened.mid_stream
     assert running.source.health.dropped_events == 0
+
+
+def test_every_data_syscall_is_seen_once_and_peeks_are_not(memcached: Memcached,
+                                                          capture: StartCapture) -> None:
+    running = capture(ports=[memcached.port], side="client")
+    sock = socket.create_connection(("127.0.0.1", memcached.port), timeout=10)
+    fd = sock.fileno()
+    received = bytearray()
+
+    def peek(length: int, vectored: bool) -> None:
+        """Wait until `length` reply bytes are queued, looking at them without consuming them."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            queued = sock.recvmsg(length, 0, socket.MSG_PEEK)[0] if vectored else sock.recv(length, socket.MSG_PEEK)
+            if len(queued) == length:
+                return
+            time.sleep(0.001)
+        raise AssertionError(f"memcached did not send {length} bytes")
+
+    os.write(fd, b"set a 0 0 1\r\nx\r\n")
+    peek(8, vectored=False)
+    received += os.read(fd, 8)
+    sock.send(b"get a\r\n")
+    peek(21, vectored=True)
+    received += sock.recv(21)
+    sock.sendmsg([b"incr ", b"n 1\r\n"])
+    peek(11, vectored=True)
+    head, tail = bytearray(4), bytearray(7)
+    assert sock.recvmsg_into([head, tail])[0] == 11
+    received += head + tail
+    os.writev(fd, [b"delete ", b"a\r\n"])
+    peek(9, vectored=False)
+    head, tail = bytearray(3), bytearray(6)
+    assert os.readv(fd, [head, tail]) == 9
+    received += head + tail
+    port = sock.getsockname()[1]
+    sock.close()
+    conn = by_client_port(running.finish())[port]
+
+    assert received == b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\nNOT_FOUND\r\nDELETED\r\n"
+    assert conn.request == b"set a 0 0 1\r\nx\r\nget a\r\nincr n 1\r\ndelete a\r\n"
+    assert conn.response == received
+    assert len(conn.chunks[Direction.REQUEST]) == len(conn.chunks[Direction.RESPONSE]) == 4
 
 
 def test_pipelined_multigets_use_many_iovecs(memcached: Memcached, capture: StartCapture) -> None:

@@ -2,11 +2,16 @@
 /*
  * membench socket capture: copies the bytes that move through watched TCP sockets into a ring buffer.
  *
- * Only syscall tracepoints are used (no kprobes/fentry). At sys_enter of a data syscall the fd is checked once
- * (task->files->fdt->fd[fd] -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is
- * cached per (tgid, fd), so the common case is one hash lookup; the arguments are stashed per thread. At
- * sys_exit the return value says how many bytes moved: that many bytes (up to the copy limit) are copied
- * from user memory and the per-direction stream offset advances by the full count, delivered or not.
+ * Only syscall tracepoints are used (no kprobes/fentry). Data syscalls are seen at sys_exit only: a call that
+ * moved nothing (EAGAIN, the second read of every memcached request) costs one comparison, and the arguments
+ * of the others are read back from the registers saved at syscall entry (bpf_task_pt_regs), so no sys_enter
+ * program runs for them and nothing is stashed per thread. The fd is checked once (task->files->fdt->fd[fd]
+ * -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is cached per (tgid, fd), so the
+ * common case is one hash lookup. The return value says how many bytes moved: that many bytes (up to the copy
+ * limit) are copied from user memory and the per-direction stream offset advances by the full count,
+ * delivered or not.
+ *
+ * The registers are those of x86-64 (the object is built for it): di, si, dx, r10 carry arguments 1 to 4.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,7 +29,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define MSG_PEEK 2
 #define EINPROGRESS 115
 
-/* How the stashed pointer of a data syscall is to be read. */
+/* How the buffer argument of a data syscall is to be read. */
 enum mb_buffer_kind {
 	MB_BUFFER_PLAIN = 0, /* pointer to the bytes */
 	MB_BUFFER_IOVEC = 1, /* pointer to an iovec array */
@@ -45,15 +50,8 @@ struct user_msghdr {
 	__u64 msg_iovlen;
 };
 
-/* Arguments of a syscall in flight, from sys_enter to sys_exit, per thread. */
-struct pending_call {
-	__u64 buffer;
-	__u64 count; /* iovec count for MB_BUFFER_IOVEC */
-	__s32 fd;
-	__u16 syscall;
-	__u8 direction;
-	__u8 kind;
-};
+/* iovecs read from user memory with one helper call, instead of one call each. */
+#define MB_IOV_BATCH 8
 
 /* State of the walk over the iovecs of one vectored syscall. The header of the event being built lives in
  * the CPU's scratch slot; an event is flushed before an iovec that would not fit in it, so truncation only
@@ -61,7 +59,9 @@ struct pending_call {
  * next items of a multi-get reply). It lives in the scratch slot, not on the stack: the verifier then sees
  * the same unknown values at every iteration of bpf_loop instead of exploring each one. */
 struct iovec_walk {
+	struct user_iovec batch[MB_IOV_BATCH]; /* iovecs [index & ~(MB_IOV_BATCH - 1), +MB_IOV_BATCH) */
 	__u64 iovecs;
+	__u64 count;        /* iovecs in the array */
 	__u64 remaining;    /* bytes moved by the syscall not yet attributed to an iovec */
 	__u64 offset;       /* stream offset of the event being built */
 	__u64 length;       /* bytes moved covered by the event being built */
@@ -128,35 +128,6 @@ struct {
 	__type(key, struct mb_fd_key);
 	__type(value, __u8);
 } ignored_fds SEC(".maps");
-
-/* Per-thread slot for the syscall in flight: task storage needs no hashing and no cleanup at thread exit. */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct pending_call);
-} pending SEC(".maps");
-
-static __always_inline void stash(const struct pending_call *call)
-{
-	struct pending_call *slot = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
-							 BPF_LOCAL_STORAGE_GET_F_CREATE);
-
-	if (slot)
-		*slot = *call;
-}
-
-/* The stashed call of this thread, if any; the slot is emptied. */
-static __always_inline bool take(struct pending_call *call)
-{
-	struct pending_call *slot = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
-
-	if (!slot || slot->syscall == MB_SYS_NONE)
-		return false;
-	*call = *slot;
-	slot->syscall = MB_SYS_NONE;
-	return true;
-}
 
 /* One slot per CPU, indexed by CPU number (user space sizes it to the possible CPUs): a per-CPU array would be
  * simpler, but its values are capped at 32 KiB. Programs on syscall tracepoints do not migrate or nest on a
@@ -230,16 +201,15 @@ static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
 	return sk;
 }
 
-/* bpf_ringbuf_output with batched wakeups, retried once. On the 6.18 kernel this was built on, a few
- * reservations in 100000 fail under two-CPU contention with the ring nearly empty (the ring's lock is the
- * suspect); a retry rescues part of them, the rest are counted as drops by the caller. */
+/* bpf_ringbuf_output that wakes the consumer only when this record makes the backlog cross a multiple of
+ * wakeup_bytes (the consumer also drains on a timer). A wakeup is an irq_work self-IPI, a VM exit under KVM:
+ * waking on every record past the threshold until the consumer ran cost more than the rest of the program. */
 static __always_inline long ring_output(const struct mb_config *cfg, void *data, __u64 size)
 {
-	__u64 wakeup = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-											 : BPF_RB_NO_WAKEUP;
+	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 step = cfg->wakeup_bytes;
+	__u64 wakeup = waiting / step != (waiting + size) / step ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_output(&events, data, size, wakeup) == 0)
-		return 0;
 	return bpf_ringbuf_output(&events, data, size, wakeup);
 }
 
@@ -357,25 +327,6 @@ static __always_inline struct mb_connection *watched_connection(const struct mb_
 	return track(cfg, key, sk, syscall, true);
 }
 
-static __always_inline int data_enter(__u64 fd, __u64 buffer, __u64 count, __u16 syscall, __u8 direction,
-				      __u8 kind)
-{
-	struct mb_config *cfg = get_config();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct mb_fd_key key = { .tgid = pid_tgid >> 32, .fd = (__s32)fd };
-	struct pending_call call = {
-		.buffer = buffer, .count = count, .fd = (__s32)fd, .syscall = syscall, .direction = direction,
-		.kind = kind,
-	};
-
-	if (!cfg || !pid_wanted(cfg, key.tgid))
-		return 0;
-	if (!watched_connection(cfg, &key, syscall))
-		return 0;
-	stash(&call);
-	return 0;
-}
-
 /* Send the scratch event of this CPU: header plus `copied` bytes. */
 static __always_inline void output(const struct mb_config *cfg, struct scratch_event *event, __u64 offset,
 				   __u64 length, __u32 copied)
@@ -408,8 +359,16 @@ static long copy_iovec(__u32 index, void *ctx)
 	walk = &event->walk;
 	if (walk->remaining == 0)
 		return 1;
-	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(walk->iovecs + index * sizeof(iov))))
-		return 1;
+	if ((index & (MB_IOV_BATCH - 1)) == 0) {
+		__u64 left = walk->count - index;
+		__u32 size = left < MB_IOV_BATCH ? left * sizeof(iov) : sizeof(walk->batch);
+
+		if (size > sizeof(walk->batch))
+			size = sizeof(walk->batch);
+		if (bpf_probe_read_user(walk->batch, size, (void *)(walk->iovecs + index * sizeof(iov))))
+			return 1;
+	}
+	iov = walk->batch[index & (MB_IOV_BATCH - 1)];
 	length = iov.iov_len < walk->remaining ? iov.iov_len : walk->remaining;
 	if (length == 0)
 		return 0;
@@ -433,164 +392,130 @@ static long copy_iovec(__u32 index, void *ctx)
 	return 0;
 }
 
-static __always_inline int data_exit(long ret)
+/* A data syscall that returned: copy what it moved if its fd is a watched connection. `kind` says how the
+ * buffer argument (the second) is to be read. */
+static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __u8 kind)
 {
-	struct mb_config *cfg = get_config();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct pending_call call;
+	struct mb_config *cfg;
+	struct pt_regs *regs;
 	struct mb_fd_key key;
 	struct mb_connection *connection;
 	struct scratch_event *event;
 	struct iovec_walk *walk;
-	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 buffer;
+	__u64 count;
 	__u64 offset;
 	__u32 copied;
 	__u32 limit;
+	__u32 cpu;
 
-	if (!take(&call) || !cfg || ret <= 0)
+	if (ret <= 0)
 		return 0;
-	key.tgid = pid_tgid >> 32;
-	key.fd = call.fd;
-	connection = bpf_map_lookup_elem(&connections, &key);
+	cfg = get_config();
+	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!cfg || !pid_wanted(cfg, key.tgid))
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
+		return 0;
+	/* A peek leaves the bytes in the socket: they are captured when actually read. */
+	if ((syscall == MB_SYS_RECVFROM && (regs->r10 & MSG_PEEK)) ||
+	    (syscall == MB_SYS_RECVMSG && (regs->dx & MSG_PEEK)))
+		return 0;
+	key.fd = (__s32)regs->di;
+	buffer = regs->si;
+	count = regs->dx;
+	connection = watched_connection(cfg, &key, syscall);
 	if (!connection)
 		return 0;
-	offset = __sync_fetch_and_add(&connection->offset[call.direction & 1], ret);
+	offset = __sync_fetch_and_add(&connection->offset[direction & 1], ret);
 
+	cpu = bpf_get_smp_processor_id();
 	event = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!event)
 		return 0;
-	fill_header(&event->header, cfg, &key, connection->conn, MB_EVENT_DATA, call.syscall);
-	event->header.direction = call.direction;
+	fill_header(&event->header, cfg, &key, connection->conn, MB_EVENT_DATA, syscall);
+	event->header.direction = direction;
 	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
-	if (call.kind == MB_BUFFER_PLAIN) {
+	if (kind == MB_BUFFER_PLAIN) {
 		copied = (__u64)ret < limit ? (__u32)ret : limit;
 		if (copied > MB_COPY_MAX)
 			copied = MB_COPY_MAX;
-		if (bpf_probe_read_user(event->data, copied, (void *)call.buffer))
+		if (bpf_probe_read_user(event->data, copied, (void *)buffer))
 			copied = 0;
 		output(cfg, event, offset, ret, copied);
 		return 0;
 	}
 
 	walk = &event->walk;
-	walk->iovecs = call.buffer;
+	walk->iovecs = buffer;
+	walk->count = count;
 	walk->remaining = ret;
 	walk->offset = offset;
 	walk->length = 0;
 	walk->copied = 0;
 	walk->limit = limit;
-	if (call.kind == MB_BUFFER_MSGHDR) {
+	if (kind == MB_BUFFER_MSGHDR) {
 		struct user_msghdr msg = {};
 
-		bpf_probe_read_user(&msg, sizeof(msg), (void *)call.buffer);
+		bpf_probe_read_user(&msg, sizeof(msg), (void *)buffer);
 		walk->iovecs = msg.msg_iov;
-		call.count = msg.msg_iovlen;
+		walk->count = msg.msg_iovlen;
 	}
-	bpf_loop(call.count < MB_MAX_IOV ? call.count : MB_MAX_IOV, copy_iovec, NULL, 0);
+	if (walk->count > MB_MAX_IOV)
+		walk->count = MB_MAX_IOV;
+	bpf_loop(walk->count, copy_iovec, NULL, 0);
 	/* Bytes the walk could not attribute (unreadable iovec array) end the last event as its missing tail. */
 	output(cfg, event, walk->offset, walk->length + walk->remaining, walk->copied);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_READ, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	return data_enter(ctx->args[0], ctx->args[1], ctx->args[2], MB_SYS_READV, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	/* A peek leaves the bytes in the socket: they are captured when actually read. */
-	if (ctx->args[3] & MSG_PEEK)
-		return 0;
-	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_RECVFROM, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	if (ctx->args[2] & MSG_PEEK)
-		return 0;
-	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_RECVMSG, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
-}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_WRITE, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	return data_enter(ctx->args[0], ctx->args[1], ctx->args[2], MB_SYS_WRITEV, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_SENDTO, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return data_enter(ctx->args[0], ctx->args[1], 0, MB_SYS_SENDMSG, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
-}
-
 SEC("tracepoint/syscalls/sys_exit_read")
 int exit_read(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_READ, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_readv")
 int exit_readv(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_READV, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_RECVFROM, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_RECVMSG, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
 }
 
 SEC("tracepoint/syscalls/sys_exit_write")
 int exit_write(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_WRITE, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_writev")
 int exit_writev(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_WRITEV, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int exit_sendto(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_SENDTO, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
 int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 {
-	return data_exit(ctx->ret);
+	return data_exit(ctx->ret, MB_SYS_SENDMSG, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
@@ -634,34 +559,22 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return accepted(ctx->ret);
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	struct mb_config *cfg = get_config();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct pending_call call = { .fd = (__s32)ctx->args[0], .syscall = MB_SYS_CONNECT };
-
-	if (!cfg || cfg->side != MB_SIDE_CLIENT || !pid_wanted(cfg, pid_tgid >> 32))
-		return 0;
-	stash(&call);
-	return 0;
-}
-
 /* A connect that succeeded or is in progress: the remote port is set, decide now (not mid-stream). */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	struct mb_config *cfg = get_config();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct mb_fd_key key = { .tgid = pid_tgid >> 32 };
-	struct pending_call call;
+	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	struct pt_regs *regs;
 	struct sock *sk;
 
-	if (!take(&call) || call.syscall != MB_SYS_CONNECT)
+	if (!cfg || cfg->side != MB_SIDE_CLIENT || (ctx->ret != 0 && ctx->ret != -EINPROGRESS) ||
+	    !pid_wanted(cfg, key.tgid))
 		return 0;
-	key.fd = call.fd;
-	if (!cfg || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
 		return 0;
+	key.fd = (__s32)regs->di;
 	forget(cfg, &key, MB_SYS_CONNECT);
 	sk = tcp_sock_of_fd(key.fd);
 	if (sk)

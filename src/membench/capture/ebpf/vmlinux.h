@@ -33,7 +33,6 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
-	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 
 enum {
@@ -48,14 +47,6 @@ enum {
 
 enum {
 	BPF_RB_AVAIL_DATA = 0,
-};
-
-enum {
-	BPF_F_NO_PREALLOC = 1,
-};
-
-enum {
-	BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 struct bpf_map;
@@ -79,6 +70,14 @@ struct trace_event_raw_sys_exit {
 	struct trace_entry ent;
 	long int id;
 	long int ret;
+};
+
+/* x86-64 user registers saved at syscall entry: the first four syscall arguments, still in place at exit. */
+struct pt_regs {
+	long unsigned int r10;
+	long unsigned int dx;
+	long unsigned int si;
+	long unsigned int di;
 };
 
 struct in6_addr {
