@@ -1,7 +1,7 @@
 """Streams operations into a profile directory that stays readable if the recorder is killed at any moment.
 
-Rows are buffered as the recorder's own tuples (one list append per operation: the cheapest thing Python can do)
-and turned into columns once per part. A part is written to a hidden temporary name, fsynced and renamed, and only
+Rows are buffered as plain tuples (one list append per operation: the cheapest thing Python can do) and turned
+into columns once per part. A part is written to a hidden temporary name, fsynced and renamed, and only
 then listed in `profile.json`, so the directory never holds a half-written part under its real name and the
 listing never names a part that is not whole. Rotation happens at least every `part_seconds` (a Parquet file is
 unreadable until its footer is written) and at `part_rows` rows (the memory bound).
@@ -85,7 +85,7 @@ class ProfileWriter:
         self._part_rows = part_rows
         self._part_seconds = part_seconds
         self._compact = compact
-        self._rows: list[Operation] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._check_at = min(_CHECK_EVERY_ROWS, part_rows)
         self._next_part = 0
         self._closed = False
@@ -107,7 +107,10 @@ class ProfileWriter:
 
     def write(self, op: Operation) -> None:
         rows = self._rows
-        rows.append(op)
+        # Kept as a plain tuple: the collector stops tracking those once it sees they hold only atomic values, but
+        # never a tuple subclass, so 10^5 buffered Operations would be traversed by every collection and trigger
+        # full ones (measured on a 600k-operation recording: 0.5 s of collections -> 0.2 s).
+        rows.append(tuple(op))
         if len(rows) >= self._check_at:
             self._rotate_if_due()
 
@@ -319,7 +322,7 @@ def _is_profile_file(name: str) -> bool:
             or (name.startswith(".") and name.endswith(".tmp")))
 
 
-def _table_from_rows(rows: list[Operation]) -> pa.Table:
+def _table_from_rows(rows: list[tuple[Any, ...]]) -> pa.Table:
     # One conversion of the tuples as a struct array is ~4x faster than transposing them in Python first.
     try:
         return pa.Table.from_struct_array(pa.array(rows, type=_ROW_TYPE)).cast(SCHEMA)
