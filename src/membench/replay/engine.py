@@ -1,11 +1,19 @@
 """The replay's I/O: one raw asyncio.Protocol per stream on uvloop, sending planned requests and timing replies.
 
-Each link keeps its requests in order and in flight up to the recorded depth (or --pipeline), sends whatever is
-sendable in one write, and attributes replies first-in first-out (opaques sort out quiet requests). In open-loop
-timings a request also waits for its intended time; its latency is then measured both from that time (the
-coordinated-omission corrected figure) and from the actual send. A lost connection costs the requests in flight
-(counted `lost`); the link reconnects with backoff and goes on with the next request. A reply later than the
-timeout counts every request in flight as `timeout` and reopens the connection, so nothing ever waits forever.
+A feeder plans the profile a slice at a time into bounded per-link queues as the links empty them, so a replay
+of any size starts at once and holds a bounded number of planned requests; a small profile's plan is kept after
+the first loop and replayed without planning again. Each link keeps its requests in order and in flight up to
+the recorded depth (or --pipeline), sends whatever is sendable in one write, and attributes replies first-in
+first-out (opaques sort out quiet requests). In open-loop timings a request also waits for its intended time; its
+latency is then measured both from that time (the coordinated-omission corrected figure) and from the actual
+send. A lost connection costs the requests in flight (counted `lost`); the link reconnects with backoff and goes
+on with the next request. A reply later than the timeout counts every request in flight as `timeout` and
+reopens the connection, so nothing ever waits forever.
+
+Replies go through the one response parser of the project. A text link whose parser holds nothing partial
+reuses the events an identical reply chunk parsed into before (the parser is sans-IO, so the same bytes in the
+same state give the same events): most replies of a replay repeat, and parsing is the largest share of an
+operation's Python time.
 """
 
 from __future__ import annotations
@@ -15,12 +23,12 @@ import contextlib
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from membench.errors import MembenchError
 from membench.protocol.encode import META_NOOP, binary_noop
-from membench.protocol.events import Command, Reply, Response, Skipped
+from membench.protocol.events import Command, ParserEvent, Reply, Response, Skipped
 from membench.protocol.stream import ResponseStreamParser
 from membench.replay.options import ReplayOptions, Timing, parse_target
 from membench.replay.plan import (
@@ -30,8 +38,9 @@ from membench.replay.plan import (
     EXPECT_QUIET,
     EXPECT_UNITS,
     INTERNAL_SLOT,
+    BatchSource,
     Group,
-    Plan,
+    Planner,
     Stream,
 )
 from membench.replay.stats import HIT, LOST, MISS, NOREPLY, OK, TIMEOUT, Meter, reply_table, suppressed_status
@@ -41,64 +50,186 @@ _SEND_BUDGET = 256  # requests one pump may send before yielding, so a connectio
 _TICK_S = 1.0
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 1.0
+HIGH_WATER = 65_536  # planned groups queued over all links before planning pauses
+_LOW_WATER = HIGH_WATER // 2  # queued groups below which the next slices are planned ahead
+CACHE_GROUPS = 400_000  # a plan this small (about 80 MB at most) is kept for the later loops
+_MEMO_ENTRIES = 32_768  # distinct reply chunks remembered; the memo starts over when full
 _perf_ns = time.perf_counter_ns
+_VALUE = Reply.VALUE
+_END = Reply.END
+_STAT = Reply.STAT
 
 TickCallback = Callable[[float, Meter], None]
+ReplyMemo = dict[bytes, list[ParserEvent]]
 
 
 def _drain_group(binary: bool) -> Group:
     payload = binary_noop(0) if binary else META_NOOP
-    return Group(payload, INTERNAL_SLOT, 0, EXPECT_UNITS, 1, 0, 0, 0, 0)
+    return Group(payload, INTERNAL_SLOT, 0, EXPECT_UNITS, 1, 0, 0, 0)
+
+
+class Feeder:
+    """Plans one loop's rows into the links' queues, a slice at a time, keeping about HIGH_WATER groups queued.
+
+    A link that finds its queue empty plans synchronously (it has nothing else to do); once the queues run low,
+    the next slices are planned ahead from the event loop. A link starved while the others hold HIGH_WATER
+    groups waits for them to send some: memory stays bounded whatever the profile's interleaving.
+    """
+
+    def __init__(self, planner: Planner, source: BatchSource) -> None:
+        self._planner = planner
+        self._source = source
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.links: list[Link] = []
+        self.exhausted = True
+        self.planned = 0  # groups planned in the current loop
+        self._queued = 0
+        self._slices: Iterator[list[tuple[int, list[Group]]]] | None = None
+        self._cache: list[list[list[Group]]] | None = None  # each link's chunks of the first loop
+        self._cached = False
+        self._refill_due = False
+        self._starving: list[Link] = []
+
+    def start_pass(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.planned = 0
+        self._queued = 0
+        self._starving.clear()
+        for link in self.links:
+            link.queue.clear()
+        if self._cached and self._cache is not None:
+            for link, chunks in zip(self.links, self._cache, strict=True):
+                link.queue.extend(chunks)
+                self.planned += sum(len(chunk) for chunk in chunks)
+            self.exhausted = True
+            return
+        self._cache = [[] for _ in self.links]
+        self._slices = self._planner.plan(self._source)
+        self.exhausted = False
+        self.fill()
+
+    def fill(self) -> None:
+        """Plan slices until HIGH_WATER groups are queued or the loop's rows are all planned."""
+        slices = self._slices
+        links = self.links
+        while not self.exhausted and self._queued < HIGH_WATER and slices is not None:
+            planned = next(slices, None)
+            if planned is None:
+                self.exhausted = True
+                self._slices = None
+                self._cached = self._cache is not None
+                for link in links:
+                    self._call_soon(link.poke)
+                break
+            cache = self._cache
+            for index, groups in planned:
+                links[index].queue.append(groups)
+                self._queued += len(groups)
+                self.planned += len(groups)
+                if cache is not None:
+                    cache[index].append(groups)
+            if cache is not None and self.planned > CACHE_GROUPS:
+                self._cache = None
+        if self._starving:
+            starving, self._starving = self._starving, []
+            for link in starving:
+                self._call_soon(link.poke)
+
+    def take(self, link: Link) -> list[Group] | None:
+        """The link's next planned groups; None while there are none (it is poked when some come)."""
+        queue = link.queue
+        if not queue and not self.exhausted:
+            self.fill()
+        if not queue:
+            if not self.exhausted:
+                self._starving.append(link)
+            return None
+        chunk = queue.popleft()
+        self._queued -= len(chunk)
+        if self._queued < _LOW_WATER and not self.exhausted and not self._refill_due:
+            self._refill_due = True
+            self._call_soon(self._refill)
+        return chunk
+
+    def _call_soon(self, callback: Callable[[], None]) -> None:
+        assert self._loop is not None, "a pass has started"
+        self._loop.call_soon(callback)
+
+    def _refill(self) -> None:
+        self._refill_due = False
+        self.fill()
 
 
 class Link(asyncio.Protocol):
     """One socket replaying one stream, across reconnects and loops."""
 
-    def __init__(self, runner: Runner, stream: Stream, address: tuple[str, int]) -> None:
+    def __init__(self, runner: Runner, stream: Stream, address: tuple[str, int], memo: ReplyMemo | None) -> None:
         self._runner = runner
+        self._feeder = runner.feeder
         self._loop = asyncio.get_running_loop()
         self._meter = runner.meter
         self._counts = runner.meter.counts
+        self._requests = runner.meter.requests
+        self._latencies = runner.meter.latencies
+        self._intended = runner.meter.intended
         self._tables = runner.tables
         self._suppressed = runner.suppressed
-        self._groups = stream.groups
-        self._count = len(stream.groups)
         self._binary = stream.binary
         self._drain = _drain_group(stream.binary)
+        self._memo = memo
         self.address = address
+        self.queue: deque[list[Group]] = deque()
+        self._chunk: list[Group] = []
+        self._next = 0
         self._pipeline = runner.options.pipeline
         self._timed = runner.options.timing is not Timing.ASAP
         self._timeout_ns = int(runner.options.timeout * 1e9)
-        self._next = 0
-        self._inflight: deque[list[Any]] = deque()
+        self._inflight: deque[list[Any]] = deque()  # [group, sent ns, due ns, replies so far]
         self._waiting = 0  # requests in flight that will get a reply of their own (not quiet, not noreply)
         self._transport: asyncio.Transport | None = None
         self._parser = ResponseStreamParser()
+        self._fed = 0  # bytes given to the parser
+        self._clean = True  # the parser holds no partial unit: the memo applies
         self._timer: asyncio.TimerHandle | None = None
         self._base_ns = 0
         self._done: asyncio.Future[None] | None = None
+        self._active = False  # a pass is under way and not finished
         self._closing = False
         self._reconnecting = False
+        self._given_up = False
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self._parser = ResponseStreamParser()
-        if self._done is not None and not self._done.done():
+        self._fed = 0
+        self._clean = True
+        if self._active:
             self._pump()
 
     def data_received(self, data: bytes) -> None:
         now = _perf_ns()
-        on_reply = self._on_reply
-        for event in self._parser.receive(data, now):
-            if event.__class__ is Skipped:
-                # The server's bytes made no sense: nothing after them can be attributed any more.
-                self._meter.unexpected_replies += 1
-                if self._transport is not None:
-                    self._transport.abort()
+        events = None
+        if self._clean and self._memo is not None:
+            events = self._memo.get(data)
+        if events is None:
+            events = self._parse(data, now)
+            if events is None:
                 return
-            on_reply(cast(Response, event), now)
+        inflight = self._inflight
+        for event in events:
+            if inflight:
+                entry = inflight[0]
+                if entry[0].expect == EXPECT_END:
+                    # The text get family, most replies of most replays: its values are counted without a call.
+                    reply = event.reply
+                    if reply is _VALUE:
+                        entry[3] += 1
+                    else:
+                        self._on_end(entry, reply, now)
+                    continue
+            self._on_reply(cast(Response, event), now)
         self._pump()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,8 +240,7 @@ class Link(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._reconnecting = True
-        self._loop.create_task(self._reconnect())
+        self._start_reconnect()
 
     # driving
 
@@ -122,15 +252,22 @@ class Link(asyncio.Protocol):
             raise MembenchError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
 
     def begin(self, base_ns: int) -> asyncio.Future[None]:
-        """Start one pass over the stream; the future resolves when every request is answered or written off."""
+        """Start one pass; the future resolves when every request is answered or written off."""
+        self._chunk = []
         self._next = 0
         self._base_ns = base_ns
+        self._given_up = False
         self._done = self._loop.create_future()
+        self._active = True
+        if self._transport is None and not self._reconnecting:
+            self._start_reconnect()  # the server was given up on in an earlier pass: try it again
         self._pump()
         return self._done
 
     def poke(self) -> None:
-        if self._transport is not None:
+        if self._given_up:
+            self._write_off()
+        elif self._transport is not None:
             self._pump()
 
     def close(self) -> None:
@@ -144,6 +281,33 @@ class Link(asyncio.Protocol):
         if self._waiting and now - self._inflight[0][1] > self._timeout_ns and self._transport is not None:
             self._abandon(TIMEOUT)
             self._transport.abort()
+
+    def _parse(self, data: bytes, now: int) -> list[ParserEvent] | None:
+        """The parser's events for `data`, remembered when it began and ended between units; None once the
+        stream made no sense (the connection is then aborted)."""
+        parser = self._parser
+        stats = parser.stats
+        events = parser.receive(data, now)
+        self._fed += len(data)
+        clean = self._fed == stats.bytes_parsed and not stats.bytes_skipped
+        for event in events:
+            if event.__class__ is Skipped:
+                # The server's bytes made no sense: nothing after them can be attributed any more.
+                self._meter.unexpected_replies += 1
+                if self._transport is not None:
+                    self._transport.abort()
+                return None
+        memo = self._memo
+        if memo is not None and self._clean and clean and events:
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.clear()
+            memo[data] = events
+        self._clean = clean
+        return events
+
+    def _start_reconnect(self) -> None:
+        self._reconnecting = True
+        self._loop.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
         host, port = self.address
@@ -165,12 +329,21 @@ class Link(asyncio.Protocol):
 
     def _give_up(self) -> None:
         """The server stayed away: the rest of this pass is lost, and later passes will try again."""
-        counts = self._counts
-        for group in self._groups[self._next :]:
-            if group.slot >= 0:
-                counts[group.slot][LOST] += group.rows
-        self._next = self._count
         self._reconnecting = False
+        self._given_up = True
+        self._write_off()
+
+    def _write_off(self) -> None:
+        """Count every request of this pass still to send as lost, as the planner hands them over."""
+        counts = self._counts
+        chunk: list[Group] | None = self._chunk[self._next :]
+        while chunk:
+            for group in chunk:
+                if group.slot >= 0:
+                    counts[group.slot][LOST] += group.rows
+            chunk = None if self._runner.stopping else self._feeder.take(self)
+        self._chunk = []
+        self._next = 0
         self._finish_if_done()
 
     def _abandon(self, status: int) -> None:
@@ -189,11 +362,11 @@ class Link(asyncio.Protocol):
 
     def _pump(self) -> None:
         transport = self._transport
-        done = self._done
-        if transport is None or done is None or done.done():
+        if transport is None or not self._active:
             return
-        groups, inflight, meter = self._groups, self._inflight, self._meter
-        index, count = self._next, self._count
+        chunk, index = self._chunk, self._next
+        count = len(chunk)
+        inflight = self._inflight
         stopping = self._runner.stopping
         timed = self._timed
         pipeline = self._pipeline
@@ -201,8 +374,15 @@ class Link(asyncio.Protocol):
         now = _perf_ns()
         budget = _SEND_BUDGET
         payloads = []
-        while index < count and not stopping and budget:
-            group = groups[index]
+        while budget:
+            if index == count:
+                taken = None if stopping else self._feeder.take(self)
+                if taken is None:
+                    break
+                chunk = self._chunk = taken
+                index = 0
+                count = len(chunk)
+            group = chunk[index]
             if waiting >= (pipeline or group.outstanding + 1):
                 break
             due = now
@@ -212,12 +392,12 @@ class Link(asyncio.Protocol):
                     if self._timer is None:
                         self._timer = self._loop.call_later((due - now) / 1e9, self._on_timer)
                     break
-                meter.lateness.append((now - due) // 1000 if now > due else 0)
+                self._meter.lateness.append((now - due) // 1000 if now > due else 0)
             payloads.append(group.payload)
             expect = group.expect
             if expect == EXPECT_NONE:
                 self._counts[group.slot][NOREPLY] += group.rows
-                meter.requests[group.slot] += 1
+                self._requests[group.slot] += 1
             else:
                 inflight.append([group, now, due, 0])
                 if expect != EXPECT_QUIET:
@@ -225,7 +405,7 @@ class Link(asyncio.Protocol):
             index += 1
             budget -= 1
         self._next = index
-        ending = index == count or stopping
+        ending = stopping or (index == count and not self.queue and self._feeder.exhausted)
         if ending and inflight and not waiting:
             # Only quiet requests are left in flight: a noop makes the server show they are done.
             payloads.append(self._drain.payload)
@@ -240,21 +420,24 @@ class Link(asyncio.Protocol):
             self._finish_if_done()
 
     def _finish_if_done(self) -> None:
-        done = self._done
-        if done is None or done.done() or self._inflight or self._reconnecting:
+        if not self._active or self._inflight or self._reconnecting:
             return
-        if self._next == self._count or self._runner.stopping:
-            done.set_result(None)
+        finished = self._next == len(self._chunk) and not self.queue and self._feeder.exhausted
+        if finished or self._runner.stopping:
+            self._active = False
+            if self._done is not None and not self._done.done():
+                self._done.set_result(None)
 
     def _record(self, entry: list[Any], now: int) -> None:
         slot = entry[0].slot
         if slot >= 0:
-            self._meter.latencies[slot].append((now - entry[1]) // 1000)
-            self._meter.requests[slot] += 1
+            self._latencies[slot].append((now - entry[1]) // 1000)
+            self._requests[slot] += 1
             if self._timed:
-                self._meter.intended[slot].append((now - entry[2]) // 1000)
+                self._intended[slot].append((now - entry[2]) // 1000)
 
     def _on_reply(self, response: Response, now: int) -> None:
+        """A reply to whatever is first in flight; quiet requests it passes over were answered by silence."""
         inflight = self._inflight
         reply = response.reply
         while inflight:
@@ -281,24 +464,6 @@ class Link(asyncio.Protocol):
                     self._waiting -= 1
                     self._record(entry, now)
                 return
-            if expect == EXPECT_END:
-                if reply is Reply.VALUE:
-                    entry[3] += 1
-                    return
-                if reply is Reply.STAT:
-                    return
-                inflight.popleft()
-                self._waiting -= 1
-                counts = self._counts[slot]
-                if reply is not Reply.END:
-                    counts[self._tables[slot][reply]] += group.rows
-                elif group.units:
-                    counts[OK] += group.rows
-                else:
-                    counts[HIT] += entry[3]
-                    counts[MISS] += group.rows - entry[3]
-                self._record(entry, now)
-                return
             if expect == EXPECT_NOOP:
                 if reply is Reply.NOOP:
                     inflight.popleft()
@@ -309,17 +474,45 @@ class Link(asyncio.Protocol):
                     self._counts[slot][self._tables[slot][reply]] += 1
                     entry[3] += 1
                 return
+            if reply is _VALUE:
+                entry[3] += 1
+            else:
+                self._on_end(entry, reply, now)
+            return
         self._meter.unexpected_replies += 1
+
+    def _on_end(self, entry: list[Any], reply: Reply, now: int) -> None:
+        """A reply other than a value to a text get or stats: a STAT line, or the reply that closes it."""
+        if reply is _STAT:
+            return
+        self._inflight.popleft()
+        self._waiting -= 1
+        group: Group = entry[0]
+        slot = group.slot
+        counts = self._counts[slot]
+        if reply is not _END:
+            counts[self._tables[slot][reply]] += group.rows
+        elif group.units:
+            counts[OK] += group.rows
+        else:
+            counts[HIT] += entry[3]
+            counts[MISS] += group.rows - entry[3]
+        self._latencies[slot].append((now - entry[1]) // 1000)
+        self._requests[slot] += 1
+        if self._timed:
+            self._intended[slot].append((now - entry[2]) // 1000)
 
 
 class Runner:
     """Runs the links of one process through every loop of the replay."""
 
-    def __init__(self, plan: Plan, options: ReplayOptions, on_tick: TickCallback | None = None) -> None:
-        self.plan = plan
+    def __init__(self, planner: Planner, source: BatchSource, options: ReplayOptions,
+                 on_tick: TickCallback | None = None) -> None:
+        self.planner = planner
+        self.source = source
         self.options = options
-        self.meter = Meter(plan.commands, open_loop=options.timing is not Timing.ASAP)
-        commands = [Command(name) for name in plan.commands]
+        self.meter = Meter(planner.commands, open_loop=options.timing is not Timing.ASAP)
+        commands = [Command(name) for name in planner.commands]
         self.tables = [reply_table(command) for command in commands]
         self.suppressed = [suppressed_status(command) for command in commands]
         self.stopping = False
@@ -330,6 +523,7 @@ class Runner:
         self._targets = [parse_target(target) for target in options.targets]
         self._links: list[Link] = []
         self._last_tick_s = 0.0
+        self.feeder = Feeder(planner, source)
 
     def stop(self) -> None:
         if not self.stopping:
@@ -340,7 +534,10 @@ class Runner:
 
     async def run(self, start_ns: int | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._links = [Link(self, stream, self._targets[stream.target]) for stream in self.plan.streams]
+        memo: ReplyMemo = {}  # shared by the text links: their parsers are alike between units
+        self._links = [Link(self, stream, self._targets[stream.target], None if stream.binary else memo)
+                       for stream in self.planner.streams]
+        self.feeder.links = self._links
         # Outside the main thread there is no signal handling: the caller stops the runner itself.
         with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -352,15 +549,18 @@ class Runner:
             cpu_began = time.process_time()
             ticker = loop.create_task(self._tick(began))
             loops = self.options.loops
-            if not self._links:
-                # Nothing to send here (another worker's connections, or only unreplayable commands): a pass over
-                # nothing never waits, so looping "forever" would spin without ever seeing Ctrl+C.
-                self.loops_done = loops or 1
-            while self._links and not self.stopping and (loops is None or self.loops_done < loops):
+            while not self.stopping and (loops is None or self.loops_done < loops):
                 base = _perf_ns()
+                self.feeder.start_pass()
                 await asyncio.gather(*(link.begin(base) for link in self._links))
-                if not self.stopping:
-                    self.loops_done += 1
+                if self.stopping:
+                    break
+                self.loops_done += 1
+                if not self.feeder.planned:
+                    # Nothing to send here (another worker's connections, or only unreplayable commands): a pass
+                    # over nothing never waits, so looping "forever" would spin without ever seeing Ctrl+C.
+                    self.loops_done = loops or 1
+                    break
             ticker.cancel()
             end = _perf_ns()
             self.elapsed_s = (end - began) / 1e9

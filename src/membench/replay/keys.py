@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 _ALPHABET = bytes(range(0x21, 0x7F))
+_ALPHABET_ARRAY = np.frombuffer(_ALPHABET, dtype=np.uint8)
 _BASE = len(_ALPHABET)
 _INJECTIVE_LENGTH = 10
 MAX_KEY_LENGTH = 250
@@ -25,6 +28,24 @@ def _mix(value: int) -> int:
     value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
     value = (value ^ (value >> 27)) * 0x94D049BB133111EB & _MASK64
     return value ^ (value >> 31)
+
+
+def _mix_array(values: np.ndarray) -> np.ndarray:
+    """`_mix` over a uint64 array (numpy's uint64 arithmetic wraps modulo 2**64, as the mask does)."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def _digit_matrix(numbers: np.ndarray, length: int) -> np.ndarray:
+    """`_digits` of every number of a uint64 array: one row of `length` characters each."""
+    out = np.empty((len(numbers), length), dtype=np.uint8)
+    rest = numbers.copy()
+    base = np.uint64(_BASE)
+    for index in range(length - 1, -1, -1):
+        out[:, index] = _ALPHABET_ARRAY[rest % base]
+        rest //= base
+    return out
 
 
 def _digits(number: int, length: int) -> bytes:
@@ -47,7 +68,6 @@ class KeySynthesizer:
 
     def __init__(self, short_pairs: Iterable[tuple[int, int]] = ()) -> None:
         self._short: dict[tuple[int, int], bytes] = {}
-        self._long: dict[tuple[int, int], bytes] = {}
         self.merged = 0
         self._assign_short(sorted(set(short_pairs)))
 
@@ -75,14 +95,28 @@ class KeySynthesizer:
             return known
         if length < _INJECTIVE_LENGTH:
             return _digits(_mix(key_hash) % _BASE**length, length)
-        # Profiles repeat their hot keys: each distinct long key is computed once (about 100 bytes per key).
-        known = self._long.get((key_hash, length))
-        if known is None:
-            head = _digits(key_hash, _INJECTIVE_LENGTH)
-            filler = _digits(_mix(key_hash), _INJECTIVE_LENGTH)
+        return self.keys(np.array([key_hash], dtype=np.uint64), np.array([length]))[0]
+
+    def keys(self, hashes: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+        """`key` of every (hash, clamped length) pair of two arrays, the long ones computed a length at a time."""
+        out: list[bytes] = [b""] * len(hashes)
+        long_rows = lengths >= _INJECTIVE_LENGTH
+        short_key = self.key
+        for row in np.flatnonzero(~long_rows).tolist():
+            out[row] = short_key(int(hashes[row]), int(lengths[row]))
+        if not long_rows.any():
+            return out
+        for length in np.unique(lengths[long_rows]).tolist():
+            rows = np.flatnonzero(lengths == length)
+            selected = hashes[rows]
+            head = _digit_matrix(selected, _INJECTIVE_LENGTH)
+            filler = _digit_matrix(_mix_array(selected), _INJECTIVE_LENGTH)
             repeats = (length - _INJECTIVE_LENGTH) // _INJECTIVE_LENGTH + 1
-            known = self._long[key_hash, length] = head + (filler * repeats)[: length - _INJECTIVE_LENGTH]
-        return known
+            tail = np.tile(filler, (1, repeats))[:, : length - _INJECTIVE_LENGTH]
+            blob = np.concatenate([head, tail], axis=1).tobytes()
+            for position, row in enumerate(rows.tolist()):
+                out[row] = blob[position * length : (position + 1) * length]
+        return out
 
 
 class ValueSource:

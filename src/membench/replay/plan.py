@@ -1,11 +1,15 @@
 """From profile rows to what each replay connection sends: encoded requests, their order, timing and depth.
 
-Two passes over the profile's column batches. The survey (once, in the parent) reads what must be known about
-the whole profile before a single key is made: the short keys (their collisions are resolved globally), each
-connection's protocol, the keys to warm, the recorded outcomes. The plan (in each worker, for its connections)
-turns request groups (rows sharing a `batch`) into encoded requests on streams: one stream per replay connection
-and target server, since a multi-key get whose keys live on several servers is split per server, as a client
-library does.
+Two passes over the profile's column batches, both streaming. The survey (once, in the parent, vectorized per
+batch) reads what must be known about the whole profile before a single key is made: the short keys (their
+collisions are resolved globally), each connection's protocol, the keys to warm, the recorded outcomes. The plan
+(in each worker, for its connections, once per loop) turns slices of a few thousand rows into request groups
+(rows sharing a `batch`) encoded on streams: one stream per replay connection and target server, since a
+multi-key get whose keys live on several servers is split per server, as a client library does. Slices are
+planned as the replay consumes them, so memory stays bounded and the first request goes out at once.
+
+The rows of one request are contiguous in a profile (the recorder writes a request's keys together); a request
+that straddles two batches or slices is carried over whole.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from membench.profile.schema import SCHEMA, Status
 from membench.protocol.encode import META_NOOP, binary_noop, encode_binary, encode_meta, encode_text
 from membench.protocol.events import Command, Protocol
 from membench.replay.ketama import Continuum
-from membench.replay.keys import KeySynthesizer, ValueSource, clamp_length
+from membench.replay.keys import MAX_KEY_LENGTH, KeySynthesizer, ValueSource
 from membench.replay.options import ReplayOptions, Timing
 
 BatchSource = Callable[[], Iterator[pa.RecordBatch]]
@@ -39,6 +43,8 @@ EXPECT_QUIET = 4  # one quiet request: done at its own unsuppressed reply or at 
 
 INTERNAL_SLOT = -1  # requests membench adds (the noop that drains quiet requests): never counted
 
+SLICE_ROWS = 4096  # rows planned at a time: a few milliseconds of the event loop's time
+
 # The logical command each recorded command is replayed as; commands not listed are not replayed.
 _LOGICAL: dict[str, Command] = {
     **{c.value: c for c in (Command.GET, Command.GETS, Command.GAT, Command.GATS, Command.SET, Command.ADD,
@@ -52,8 +58,7 @@ _LOGICAL: dict[str, Command] = {
     Command.META_NOOP.value: Command.NOOP,
 }
 RETRIEVALS = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
-_STORES = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
-_WITH_VALUE = _STORES
+_WITH_VALUE = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
 
 # Outcomes showing that the key existed before this operation: the recording's "hit before any write".
 _PRESENT: dict[Command, frozenset[str]] = {
@@ -82,30 +87,22 @@ class Group(NamedTuple):
     """One request as a stream sends it (a multi-key get is one group)."""
 
     payload: bytes
-    slot: int  # index of the command in Plan.commands, or INTERNAL_SLOT
+    slot: int  # index of the command in Planner.commands, or INTERNAL_SLOT
     rows: int  # profile rows (key operations) it carries
     expect: int
     units: int  # replies that end it, for EXPECT_UNITS
     at_ns: int  # intended send time from the start of the loop (open-loop timings)
     outstanding: int  # requests the recording had in flight on its connection when it sent this one
     seq: int  # opaque of its first request (binary always, meta when quiet)
-    seq_end: int  # one past the opaque of its last request
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stream:
-    """The requests one socket sends: replay connection `connection` to server `target`, in order."""
+    """One socket: replay connection `connection` to server `target`; `binary` is the protocol it speaks."""
 
     connection: int
     target: int
     binary: bool
-    groups: list[Group] = field(default_factory=list)
-    last_opaque: int = 0
-
-    def next_opaque(self) -> int:
-        """Requests are numbered from 1 in the order the stream sends them."""
-        self.last_opaque += 1
-        return self.last_opaque
 
 
 @dataclass
@@ -115,7 +112,7 @@ class Survey:
     rows: int = 0
     first_ns: int = 0
     last_ns: int = 0
-    connection_protocols: dict[int, str] = field(default_factory=dict)
+    connection_protocols: dict[int, str] = field(default_factory=dict)  # in order of first appearance
     short_pairs: set[tuple[int, int]] = field(default_factory=set)
     recorded: dict[str, Counter[str]] = field(default_factory=dict)  # logical command -> status -> rows
     skipped: Counter[str] = field(default_factory=Counter)  # recorded commands a replay does not send
@@ -123,138 +120,168 @@ class Survey:
     requests: int = 0
 
 
-_SURVEY_COLUMNS = ["timestamp_ns", "connection", "command", "protocol", "key_hash", "key_length", "value_length",
-                   "status", "batch"]
+def _dictionary(column: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """A dictionary column as (row -> entry index, entry names)."""
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    return column.indices.to_numpy(zero_copy_only=False).astype(np.intp), column.dictionary.to_pylist()
 
 
-def _columns(batch: pa.RecordBatch, names: list[str]) -> list[list]:
-    return [batch.column(name).to_pylist() for name in names]
+def _filled(column: pa.Array, fill: int) -> np.ndarray:
+    return column.fill_null(fill).to_numpy(zero_copy_only=False)
+
+
+def _clamped_lengths(column: pa.Array) -> np.ndarray:
+    """clamp_length over a column: memcached keys have 1 to 250 bytes."""
+    return np.clip(_filled(column, 0).astype(np.int64), 1, MAX_KEY_LENGTH)
+
+
+def _first_of_each_pair(hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct (hash, length) pair (lexsort is stable)."""
+    order = np.lexsort((lengths, hashes))
+    ordered_hashes, ordered_lengths = hashes[order], lengths[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (ordered_hashes[1:] != ordered_hashes[:-1]) | (ordered_lengths[1:] != ordered_lengths[:-1])
+    return order[starts]
 
 
 def survey(source: BatchSource) -> Survey:
     result = Survey()
     seen: set[tuple[int, int]] = set()
     pending_size: set[tuple[int, int]] = set()  # warm keys whose size is still unknown
-    last_batch: dict[int, int] = {}
+    last_request: tuple[int, int] | None = None
     first = last = None
     for batch in source():
         if batch.schema.names != SCHEMA.names:
             raise MembenchError("the profile's columns are not those of a membench profile")
+        if not batch.num_rows:
+            continue
         result.rows += batch.num_rows
-        timestamps = batch.column("timestamp_ns")
-        if len(timestamps):
-            low, high = int(np.min(timestamps)), int(np.max(timestamps))
-            first = low if first is None else min(first, low)
-            last = high if last is None else max(last, high)
-        for (_, connection, command, protocol, key_hash, key_length, value_length, status, request) in zip(
-            *_columns(batch, _SURVEY_COLUMNS), strict=True
-        ):
-            result.connection_protocols.setdefault(connection, protocol)
-            if last_batch.get(connection) != request:
-                last_batch[connection] = request
-                result.requests += 1
-            logical = _LOGICAL.get(command)
-            if logical is None:
-                result.skipped[command] += 1
+        timestamps = batch.column("timestamp_ns").to_numpy()
+        low, high = int(timestamps.min()), int(timestamps.max())
+        first = low if first is None else min(first, low)
+        last = high if last is None else max(last, high)
+        connections = batch.column("connection").to_numpy().astype(np.int64)
+        requests = batch.column("batch").to_numpy()
+        new_request = np.ones(len(connections), dtype=bool)
+        new_request[1:] = (connections[1:] != connections[:-1]) | (requests[1:] != requests[:-1])
+        new_request[0] = last_request != (int(connections[0]), int(requests[0]))
+        result.requests += int(new_request.sum())
+        last_request = (int(connections[-1]), int(requests[-1]))
+        protocol_index, protocol_names = _dictionary(batch.column("protocol"))
+        firsts = np.unique(connections, return_index=True)[1]
+        for row in np.sort(firsts).tolist():
+            result.connection_protocols.setdefault(int(connections[row]), protocol_names[protocol_index[row]])
+
+        command_index, command_names = _dictionary(batch.column("command"))
+        status_index, status_names = _dictionary(batch.column("status"))
+        logical = [_LOGICAL.get(name) for name in command_names]
+        pair_counts = np.bincount(command_index * len(status_names) + status_index,
+                                  minlength=len(command_names) * len(status_names))
+        for code in np.flatnonzero(pair_counts).tolist():
+            command, status = divmod(code, len(status_names))
+            count = int(pair_counts[code])
+            if logical[command] is None:
+                result.skipped[command_names[command]] += count
+            else:
+                result.recorded.setdefault(logical[command].value, Counter())[status_names[status]] += count
+
+        replayed = np.array([command is not None for command in logical])[command_index]
+        keyed = replayed & ~np.asarray(batch.column("key_hash").is_null())
+        rows = np.flatnonzero(keyed)
+        if not len(rows):
+            continue
+        hashes = _filled(batch.column("key_hash"), 0)[rows]
+        lengths = _clamped_lengths(batch.column("key_length"))[rows]
+        short = lengths < 10
+        if short.any():
+            result.short_pairs.update(zip(hashes[short].tolist(), lengths[short].tolist(), strict=True))
+        present = np.array([[status in _PRESENT.get(command, ()) if command else False for status in status_names]
+                            for command in logical], dtype=bool)[command_index[rows], status_index[rows]]
+        retrieval = np.array([command in RETRIEVALS for command in logical], dtype=bool)[command_index[rows]]
+        value_lengths = batch.column("value_length").take(pa.array(rows)).to_pylist()
+        for row in _first_of_each_pair(hashes, lengths).tolist():
+            pair = (int(hashes[row]), int(lengths[row]))
+            if pair in seen:
                 continue
-            result.recorded.setdefault(logical.value, Counter())[status] += 1
-            if key_hash is None:
-                continue
-            pair = (key_hash, clamp_length(key_length))
-            if KeySynthesizer.is_short(pair[1]):
-                result.short_pairs.add(pair)
-            if pair not in seen:
-                seen.add(pair)
-                if status in _PRESENT.get(logical, ()):
-                    if logical in RETRIEVALS and value_length is not None:
-                        result.warm[pair] = value_length
-                    else:
-                        result.warm[pair] = _DEFAULT_WARM_SIZE
-                        pending_size.add(pair)
-            elif pair in pending_size and logical in RETRIEVALS and status == Status.HIT and value_length:
-                result.warm[pair] = value_length
-                pending_size.discard(pair)
+            seen.add(pair)
+            if present[row]:
+                if retrieval[row] and value_lengths[row] is not None:
+                    result.warm[pair] = value_lengths[row]
+                else:
+                    result.warm[pair] = _DEFAULT_WARM_SIZE
+                    pending_size.add(pair)
+        if pending_size:
+            # A later hit tells the size of a key first seen without one (never the first occurrence itself:
+            # a pending key's first row was no retrieval with a size).
+            hit = status_names.index(Status.HIT) if Status.HIT in status_names else -1
+            sized = np.flatnonzero(retrieval & (status_index[rows] == hit)
+                                   & (_filled(batch.column("value_length"), 0)[rows] > 0))
+            for row in sized[_first_of_each_pair(hashes[sized], lengths[sized])].tolist():
+                pair = (int(hashes[row]), int(lengths[row]))
+                if pair in pending_size:
+                    result.warm[pair] = value_lengths[row]
+                    pending_size.discard(pair)
     result.first_ns = first or 0
     result.last_ns = last or 0
     return result
 
 
-@dataclass
-class Plan:
-    commands: list[str]  # slot -> logical command name
-    streams: list[Stream]
-    groups: int
-    rows: int
+class _Rows(NamedTuple):
+    """A slice of the profile as numpy columns, independent of its batch's dictionaries."""
+
+    timestamp_ns: np.ndarray
+    connection: np.ndarray
+    command: np.ndarray  # index into Planner's command names
+    protocol: np.ndarray  # index into Planner's protocol names
+    keyed: np.ndarray
+    key_hash: np.ndarray
+    key_length: np.ndarray  # clamped
+    value_length: np.ndarray  # 0 when null
+    flags: np.ndarray
+    ttl: np.ndarray
+    latency_us: np.ndarray  # -1 when null: no reply was seen
+    request: np.ndarray
+    quiet: np.ndarray
+
+    def then(self, later: _Rows) -> _Rows:
+        return _Rows(*(np.concatenate(pair) for pair in zip(self, later, strict=True)))
+
+    def split(self, at: int) -> tuple[_Rows, _Rows]:
+        return _Rows(*(column[:at] for column in self)), _Rows(*(column[at:] for column in self))
 
 
-class _Encoder:
-    """Encodes one request group for one server in one protocol, numbering opaques per stream."""
+class _Codes:
+    """Stable codes for dictionary names across batches (each batch has a dictionary of its own)."""
 
-    def __init__(self, values: ValueSource) -> None:
-        self._values = values
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
 
-    def encode(self, stream: Stream, protocol: Protocol, command: Command, keys: list[bytes], row: _Row,
-               quiet: bool) -> tuple[bytes, int, int]:
-        """(payload, expect, units); advances the stream's opaque counter."""
-        send_as = Command.SET if command is Command.CAS else command  # a recorded cas unique means nothing here
-        value = self._values.value(row.value_length or 0) if command in _WITH_VALUE else b""
-        if protocol is Protocol.BINARY:
-            return self._binary(stream, send_as, keys, value, row, quiet)
-        if protocol is Protocol.META and keys:
-            return self._meta(stream, send_as, keys, value, row, quiet)
-        if send_as in RETRIEVALS:
-            return encode_text(send_as, keys, ttl=row.ttl), EXPECT_END, 0
-        noreply = quiet and send_as not in (Command.VERSION, Command.STATS, Command.NOOP)
-        payload = encode_text(send_as, keys, value=value, flags=row.flags, ttl=row.ttl, noreply=noreply)
-        if noreply:
-            return payload, EXPECT_NONE, 0
-        return payload, EXPECT_END if send_as is Command.STATS else EXPECT_UNITS, 1
+    def of(self, column: pa.Array) -> np.ndarray:
+        entries, names = _dictionary(column)
+        table = np.array([self._code(name) for name in names], dtype=np.intp)
+        return table[entries] if len(table) else entries
 
-    def _meta(self, stream: Stream, command: Command, keys: list[bytes], value: bytes, row: _Row,
-              quiet: bool) -> tuple[bytes, int, int]:
-        if not quiet:
-            payload = b"".join(encode_meta(command, key, value=value, flags=row.flags, ttl=row.ttl) for key in keys)
-            return payload, EXPECT_UNITS, len(keys)
-        parts = []
-        for key in keys:
-            parts.append(encode_meta(command, key, value=value, flags=row.flags, ttl=row.ttl, quiet=True,
-                                     opaque=stream.next_opaque()))
-        if len(keys) == 1:
-            return parts[0], EXPECT_QUIET, 0
-        parts.append(META_NOOP)
-        return b"".join(parts), EXPECT_NOOP, 0
-
-    def _binary(self, stream: Stream, command: Command, keys: list[bytes], value: bytes, row: _Row,
-                quiet: bool) -> tuple[bytes, int, int]:
-        if command is Command.NOOP:
-            return binary_noop(stream.next_opaque()), EXPECT_UNITS, 1
-        if len(keys) > 1:
-            parts = [encode_binary(command, key, ttl=row.ttl, quiet=True, with_key=True, opaque=stream.next_opaque())
-                     for key in keys]
-            parts.append(binary_noop(stream.next_opaque()))
-            return b"".join(parts), EXPECT_NOOP, 0
-        can_be_quiet = quiet and command not in (Command.TOUCH, Command.VERSION, Command.STATS, Command.VERBOSITY)
-        payload = encode_binary(command, keys[0] if keys else b"", value=value, flags=row.flags, ttl=row.ttl,
-                                quiet=can_be_quiet, opaque=stream.next_opaque())
-        if can_be_quiet:
-            return payload, EXPECT_QUIET, 0
-        return payload, EXPECT_END if command is Command.STATS else EXPECT_UNITS, 1
+    def _code(self, name: str) -> int:
+        code = self._index.get(name)
+        if code is None:
+            code = self._index[name] = len(self.names)
+            self.names.append(name)
+        return code
 
 
-class _Row(NamedTuple):
-    timestamp_ns: int
-    value_length: int | None
-    flags: int
-    ttl: int
-    latency_us: int | None
+class _Pass:
+    """What planning one loop carries from group to group."""
 
-
-_PLAN_COLUMNS = ["timestamp_ns", "connection", "command", "protocol", "key_hash", "key_length", "value_length",
-                 "flags", "ttl", "latency_us", "batch", "quiet"]
+    def __init__(self, streams: int) -> None:
+        self.opaques = [0] * streams  # last opaque numbered on each stream
+        self.replies_due: dict[int, list[int]] = {}  # recorded connection -> heap of reply times
+        self.group_number = 0
 
 
 class Planner:
-    """Builds the streams of the replay connections one worker owns (`connection % workers == worker`)."""
+    """Plans the streams of the replay connections one worker owns (`connection % workers == worker`)."""
 
     def __init__(self, survey: Survey, options: ReplayOptions, continuum: Continuum, keys: KeySynthesizer,
                  worker: int = 0, workers: int = 1) -> None:
@@ -262,123 +289,231 @@ class Planner:
         self._options = options
         self._continuum = continuum
         self._keys = keys
-        self._worker = worker
-        self._workers = workers
-        self._encoder = _Encoder(ValueSource())
-        self._recorded_index = {c: i for i, c in enumerate(sorted(survey.connection_protocols))}
-        self._recorded_count = max(1, len(self._recorded_index))
+        self._values = ValueSource()
+        self._commands = _Codes()
+        self._protocols = _Codes()
+        recorded = sorted(survey.connection_protocols)
+        self._recorded_index = {connection: index for index, connection in enumerate(recorded)}
+        self._recorded_count = max(1, len(recorded))
         self._replay_count = options.connections or self._recorded_count
-        self._streams: dict[tuple[int, int], Stream] = {}
-        self._slots: dict[str, int] = {}
-        self._replies_due: dict[int, list[int]] = {}  # recorded connection -> heap of reply times
-        self._server_of: dict[bytes, int] = {}
-        self._group_number = 0
-        self._groups = 0
-        self._rows = 0
+        # Slots are fixed before the first row is planned: every logical command the profile replays.
+        self.commands: list[str] = sorted(survey.recorded)
+        self._slots = {Command(name): slot for slot, name in enumerate(self.commands)}
+        self.streams: list[Stream] = []
+        self._stream_of: dict[tuple[int, int], int] = {}
+        for connection, binary in sorted(self._replay_protocols().items()):
+            if connection % workers != worker:
+                continue
+            for target in range(continuum.server_count):
+                self._stream_of[connection, target] = len(self.streams)
+                self.streams.append(Stream(connection, target, binary))
 
-    def build(self, source: BatchSource) -> Plan:
-        current: dict[int, list[tuple]] = {}
+    def _replay_protocols(self) -> dict[int, bool]:
+        """Whether each replay connection speaks binary: as the first recorded connection it replays did."""
+        binary: dict[int, bool] = {}
+        forced = self._options.protocol
+        for recorded, protocol in self._survey.connection_protocols.items():
+            speaks_binary = (forced or Protocol(protocol)) is Protocol.BINARY
+            index = self._recorded_index[recorded]
+            if self._replay_count <= self._recorded_count:
+                binary.setdefault(index % self._replay_count, speaks_binary)
+            else:
+                for connection in range(index, self._replay_count, self._recorded_count):
+                    binary.setdefault(connection, speaks_binary)
+        return binary
+
+    def plan(self, source: BatchSource) -> Iterator[list[tuple[int, list[Group]]]]:
+        """One loop's plan, a slice at a time: (stream index, its next groups in order) for the streams that have
+        some. A fresh call starts a fresh loop."""
+        state = _Pass(len(self.streams))
+        carry: _Rows | None = None
         for batch in source():
-            for row in zip(*_columns(batch, _PLAN_COLUMNS), strict=True):
-                connection, request = row[1], row[10]
-                rows = current.get(connection)
-                if rows is not None and rows[0][10] != request:
-                    self._group(connection, rows)
-                    rows = None
-                if rows is None:
-                    current[connection] = [row]
-                else:
-                    rows.append(row)
-        for connection, rows in current.items():
-            self._group(connection, rows)
-        commands = [name for name, _ in sorted(self._slots.items(), key=lambda item: item[1])]
-        streams = sorted(self._streams.values(), key=lambda s: (s.connection, s.target))
-        return Plan(commands, streams, self._groups, self._rows)
+            for offset in range(0, batch.num_rows, SLICE_ROWS):
+                rows = self._rows(batch.slice(offset, SLICE_ROWS))
+                if carry is not None:
+                    rows = carry.then(rows)
+                # The last request may go on in the next slice: it waits for it.
+                last = len(rows.request) - 1
+                start = last
+                while start > 0 and rows.request[start - 1] == rows.request[last] and (
+                        rows.connection[start - 1] == rows.connection[last]):
+                    start -= 1
+                rows, carry = rows.split(start)
+                if len(rows.request):
+                    yield self._plan_rows(rows, state)
+        if carry is not None:
+            yield self._plan_rows(carry, state)
 
-    def _replay_connection(self, recorded: int, key_hash: int | None) -> int:
+    def _rows(self, batch: pa.RecordBatch) -> _Rows:
+        if batch.schema.names != SCHEMA.names:
+            raise MembenchError("the profile's columns are not those of a membench profile")
+        column = batch.column
+        return _Rows(
+            timestamp_ns=column("timestamp_ns").to_numpy(),
+            connection=column("connection").to_numpy().astype(np.int64),
+            command=self._commands.of(column("command")),
+            protocol=self._protocols.of(column("protocol")),
+            keyed=~np.asarray(column("key_hash").is_null()),
+            key_hash=_filled(column("key_hash"), 0),
+            key_length=_clamped_lengths(column("key_length")),
+            value_length=_filled(column("value_length"), 0),
+            flags=_filled(column("flags"), 0),
+            ttl=_filled(column("ttl"), 0),
+            latency_us=_filled(column("latency_us").cast(pa.int64()), -1),
+            request=column("batch").to_numpy(),
+            quiet=column("quiet").to_numpy(zero_copy_only=False),
+        )
+
+    def _plan_rows(self, rows: _Rows, state: _Pass) -> list[tuple[int, list[Group]]]:
+        count = len(rows.request)
+        starts_mask = np.ones(count, dtype=bool)
+        starts_mask[1:] = (rows.connection[1:] != rows.connection[:-1]) | (rows.request[1:] != rows.request[:-1])
+        starts = np.flatnonzero(starts_mask).tolist()
+        ends = [*starts[1:], count]
+        keys: list[bytes | None] = [None] * count
+        keyed = np.flatnonzero(rows.keyed)
+        if len(keyed):
+            for row, key in zip(keyed.tolist(), self._keys.keys(rows.key_hash[keyed], rows.key_length[keyed]),
+                                strict=True):
+                keys[row] = key
+        options = self._options
+        if options.timing is Timing.ORIGINAL:
+            intended = ((rows.timestamp_ns - self._survey.first_ns) / options.speed).astype(np.int64).tolist()
+        else:
+            intended = [0] * count
+        rate_step = _NS_PER_S / options.rate if options.timing is Timing.RATE and options.rate else 0.0
+        track_depth = options.pipeline is None
+        logical = [_LOGICAL.get(name) for name in self._commands.names]
+        protocols = [options.protocol or Protocol(name) for name in self._protocols.names]
+        timestamps = rows.timestamp_ns.tolist()
+        connections = rows.connection.tolist()
+        commands = rows.command.tolist()
+        latencies = rows.latency_us.tolist()
+        quiets = rows.quiet.tolist()
+        hashes = rows.key_hash.tolist()
+        out: dict[int, list[Group]] = {}
+        for start, end in zip(starts, ends, strict=True):
+            recorded = connections[start]
+            timestamp_ns = timestamps[start]
+            quiet = quiets[start]
+            outstanding = 0
+            if track_depth:
+                outstanding = self._outstanding(state, recorded, timestamp_ns, latencies[start], quiet)
+            command = logical[commands[start]]
+            if command is None:
+                continue
+            at_ns = int(state.group_number * rate_step) if rate_step else intended[start]
+            state.group_number += 1
+            connection = self._replay_connection(recorded, hashes[start] if keys[start] is not None else 0)
+            if (connection, 0) not in self._stream_of:
+                continue  # another worker's connection
+            ttl = int(rows.ttl[start])
+            if ttl > _ABSOLUTE_TTL:
+                # An absolute expiry time lies in the past by now: keep how long the item had left when recorded.
+                remaining = ttl - timestamp_ns // _NS_PER_S
+                ttl = remaining if remaining > 0 else -1
+            request = _Request(command, int(rows.value_length[start]), int(rows.flags[start]), ttl, quiet)
+            protocol = protocols[int(rows.protocol[start])]
+            slot = self._slots[command]
+            by_target: dict[int, list[bytes]] = {}
+            if keys[start] is None:
+                by_target = {target: [] for target in range(self._continuum.server_count)}
+            elif self._continuum.server_count == 1:
+                by_target[0] = [key for key in keys[start:end] if key is not None]
+            else:
+                for key in keys[start:end]:
+                    if key is not None:
+                        by_target.setdefault(self._continuum.server_of(key), []).append(key)
+            for target, target_keys in by_target.items():
+                index = self._stream_of[connection, target]
+                binary = self.streams[index].binary
+                stream_protocol = protocol
+                if binary != (protocol is Protocol.BINARY):
+                    stream_protocol = Protocol.BINARY if binary else Protocol.TEXT
+                seq = state.opaques[index] + 1
+                payload, expect, units, opaques = self._encode(stream_protocol, request, target_keys, seq)
+                state.opaques[index] += opaques
+                groups = out.get(index)
+                if groups is None:
+                    groups = out[index] = []
+                groups.append(Group(payload, slot, len(target_keys) or 1, expect, units, at_ns, outstanding, seq))
+        return list(out.items())
+
+    def _replay_connection(self, recorded: int, key_hash: int) -> int:
         index = self._recorded_index[recorded]
         if self._replay_count <= self._recorded_count:
             return index % self._replay_count
         # Spread: a recorded connection owns connections index, index + R, ...; a key always takes the same
         # one, so the order of the operations on each key is kept.
         owned = len(range(index, self._replay_count, self._recorded_count))
-        return index + self._recorded_count * ((key_hash or 0) % owned)
+        return index + self._recorded_count * (key_hash % owned)
 
-    def _intended_ns(self, timestamp_ns: int) -> int:
-        timing = self._options.timing
-        if timing is Timing.ORIGINAL:
-            return int((timestamp_ns - self._survey.first_ns) / self._options.speed)
-        if timing is Timing.RATE and self._options.rate:
-            return int(self._group_number * _NS_PER_S / self._options.rate)
-        return 0
-
-    def _outstanding(self, recorded: int, timestamp_ns: int, latency_us: int | None, quiet: bool) -> int:
-        due = self._replies_due.setdefault(recorded, [])
+    @staticmethod
+    def _outstanding(state: _Pass, recorded: int, timestamp_ns: int, latency_us: int, quiet: bool) -> int:
+        due = state.replies_due.get(recorded)
+        if due is None:
+            due = state.replies_due[recorded] = []
         while due and due[0] <= timestamp_ns:
             heapq.heappop(due)
         outstanding = len(due)
-        if latency_us is not None and not quiet:
+        if latency_us >= 0 and not quiet:
             heapq.heappush(due, timestamp_ns + latency_us * _NS_PER_US)
         return outstanding
 
-    def _slot(self, command: Command) -> int:
-        slot = self._slots.get(command.value)
-        if slot is None:
-            slot = self._slots[command.value] = len(self._slots)
-        return slot
+    def _encode(self, protocol: Protocol, request: _Request, keys: list[bytes], seq: int
+                ) -> tuple[bytes, int, int, int]:
+        """(payload, expect, units, opaques used); quiet requests and binary ones are numbered from `seq`."""
+        command = request.command
+        send_as = Command.SET if command is Command.CAS else command  # a recorded cas unique means nothing here
+        value = self._values.value(request.value_length) if command in _WITH_VALUE else b""
+        if protocol is Protocol.BINARY:
+            return _binary(send_as, keys, value, request, seq)
+        if protocol is Protocol.META and keys:
+            return _meta(send_as, keys, value, request, seq)
+        if send_as in RETRIEVALS:
+            return encode_text(send_as, keys, ttl=request.ttl), EXPECT_END, 0, 0
+        noreply = request.quiet and send_as not in (Command.VERSION, Command.STATS, Command.NOOP)
+        payload = encode_text(send_as, keys, value=value, flags=request.flags, ttl=request.ttl, noreply=noreply)
+        if noreply:
+            return payload, EXPECT_NONE, 0, 0
+        return payload, EXPECT_END if send_as is Command.STATS else EXPECT_UNITS, 1, 0
 
-    def _server(self, key: bytes) -> int:
-        server = self._server_of.get(key)
-        if server is None:
-            server = self._server_of[key] = self._continuum.server_of(key)
-        return server
 
-    def _group(self, recorded: int, rows: list[tuple]) -> None:
-        first = rows[0]
-        timestamp_ns, _, command_name, protocol_name, key_hash = first[:5]
-        latency_us, quiet = first[9], first[11]
-        outstanding = self._outstanding(recorded, timestamp_ns, latency_us, quiet)
-        command = _LOGICAL.get(command_name)
-        if command is None:
-            return
-        at_ns = self._intended_ns(timestamp_ns)
-        self._group_number += 1
-        connection = self._replay_connection(recorded, key_hash)
-        if connection % self._workers != self._worker:
-            return
-        ttl = first[8] or 0
-        if ttl > _ABSOLUTE_TTL:
-            # An absolute expiry time lies in the past by now: keep how long the item had left when recorded.
-            remaining = ttl - timestamp_ns // _NS_PER_S
-            ttl = remaining if remaining > 0 else -1
-        row = _Row(timestamp_ns, first[6], first[7] or 0, ttl, latency_us)
-        protocol = self._options.protocol or Protocol(protocol_name)
-        slot = self._slot(command)
-        by_target: dict[int, list[bytes]] = {}
-        if key_hash is None:
-            for target in range(self._continuum.server_count):
-                by_target[target] = []
-        else:
-            for values in rows:
-                if values[4] is None:
-                    continue
-                key = self._keys.key(values[4], clamp_length(values[5]))
-                by_target.setdefault(self._server(key), []).append(key)
-        for target, keys in by_target.items():
-            stream = self._stream(connection, target, protocol)
-            stream_protocol = protocol
-            if stream.binary != (protocol is Protocol.BINARY):
-                stream_protocol = Protocol.BINARY if stream.binary else Protocol.TEXT
-            seq = stream.last_opaque + 1
-            payload, expect, units = self._encoder.encode(stream, stream_protocol, command, keys, row, quiet)
-            group_rows = len(keys) or 1
-            stream.groups.append(Group(payload, slot, group_rows, expect, units, at_ns, outstanding, seq,
-                                       stream.last_opaque + 1))
-            self._groups += 1
-            self._rows += group_rows
+class _Request(NamedTuple):
+    command: Command
+    value_length: int
+    flags: int
+    ttl: int
+    quiet: bool
 
-    def _stream(self, connection: int, target: int, protocol: Protocol) -> Stream:
-        stream = self._streams.get((connection, target))
-        if stream is None:
-            stream = self._streams[connection, target] = Stream(connection, target, protocol is Protocol.BINARY)
-        return stream
+
+def _meta(command: Command, keys: list[bytes], value: bytes, request: _Request, seq: int
+          ) -> tuple[bytes, int, int, int]:
+    flags, ttl = request.flags, request.ttl
+    if not request.quiet:
+        payload = b"".join(encode_meta(command, key, value=value, flags=flags, ttl=ttl) for key in keys)
+        return payload, EXPECT_UNITS, len(keys), 0
+    parts = [encode_meta(command, key, value=value, flags=flags, ttl=ttl, quiet=True, opaque=seq + number)
+             for number, key in enumerate(keys)]
+    if len(keys) == 1:
+        return parts[0], EXPECT_QUIET, 0, 1
+    parts.append(META_NOOP)
+    return b"".join(parts), EXPECT_NOOP, 0, len(keys)
+
+
+def _binary(command: Command, keys: list[bytes], value: bytes, request: _Request, seq: int
+            ) -> tuple[bytes, int, int, int]:
+    if command is Command.NOOP:
+        return binary_noop(seq), EXPECT_UNITS, 1, 1
+    if len(keys) > 1:
+        parts = [encode_binary(command, key, ttl=request.ttl, quiet=True, with_key=True, opaque=seq + number)
+                 for number, key in enumerate(keys)]
+        parts.append(binary_noop(seq + len(keys)))
+        return b"".join(parts), EXPECT_NOOP, 0, len(keys) + 1
+    can_be_quiet = request.quiet and command not in (Command.TOUCH, Command.VERSION, Command.STATS,
+                                                     Command.VERBOSITY)
+    payload = encode_binary(command, keys[0] if keys else b"", value=value, flags=request.flags, ttl=request.ttl,
+                            quiet=can_be_quiet, opaque=seq)
+    if can_be_quiet:
+        return payload, EXPECT_QUIET, 0, 1
+    return payload, EXPECT_END if command is Command.STATS else EXPECT_UNITS, 1, 1

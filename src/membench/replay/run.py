@@ -29,7 +29,7 @@ from membench.replay.engine import Runner
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing, parse_target
-from membench.replay.plan import RETRIEVALS, BatchSource, Planner, Survey, survey
+from membench.replay.plan import RETRIEVALS, SLICE_ROWS, BatchSource, Planner, Survey, survey
 from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
 from membench.replay.warm import WarmResult, warm_up
 
@@ -73,7 +73,7 @@ def run_replay(profile: Path, options: ReplayOptions, console: Console | None = 
     from membench.profile.reader import ProfileReader
 
     reader = ProfileReader(profile)
-    return replay(lambda: reader.batches(), options, console)
+    return replay(lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, console)
 
 
 def replay(source: BatchSource, options: ReplayOptions, console: Console | None = None) -> ReplayResult:
@@ -139,13 +139,13 @@ class _Progress:
 
 def _run_here(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
               keys: KeySynthesizer, progress: _Progress | None) -> tuple[Totals, int, bool, float]:
-    plan = Planner(profile, options, continuum, keys).build(source)
+    planner = Planner(profile, options, continuum, keys)
 
     def tick(elapsed_s: float, meter: Meter) -> None:
         if progress is not None:
             progress.update(elapsed_s, meter.rows(), meter.errors())
 
-    runner = Runner(plan, options, tick)
+    runner = Runner(planner, source, options, tick)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
         loop_runner.run(runner.run())
     totals = Totals()
@@ -158,13 +158,13 @@ def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOpt
     # The parent forwards Ctrl+C; until the event loop takes SIGINT over, the default handler must not kill us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        plan = Planner(profile, options, continuum, keys, index, options.workers).build(source)
+        planner = Planner(profile, options, continuum, keys, index, options.workers)
         barrier.wait()
 
         def tick(elapsed_s: float, meter: Meter) -> None:
             messages.put(("tick", index, elapsed_s, meter.rows(), meter.errors()))
 
-        runner = Runner(plan, options, tick)
+        runner = Runner(planner, source, options, tick)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
             loop_runner.run(runner.run(start_ns.value))
         messages.put(("done", index, runner.meter.snapshot(), runner.loops_done, runner.interrupted,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+import numpy as np
+
 from membench.errors import MembenchError
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer, ValueSource
@@ -27,8 +29,10 @@ def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: 
             targets: list[tuple[str, int]], timeout: float) -> WarmResult:
     values = ValueSource()
     per_target: list[list[bytes]] = [[] for _ in targets]
-    for (key_hash, length), size in sorted(sizes.items()):
-        key = keys.key(key_hash, length)
+    pairs = sorted(sizes.items())
+    hashes = np.fromiter((key_hash for (key_hash, _), _ in pairs), dtype=np.uint64, count=len(pairs))
+    lengths = np.fromiter((length for (_, length), _ in pairs), dtype=np.int64, count=len(pairs))
+    for key, (_, size) in zip(keys.keys(hashes, lengths), pairs, strict=True):
         request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
         per_target[continuum.server_of(key)].append(request)
     result = WarmResult(keys=len(sizes))
