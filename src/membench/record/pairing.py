@@ -278,7 +278,11 @@ class ConnectionPairer:
     def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
         """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
         protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, start_ns, end_ns = pending.request
-        latency = None if reply_ns is None or suppressed else max(0, reply_ns - end_ns) // 1000
+        if reply_ns is None or suppressed:
+            latency = None
+        else:
+            waited = reply_ns - end_ns
+            latency = waited // 1000 if waited > 0 else 0
         if value_length is None:
             flags = None  # a request's flags are recorded only with the value they came with
         command_name = _NAME[command]
