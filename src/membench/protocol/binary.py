@@ -29,6 +29,12 @@ _STORE_EXTRAS = struct.Struct(">II")  # flags, expiration
 _ARITHMETIC_EXTRAS = struct.Struct(">QQI")  # delta, initial, expiration
 _UINT32 = struct.Struct(">I")
 _BINARY = Protocol.BINARY
+# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per packet.
+_new = tuple.__new__
+# An enum member looked up on its class costs a Python-level attribute access each time; per-packet code uses these.
+_VALUE, _MISS, _NOT_FOUND, _STAT, _END, _OTHER_REPLY, _SERVER_ERROR = (
+    Reply.VALUE, Reply.MISS, Reply.NOT_FOUND, Reply.STAT, Reply.END, Reply.OTHER, Reply.SERVER_ERROR)
+_STATS = Command.STATS
 
 
 class Kind(NamedTuple):
@@ -278,7 +284,8 @@ class BinaryRequestParser(_PacketParser):
             ttl = _ARITHMETIC_EXTRAS.unpack_from(data, extras_at)[2]
         elif (family == "touch" or family == "gat") and extras_length == 4:
             ttl = _UINT32.unpack_from(data, extras_at)[0]
-        return Request(_BINARY, kind.command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start, end)
+        return _new(Request, (_BINARY, kind.command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start,
+                              end))
 
 
 class BinaryResponseParser(_PacketParser):
@@ -300,17 +307,17 @@ class BinaryResponseParser(_PacketParser):
         value_length = flags = None
         if status == STATUS_OK:
             reply = _SUCCESS_REPLY.get(family)
-            if reply is Reply.VALUE:
+            if reply is _VALUE:
                 value_length = body - extras_length - key_length
                 if extras_length == 4:
                     flags = _UINT32.unpack_from(data, at + HEADER_SIZE)[0]
             elif reply is None:
-                if kind.command is Command.STATS:
-                    reply = Reply.STAT if key_length else Reply.END
+                if kind.command is _STATS:
+                    reply = _STAT if key_length else _END
                 else:
-                    reply = _SUCCESS_BY_COMMAND.get(kind.command, Reply.OTHER)
+                    reply = _SUCCESS_BY_COMMAND.get(kind.command, _OTHER_REPLY)
         elif status == STATUS_KEY_NOT_FOUND:
-            reply = Reply.MISS if family == "get" or family == "gat" else Reply.NOT_FOUND
+            reply = _MISS if family == "get" or family == "gat" else _NOT_FOUND
         else:
-            reply = ERROR_STATUS.get(status, Reply.SERVER_ERROR)
-        return Response(_BINARY, reply, key, value_length, flags, opaque, opcode, status, start, end)
+            reply = ERROR_STATUS.get(status, _SERVER_ERROR)
+        return _new(Response, (_BINARY, reply, key, value_length, flags, opaque, opcode, status, start, end))
