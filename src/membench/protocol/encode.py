@@ -66,6 +66,7 @@ _META_GET_FLAGS = {
 }
 
 META_NOOP = b"mn\r\n"
+_NAMES = {command: command.value.encode() for command in Command}
 
 
 def encode_text(
@@ -82,17 +83,17 @@ def encode_text(
     """One text-protocol request. `keys` holds every key of a multi-key get, exactly one key otherwise."""
     tail = b" noreply\r\n" if noreply else _CRLF
     if command in _TEXT_RETRIEVAL:
-        return command.encode() + b" " + b" ".join(keys) + _CRLF
+        return _NAMES[command] + b" " + (keys[0] if len(keys) == 1 else b" ".join(keys)) + _CRLF
     if command in _TEXT_TOUCH_RETRIEVAL:
-        return b"%s %d %s\r\n" % (command.encode(), ttl, b" ".join(keys))
+        return b"%s %d %s\r\n" % (_NAMES[command], ttl, b" ".join(keys))
     if command in _TEXT_STORAGE:
-        return b"%s %s %d %d %d%s%s\r\n" % (command.encode(), keys[0], flags, ttl, len(value), tail, value)
+        return b"%s %s %d %d %d%s%s\r\n" % (_NAMES[command], keys[0], flags, ttl, len(value), tail, value)
     if command is Command.CAS:
         return b"cas %s %d %d %d %d%s%s\r\n" % (keys[0], flags, ttl, len(value), cas_unique, tail, value)
     if command is Command.DELETE:
         return b"delete " + keys[0] + tail
     if command in (Command.INCR, Command.DECR):
-        return b"%s %s %d%s" % (command.encode(), keys[0], delta, tail)
+        return b"%s %s %d%s" % (_NAMES[command], keys[0], delta, tail)
     if command is Command.TOUCH:
         return b"touch %s %d%s" % (keys[0], ttl, tail)
     if command is Command.FLUSH_ALL:
@@ -100,7 +101,7 @@ def encode_text(
     if command is Command.VERBOSITY:
         return b"verbosity 1" + tail
     if command in (Command.VERSION, Command.STATS, Command.QUIT):
-        return command.encode() + _CRLF
+        return _NAMES[command] + _CRLF
     if command is Command.NOOP:
         return META_NOOP
     raise ValueError(f"no text form for command {command}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections import deque
@@ -52,8 +53,9 @@ _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 1.0
 HIGH_WATER = 65_536  # planned groups queued over all links before planning pauses
 _LOW_WATER = HIGH_WATER // 2  # queued groups below which the next slices are planned ahead
-CACHE_GROUPS = 400_000  # a plan this small (about 80 MB at most) is kept for the later loops
+CACHE_GROUPS = 250_000  # a plan this small (about 60 MB) is kept for the later loops
 _MEMO_ENTRIES = 32_768  # distinct reply chunks remembered; the memo starts over when full
+_MEMO_BYTES = 512  # longer chunks hold several replies (pipelined): they rarely repeat, hashing them is waste
 _perf_ns = time.perf_counter_ns
 _VALUE = Reply.VALUE
 _END = Reply.END
@@ -211,7 +213,7 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = _perf_ns()
         events = None
-        if self._clean and self._memo is not None:
+        if self._clean and self._memo is not None and len(data) <= _MEMO_BYTES:
             events = self._memo.get(data)
         if events is None:
             events = self._parse(data, now)
@@ -298,7 +300,7 @@ class Link(asyncio.Protocol):
                     self._transport.abort()
                 return None
         memo = self._memo
-        if memo is not None and self._clean and clean and events:
+        if memo is not None and self._clean and clean and events and len(data) <= _MEMO_BYTES:
             if len(memo) >= _MEMO_ENTRIES:
                 memo.clear()
             memo[data] = events
@@ -550,6 +552,9 @@ class Runner:
             ticker = loop.create_task(self._tick(began))
             loops = self.options.loops
             while not self.stopping and (loops is None or self.loops_done < loops):
+                # What lives through the run (survey, a kept plan) need not be walked by the cyclic garbage
+                # collector again and again: each walk is a pause in the replay's timing.
+                gc.freeze()
                 base = _perf_ns()
                 self.feeder.start_pass()
                 await asyncio.gather(*(link.begin(base) for link in self._links))
@@ -567,6 +572,7 @@ class Runner:
             self.meter.cpu_s = time.process_time() - cpu_began
             self.meter.fold(self._last_tick_s, self.elapsed_s)
         finally:
+            gc.unfreeze()
             for link in self._links:
                 link.close()
             with contextlib.suppress(RuntimeError, ValueError):

@@ -388,9 +388,17 @@ class Planner:
         timestamps = rows.timestamp_ns.tolist()
         connections = rows.connection.tolist()
         commands = rows.command.tolist()
+        protocol_codes = rows.protocol.tolist()
         latencies = rows.latency_us.tolist()
         quiets = rows.quiet.tolist()
         hashes = rows.key_hash.tolist()
+        value_lengths = rows.value_length.tolist()
+        flags = rows.flags.tolist()
+        ttls = rows.ttl.tolist()
+        server_count = self._continuum.server_count
+        stream_of = self._stream_of
+        binaries = [stream.binary for stream in self.streams]
+        opaques = state.opaques
         out: dict[int, list[Group]] = {}
         for start, end in zip(starts, ends, strict=True):
             recorded = connections[start]
@@ -404,35 +412,37 @@ class Planner:
                 continue
             at_ns = int(state.group_number * rate_step) if rate_step else intended[start]
             state.group_number += 1
-            connection = self._replay_connection(recorded, hashes[start] if keys[start] is not None else 0)
-            if (connection, 0) not in self._stream_of:
+            key = keys[start]
+            connection = self._replay_connection(recorded, 0 if key is None else hashes[start])
+            if (connection, 0) not in stream_of:
                 continue  # another worker's connection
-            ttl = int(rows.ttl[start])
+            ttl = ttls[start]
             if ttl > _ABSOLUTE_TTL:
                 # An absolute expiry time lies in the past by now: keep how long the item had left when recorded.
                 remaining = ttl - timestamp_ns // _NS_PER_S
                 ttl = remaining if remaining > 0 else -1
-            request = _Request(command, int(rows.value_length[start]), int(rows.flags[start]), ttl, quiet)
-            protocol = protocols[int(rows.protocol[start])]
+            request = _Request(command, value_lengths[start], flags[start], ttl, quiet)
+            protocol = protocols[protocol_codes[start]]
             slot = self._slots[command]
-            by_target: dict[int, list[bytes]] = {}
-            if keys[start] is None:
-                by_target = {target: [] for target in range(self._continuum.server_count)}
-            elif self._continuum.server_count == 1:
-                by_target[0] = [key for key in keys[start:end] if key is not None]
+            by_target: dict[int, list[bytes]]
+            if key is None:
+                by_target = {target: [] for target in range(server_count)}
+            elif server_count == 1:
+                by_target = {0: [key] if end - start == 1 else [k for k in keys[start:end] if k is not None]}
             else:
-                for key in keys[start:end]:
-                    if key is not None:
-                        by_target.setdefault(self._continuum.server_of(key), []).append(key)
+                by_target = {}
+                for each in keys[start:end]:
+                    if each is not None:
+                        by_target.setdefault(self._continuum.server_of(each), []).append(each)
             for target, target_keys in by_target.items():
-                index = self._stream_of[connection, target]
-                binary = self.streams[index].binary
+                index = stream_of[connection, target]
+                binary = binaries[index]
                 stream_protocol = protocol
                 if binary != (protocol is Protocol.BINARY):
                     stream_protocol = Protocol.BINARY if binary else Protocol.TEXT
-                seq = state.opaques[index] + 1
-                payload, expect, units, opaques = self._encode(stream_protocol, request, target_keys, seq)
-                state.opaques[index] += opaques
+                seq = opaques[index] + 1
+                payload, expect, units, used = self._encode(stream_protocol, request, target_keys, seq)
+                opaques[index] += used
                 groups = out.get(index)
                 if groups is None:
                     groups = out[index] = []
