@@ -4,7 +4,12 @@ One memcached on loopback (-t 2), 50 connections, 1 set : 10 gets, 100-byte valu
 keys (all present: warm-up / preload), closed loop at depth 1 and depth 16. Prints ops/s and client CPU µs per
 op of each tool, and membench's ratio to each peer.
 
-    python bench/replay_rate.py [--seconds 5] [--ops 200000]
+Then the start of a big replay: a profile of --start-ops operations written to disk, its survey on its own
+(µs per row), and `membench replay` run on it as a user does: seconds until memcached sees the first request,
+and the process's peak RSS a few seconds into the replay (then it is interrupted). No peer tool replays a
+profile, so these figures stand alone.
+
+    python bench/replay_rate.py [--seconds 5] [--ops 200000] [--start-ops 10000000]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,8 +30,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from membench.profile.metadata import ProfileMetadata
+from membench.profile.reader import ProfileReader
 from membench.profile.schema import SCHEMA
+from membench.profile.writer import ProfileWriter
 from membench.replay.options import ReplayOptions
+from membench.replay.plan import survey
 from membench.replay.run import replay
 
 CONNECTIONS = 50
@@ -147,11 +157,65 @@ def run_naive(port: int, depth: int, seconds: float) -> tuple[float, float]:
     return counter[0] / elapsed, cpu * 1e6 / counter[0]
 
 
+def _cmd_get(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"stats\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            data += sock.recv(65536)
+    match = re.search(rb"STAT cmd_get (\d+)", data)
+    assert match is not None
+    return int(match.group(1))
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_start(port: int, ops: int) -> None:
+    """Survey rate, time to the first request and peak RSS of a replay of an `ops`-operation profile."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.profile"
+        chunk = 1_000_000
+        with ProfileWriter(path, ProfileMetadata(source="bench:replay")) as writer:
+            for first in range(0, ops, chunk):
+                table = profile_table(min(chunk, ops - first))
+                writer.write_batch(table.set_column(0, "timestamp_ns", pa.compute.add(table["timestamp_ns"],
+                                                                                      first * 10_000)))
+        reader = ProfileReader(path)
+        began = time.perf_counter()
+        found = survey(lambda: reader.batches(batch_size=65536))
+        survey_s = time.perf_counter() - began
+        before = _cmd_get(port)
+        began = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(path), "--target",
+                                 f"127.0.0.1:{port}", "--no-progress"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        first_request_s = float("nan")
+        while proc.poll() is None and time.perf_counter() - began < 120:
+            if _cmd_get(port) > before:
+                first_request_s = time.perf_counter() - began
+                break
+            time.sleep(0.02)
+        time.sleep(5)
+        peak = _peak_rss_mib(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    print(f"{ops:,}-operation profile: survey {survey_s:.2f} s ({survey_s * 1e6 / found.rows:.2f} µs/row, "
+          f"{len(found.warm):,} warm keys); first request {first_request_s:.2f} s after `membench replay` "
+          f"started (survey and warm-up included); peak RSS {peak:,.0f} MiB 5 s into the replay")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="length of each peer run")
     parser.add_argument("--ops", type=int, default=200_000, help="operations in the replayed profile")
     parser.add_argument("--loops", type=int, default=2, help="times membench replays the profile per depth")
+    parser.add_argument("--start-ops", type=int, default=10_000_000,
+                        help="operations of the profile whose replay start is measured (0: skip)")
     args = parser.parse_args()
     server, port = start_memcached()
     try:
@@ -162,6 +226,8 @@ def main() -> None:
             naive = run_naive(port, depth, args.seconds)
             memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
             rows.append((depth, membench, naive, memaslap))
+        if args.start_ops:
+            measure_start(port, args.start_ops)
     finally:
         server.terminate()
         server.wait()
