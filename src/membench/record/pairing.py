@@ -241,13 +241,16 @@ class ConnectionPairer:
 
     def _can_answer(self, pending: _Pending, response: Response) -> bool:
         request = pending.request
-        if response.reply in _ERRORS or request.command is _OTHER_COMMAND:
+        reply = response.reply
+        command = request.command
+        if reply in _ERRORS or command is _OTHER_COMMAND:
             return True
-        if response.key is not None and request.keys and response.key not in request.keys:
+        key = response.key
+        if key is not None and request.keys and key not in request.keys:
             return False
-        if request.quiet and response.reply is _NOOP:
+        if reply is _NOOP and request.quiet:
             return False
-        return response.reply in _ANSWERS.get(request.command, _NO_ANSWERS)
+        return reply in _ANSWERS.get(command, _NO_ANSWERS)
 
     def _pass_over(self, pending: _Pending) -> None:
         self._pending.popleft()
