@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -77,6 +77,13 @@ _DEFAULT_WARM_SIZE = 1  # a key known to exist whose size the recording never sa
 _ABSOLUTE_TTL = 60 * 60 * 24 * 30  # memcached reads larger exptimes as Unix times
 _NS_PER_US = 1000
 _NS_PER_S = 1_000_000_000
+
+
+_new = tuple.__new__
+# Enum members looked up once: a class attribute lookup on an enum costs as much as the rest of a comparison.
+_BINARY, _META, _TEXT = Protocol.BINARY, Protocol.META, Protocol.TEXT
+_SET, _CAS, _STATS = Command.SET, Command.CAS, Command.STATS
+_ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # text has no noreply form of these
 
 
 def logical_command(recorded: str) -> Command | None:
@@ -424,29 +431,31 @@ class Planner:
             request = _Request(command, value_lengths[start], flags[start], ttl, quiet)
             protocol = protocols[protocol_codes[start]]
             slot = self._slots[command]
-            by_target: dict[int, list[bytes]]
+            splits: Iterable[tuple[int, list[bytes]]]
             if key is None:
-                by_target = {target: [] for target in range(server_count)}
+                splits = [(target, []) for target in range(server_count)]
             elif server_count == 1:
-                by_target = {0: [key] if end - start == 1 else [k for k in keys[start:end] if k is not None]}
+                splits = ((0, [key] if end - start == 1 else [k for k in keys[start:end] if k is not None]),)
             else:
-                by_target = {}
+                by_target: dict[int, list[bytes]] = {}
                 for each in keys[start:end]:
                     if each is not None:
                         by_target.setdefault(self._continuum.server_of(each), []).append(each)
-            for target, target_keys in by_target.items():
+                splits = by_target.items()
+            for target, target_keys in splits:
                 index = stream_of[connection, target]
-                binary = binaries[index]
                 stream_protocol = protocol
-                if binary != (protocol is Protocol.BINARY):
-                    stream_protocol = Protocol.BINARY if binary else Protocol.TEXT
+                if binaries[index] != (protocol is _BINARY):
+                    stream_protocol = _BINARY if binaries[index] else _TEXT
                 seq = opaques[index] + 1
                 payload, expect, units, used = self._encode(stream_protocol, request, target_keys, seq)
                 opaques[index] += used
                 groups = out.get(index)
                 if groups is None:
                     groups = out[index] = []
-                groups.append(Group(payload, slot, len(target_keys) or 1, expect, units, at_ns, outstanding, seq))
+                # tuple.__new__ skips the NamedTuple's Python-level constructor: a group per request adds up.
+                groups.append(_new(Group, (payload, slot, len(target_keys) or 1, expect, units, at_ns, outstanding,
+                                           seq)))
         return list(out.items())
 
     def _replay_connection(self, recorded: int, key_hash: int) -> int:
@@ -474,19 +483,19 @@ class Planner:
                 ) -> tuple[bytes, int, int, int]:
         """(payload, expect, units, opaques used); quiet requests and binary ones are numbered from `seq`."""
         command = request.command
-        send_as = Command.SET if command is Command.CAS else command  # a recorded cas unique means nothing here
+        send_as = _SET if command is _CAS else command  # a recorded cas unique means nothing here
         value = self._values.value(request.value_length) if command in _WITH_VALUE else b""
-        if protocol is Protocol.BINARY:
+        if protocol is _BINARY:
             return _binary(send_as, keys, value, request, seq)
-        if protocol is Protocol.META and keys:
+        if protocol is _META and keys:
             return _meta(send_as, keys, value, request, seq)
         if send_as in RETRIEVALS:
             return encode_text(send_as, keys, ttl=request.ttl), EXPECT_END, 0, 0
-        noreply = request.quiet and send_as not in (Command.VERSION, Command.STATS, Command.NOOP)
+        noreply = request.quiet and send_as not in _ALWAYS_ANSWERED
         payload = encode_text(send_as, keys, value=value, flags=request.flags, ttl=request.ttl, noreply=noreply)
         if noreply:
             return payload, EXPECT_NONE, 0, 0
-        return payload, EXPECT_END if send_as is Command.STATS else EXPECT_UNITS, 1, 0
+        return payload, EXPECT_END if send_as is _STATS else EXPECT_UNITS, 1, 0
 
 
 class _Request(NamedTuple):
