@@ -73,9 +73,10 @@ def _drain_group(binary: bool) -> Group:
 class Feeder:
     """Plans one loop's rows into the links' queues, a slice at a time, keeping about HIGH_WATER groups queued.
 
-    A link that finds its queue empty plans synchronously (it has nothing else to do); once the queues run low,
-    the next slices are planned ahead from the event loop. A link starved while the others hold HIGH_WATER
-    groups waits for them to send some: memory stays bounded whatever the profile's interleaving.
+    A link that finds its queue empty plans synchronously until it has something (it has nothing else to do);
+    once the queues run low, the next slices are planned ahead one per event loop iteration, so no reply waits
+    long behind planning. A link starved while the others hold HIGH_WATER groups waits for them to send some:
+    memory stays bounded whatever the profile's interleaving.
     """
 
     def __init__(self, planner: Planner, source: BatchSource) -> None:
@@ -108,58 +109,60 @@ class Feeder:
         self._cache = [[] for _ in self.links]
         self._slices = self._planner.plan(self._source)
         self.exhausted = False
-        self.fill()
-
-    def fill(self) -> None:
-        """Plan slices until HIGH_WATER groups are queued or the loop's rows are all planned."""
-        slices = self._slices
-        links = self.links
-        while not self.exhausted and self._queued < HIGH_WATER and slices is not None:
-            planned = next(slices, None)
-            if planned is None:
-                self.exhausted = True
-                self._slices = None
-                self._cached = self._cache is not None
-                for link in links:
-                    self._call_soon(link.poke)
-                break
-            cache = self._cache
-            for index, groups in planned:
-                links[index].queue.append(groups)
-                self._queued += len(groups)
-                self.planned += len(groups)
-                if cache is not None:
-                    cache[index].append(groups)
-            if cache is not None and self.planned > CACHE_GROUPS:
-                self._cache = None
-        if self._starving:
-            starving, self._starving = self._starving, []
-            for link in starving:
-                self._call_soon(link.poke)
+        self._schedule_refill()
 
     def take(self, link: Link) -> list[Group] | None:
         """The link's next planned groups; None while there are none (it is poked when some come)."""
         queue = link.queue
-        if not queue and not self.exhausted:
-            self.fill()
+        while not queue and not self.exhausted and self._queued < HIGH_WATER:
+            self._plan_slice()
         if not queue:
             if not self.exhausted:
                 self._starving.append(link)
             return None
         chunk = queue.popleft()
         self._queued -= len(chunk)
-        if self._queued < _LOW_WATER and not self.exhausted and not self._refill_due:
-            self._refill_due = True
-            self._call_soon(self._refill)
+        if self._queued < _LOW_WATER:
+            self._schedule_refill()
         return chunk
 
-    def _call_soon(self, callback: Callable[[], None]) -> None:
-        assert self._loop is not None, "a pass has started"
-        self._loop.call_soon(callback)
+    def _plan_slice(self) -> None:
+        assert self._slices is not None and self._loop is not None, "a pass has started"
+        planned = next(self._slices, None)
+        if planned is None:
+            self.exhausted = True
+            self._slices = None
+            self._cached = self._cache is not None
+            for link in self.links:
+                self._loop.call_soon(link.poke)
+            return
+        links, cache = self.links, self._cache
+        for index, groups in planned:
+            links[index].queue.append(groups)
+            self._queued += len(groups)
+            self.planned += len(groups)
+            if cache is not None:
+                cache[index].append(groups)
+        if cache is not None and self.planned > CACHE_GROUPS:
+            self._cache = None
+        if self._starving:
+            starving, self._starving = self._starving, []
+            for link in starving:
+                self._loop.call_soon(link.poke)
+
+    def _schedule_refill(self) -> None:
+        if not self._refill_due and not self.exhausted:
+            assert self._loop is not None, "a pass has started"
+            self._refill_due = True
+            self._loop.call_soon(self._refill)
 
     def _refill(self) -> None:
+        """One slice ahead per event loop iteration, up to HIGH_WATER."""
         self._refill_due = False
-        self.fill()
+        if not self.exhausted and self._queued < HIGH_WATER:
+            self._plan_slice()
+            if self._queued < HIGH_WATER:
+                self._schedule_refill()
 
 
 class Link(asyncio.Protocol):

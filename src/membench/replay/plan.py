@@ -43,7 +43,7 @@ EXPECT_QUIET = 4  # one quiet request: done at its own unsuppressed reply or at 
 
 INTERNAL_SLOT = -1  # requests membench adds (the noop that drains quiet requests): never counted
 
-SLICE_ROWS = 4096  # rows planned at a time: a few milliseconds of the event loop's time
+SLICE_ROWS = 1024  # rows planned at a time: a few milliseconds of the event loop's time at most
 
 # The logical command each recorded command is replayed as; commands not listed are not replayed.
 _LOGICAL: dict[str, Command] = {
