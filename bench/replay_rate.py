@@ -88,8 +88,9 @@ def profile_table(rows: int) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
-def run_membench(port: int, table: pa.Table, depth: int, loops: int) -> tuple[float, float]:
-    options = ReplayOptions(targets=[f"127.0.0.1:{port}"], pipeline=depth, loops=loops, progress=False)
+def run_membench(port: int, table: pa.Table, depth: int, loops: int, workers: int = 1) -> tuple[float, float]:
+    options = ReplayOptions(targets=[f"127.0.0.1:{port}"], pipeline=depth, loops=loops, progress=False,
+                            workers=workers)
     result = replay(lambda: iter(table.to_batches(max_chunksize=65536)), options).to_dict()
     assert not result["errors"], result["errors"]
     return result["ops_per_s"], result["client_cpu_us_per_op"]
@@ -223,9 +224,10 @@ def main() -> None:
         rows = []
         for depth in (1, 16):
             membench = run_membench(port, table, depth, args.loops)
+            two_workers = run_membench(port, table, depth, args.loops, workers=2) if depth == 1 else None
             naive = run_naive(port, depth, args.seconds)
             memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
-            rows.append((depth, membench, naive, memaslap))
+            rows.append((depth, membench, two_workers, naive, memaslap))
         if args.start_ops:
             measure_start(port, args.start_ops)
     finally:
@@ -234,13 +236,18 @@ def main() -> None:
     print(f"memcached -t 2 on loopback, {CONNECTIONS} connections, 1:{SET_EVERY - 1} set:get, "
           f"{VALUE_LENGTH}-byte values")
     print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10}  {'membench ops/s ratio':>21}")
-    for depth, membench, naive, memaslap in rows:
+    for depth, membench, two_workers, naive, memaslap in rows:
         peers = [("membench replay", membench), ("naive asyncio streams", naive)]
+        if two_workers is not None:
+            peers.insert(1, ("membench --workers 2", two_workers))
         if memaslap is not None:
             peers.append(("memaslap (-T 1)", memaslap))
         for name, (rate, cpu) in peers:
-            ratio = membench[0] / rate if rate else float("nan")
-            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f}  {ratio:>20.2f}x")
+            ratio = f"{membench[0] / rate:>20.2f}x" if name.endswith(("streams", "(-T 1)")) else f"{'':>21}"
+            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f}  {ratio}")
+        if memaslap is not None:
+            for name, (rate, cpu) in (("membench", membench), ("membench --workers 2", two_workers or membench)):
+                print(f"       {name} / memaslap: {rate / memaslap[0]:.2f}x ops/s, {cpu / memaslap[1]:.2f}x CPU per op")
         if depth == 16:
             print("       (memaslap has no pipelining depth: compared at depth 1 only)")
 
