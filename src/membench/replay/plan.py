@@ -390,6 +390,8 @@ class Planner:
             intended = [0] * count
         rate_step = _NS_PER_S / options.rate if options.timing is Timing.RATE and options.rate else 0.0
         track_depth = options.pipeline is None
+        replies_due = state.replies_due
+        heappop, heappush = heapq.heappop, heapq.heappush
         logical = [_LOGICAL.get(name) for name in self._commands.names]
         protocols = [options.protocol or Protocol(name) for name in self._protocols.names]
         timestamps = rows.timestamp_ns.tolist()
@@ -413,7 +415,16 @@ class Planner:
             quiet = quiets[start]
             outstanding = 0
             if track_depth:
-                outstanding = self._outstanding(state, recorded, timestamp_ns, latencies[start], quiet)
+                # Requests the recording had in flight: replies due (send time + latency) after this send.
+                due = replies_due.get(recorded)
+                if due is None:
+                    due = replies_due[recorded] = []
+                while due and due[0] <= timestamp_ns:
+                    heappop(due)
+                outstanding = len(due)
+                latency_us = latencies[start]
+                if latency_us >= 0 and not quiet:
+                    heappush(due, timestamp_ns + latency_us * _NS_PER_US)
             command = logical[commands[start]]
             if command is None:
                 continue
@@ -466,18 +477,6 @@ class Planner:
         # one, so the order of the operations on each key is kept.
         owned = len(range(index, self._replay_count, self._recorded_count))
         return index + self._recorded_count * (key_hash % owned)
-
-    @staticmethod
-    def _outstanding(state: _Pass, recorded: int, timestamp_ns: int, latency_us: int, quiet: bool) -> int:
-        due = state.replies_due.get(recorded)
-        if due is None:
-            due = state.replies_due[recorded] = []
-        while due and due[0] <= timestamp_ns:
-            heapq.heappop(due)
-        outstanding = len(due)
-        if latency_us >= 0 and not quiet:
-            heapq.heappush(due, timestamp_ns + latency_us * _NS_PER_US)
-        return outstanding
 
     def _encode(self, protocol: Protocol, request: _Request, keys: list[bytes], seq: int
                 ) -> tuple[bytes, int, int, int]:
