@@ -83,6 +83,8 @@ _new = tuple.__new__
 # Enum members looked up once: a class attribute lookup on an enum costs as much as the rest of a comparison.
 _BINARY, _META, _TEXT = Protocol.BINARY, Protocol.META, Protocol.TEXT
 _SET, _CAS, _STATS = Command.SET, Command.CAS, Command.STATS
+_UNSEEN: tuple[bytes, bytes, int, int] | None = (b"", b"", -1, -1)  # a shape not encoded yet (compared by identity)
+_TEMPLATES = 4096  # request shapes remembered (value sizes vary in real profiles): starts over when full
 _ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # text has no noreply form of these
 
 
@@ -297,6 +299,7 @@ class Planner:
         self._continuum = continuum
         self._keys = keys
         self._values = ValueSource()
+        self._templates: dict[tuple[Protocol, _Request, int], tuple[bytes, bytes, int, int] | None] = {}
         self._commands = _Codes()
         self._protocols = _Codes()
         recorded = sorted(survey.connection_protocols)
@@ -408,6 +411,7 @@ class Planner:
         stream_of = self._stream_of
         binaries = [stream.binary for stream in self.streams]
         opaques = state.opaques
+        templates = self._templates
         out: dict[int, list[Group]] = {}
         for start, end in zip(starts, ends, strict=True):
             recorded = connections[start]
@@ -439,7 +443,7 @@ class Planner:
                 # An absolute expiry time lies in the past by now: keep how long the item had left when recorded.
                 remaining = ttl - timestamp_ns // _NS_PER_S
                 ttl = remaining if remaining > 0 else -1
-            request = _Request(command, value_lengths[start], flags[start], ttl, quiet)
+            request = _new(_Request, (command, value_lengths[start], flags[start], ttl, quiet))
             protocol = protocols[protocol_codes[start]]
             slot = self._slots[command]
             splits: Iterable[tuple[int, list[bytes]]]
@@ -459,8 +463,18 @@ class Planner:
                 if binaries[index] != (protocol is _BINARY):
                     stream_protocol = _BINARY if binaries[index] else _TEXT
                 seq = opaques[index] + 1
-                payload, expect, units, used = self._encode(stream_protocol, request, target_keys, seq)
-                opaques[index] += used
+                template = None
+                if len(target_keys) == 1:
+                    shape = (stream_protocol, request, len(target_keys[0]))
+                    template = templates.get(shape, _UNSEEN)
+                    if template is _UNSEEN:
+                        template = self._template(stream_protocol, request, len(target_keys[0]))
+                if template is not None:
+                    head, tail, expect, units = template
+                    payload = head + target_keys[0] + tail
+                else:
+                    payload, expect, units, used = self._encode(stream_protocol, request, target_keys, seq)
+                    opaques[index] += used
                 groups = out.get(index)
                 if groups is None:
                     groups = out[index] = []
@@ -477,6 +491,21 @@ class Planner:
         # one, so the order of the operations on each key is kept.
         owned = len(range(index, self._replay_count, self._recorded_count))
         return index + self._recorded_count * (key_hash % owned)
+
+    def _template(self, protocol: Protocol, request: _Request, key_length: int
+                  ) -> tuple[bytes, bytes, int, int] | None:
+        """What a one-key request of this shape encodes to around its key (head, tail, expect, units); None when
+        it carries an opaque. Requests repeat a few shapes, and concatenating is cheaper than encoding."""
+        placeholder = b"\x00" * key_length  # a byte no text or meta request holds elsewhere
+        payload, expect, units, used = self._encode(protocol, request, [placeholder], 1)
+        template = None
+        if not used:
+            head, _, tail = payload.partition(placeholder)
+            template = (head, tail, expect, units)
+        if len(self._templates) >= _TEMPLATES:
+            self._templates.clear()
+        self._templates[protocol, request, key_length] = template
+        return template
 
     def _encode(self, protocol: Protocol, request: _Request, keys: list[bytes], seq: int
                 ) -> tuple[bytes, int, int, int]:
