@@ -115,3 +115,28 @@ def test_absolute_expiry_times_become_what_was_left():
                    source(operations))
     ttls = [group.payload.split(b"\r\n")[0].split(b" ")[3] for group in plan.streams[0][1]]
     assert ttls == [b"100", b"-1", b"300"]
+
+
+def test_survey_and_plan_across_small_batches():
+    from tests.replay.profiles import source
+
+    profile = ProfileBuilder()
+    profile.add("delete", [1], status="deleted")  # present, size unknown...
+    profile.add("get", [2, 3, 4], statuses=["hit", "miss", "hit"], value_length=70, connection=1)
+    profile.add("touch", [5], status="touched", key_length=3)
+    profile.add("get", [1], status="miss")
+    profile.add("get", [1], status="hit", value_length=33)  # ...until a later hit shows it
+    profile.add("quit")
+    for batch_size in (1, 2, 1000):
+        rows = source(profile.operations, batch_size=batch_size)
+        found = survey(rows)
+        assert found.rows == 8 and found.requests == 6
+        assert found.warm == {(1, 20): 33, (2, 20): 70, (4, 20): 70, (5, 3): 1}
+        assert found.short_pairs == {(5, 3)}
+        assert found.skipped == {"quit": 1}
+        assert found.recorded == {"delete": {"deleted": 1}, "get": {"hit": 3, "miss": 2}, "touch": {"touched": 1}}
+        assert list(found.connection_protocols) == [0, 1]
+        planner = Planner(found, ReplayOptions(), Continuum([("127.0.0.1", 1)]), KeySynthesizer(found.short_pairs))
+        streams = planned(planner, rows).streams
+        # The 3-key get straddles batches of 1 or 2 rows and is still one request.
+        assert [[group.rows for group in groups] for _, groups in streams] == [[1, 1, 1, 1], [3]]

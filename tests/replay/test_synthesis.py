@@ -126,3 +126,17 @@ def test_ketama_places_keys_where_pylibmc_does(behaviors, distribution):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_keys_in_bulk_are_the_keys_one_at_a_time():
+    import numpy as np
+
+    short = [(7, 1), (8, 1), (2**64 - 1, 9)]
+    keys = KeySynthesizer(short)
+    hashes = [7, 8, 2**64 - 1, 0, 2**64 - 1, 12345, 12345, 99]
+    lengths = [1, 1, 9, 10, 250, 11, 20, 4]
+    bulk = keys.keys(np.array(hashes, dtype=np.uint64), np.array(lengths))
+    assert bulk == [keys.key(h, n) for h, n in zip(hashes, lengths, strict=True)]
+    assert [len(key) for key in bulk] == lengths
+    # The definition: base-94 digits of the hash (all "!" for 0, whose mix is 0 too), then of its mix, repeated.
+    assert bulk[3] == b"!" * 10 and bulk[5] == bulk[6][:11]
