@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from membench.profile.outcomes import REPLY_STATUS, STORES, success_status, suppressed_status
 from membench.profile.schema import Operation, Status
 from membench.protocol.events import Command, Protocol, Reply, Request, Response
 
@@ -38,7 +39,7 @@ _VALUE, _HD, _NOOP, _STAT, _OTHER_REPLY = Reply.VALUE, Reply.HD, Reply.NOOP, Rep
 _HIT, _MISS, _OK = Status.HIT, Status.MISS, Status.OK
 
 _GET_FAMILY = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
-_STORAGE = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
+_STORAGE = STORES - {Command.META_SET}
 _ERRORS = frozenset({Reply.ERROR, Reply.CLIENT_ERROR, Reply.SERVER_ERROR})
 
 # Which reply kinds can answer a command: used to notice replies lost in a hole, and quiet commands skipped.
@@ -69,41 +70,9 @@ _NO_ANSWERS: frozenset[Reply] = frozenset()
 # Commands whose reply is several units closed by a terminator (text END, binary stat with an empty key).
 _MULTI_UNIT = _GET_FAMILY | {Command.STATS}
 
-# The outcome a quiet command had when its reply was suppressed.
-_SUPPRESSED: dict[Command, Status] = {
-    Command.GET: Status.MISS,
-    Command.GAT: Status.MISS,
-    Command.META_GET: Status.MISS,
-    Command.META_SET: Status.STORED,
-    Command.META_DELETE: Status.DELETED,
-    Command.META_ARITHMETIC: Status.OK,
-    **{c: Status.STORED for c in _STORAGE},
-    Command.DELETE: Status.DELETED,
-    Command.INCR: Status.OK,
-    Command.DECR: Status.OK,
-    Command.TOUCH: Status.TOUCHED,
-}
-
-_REPLY_STATUS: dict[Reply, Status] = {
-    Reply.VALUE: Status.HIT,
-    Reply.MISS: Status.MISS,
-    Reply.STORED: Status.STORED,
-    Reply.NOT_STORED: Status.NOT_STORED,
-    Reply.EXISTS: Status.EXISTS,
-    Reply.NOT_FOUND: Status.NOT_FOUND,
-    Reply.DELETED: Status.DELETED,
-    Reply.TOUCHED: Status.TOUCHED,
-    Reply.ERROR: Status.ERROR,
-    Reply.CLIENT_ERROR: Status.CLIENT_ERROR,
-    Reply.SERVER_ERROR: Status.SERVER_ERROR,
-}
-
-# meta HD means success, and what success is depends on the command.
-_HD_STATUS: dict[Command, Status] = {
-    Command.META_GET: Status.HIT,
-    Command.META_SET: Status.STORED,
-    Command.META_DELETE: Status.DELETED,
-}
+# Per-command lookups of the shared outcome rules, built once: they sit on the per-reply path.
+_SUPPRESSED: dict[Command, Status] = {command: suppressed_status(command) for command in Command}
+_HD_STATUS: dict[Command, Status] = {command: success_status(command) for command in Command}
 
 
 @dataclass(slots=True)
@@ -194,9 +163,9 @@ class ConnectionPairer:
         elif reply is _VALUE:
             status = _OK if request.command is _META_ARITHMETIC else _HIT
         elif reply is _HD:
-            status = _HD_STATUS.get(request.command, _OK)
+            status = _HD_STATUS[request.command]
         else:
-            status = _REPLY_STATUS.get(reply, _OK)
+            status = REPLY_STATUS[reply]
         if status is _HIT:
             pending.hits[0] = response
         self._finish(pending, status, pending.reply_ns)
@@ -256,7 +225,7 @@ class ConnectionPairer:
         self._pending.popleft()
         request = pending.request
         if request.quiet:
-            self._finish(pending, _SUPPRESSED.get(request.command, Status.OK), None, suppressed=True)
+            self._finish(pending, _SUPPRESSED[request.command], None, suppressed=True)
         else:
             self._stats.unanswered_requests += 1
             self._finish(pending, Status.UNANSWERED, None)

@@ -174,16 +174,7 @@ class Recorder:
             if len(data) < length:
                 events += parser.receive_hole(length - len(data), ts)
         next_offset[direction] = offset + length
-        # What `_dispatch` does, inlined: one call less per chunk.
-        pairer = state.pairer
-        for event in events:
-            kind = type(event)
-            if kind is Request:
-                pairer.on_request(event)
-            elif kind is Response:
-                pairer.on_response(event)
-            elif kind is Skipped and not is_request:
-                pairer.on_reply_hole()
+        self._dispatch(state, events, is_request)
 
     def _dispatch(self, state: _Connection, events: list[ParserEvent], is_request: bool) -> None:
         pairer = state.pairer

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from membench.profile.outcomes import REPLY_STATUS, RETRIEVALS, success_status
+from membench.profile.outcomes import suppressed_status as outcome_when_suppressed
 from membench.profile.schema import Status
 from membench.protocol.events import Command, Reply
 
@@ -31,59 +33,21 @@ LOST = STATUS_INDEX["lost"]
 ERROR_STATUSES = frozenset({Status.ERROR.value, Status.CLIENT_ERROR.value, Status.SERVER_ERROR.value, "timeout",
                             "lost"})
 
-_RETRIEVALS = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
-_STORES = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
-_DIRECT: dict[Reply, Status] = {
-    Reply.VALUE: Status.HIT,
-    Reply.MISS: Status.MISS,
-    Reply.STORED: Status.STORED,
-    Reply.NOT_STORED: Status.NOT_STORED,
-    Reply.EXISTS: Status.EXISTS,
-    Reply.NOT_FOUND: Status.NOT_FOUND,
-    Reply.DELETED: Status.DELETED,
-    Reply.TOUCHED: Status.TOUCHED,
-    Reply.OK: Status.OK,
-    Reply.NUMBER: Status.OK,
-    Reply.VERSION: Status.OK,
-    Reply.NOOP: Status.OK,
-    Reply.END: Status.OK,
-    Reply.STAT: Status.OK,
-    Reply.ERROR: Status.ERROR,
-    Reply.CLIENT_ERROR: Status.CLIENT_ERROR,
-    Reply.SERVER_ERROR: Status.SERVER_ERROR,
-    Reply.OTHER: Status.ERROR,
-    Reply.DEBUG: Status.OK,
-}
-
-
-def _success(command: Command) -> Status:
-    if command in _RETRIEVALS:
-        return Status.HIT
-    if command in _STORES:
-        return Status.STORED
-    if command is Command.DELETE:
-        return Status.DELETED
-    if command is Command.TOUCH:
-        return Status.TOUCHED
-    return Status.OK
-
 
 def reply_table(command: Command) -> dict[Reply, int]:
-    """Reply kind -> status index for one command (meta HD means the command's own success)."""
-    table = {reply: STATUS_INDEX[status] for reply, status in _DIRECT.items()}
-    table[Reply.HD] = STATUS_INDEX[_success(command)]
-    if command in _RETRIEVALS:
+    """Reply kind -> status index for one command, by the rules recording uses too."""
+    table = {reply: STATUS_INDEX[status] for reply, status in REPLY_STATUS.items()}
+    table[Reply.HD] = STATUS_INDEX[success_status(command)]
+    # Replay sends only commands it models, so a reply line it cannot classify is the server's error.
+    table[Reply.OTHER] = STATUS_INDEX[Status.ERROR]
+    if command in RETRIEVALS:
         table[Reply.NOT_FOUND] = MISS
     return table
 
 
 def suppressed_status(command: Command) -> int:
-    """The outcome of a quiet request whose reply never came: quiet gets hide misses, the rest successes."""
-    if command in _RETRIEVALS:
-        return MISS
-    if command is Command.TOUCH:
-        return STATUS_INDEX[Status.NOT_FOUND]
-    return STATUS_INDEX[_success(command)]
+    """The outcome index of a quiet request whose reply never came."""
+    return STATUS_INDEX[outcome_when_suppressed(command)]
 
 
 def new_histogram() -> HdrHistogram:
