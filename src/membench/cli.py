@@ -15,6 +15,7 @@ from typing import NoReturn
 from rich.console import Console
 
 from membench import __version__
+from membench.argtypes import port, positive_float
 from membench.errors import MembenchError
 
 DEFAULT_PORT = 11211
@@ -78,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.add_argument("source", help="ebpf:any, ebpf:pid=PID[,PID...], a pcap/pcapng file, or an interface")
     record.add_argument("output", type=Path, help="profile directory to create")
-    record.add_argument("--port", "-p", type=_port, action="append", dest="ports", metavar="PORT",
+    record.add_argument("--port", "-p", type=port, action="append", dest="ports", metavar="PORT",
                         help=f"memcached server port to watch (repeatable; default {DEFAULT_PORT})")
-    record.add_argument("--duration", "-d", type=_positive_float, metavar="SECONDS",
+    record.add_argument("--duration", "-d", type=positive_float, metavar="SECONDS",
                         help="stop after this many seconds (live sources); default: until Ctrl+C or SIGTERM")
     record.add_argument("--side", choices=("server", "client"), default="server",
                         help="eBPF: record at the server's sockets (default) or at the clients'")
@@ -190,23 +191,3 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
 
     result = run_replay(args.profile, options_from_args(args), console)
     return 0 if result.completed else 1
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range: {port}")
-    return port
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from membench.argtypes import positive_float, positive_int
 from membench.errors import MembenchError
 from membench.protocol.events import Protocol
 from membench.replay.ketama import Distribution
@@ -78,22 +79,6 @@ def _loops(text: str) -> int | None:
     return int(text)
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
-
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("profile", type=Path, help="the profile directory written by `membench record`")
     parser.add_argument("--target", action="append", metavar="HOST:PORT", dest="targets",
@@ -105,22 +90,22 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timing", choices=[Timing.ASAP.value, Timing.ORIGINAL.value], default=Timing.ASAP.value,
                         help="asap: each connection as fast as its order allows (default); original: the "
                              "recorded send times, scaled by --speed")
-    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
+    parser.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
                         help="with --timing original, play X times faster (default 1)")
-    parser.add_argument("--rate", type=_positive_float, metavar="N",
+    parser.add_argument("--rate", type=positive_float, metavar="N",
                         help="open loop at N requests per second overall, in recorded order")
-    parser.add_argument("--connections", type=_positive_int, metavar="N",
+    parser.add_argument("--connections", type=positive_int, metavar="N",
                         help="fold the recorded connections onto N (or spread them over N, by key)")
-    parser.add_argument("--pipeline", type=_positive_int, metavar="N",
+    parser.add_argument("--pipeline", type=positive_int, metavar="N",
                         help="keep up to N requests in flight per connection (default: as recorded)")
     parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
                         help="first store the keys the recording found present, so hit ratios can match "
                              "(default on)")
     parser.add_argument("--loop", type=_loops, default=1, dest="loops", metavar="N|forever",
                         help="replay the profile N times, or until Ctrl+C (default 1)")
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="split the connections over N processes (default 1)")
-    parser.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_float, default=5.0, metavar="SECONDS",
                         help="a reply later than this counts as a timeout and the connection is reopened "
                              "(default 5)")
     parser.add_argument("--distribution", choices=[d.value for d in Distribution], default=Distribution.KETAMA,
