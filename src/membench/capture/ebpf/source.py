@@ -19,7 +19,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -66,9 +66,12 @@ _RINGBUF_BUSY = 1 << 31
 _RINGBUF_DISCARD = 1 << 30
 _RINGBUF_HEADER = 8
 _U32 = struct.Struct("<I")
-# The kernel's 8-byte record header (length with busy/discard bits, page offset) followed by our event header:
-# one unpack per record. Fields of a busy record are garbage and are not used.
-_RECORD = struct.Struct("<II" + events.EVENT.format.lstrip("<"))
+# The kernel's 8-byte record header (length with busy/discard bits; its page offset is skipped) followed by our
+# event header, with the fields the consumer does not use skipped as padding: one unpack per record, no int
+# objects made for nothing. Fields of a busy record are garbage and are not used.
+_SKIPPED_FIELDS = {"tgid", "fd", "syscall"}
+_RECORD = struct.Struct("<I4x" + "".join(f"{struct.calcsize('<' + code)}x" if name in _SKIPPED_FIELDS else code
+                                         for name, code in events.EVENT_LAYOUT))
 _U64 = struct.Struct("<Q")
 
 # (side, socket direction) -> stream direction from memcached's point of view.
@@ -306,19 +309,24 @@ class EbpfSource:
                     self._refresh_kernel_health()
                     next_refresh = now + HEALTH_REFRESH_S
             time.sleep(STOP_GRACE_S)
-            while batch := self._drain(known):
-                yield from batch
+            while (yield from self._drain(known)):
+                pass
             self._refresh_kernel_health()
         finally:
             poller.close()
             self.close()
 
-    def _drain(self, known: set[int]) -> list[StreamItem]:
-        """Decode up to BATCH_RECORDS committed records and hand their space back to the kernel."""
+    def _drain(self, known: set[int]) -> Generator[StreamItem, None, bool]:
+        """Yield the items of up to BATCH_RECORDS committed records, then hand their space back to the kernel.
+
+        Returns whether any record was consumed. Items are yielded as they are decoded, not gathered in a list:
+        a consumer that drops each item before the next leaves the cyclic GC nothing to do, where a batch of
+        thousands of live tuples made it run collections over them (about a third of the per-record cost).
+        """
         ring = self._ring
         positions = self._positions
         if ring is None or positions is None:
-            return []
+            return False
         consumer_position, producer_position = positions
         mask = self._ring_mask
         base = mmap.PAGESIZE + _RINGBUF_HEADER
@@ -326,20 +334,18 @@ class EbpfSource:
         unpack_record = _RECORD.unpack_from
         event_size = events.EVENT.size
         health = self.health
-        items: list[StreamItem] = []
-        append = items.append
         records = truncated_events = truncated_bytes = bytes_seen = 0
         # Plain ints and tuple.__new__: enum attribute lookups and the namedtuple's Python-level __new__ would
         # each cost about as much as the rest of the per-event work.
         data_kind, open_kind, close_kind = int(EventType.DATA), int(EventType.OPEN), int(EventType.CLOSE)
         new_tuple = tuple.__new__
 
-        consumer = consumer_position[0]
+        start_position = consumer = consumer_position[0]
         producer = producer_position[0]
         while consumer < producer and records < BATCH_RECORDS:
             position = base + (consumer & mask)
-            (length, _, timestamp, conn, offset, _tgid, _fd, moved, copied, _syscall, kind, direction,
-             flags) = unpack_record(ring, position - _RINGBUF_HEADER)
+            length, timestamp, conn, offset, moved, copied, kind, direction, flags = unpack_record(
+                ring, position - _RINGBUF_HEADER)
             if length & _RINGBUF_BUSY:
                 break
             consumer += ((length & ~_RINGBUF_DISCARD) + _RINGBUF_HEADER + 7) & ~7
@@ -350,22 +356,22 @@ class EbpfSource:
                 if conn not in known:
                     # Its open event was dropped (ring full): announce it without addresses.
                     known.add(conn)
-                    append(ConnectionOpened(conn, None, None, Transport.TCP, timestamp, True))
+                    yield ConnectionOpened(conn, None, None, Transport.TCP, timestamp, True)
                     health.connections += 1
                     health.mid_stream_connections += 1
                 start = position + event_size
-                append(new_tuple(StreamChunk, (conn, directions[direction], offset, ring[start:start + copied],
-                                               moved, timestamp)))
+                yield new_tuple(StreamChunk, (conn, directions[direction], offset, ring[start:start + copied],
+                                              moved, timestamp))
                 bytes_seen += copied
                 if copied < moved:
                     truncated_events += 1
                     truncated_bytes += moved - copied
             elif kind == open_kind:
                 known.add(conn)
-                append(self._opened(ring, position + event_size, conn, timestamp, flags))
+                yield self._opened(ring, position + event_size, conn, timestamp, flags)
             elif kind == close_kind and conn in known:
                 known.discard(conn)
-                append(ConnectionClosed(conn, timestamp))
+                yield ConnectionClosed(conn, timestamp)
         consumer_position[0] = consumer
 
         health.packets += records
@@ -373,7 +379,7 @@ class EbpfSource:
         if truncated_events:
             health.extra["truncated_events"] = health.extra.get("truncated_events", 0) + truncated_events
             health.extra["truncated_bytes"] = health.extra.get("truncated_bytes", 0) + truncated_bytes
-        return items
+        return consumer != start_position
 
     def _opened(self, ring: mmap.mmap, position: int, conn: int, timestamp: int, flags: int) -> ConnectionOpened:
         local_addr, remote_addr, local_port, remote_port, family, _ = events.OPEN_INFO.unpack_from(ring, position)
