@@ -1,14 +1,17 @@
-"""eBPF capture cost and capacity, next to tcpdump on the same traffic.
+"""eBPF capture cost and capacity, next to tcpdump + pcap ingest on the same traffic.
 
-Runs memcached (-t 2) on loopback under memcaslap load and prints:
-  - memcached throughput without capture, with the eBPF capture, and with tcpdump (ratios to the baseline;
-    the goal for eBPF is >= 0.95), measured alternately in the same run;
-  - a load sweep (memcaslap concurrency 1..max): achieved rate and dropped events with the eBPF capture, hence
-    the highest rate with zero drops and the drop rate at memcached's maximum;
-  - membench's user-space CPU per captured event (getrusage in the consumer) and the kernel-side BPF time per
-    program run (bpf_stats), and tcpdump's CPU per packet for comparison.
+Runs memcached (-t 2) on loopback under memcaslap load (-T 2, 64-byte values) and prints:
+  - memcached throughput without capture, while `membench record ebpf:any` records it (the whole pipeline a user
+    runs: capture, parse, pair, anonymize, write the profile), and while tcpdump writes a pcap, measured
+    alternately in the same run, with the ratios to the uncaptured throughput (the goal for eBPF is >= 0.95);
+  - dropped eBPF events at memcached's maximum rate (full load), and membench's CPU (user + system of the
+    record process) per recorded operation; for tcpdump, its CPU per operation plus the CPU of
+    `membench record FILE.pcap` ingesting the capture afterwards, and the packets the kernel dropped;
+  - a load sweep (memcaslap concurrency 1..max) recording with eBPF, with the kernel's BPF program time per
+    operation (bpf_stats, enabled only for the sweep: it costs two clock reads per program run), hence the
+    highest rate recorded with zero dropped events.
 
-Usage (root): python bench/ebpf_capture.py [--seconds 3] [--rounds 2]
+Usage (root): python bench/ebpf_capture.py [--seconds 3] [--rounds 2] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -26,7 +28,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass
+class Recording:
+    tps: float
+    operations: int
+    dropped_events: int
+    cpu_s: float
+    bpf_ns: int = 0
+
+
+@dataclass
+class PcapRecording:
+    tps: float
+    packets: int
+    dropped_packets: int
+    tcpdump_cpu_s: float
+    operations: int
+    ingest_cpu_s: float
 
 
 def free_port() -> int:
@@ -35,80 +57,88 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def consume(port: int) -> None:
-    """Child mode: capture until SIGINT, then print counters as JSON."""
-    from membench.capture.ebpf.source import EbpfSource
-    from membench.capture.stream import StreamChunk
-
-    source = EbpfSource([port])
-    signal.signal(signal.SIGINT, lambda *_: source.stop())
-    print("ready", flush=True)
-    start = resource.getrusage(resource.RUSAGE_SELF)
-    chunks = 0
-    for item in source:
-        if type(item) is StreamChunk:
-            chunks += 1
-    end = resource.getrusage(resource.RUSAGE_SELF)
-    health = source.health
-    print(json.dumps({
-        "records": health.packets, "chunks": chunks, "bytes": health.bytes_seen,
-        "dropped": health.dropped_events, "cpu": end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime,
-    }), flush=True)
+def number_in(pattern: str, text: str) -> int:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"{pattern!r} not found in: {text[-300:]}")
+    return int(match.group(1).replace(",", ""))
 
 
 def memcaslap(port: int, seconds: float, concurrency: int) -> float:
     threads = min(2, concurrency)  # memcaslap wants at least one connection per thread
     out = subprocess.run(["memcaslap", "-s", f"127.0.0.1:{port}", "-T", str(threads), "-c", str(concurrency),
                           "-t", f"{seconds:g}s", "-X", "64"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"TPS: (\d+)", out)
-    if match is None:
-        raise RuntimeError(f"no TPS in memcaslap output: {out[-300:]}")
-    return float(match.group(1))
+    return float(number_in(r"TPS: (\d+)", out))
 
 
-def bpf_run_stats(pid: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the BPF programs held by pid (needs kernel.bpf_stats_enabled)."""
-    total_ns = total_runs = 0
+def bpf_run_ns(pid: int) -> int:
+    """run_time_ns summed over the BPF programs held by pid (needs kernel.bpf_stats_enabled)."""
+    total = 0
     for info in Path(f"/proc/{pid}/fdinfo").iterdir():
         with contextlib.suppress(OSError):
             fields = dict(line.split(":\t", 1) for line in info.read_text().splitlines() if ":\t" in line)
             if "prog_id" in fields and "run_time_ns" in fields:
-                total_ns += int(fields["run_time_ns"])
-                total_runs += int(fields["run_cnt"])
-    return total_ns, total_runs
+                total += int(fields["run_time_ns"])
+    return total
 
 
-def with_ebpf(port: int, seconds: float, concurrency: int) -> tuple[float, dict[str, float], tuple[int, int]]:
-    child = subprocess.Popen([sys.executable, __file__, "--consume", str(port)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
+def cpu_seconds(usage: os.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> Recording:
+    recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "ebpf:any", str(profile), "--port",
+                                 str(port), "--quiet", "--salt", "bench", "--force"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert recorder.stderr is not None
     try:
-        if child.stdout.readline().strip() != "ready":
-            raise RuntimeError("the eBPF consumer did not start")
+        line = recorder.stderr.readline()
+        if not line.startswith("recording"):
+            raise RuntimeError(f"membench record did not start: {line}{recorder.stderr.read()}")
         tps = memcaslap(port, seconds, concurrency)
-        kernel = bpf_run_stats(child.pid)
-        child.send_signal(signal.SIGINT)
-        result = json.loads(child.stdout.read().strip().splitlines()[-1])
+        bpf_ns = bpf_run_ns(recorder.pid)
+        recorder.send_signal(signal.SIGINT)
+        _, status, usage = os.wait4(recorder.pid, 0)
+        recorder.returncode = os.waitstatus_to_exitcode(status)
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-    return tps, result, kernel
+        if recorder.returncode is None:
+            recorder.kill()
+            recorder.wait()
+    if recorder.returncode != 0:
+        raise RuntimeError(f"membench record failed: {recorder.stderr.read()}")
+    meta = json.loads((profile / "profile.json").read_text())
+    return Recording(tps, meta["operations"], meta["health"]["capture"]["dropped_events"], cpu_seconds(usage),
+                     bpf_ns)
 
 
-def with_tcpdump(port: int, seconds: float, concurrency: int, directory: Path) -> tuple[float, int, int, float]:
-    """(tps, packets captured, packets dropped, tcpdump CPU seconds)."""
-    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-w", str(directory / "bench.pcap"),
-                             f"tcp port {port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) -> PcapRecording:
+    pcap = directory / "bench.pcap"
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-w", str(pcap), f"tcp port {port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert dump.stderr is not None
     dump.stderr.readline()  # "listening on lo" once the capture is live
     tps = memcaslap(port, seconds, concurrency)
     time.sleep(0.2)
     dump.send_signal(signal.SIGINT)
-    _, _, usage = os.wait4(dump.pid, 0)
+    _, status, usage = os.wait4(dump.pid, 0)
+    dump.returncode = os.waitstatus_to_exitcode(status)
     err = dump.stderr.read()
-    captured = int(re.search(r"(\d+) packets captured", err).group(1))  # type: ignore[union-attr]
-    dropped = int(re.search(r"(\d+) packets dropped by kernel", err).group(1))  # type: ignore[union-attr]
-    return tps, captured, dropped, usage.ru_utime + usage.ru_stime
+    ingest = subprocess.Popen([sys.executable, "-m", "membench", "record", str(pcap), str(directory / "pcap-profile"),
+                               "--port", str(port), "--quiet", "--salt", "bench", "--force"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert ingest.stdout is not None
+    output = ingest.stdout.read()
+    _, status, ingest_usage = os.wait4(ingest.pid, 0)
+    ingest.returncode = os.waitstatus_to_exitcode(status)
+    if ingest.returncode != 0:
+        raise RuntimeError(f"membench record {pcap} failed: {output}")
+    return PcapRecording(tps, number_in(r"(\d+) packets captured", err),
+                         number_in(r"(\d+) packets dropped by kernel", err), cpu_seconds(usage),
+                         number_in(r"recorded ([\d,]+) operations", output), cpu_seconds(ingest_usage))
+
+
+def per_op_us(seconds: float, operations: int) -> float:
+    return seconds / max(operations, 1) * 1e6
 
 
 def main() -> None:
@@ -116,11 +146,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/eBPF/tcpdump rounds")
     parser.add_argument("--concurrency", type=int, default=32, help="memcaslap connections at full load")
-    parser.add_argument("--consume", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.consume:
-        consume(args.consume)
-        return
     for tool in ("memcached", "memcaslap", "tcpdump"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: run scripts/setup.sh")
@@ -133,53 +159,51 @@ def main() -> None:
     try:
         time.sleep(0.3)
         memcaslap(port, 1, args.concurrency)  # warm-up: fill the cache so gets hit
-        base, ebpf, dump = [], [], []
-        ebpf_results: list[dict[str, float]] = []
-        dump_results: list[tuple[int, int, float]] = []
-        with tempfile.TemporaryDirectory() as directory:
+        with tempfile.TemporaryDirectory() as name:
+            directory = Path(name)
+            base: list[float] = []
+            ebpf: list[Recording] = []
+            dump: list[PcapRecording] = []
             for _ in range(args.rounds):
                 base.append(memcaslap(port, args.seconds, args.concurrency))
-                tps, result, _ = with_ebpf(port, args.seconds, args.concurrency)
-                ebpf.append(tps)
-                ebpf_results.append(result)
-                tps, captured, dropped, cpu = with_tcpdump(port, args.seconds, args.concurrency, Path(directory))
-                dump.append(tps)
-                dump_results.append((captured, dropped, cpu))
+                ebpf.append(record_ebpf(port, args.seconds, args.concurrency, directory / "ebpf-profile"))
+                dump.append(record_pcap(port, args.seconds, args.concurrency, directory))
 
-        baseline = sum(base) / len(base)
-        ebpf_tps = sum(ebpf) / len(ebpf)
-        dump_tps = sum(dump) / len(dump)
-        records = sum(r["records"] for r in ebpf_results)
-        cpu = sum(r["cpu"] for r in ebpf_results)
-        dropped = sum(r["dropped"] for r in ebpf_results)
-        packets = sum(c for c, _, _ in dump_results)
-        dump_dropped = sum(d for _, d, _ in dump_results)
-        dump_cpu = sum(c for _, _, c in dump_results)
-        print(f"memcached -t 2, memcaslap -T 2 -c {args.concurrency}, {args.rounds} x {args.seconds:g} s per mode")
-        print(f"  throughput without capture : {baseline:10.0f} ops/s")
-        print(f"  throughput with eBPF       : {ebpf_tps:10.0f} ops/s   ratio {ebpf_tps / baseline:.3f} (goal >= 0.95)")
-        print(f"  throughput with tcpdump    : {dump_tps:10.0f} ops/s   ratio {dump_tps / baseline:.3f}")
-        print(f"  eBPF events {records}, dropped {dropped} ({dropped / max(records + dropped, 1):.2%}); "
-              f"user CPU {cpu:.2f} s = {cpu / max(records, 1) * 1e6:.2f} us/event")
-        print(f"  tcpdump packets {packets}, dropped {dump_dropped}; CPU {dump_cpu:.2f} s = "
-              f"{dump_cpu / max(packets, 1) * 1e6:.2f} us/packet")
+            baseline = sum(base) / len(base)
+            ebpf_tps = sum(r.tps for r in ebpf) / len(ebpf)
+            dump_tps = sum(r.tps for r in dump) / len(dump)
+            operations = sum(r.operations for r in ebpf)
+            dropped = sum(r.dropped_events for r in ebpf)
+            pcap_operations = sum(r.operations for r in dump)
+            print(f"memcached -t 2, memcaslap -T 2 -c {args.concurrency} -X 64, {args.rounds} x {args.seconds:g} s "
+                  "per mode, modes alternating")
+            print(f"  without capture            : {baseline:9.0f} ops/s")
+            print(f"  membench record ebpf:any   : {ebpf_tps:9.0f} ops/s   ratio {ebpf_tps / baseline:.3f} "
+                  "(goal >= 0.95)")
+            print(f"    recorded {operations} operations, dropped {dropped} events at memcached's maximum rate; "
+                  f"membench CPU {per_op_us(sum(r.cpu_s for r in ebpf), operations):.2f} us/operation")
+            print(f"  tcpdump -w                 : {dump_tps:9.0f} ops/s   ratio {dump_tps / baseline:.3f}")
+            print(f"    {sum(r.packets for r in dump)} packets, {sum(r.dropped_packets for r in dump)} dropped by "
+                  f"the kernel; tcpdump CPU {per_op_us(sum(r.tcpdump_cpu_s for r in dump), pcap_operations):.2f} "
+                  f"us/operation + `membench record FILE.pcap` CPU "
+                  f"{per_op_us(sum(r.ingest_cpu_s for r in dump), pcap_operations):.2f} us/operation "
+                  f"({pcap_operations} operations)")
 
-        print("load sweep with eBPF capture (kernel BPF time from bpf_stats):")
-        stats_flag.write_text("1")
-        best_clean = 0.0
-        concurrency = 1
-        while concurrency <= args.concurrency:
-            tps, result, (run_ns, runs) = with_ebpf(port, args.seconds, concurrency)
-            total = result["records"] + result["dropped"]
-            if result["dropped"] == 0:
-                best_clean = max(best_clean, tps)
-            print(f"  c={concurrency:3d}: {tps:9.0f} ops/s  events {result['records']:9.0f}  dropped "
-                  f"{result['dropped']:7.0f} ({result['dropped'] / max(total, 1):.2%})  user "
-                  f"{result['cpu'] / max(result['records'], 1) * 1e6:.2f} us/event  kernel "
-                  f"{run_ns / max(runs, 1):.0f} ns/program run")
-            concurrency *= 2
-        print(f"  highest rate with zero dropped events: {best_clean:.0f} ops/s "
-              f"({best_clean / baseline:.2f} of memcached's uncaptured maximum)")
+            print("load sweep, membench record ebpf:any (bpf_stats on: BPF time is kernel time in the traced "
+                  "syscalls):")
+            stats_flag.write_text("1")
+            best_clean = 0.0
+            concurrency = 1
+            while concurrency <= args.concurrency:
+                run = record_ebpf(port, args.seconds, concurrency, directory / "sweep-profile")
+                if run.dropped_events == 0:
+                    best_clean = max(best_clean, run.tps)
+                print(f"  c={concurrency:3d}: {run.tps:9.0f} ops/s  recorded {run.operations:8d}  dropped "
+                      f"{run.dropped_events:6d} events  membench CPU {per_op_us(run.cpu_s, run.operations):.2f} "
+                      f"us/op  BPF {run.bpf_ns / max(run.operations, 1):.0f} ns/op")
+                concurrency *= 2
+            print(f"  highest rate recorded with zero dropped events: {best_clean:.0f} ops/s "
+                  f"({best_clean / baseline:.2f} of memcached's uncaptured maximum)")
     finally:
         stats_flag.write_text(stats_before)
         server.terminate()
