@@ -27,7 +27,7 @@ fi
 echo "== recording with $source_spec on port $record_port"
 membench record "$source_spec" "$out/traffic.profile" --port "$record_port" --quiet &
 recorder=$!
-sleep 2  # let the capture attach before traffic starts
+sleep 2  # `record` attaches its probes before it prints its first line; this leaves margin for that
 python3 scripts/demo_traffic.py --port "$record_port" --seconds "${MEMBENCH_DEMO_SECONDS:-10}"
 kill -INT "$recorder"
 wait "$recorder"
