@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import socket
 import struct
-import threading
 from collections.abc import Iterable, Sequence
 
 from membench.protocol.events import ParserEvent, Request, Response, Skipped
@@ -64,55 +61,3 @@ def packet(magic: int, opcode: int, key: bytes = b"", extras: bytes = b"", value
            opaque: int = 0, cas: int = 0) -> bytes:
     body = extras + key + value
     return HEADER.pack(magic, opcode, len(key), len(extras), 0, status, len(body), opaque, cas) + body
-
-
-class Relay:
-    """A TCP relay between a real client and a real memcached that records each direction's bytes in order."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.connections: list[tuple[list[bytes], list[bytes]]] = []  # per connection: (requests, responses)
-        self._threads: list[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self._target))
-            record: tuple[list[bytes], list[bytes]] = ([], [])
-            self.connections.append(record)
-            for src, dst, chunks in ((client, server, record[0]), (server, client, record[1])):
-                thread = threading.Thread(target=self._pump, args=(src, dst, chunks), daemon=True)
-                thread.start()
-                self._threads.append(thread)
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, chunks: list[bytes]) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (dst, src):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """Stop accepting and wait until every relayed connection has been closed by its client."""
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
-        self._listener.close()
-        self._accepting.join(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)

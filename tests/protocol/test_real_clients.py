@@ -16,12 +16,13 @@ from pymemcache.client.base import Client
 from membench.protocol.events import Command, Protocol, Reply
 from membench.protocol.stream import RequestStreamParser, ResponseStreamParser
 from tests.conftest import Memcached
-from tests.protocol.helpers import Relay, requests, responses, skipped
+from tests.protocol.helpers import requests, responses, skipped
+from tests.relay import RecordingRelay
 
 BIG = 300_000  # larger than any socket read, so the value spans many chunks
 
 
-def parsed(relay: Relay):
+def parsed(relay: RecordingRelay):
     """(request events, response events, request parser, response parser) of the single relayed connection."""
     assert len(relay.connections) == 1
     sent, received = relay.connections[0]
@@ -38,12 +39,12 @@ def parsed(relay: Relay):
 
 @pytest.fixture
 def relay(memcached: Memcached):
-    proxy = Relay(memcached.port)
+    proxy = RecordingRelay((memcached.host, memcached.port))
     yield proxy
     proxy.close()
 
 
-def test_pymemcache_text(relay: Relay) -> None:
+def test_pymemcache_text(relay: RecordingRelay) -> None:
     client = Client(("127.0.0.1", relay.port), default_noreply=False)
     client.set("a", b"x" * 10, expire=30, flags=0)
     client.set("big", b"y" * BIG)
@@ -92,7 +93,7 @@ def test_pymemcache_text(relay: Relay) -> None:
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
-def test_pylibmc(relay: Relay, binary: bool) -> None:
+def test_pylibmc(relay: RecordingRelay, binary: bool) -> None:
     client = pylibmc.Client([f"127.0.0.1:{relay.port}"], binary=binary, behaviors={"tcp_nodelay": True})
     client.set("a", "1")
     client.set("big", b"z" * BIG, time=60)
@@ -137,7 +138,7 @@ def test_pylibmc(relay: Relay, binary: bool) -> None:
                                   Reply.NUMBER: 2, Reply.DELETED: 1, Reply.NOT_FOUND: 1})
 
 
-def test_meta_commands_over_a_raw_socket(relay: Relay) -> None:
+def test_meta_commands_over_a_raw_socket(relay: RecordingRelay) -> None:
     script = [
         b"ms mk 5 T60 F9 Oa1\r\nhello\r\n",
         b"mg mk v f k Ob2\r\n",

@@ -20,8 +20,8 @@ from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import logical_command
 from membench.replay.run import replay
 from tests.conftest import Memcached, free_port, run_membench, start_memcached
+from tests.relay import RecordingRelay
 from tests.replay.profiles import T0, ProfileBuilder, source, write_profile
-from tests.replay.relay import RecordingRelay
 
 COUNTERS = ("cmd_get", "get_hits", "get_misses", "cmd_set", "delete_hits", "delete_misses", "incr_hits",
             "incr_misses", "touch_hits", "touch_misses", "cmd_touch")
