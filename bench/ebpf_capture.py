@@ -20,16 +20,16 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from local_memcached import number_in, start_memcached
 
 
 @dataclass
@@ -49,19 +49,6 @@ class PcapRecording:
     tcpdump_cpu_s: float
     operations: int
     ingest_cpu_s: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def number_in(pattern: str, text: str) -> int:
-    match = re.search(pattern, text)
-    if match is None:
-        raise RuntimeError(f"{pattern!r} not found in: {text[-300:]}")
-    return int(match.group(1).replace(",", ""))
 
 
 def memcaslap(port: int, seconds: float, concurrency: int) -> float:
@@ -151,13 +138,10 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: run scripts/setup.sh")
 
-    port = free_port()
-    server = subprocess.Popen(["memcached", "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
-                               "-t", "2", "-m", "256"])
+    server, port = start_memcached()
     stats_flag = Path("/proc/sys/kernel/bpf_stats_enabled")
     stats_before = stats_flag.read_text().strip()
     try:
-        time.sleep(0.3)
         memcaslap(port, 1, args.concurrency)  # warm-up: fill the cache so gets hit
         with tempfile.TemporaryDirectory() as name:
             directory = Path(name)

@@ -13,34 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from local_memcached import number_in, start_memcached
+
 from membench.capture.pcap import PcapFileSource
 
 CACHE = Path("/tmp/membench-bench")
 CAPTURE = CACHE / "pcap_ingest.pcap"
 CAPTURE_INFO = CACHE / "pcap_ingest.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def number_in(pattern: str, text: str) -> int:
-    match = re.search(pattern, text)
-    if match is None:
-        sys.exit(f"no {pattern!r} in the tool's output: {text.strip()}")
-    return int(match.group(1).replace(",", ""))
 
 
 def generate(min_packets: int) -> dict[str, int]:
@@ -50,11 +37,8 @@ def generate(min_packets: int) -> dict[str, int]:
     CACHE.mkdir(exist_ok=True)
     operations = min_packets // 2 + min_packets // 10  # about two packets per operation, with a margin
     while True:
-        port = free_port()
-        server = subprocess.Popen(["memcached", "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
-                                   "-m", "512", "-t", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server, port = start_memcached()
         try:
-            time.sleep(0.3)
             dump = subprocess.Popen(["tcpdump", "-i", "lo", "-B", "262144", "-s", "0", "-w", str(CAPTURE),
                                      f"tcp port {port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from local_memcached import start_memcached
 
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
@@ -43,25 +44,6 @@ KEYS = 10_000
 KEY_LENGTH = 30
 VALUE_LENGTH = 100
 SET_EVERY = 11  # 1 set : 10 gets
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_memcached() -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen(["memcached", "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "2",
-                             "-m", "512", "-c", "4096"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("memcached did not start")
 
 
 def profile_table(rows: int) -> pa.Table:
@@ -218,7 +200,7 @@ def main() -> None:
     parser.add_argument("--start-ops", type=int, default=10_000_000,
                         help="operations of the profile whose replay start is measured (0: skip)")
     args = parser.parse_args()
-    server, port = start_memcached()
+    server, port = start_memcached(None, "-c", "4096")
     try:
         table = profile_table(args.ops)
         rows = []
