@@ -6,11 +6,8 @@ Keeping it in one place means a replayed hit, miss or stored counts exactly as a
 from __future__ import annotations
 
 from membench.profile.schema import Status
-from membench.protocol.events import Command, Reply
+from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command, Reply
 
-RETRIEVALS = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS, Command.META_GET})
-STORES = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS,
-                    Command.META_SET})
 DELETES = frozenset({Command.DELETE, Command.META_DELETE})
 
 REPLY_STATUS: dict[Reply, Status] = {
@@ -39,9 +36,9 @@ REPLY_STATUS: dict[Reply, Status] = {
 
 def success_status(command: Command) -> Status:
     """The outcome a bare success (meta HD) means for this command."""
-    if command in RETRIEVALS:
+    if command in RETRIEVAL_COMMANDS:
         return Status.HIT
-    if command in STORES:
+    if command in STORAGE_COMMANDS:
         return Status.STORED
     if command in DELETES:
         return Status.DELETED
@@ -52,4 +49,4 @@ def success_status(command: Command) -> Status:
 
 def suppressed_status(command: Command) -> Status:
     """The outcome of a quiet command whose reply never came: quiet gets hide misses, everything else successes."""
-    return Status.MISS if command in RETRIEVALS else success_status(command)
+    return Status.MISS if command in RETRIEVAL_COMMANDS else success_status(command)

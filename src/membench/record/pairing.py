@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from membench.profile.outcomes import REPLY_STATUS, STORES, success_status, suppressed_status
+from membench.profile.outcomes import REPLY_STATUS, success_status, suppressed_status
 from membench.profile.schema import Operation, Status
-from membench.protocol.events import Command, Protocol, Reply, Request, Response
+from membench.protocol.events import STORAGE_COMMANDS, Command, Protocol, Reply, Request, Response
 
 KeyHash = Callable[[bytes], int]
 Emit = Callable[[Operation], None]
@@ -39,7 +39,7 @@ _VALUE, _HD, _NOOP, _STAT, _OTHER_REPLY = Reply.VALUE, Reply.HD, Reply.NOOP, Rep
 _HIT, _MISS, _OK = Status.HIT, Status.MISS, Status.OK
 
 _GET_FAMILY = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
-_STORAGE = STORES - {Command.META_SET}
+_STORAGE = STORAGE_COMMANDS - {Command.META_SET}
 _ERRORS = frozenset({Reply.ERROR, Reply.CLIENT_ERROR, Reply.SERVER_ERROR})
 
 # Which reply kinds can answer a command: used to notice replies lost in a hole, and quiet commands skipped.

@@ -26,7 +26,7 @@ import pyarrow as pa
 from membench.errors import MembenchError
 from membench.profile.schema import SCHEMA, Status
 from membench.protocol.encode import META_NOOP, binary_noop, encode_binary, encode_meta, encode_text
-from membench.protocol.events import Command, Protocol
+from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command, Protocol
 from membench.replay.ketama import Continuum
 from membench.replay.keys import MAX_KEY_LENGTH, KeySynthesizer, ValueSource
 from membench.replay.options import ReplayOptions, Timing
@@ -57,8 +57,8 @@ _LOGICAL: dict[str, Command] = {
     Command.META_ARITHMETIC.value: Command.INCR,
     Command.META_NOOP.value: Command.NOOP,
 }
-RETRIEVALS = frozenset({Command.GET, Command.GETS, Command.GAT, Command.GATS})
-_WITH_VALUE = frozenset({Command.SET, Command.ADD, Command.REPLACE, Command.APPEND, Command.PREPEND, Command.CAS})
+RETRIEVALS = RETRIEVAL_COMMANDS - {Command.META_GET}  # replay plans logical commands: mg is planned as get
+_WITH_VALUE = STORAGE_COMMANDS - {Command.META_SET}
 
 # Outcomes showing that the key existed before this operation: the recording's "hit before any write".
 _PRESENT: dict[Command, frozenset[str]] = {

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from membench.profile.outcomes import REPLY_STATUS, RETRIEVALS, success_status
+from membench.profile.outcomes import REPLY_STATUS, success_status
 from membench.profile.outcomes import suppressed_status as outcome_when_suppressed
 from membench.profile.schema import Status
-from membench.protocol.events import Command, Reply
+from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Reply
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # an hour: any reply slower than that is a timeout long before
@@ -40,7 +40,7 @@ def reply_table(command: Command) -> dict[Reply, int]:
     table[Reply.HD] = STATUS_INDEX[success_status(command)]
     # Replay sends only commands it models, so a reply line it cannot classify is the server's error.
     table[Reply.OTHER] = STATUS_INDEX[Status.ERROR]
-    if command in RETRIEVALS:
+    if command in RETRIEVAL_COMMANDS:
         table[Reply.NOT_FOUND] = MISS
     return table
 
