@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +130,36 @@ def test_ebpf_and_pcap_recordings_of_the_same_traffic_agree(memcached: Memcached
         return Counter(tuple(r.values()) for r in rows.to_pylist())
 
     assert operations(recording.out) == operations(packet)
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_a_connection_busy_when_recording_starts_costs_at_most_the_operation_in_flight(
+        memcached: Memcached, tmp_path: Path, side: str) -> None:
+    """Long-lived connections in mid-conversation are the normal case on a production server."""
+    stop = threading.Event()
+    started = threading.Event()
+
+    def busy() -> None:
+        client = Client((memcached.host, memcached.port), default_noreply=False, no_delay=True)
+        i = 0
+        while not stop.is_set():
+            client.set(f"busy{i % 50}", b"v" * 10)
+            assert client.get(f"busy{i % 50}") == b"v" * 10  # every get is a hit at the server
+            i += 1
+            started.set()
+        client.close()
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    started.wait(10)
+    recording = Recording(tmp_path / "busy.profile", memcached.port, "--side", side)
+    time.sleep(1.0)
+    stop.set()
+    worker.join(10)
+    recording.stop()
+    pairing = recording.health()["pairing"]
+    assert pairing["unanswered_requests"] <= 1
+    assert pairing["unmatched_responses"] <= 1
+    gets = [row["status"] for row in read_profile(recording.out).to_pylist() if row["command"] == "get"]
+    assert len(gets) > 100
+    assert gets.count("hit") >= len(gets) - 1

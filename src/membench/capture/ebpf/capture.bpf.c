@@ -153,11 +153,13 @@ struct {
 	__type(value, __u64);
 } next_conn SEC(".maps");
 
+/* The configuration, or NULL while the capture is not yet enabled: every program then does nothing. */
 static __always_inline struct mb_config *get_config(void)
 {
 	__u32 zero = 0;
+	struct mb_config *cfg = bpf_map_lookup_elem(&config, &zero);
 
-	return bpf_map_lookup_elem(&config, &zero);
+	return cfg && cfg->enabled ? cfg : NULL;
 }
 
 static __always_inline void count(__u32 counter, __u64 amount)

@@ -88,7 +88,10 @@ struct mb_config {
 	__u32 wakeup_bytes;
 	__u8 side;          /* enum mb_side */
 	__u8 filter_pids;   /* 1: only tgids present in `target_pids` */
-	__u8 reserved[6];
+	/* 0 until user space has attached every program: a capture that starts with some tracepoints attached
+	 * and others not would see a busy connection's requests without their replies. */
+	__u8 enabled;
+	__u8 reserved[5];
 };
 
 /* Key of the `connections` and `ignored_fds` hash maps. */

@@ -52,7 +52,8 @@ CONFIG_LAYOUT: Layout = (
     ("wakeup_bytes", "I"),
     ("side", "B"),
     ("filter_pids", "B"),
-    ("reserved", "6s"),
+    ("enabled", "B"),
+    ("reserved", "5s"),
 )
 CONFIG = _struct(CONFIG_LAYOUT)
 

@@ -195,12 +195,6 @@ class EbpfSource:
         obj.map("scratch").set_max_entries(self._cpus)
         obj.load()
 
-        realtime_offset = time.time_ns() - time.monotonic_ns()
-        obj.map("config").update(
-            _U32.pack(0),
-            events.CONFIG.pack(realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // 4), self.side,
-                               1 if self.pids else 0, b""),
-        )
         ports = obj.map("watched_ports")
         for port in self.ports:
             ports.update(events.PORT_KEY.pack(port), events.PRESENT)
@@ -226,6 +220,14 @@ class EbpfSource:
             if kind != "tracepoint" or not event:
                 raise MembenchError(f"unexpected program section {program.section} in {OBJECT_PATH.name}")
             self._links.append(program.attach_tracepoint(category, event))
+        # Enabled only now, all programs at once: programs attached one by one while already active saw a busy
+        # connection's reads before its writes, and pairing then stayed one reply behind for its whole life.
+        realtime_offset = time.time_ns() - time.monotonic_ns()
+        obj.map("config").update(
+            _U32.pack(0),
+            events.CONFIG.pack(realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // 4), self.side,
+                               1 if self.pids else 0, 1, b""),
+        )
 
     def _live_object(self) -> BpfObject:
         if self._object is None:
