@@ -4,8 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(memcached libbpf1 clang llvm bpftool tcpdump tshark libmemcached-tools libpcap0.8
-          libmemcached-dev zlib1g-dev)
+# What each is for: memcached (the server every test talks to); libbpf1 (loads the BPF object); clang, llvm and
+# libbpf-dev (rebuild.sh and the test that the committed object is the reproducible build of its source: the
+# compiler, llvm-strip and the bpf/*.h headers); bpftool (the layout test reads the object's BTF); tcpdump and
+# tshark (peers in tests and benchmarks); libmemcached-tools (memcaslap load); libpcap0.8 (live capture);
+# libmemcached-dev and zlib1g-dev (build pylibmc, a real client in the tests); util-linux (setpriv, unshare in the
+# privilege tests).
+packages=(memcached libbpf1 libbpf-dev clang llvm bpftool tcpdump tshark libmemcached-tools libpcap0.8
+          libmemcached-dev zlib1g-dev util-linux)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
