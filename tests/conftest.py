@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("MEMBENCH_CORPUS", REPO.parent / "shared" / "corpus"))
-PCAP_CORPUS = CORPUS / "pcap"
+# Public captures with their licences and provenance, inside the repository so a clone tests on its own.
+PCAP_CORPUS = REPO / "tests" / "data" / "pcap"
 
 
 def free_port() -> int:

@@ -184,7 +184,7 @@ def test_cli_writes_the_same_numbers_as_json_and_a_self_contained_html(ops, tmp_
 
 
 def test_analyze_of_a_real_capture(tmp_path):
-    """deepflow_app_traffic.pcap, as counted in corpus/pcap/EXPECTED.md."""
+    """deepflow_app_traffic.pcap, as counted in tests/data/pcap/EXPECTED.md."""
     from tests.conftest import PCAP_CORPUS
 
     profile = tmp_path / "deepflow.profile"

@@ -1,4 +1,4 @@
-"""`membench record` on the public capture corpus: exact operations as listed in corpus/pcap/EXPECTED.md.
+"""`membench record` on the public capture corpus: exact operations as listed in tests/data/pcap/EXPECTED.md.
 
 The profile is read back with plain pyarrow (not membench's reader), which also shows it is usable without
 membench. tshark 4.0 is no oracle here: it decodes only the first text command of a segment, no memcached over
