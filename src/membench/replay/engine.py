@@ -67,7 +67,8 @@ ReplyMemo = dict[bytes, list[ParserEvent]]
 
 def _drain_group(binary: bool) -> Group:
     payload = binary_noop(0) if binary else META_NOOP
-    return Group(payload, INTERNAL_SLOT, 0, EXPECT_UNITS, 1, 0, 0, 0)
+    return Group(payload=payload, slot=INTERNAL_SLOT, rows=0, expect=EXPECT_UNITS, units=1, at_ns=0, outstanding=0,
+                 seq=0, number=INTERNAL_SLOT, after=())
 
 
 class Feeder:
@@ -202,6 +203,8 @@ class Link(asyncio.Protocol):
         self._closing = False
         self._reconnecting = False
         self._given_up = False
+        self.answered = INTERNAL_SLOT  # number of the latest group answered (or written off): they end in order
+        self.waiters: list[Link] = []  # links whose next group waits for one of this link's to be answered
 
     # asyncio.Protocol
 
@@ -264,6 +267,8 @@ class Link(asyncio.Protocol):
         self._given_up = False
         self._done = self._loop.create_future()
         self._active = True
+        self.answered = INTERNAL_SLOT
+        self.waiters = []
         if self._transport is None and not self._reconnecting:
             self._start_reconnect()  # the server was given up on in an earlier pass: try it again
         self._pump()
@@ -346,6 +351,7 @@ class Link(asyncio.Protocol):
             for group in chunk:
                 if group.slot >= 0:
                     counts[group.slot][LOST] += group.rows
+                self._answer(group.number)
             chunk = None if self._runner.stopping else self._feeder.take(self)
         self._chunk = []
         self._next = 0
@@ -358,8 +364,29 @@ class Link(asyncio.Protocol):
             if group.slot >= 0:
                 answered = entry[3] if group.expect in (EXPECT_UNITS, EXPECT_NOOP) else 0
                 counts[group.slot][status] += group.rows - answered
+            self._answer(group.number)
         self._inflight.clear()
         self._waiting = 0
+
+    def _answer(self, number: int) -> None:
+        """Group `number` is done with: the links waiting for this one may look again."""
+        if number > self.answered:
+            self.answered = number
+        if self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for link in waiters:
+                self._runner.pump_soon(link)
+
+    def _waits(self, group: Group) -> bool:
+        """Whether a request the recording answered before this one, on another stream, is still unanswered."""
+        links = self._runner.links
+        for stream, number in group.after:
+            link = links[stream]
+            if link.answered < number:
+                link.waiters.append(self)
+                self._runner.pump_soon(link)  # if it holds only quiet requests, it must show they are done
+                return True
+        return False
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -388,7 +415,7 @@ class Link(asyncio.Protocol):
                 index = 0
                 count = len(chunk)
             group = chunk[index]
-            if waiting >= (pipeline or group.outstanding + 1):
+            if waiting >= (pipeline or group.outstanding + 1) or (group.after and self._waits(group)):
                 break
             due = now
             if timed:
@@ -403,6 +430,7 @@ class Link(asyncio.Protocol):
             if expect == EXPECT_NONE:
                 self._counts[group.slot][NOREPLY] += group.rows
                 self._requests[group.slot] += 1
+                self._answer(group.number)
             else:
                 inflight.append([group, now, due, 0])
                 if expect != EXPECT_QUIET:
@@ -411,7 +439,7 @@ class Link(asyncio.Protocol):
             budget -= 1
         self._next = index
         ending = stopping or (index == count and not self.queue and self._feeder.exhausted)
-        if ending and inflight and not waiting:
+        if (ending or self.waiters) and inflight and not waiting:
             # Only quiet requests are left in flight: a noop makes the server show they are done.
             payloads.append(self._drain.payload)
             inflight.append([self._drain, now, now, 0])
@@ -453,6 +481,7 @@ class Link(asyncio.Protocol):
             if expect == EXPECT_QUIET:
                 inflight.popleft()
                 opaque = response.opaque
+                self._answer(group.number)
                 if opaque is not None and int(opaque) == group.seq:
                     self._counts[slot][self._tables[slot][reply]] += group.rows
                     self._record(entry, now)
@@ -468,6 +497,7 @@ class Link(asyncio.Protocol):
                     inflight.popleft()
                     self._waiting -= 1
                     self._record(entry, now)
+                    self._answer(group.number)
                 return
             if expect == EXPECT_NOOP:
                 if reply is Reply.NOOP:
@@ -475,6 +505,7 @@ class Link(asyncio.Protocol):
                     self._waiting -= 1
                     self._counts[slot][self._suppressed[slot]] += group.rows - entry[3]
                     self._record(entry, now)
+                    self._answer(group.number)
                 else:
                     self._counts[slot][self._tables[slot][reply]] += 1
                     entry[3] += 1
@@ -493,6 +524,7 @@ class Link(asyncio.Protocol):
         self._inflight.popleft()
         self._waiting -= 1
         group: Group = entry[0]
+        self._answer(group.number)
         slot = group.slot
         counts = self._counts[slot]
         if reply is not _END:
@@ -526,7 +558,7 @@ class Runner:
         self.elapsed_s = 0.0
         self._on_tick = on_tick
         self._targets = [parse_target(target) for target in options.targets]
-        self._links: list[Link] = []
+        self.links: list[Link] = []
         self._last_tick_s = 0.0
         self.feeder = Feeder(planner, source)
         self._to_pump: list[Link] = []
@@ -548,20 +580,20 @@ class Runner:
         if not self.stopping:
             self.stopping = True
             self.interrupted = True
-            for link in self._links:
+            for link in self.links:
                 link.poke()
 
     async def run(self, start_ns: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         memo: ReplyMemo = {}  # shared by the text links: their parsers are alike between units
-        self._links = [Link(self, stream, self._targets[stream.target], None if stream.binary else memo)
+        self.links = [Link(self, stream, self._targets[stream.target], None if stream.binary else memo)
                        for stream in self.planner.streams]
-        self.feeder.links = self._links
+        self.feeder.links = self.links
         # Outside the main thread there is no signal handling: the caller stops the runner itself.
         with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self.stop)
         try:
-            await asyncio.gather(*(link.connect() for link in self._links))
+            await asyncio.gather(*(link.connect() for link in self.links))
             if start_ns is not None:
                 await asyncio.sleep(max(0.0, (start_ns - _perf_ns()) / 1e9))
             began = _perf_ns()
@@ -574,7 +606,7 @@ class Runner:
                 gc.freeze()
                 base = _perf_ns()
                 self.feeder.start_pass()
-                await asyncio.gather(*(link.begin(base) for link in self._links))
+                await asyncio.gather(*(link.begin(base) for link in self.links))
                 if self.stopping:
                     break
                 self.loops_done += 1
@@ -590,7 +622,7 @@ class Runner:
             self.meter.fold(self._last_tick_s, self.elapsed_s)
         finally:
             gc.unfreeze()
-            for link in self._links:
+            for link in self.links:
                 link.close()
             with contextlib.suppress(RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGINT)
@@ -601,7 +633,7 @@ class Runner:
         while True:
             await asyncio.sleep(check_every)
             now = _perf_ns()
-            for link in self._links:
+            for link in self.links:
                 link.check_timeout(now)
             elapsed = (now - began) / 1e9
             if elapsed >= next_fold:

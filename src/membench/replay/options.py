@@ -16,7 +16,9 @@ DEFAULT_TARGET = "127.0.0.1:11211"
 
 
 class Timing(StrEnum):
-    ASAP = "asap"  # each connection as fast as its order and pipelining allow (closed loop)
+    # Each connection as fast as its order and pipelining allow (closed loop), keeping across connections the
+    # recorded order of the requests on each key and around flush_all (replay/order.py).
+    ASAP = "asap"
     ORIGINAL = "original"  # recorded send times, scaled by speed (open loop)
     RATE = "rate"  # a fixed aggregate request rate, requests in recorded order (open loop)
 
@@ -88,8 +90,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speak this protocol on every connection (default: what each connection was "
                              "recorded with)")
     parser.add_argument("--timing", choices=[Timing.ASAP.value, Timing.ORIGINAL.value], default=Timing.ASAP.value,
-                        help="asap: each connection as fast as its order allows (default); original: the "
-                             "recorded send times, scaled by --speed")
+                        help="asap: as fast as the recorded order allows (default): a request waits only for "
+                             "the requests on its keys (or a flush_all) that the server handled before it on "
+                             "other connections; original: the recorded send times, scaled by --speed")
     parser.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
                         help="with --timing original, play X times faster (default 1)")
     parser.add_argument("--rate", type=positive_float, metavar="N",

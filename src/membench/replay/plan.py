@@ -30,6 +30,7 @@ from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Comma
 from membench.replay.ketama import Continuum
 from membench.replay.keys import MAX_KEY_LENGTH, KeySynthesizer, ValueSource
 from membench.replay.options import ReplayOptions, Timing
+from membench.replay.order import NO_DEPENDENCIES, Dependency, KeyOrder
 
 BatchSource = Callable[[], Iterator[pa.RecordBatch]]
 """Gives the profile's rows (schema.SCHEMA) from the start, each time it is called."""
@@ -103,6 +104,8 @@ class Group(NamedTuple):
     at_ns: int  # intended send time from the start of the loop (open-loop timings)
     outstanding: int  # requests the recording had in flight on its connection when it sent this one
     seq: int  # opaque of its first request (binary always, meta when quiet)
+    number: int  # its place among the groups this worker plans in one pass (INTERNAL_SLOT for added ones)
+    after: tuple[Dependency, ...]  # (stream, number) of requests on other streams that must be answered first
 
 
 @dataclass(frozen=True)
@@ -283,10 +286,12 @@ class _Codes:
 class _Pass:
     """What planning one loop carries from group to group."""
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, ordered: bool) -> None:
         self.opaques = [0] * streams  # last opaque numbered on each stream
         self.replies_due: dict[int, list[int]] = {}  # recorded connection -> heap of reply times
-        self.group_number = 0
+        self.group_number = 0  # recorded requests planned (the --rate schedule)
+        self.planned = 0  # groups planned: their numbers
+        self.order = KeyOrder() if ordered else None
 
 
 class Planner:
@@ -335,7 +340,8 @@ class Planner:
     def plan(self, source: BatchSource) -> Iterator[list[tuple[int, list[Group]]]]:
         """One loop's plan, a slice at a time: (stream index, its next groups in order) for the streams that have
         some. A fresh call starts a fresh loop."""
-        state = _Pass(len(self.streams))
+        # Open-loop timings keep the recorded schedule; as fast as possible keeps the recorded order instead.
+        state = _Pass(len(self.streams), ordered=self._options.timing is Timing.ASAP)
         carry: _Rows | None = None
         for batch in source():
             for offset in range(0, batch.num_rows, SLICE_ROWS):
@@ -411,6 +417,7 @@ class Planner:
         stream_of = self._stream_of
         binaries = [stream.binary for stream in self.streams]
         opaques = state.opaques
+        order = state.order
         templates = self._templates
         out: dict[int, list[Group]] = {}
         for start, end in zip(starts, ends, strict=True):
@@ -478,9 +485,13 @@ class Planner:
                 groups = out.get(index)
                 if groups is None:
                     groups = out[index] = []
+                number = state.planned
+                state.planned += 1
+                after = NO_DEPENDENCIES if order is None else order.dependencies(index, target, number, command,
+                                                                                 target_keys)
                 # tuple.__new__ skips the NamedTuple's Python-level constructor: a group per request adds up.
                 groups.append(_new(Group, (payload, slot, len(target_keys) or 1, expect, units, at_ns, outstanding,
-                                           seq)))
+                                           seq, number, after)))
         return list(out.items())
 
     def _replay_connection(self, recorded: int, key_hash: int) -> int:
