@@ -64,6 +64,7 @@ def zipf_table(ops: int, keys: int, seed: int = 7, exponent: float = 0.99, conne
         "latency_us": pa.array(latency),
         "batch": pa.array(np.arange(first_request, first_request + ops, dtype=np.uint64)),
         "quiet": pa.array(np.zeros(ops, dtype=bool)),
+        **{name: pa.nulls(ops, SCHEMA.field(name).type) for name in ("effect", "delta", "initial")},
     }
     return pa.table(columns).cast(SCHEMA)
 

@@ -66,6 +66,7 @@ def profile_table(rows: int) -> pa.Table:
         "latency_us": pa.array(np.full(rows, 50), pa.uint32()),
         "batch": pa.array(index + 1, pa.uint64()),
         "quiet": pa.array(np.zeros(rows, dtype=bool)),
+        **{name: pa.nulls(rows, SCHEMA.field(name).type) for name in ("effect", "delta", "initial")},
     }
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 

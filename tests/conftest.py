@@ -148,31 +148,38 @@ def read_profile(path: Path) -> pa.Table:
     return pa.concat_tables(pq.read_table(p) for p in parts).sort_by([("timestamp_ns", "ascending")])
 
 
-RETRIEVALS = ("get", "gets", "mg")
-STORAGE = ("set", "add", "replace", "append", "prepend", "cas", "ms")
+RETRIEVALS = ("get", "gets")
+STORAGE = ("set", "add", "replace", "append", "prepend", "cas")
 STAT_NAMES = ("cmd_get", "get_hits", "get_misses", "cmd_set", "delete_hits", "delete_misses", "incr_hits",
               "incr_misses", "decr_hits", "decr_misses", "cas_hits", "cas_badval", "cas_misses", "cmd_touch",
               "touch_hits", "touch_misses")
+# What memcached counts for each meta command, by the classic command with the same effect (the profile's
+# `effect` column, schema 2; older profiles have none and count as the plain command).
+_META_EFFECT = {"mg": "get", "ms": "set", "md": "delete", "ma": "incr"}
 
 
 def profile_counters(table: pa.Table) -> dict[str, int]:
     """What memcached's `stats` counters should have moved by, according to a profile."""
     counts = {name: 0 for name in STAT_NAMES}
-    for row in table.select(["command", "status"]).to_pylist():
+    names = ["command", "status", *(["effect"] if "effect" in table.column_names else [])]
+    for row in table.select(names).to_pylist():
         command, status = row["command"], row["status"]
-        if command in RETRIEVALS:
+        effect = row.get("effect") or _META_EFFECT.get(command, command)
+        if effect in ("gat", "gats") and not (command == "mg" and status == "miss"):
+            counts["cmd_touch"] += 1  # a get-and-touch counts as a touch (an mg T miss as a get miss)
+            counts["touch_hits" if status == "hit" else "touch_misses"] += status in ("hit", "miss")
+        elif effect in RETRIEVALS or command == "mg":
             counts["cmd_get"] += 1
             counts["get_hits" if status == "hit" else "get_misses"] += status in ("hit", "miss")
-        elif command in STORAGE:
+        elif effect in STORAGE:
             counts["cmd_set"] += 1
-            if command == "cas":
+            if effect == "cas":
                 counts[{"stored": "cas_hits", "exists": "cas_badval", "not_found": "cas_misses"}[status]] += 1
-        elif command in ("delete", "md"):
+        elif effect == "delete":
             counts["delete_hits" if status == "deleted" else "delete_misses"] += status in ("deleted", "not_found")
-        elif command in ("incr", "decr", "ma"):  # ma without an M flag increments
-            name = "incr" if command == "ma" else command
-            counts[f"{name}_hits" if status == "ok" else f"{name}_misses"] += status in ("ok", "not_found")
-        elif command == "touch":
+        elif effect in ("incr", "decr"):
+            counts[f"{effect}_hits" if status == "ok" else f"{effect}_misses"] += status in ("ok", "not_found")
+        elif effect == "touch":
             counts["cmd_touch"] += 1
             counts["touch_hits" if status == "touched" else "touch_misses"] += 1
     return counts

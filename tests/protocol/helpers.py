@@ -39,7 +39,7 @@ def untimed(events: Iterable[ParserEvent]) -> list[tuple]:
     out: list[tuple] = []
     for event in events:
         if type(event) is Request or type(event) is Response:
-            out.append(tuple(event)[:-2])
+            out.append(tuple(event._replace(start_ns=0, end_ns=0)))
         else:
             out.append(("skipped", event.length, event.reason))
     return out

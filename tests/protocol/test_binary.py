@@ -26,8 +26,9 @@ def r(opcode: int, key: bytes = b"", extras: bytes = b"", value: bytes = b"", st
 
 
 def req(command: Command, keys: tuple[bytes, ...] = (), value_length: int | None = None, flags: int | None = None,
-        ttl: int | None = None, quiet: bool = False, opaque: int = 0, start: int = 7, end: int = 7) -> Request:
-    return Request(B, command, keys, value_length, flags, ttl, False, quiet, opaque, start, end)
+        ttl: int | None = None, quiet: bool = False, opaque: int = 0, start: int = 7, end: int = 7,
+        delta: int | None = None, initial: int | None = None) -> Request:
+    return Request(B, command, keys, value_length, flags, ttl, False, quiet, opaque, start, end, None, delta, initial)
 
 
 def rep(reply: Reply, opcode: int, status: int = 0, key: bytes | None = None, value_length: int | None = None,
@@ -52,10 +53,10 @@ def rep(reply: Reply, opcode: int, status: int = 0, key: bytes | None = None, va
     (q(0x1A, b"k", value=b"abc"), req(Command.PREPEND, (b"k",), 3, quiet=True)),
     (q(0x04, b"k"), req(Command.DELETE, (b"k",))),
     (q(0x14, b"k"), req(Command.DELETE, (b"k",), quiet=True)),
-    (q(0x05, b"n", ARITH.pack(2, 10, 60)), req(Command.INCR, (b"n",), ttl=60)),
-    (q(0x15, b"n", ARITH.pack(2, 10, 60)), req(Command.INCR, (b"n",), ttl=60, quiet=True)),
-    (q(0x06, b"n", ARITH.pack(2, 10, 0xFFFFFFFF)), req(Command.DECR, (b"n",), ttl=0xFFFFFFFF)),
-    (q(0x16, b"n", ARITH.pack(2, 10, 0)), req(Command.DECR, (b"n",), ttl=0, quiet=True)),
+    (q(0x05, b"n", ARITH.pack(2, 10, 60)), req(Command.INCR, (b"n",), ttl=60, delta=2, initial=10)),
+    (q(0x15, b"n", ARITH.pack(2, 10, 60)), req(Command.INCR, (b"n",), ttl=60, quiet=True, delta=2, initial=10)),
+    (q(0x06, b"n", ARITH.pack(2, 10, 0xFFFFFFFF)), req(Command.DECR, (b"n",), ttl=0xFFFFFFFF, delta=2)),
+    (q(0x16, b"n", ARITH.pack(2, 10, 0)), req(Command.DECR, (b"n",), ttl=0, quiet=True, delta=2, initial=10)),
     (q(0x07), req(Command.QUIT)),
     (q(0x17), req(Command.QUIT, quiet=True)),
     (q(0x08), req(Command.FLUSH_ALL)),

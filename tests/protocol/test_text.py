@@ -14,8 +14,10 @@ M = Protocol.META
 
 def req(command: Command, keys: tuple[bytes, ...] = (), value_length: int | None = None, flags: int | None = None,
         ttl: int | None = None, noreply: bool = False, quiet: bool = False, opaque: bytes | None = None,
-        protocol: Protocol = T, start: int = 7, end: int = 7) -> Request:
-    return Request(protocol, command, keys, value_length, flags, ttl, noreply, quiet, opaque, start, end)
+        protocol: Protocol = T, start: int = 7, end: int = 7, effect: Command | None = None, delta: int | None = None,
+        initial: int | None = None) -> Request:
+    return Request(protocol, command, keys, value_length, flags, ttl, noreply, quiet, opaque, start, end, effect, delta,
+                   initial)
 
 
 def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None, flags: int | None = None,
@@ -33,8 +35,8 @@ def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None,
     (b"delete k noreply\r\n", req(Command.DELETE, (b"k",), noreply=True)),
     (b"delete k 0\r\n", req(Command.DELETE, (b"k",))),
     (b"delete k 0 noreply\r\n", req(Command.DELETE, (b"k",), noreply=True)),
-    (b"incr n 5\r\n", req(Command.INCR, (b"n",))),
-    (b"decr n 18446744073709551615 noreply\r\n", req(Command.DECR, (b"n",), noreply=True)),
+    (b"incr n 5\r\n", req(Command.INCR, (b"n",), delta=5)),
+    (b"decr n 18446744073709551615 noreply\r\n", req(Command.DECR, (b"n",), noreply=True, delta=2**64 - 1)),
     (b"touch k 100\r\n", req(Command.TOUCH, (b"k",), ttl=100)),
     (b"touch k 0 noreply\r\n", req(Command.TOUCH, (b"k",), ttl=0, noreply=True)),
     (b"flush_all\r\n", req(Command.FLUSH_ALL)),
@@ -49,11 +51,14 @@ def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None,
     (b"quit\r\n", req(Command.QUIT)),
     (b"get k\n", req(Command.GET, (b"k",))),  # bare \n, as memcached accepts
     (b"mn\r\n", req(Command.META_NOOP, protocol=M)),
-    (b"mg k v t f Oab12 q k\r\n", req(Command.META_GET, (b"k",), quiet=True, opaque=b"ab12", protocol=M)),
-    (b"mg k T30 N30\r\n", req(Command.META_GET, (b"k",), ttl=30, protocol=M)),
-    (b"mg Zm9v b v\r\n", req(Command.META_GET, (b"Zm9v",), protocol=M)),  # base64 key kept as sent
-    (b"md k q I T5\r\n", req(Command.META_DELETE, (b"k",), ttl=5, quiet=True, protocol=M)),
-    (b"ma k D10 MD N0 J3 v O9\r\n", req(Command.META_ARITHMETIC, (b"k",), opaque=b"9", protocol=M)),
+    (b"mg k v t f Oab12 q k\r\n", req(Command.META_GET, (b"k",), quiet=True, opaque=b"ab12", protocol=M,
+                                         effect=Command.GET)),
+    (b"mg k T30 N30\r\n", req(Command.META_GET, (b"k",), ttl=30, protocol=M, effect=Command.GAT)),
+    (b"mg Zm9v b v\r\n", req(Command.META_GET, (b"Zm9v",), protocol=M, effect=Command.GET)),  # base64 key kept as sent
+    (b"md k q I T5\r\n", req(Command.META_DELETE, (b"k",), ttl=5, quiet=True, protocol=M, effect=Command.DELETE)),
+    (b"ma k D10 MD N0 J3 v O9\r\n", req(Command.META_ARITHMETIC, (b"k",), opaque=b"9", protocol=M,
+                                           effect=Command.DECR, delta=10, initial=3)),
+    (b"ma k\r\n", req(Command.META_ARITHMETIC, (b"k",), protocol=M, effect=Command.INCR, delta=1)),
     (b"me k\r\n", req(Command.META_DEBUG, (b"k",), protocol=M)),
 ])
 def test_keyless_and_key_only_commands(line: bytes, expected: Request) -> None:
@@ -69,8 +74,11 @@ def test_keyless_and_key_only_commands(line: bytes, expected: Request) -> None:
     (b"cas k 2 3 5 12345678901234", req(Command.CAS, (b"k",), 5, 2, 3)),
     (b"cas k 2 3 5 1 noreply", req(Command.CAS, (b"k",), 5, 2, 3, noreply=True)),
     (b"set k 0 0 5 junk", req(Command.SET, (b"k",), 5, 0, 0)),  # memcached ignores a last token not "noreply"
-    (b"ms k 5 F7 T60 Oxy q", req(Command.META_SET, (b"k",), 5, 7, 60, quiet=True, opaque=b"xy", protocol=M)),
-    (b"ms k 5 MA", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M)),
+    (b"ms k 5 F7 T60 Oxy q", req(Command.META_SET, (b"k",), 5, 7, 60, quiet=True, opaque=b"xy", protocol=M,
+                                   effect=Command.SET)),
+    (b"ms k 5 MA", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, effect=Command.APPEND)),
+    (b"ms k 5 C99 ME", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, effect=Command.ADD)),
+    (b"ms k 5 C99", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, effect=Command.CAS)),
 ])
 def test_storage_commands_count_their_data_block(head: bytes, expected: Request) -> None:
     # The data block holds \r\n and a command-looking line: it is counted, never searched.

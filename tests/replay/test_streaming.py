@@ -48,7 +48,8 @@ def write_big_profile(path: Path) -> None:
                 "batch": pa.array(index + 1, pa.uint64()),
                 "quiet": pa.array(np.zeros(CHUNK, dtype=bool)),
             }
-            arrays = [columns[field.name].cast(field.type) for field in SCHEMA]
+            arrays = [columns[field.name].cast(field.type) if field.name in columns else pa.nulls(CHUNK, field.type)
+                      for field in SCHEMA]
             writer.write_batch(pa.Table.from_arrays(arrays, schema=SCHEMA))
 
 

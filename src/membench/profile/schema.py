@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added effect, delta, initial
 FORMAT_NAME = "membench-profile"
 
 
@@ -54,6 +54,10 @@ class Operation(NamedTuple):
     latency_us: int | None  # reply start - request end, µs; None when no reply was seen
     batch: int  # sequence number of the request this operation belongs to (shared by a multi-get's keys)
     quiet: bool  # sent with noreply, meta q, or a binary quiet opcode
+    # Added in schema version 2 (defaults keep writers of version-1 rows working):
+    effect: str | None = None  # meta commands: the Command value with the same effect on the server (ms MA -> append)
+    delta: int | None = None  # incr/decr/ma: the amount
+    initial: int | None = None  # counters that create a missing key (binary with an expiration, ma N): the first value
 
 
 def _dictionary() -> pa.DataType:
@@ -75,6 +79,9 @@ SCHEMA = pa.schema(
         pa.field("latency_us", pa.uint32()),
         pa.field("batch", pa.uint64(), nullable=False),
         pa.field("quiet", pa.bool_(), nullable=False),
+        pa.field("effect", _dictionary()),
+        pa.field("delta", pa.uint64()),
+        pa.field("initial", pa.uint64()),
     ]
 )
 

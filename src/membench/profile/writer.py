@@ -40,7 +40,7 @@ _CHECK_EVERY_ROWS = 1024  # how often write() looks at the clock: often enough f
 # Dictionary encoding pays off where few distinct values repeat (hashes of hot keys, a handful of value sizes);
 # timestamps and request numbers only grow, so they are stored as bit-packed deltas instead.
 _DICTIONARY_COLUMNS = ["connection", "command", "protocol", "key_hash", "key_length", "value_length", "flags", "ttl",
-                       "status", "latency_us", "quiet"]
+                       "status", "latency_us", "quiet", "effect", "delta", "initial"]
 _DELTA_COLUMNS = {"timestamp_ns": "DELTA_BINARY_PACKED", "batch": "DELTA_BINARY_PACKED"}
 _PARQUET_OPTIONS: dict[str, Any] = {
     "use_dictionary": _DICTIONARY_COLUMNS,

@@ -27,6 +27,7 @@ BODY_MAX = (1 << 30) + (1 << 16)
 
 _STORE_EXTRAS = struct.Struct(">II")  # flags, expiration
 _ARITHMETIC_EXTRAS = struct.Struct(">QQI")  # delta, initial, expiration
+_NO_AUTOVIVIFY = 0xFFFFFFFF  # an arithmetic expiration that says: fail on a missing key, do not create it
 _UINT32 = struct.Struct(">I")
 _BINARY = Protocol.BINARY
 # NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per packet.
@@ -274,18 +275,20 @@ class BinaryRequestParser(_PacketParser):
         key_at = extras_at + extras_length
         keys = (data[key_at:key_at + key_length],) if kind.keyed and key_length else ()
         family = kind.family
-        value_length = flags = ttl = None
+        value_length = flags = ttl = delta = initial = None
         if family == "store" and extras_length == 8:
             flags, ttl = _STORE_EXTRAS.unpack_from(data, extras_at)
             value_length = body - extras_length - key_length
         elif family == "append":
             value_length = body - extras_length - key_length
         elif family == "arith" and extras_length == 20:
-            ttl = _ARITHMETIC_EXTRAS.unpack_from(data, extras_at)[2]
+            delta, first_value, ttl = _ARITHMETIC_EXTRAS.unpack_from(data, extras_at)
+            if ttl != _NO_AUTOVIVIFY:
+                initial = first_value  # memcached creates a missing key with this value
         elif (family == "touch" or family == "gat") and extras_length == 4:
             ttl = _UINT32.unpack_from(data, extras_at)[0]
         return _new(Request, (_BINARY, kind.command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start,
-                              end))
+                              end, None, delta, initial))
 
 
 class BinaryResponseParser(_PacketParser):

@@ -117,8 +117,10 @@ def encode_meta(
     quiet: bool = False,
     opaque: int | None = None,
     delta: int = 1,
+    initial: int | None = None,
 ) -> bytes:
-    """One meta-protocol request for a logical command; `opaque` becomes the `O` flag echoed in the reply."""
+    """One meta-protocol request for a logical command; `opaque` becomes the `O` flag echoed in the reply.
+    A counter with an `initial` value creates a missing key with it (N, J), keeping `ttl`."""
     extra = b""
     if quiet:
         extra += b" q"
@@ -136,6 +138,8 @@ def encode_meta(
         return b"md " + key + extra + _CRLF
     if command in (Command.INCR, Command.DECR):
         mode = b"I" if command is Command.INCR else b"D"
+        if initial is not None:
+            extra = b" N%d J%d%s" % (ttl, initial, extra)
         return b"ma %s M%s D%d%s\r\n" % (key, mode, delta, extra)
     if command is Command.NOOP:
         return META_NOOP
@@ -152,9 +156,11 @@ def encode_binary(
     quiet: bool = False,
     opaque: int = 0,
     delta: int = 1,
+    initial: int | None = None,
     with_key: bool = False,
 ) -> bytes:
-    """One binary-protocol request. `with_key` asks for GetK/GetKQ (the reply carries the key), as multi-gets do."""
+    """One binary-protocol request. `with_key` asks for GetK/GetKQ (the reply carries the key), as multi-gets do.
+    A counter with an `initial` value creates a missing key with it, expiring after `ttl`."""
     opcodes = _BINARY_OPCODES.get(command)
     if opcodes is None:
         raise ValueError(f"no binary form for command {command}")
@@ -164,7 +170,10 @@ def encode_binary(
     if command in _META_SET_MODES and command not in (Command.APPEND, Command.PREPEND):
         extras = _STORAGE_EXTRAS.pack(flags, ttl & 0xFFFFFFFF)
     elif command in (Command.INCR, Command.DECR):
-        extras = _ARITHMETIC_EXTRAS.pack(delta, 0, _NO_AUTOVIVIFY)
+        if initial is None:
+            extras = _ARITHMETIC_EXTRAS.pack(delta, 0, _NO_AUTOVIVIFY)
+        else:
+            extras = _ARITHMETIC_EXTRAS.pack(delta, initial, ttl & 0xFFFFFFFF)
     elif command in (Command.TOUCH, Command.GAT, Command.GATS):
         extras = _EXPIRY_EXTRAS.pack(ttl & 0xFFFFFFFF)
     elif command is Command.VERBOSITY:

@@ -71,6 +71,10 @@ class Request(NamedTuple):
     opaque: int | bytes | None  # binary opaque (int) or meta `O` token (bytes); matched against replies
     start_ns: int  # timestamp of the chunk holding the first byte
     end_ns: int  # timestamp of the chunk holding the last byte
+    # What replay needs to reproduce the command's effect on the server (profile schema version 2):
+    effect: Command | None  # meta: the classic command with the same effect (ms MA -> append, ma MD -> decr, ...)
+    delta: int | None  # incr/decr/ma: the amount
+    initial: int | None  # a counter that creates a missing key (binary with an expiration, ma N): its first value
 
 
 class Reply(StrEnum):

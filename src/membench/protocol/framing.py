@@ -103,8 +103,7 @@ class FramedParser:
         self.stats.bytes_parsed += self._pending_seen
         self._pending_seen = 0
         if unit is not None:
-            # `end_ns` is the last field of both unit types; this is `_replace(end_ns=...)` without its Python code.
-            events.append(tuple.__new__(type(unit), (*unit[:-1], timestamp_ns)))
+            events.append(unit._replace(end_ns=timestamp_ns))
 
     def _skip_seen(self, length: int, reason: str) -> None:
         """Seen bytes given up on; reported as one Skipped event per run, when sync is found again or at close."""

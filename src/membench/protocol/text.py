@@ -33,6 +33,7 @@ BASE64_KEY_MAX = 4 * ((KEY_MAX + 2) // 3)
 LINE_MAX = 8192
 RETRIEVAL_LINE_MAX = 1 << 20
 _UINT32_MAX = (1 << 32) - 1
+_UINT64_MAX = (1 << 64) - 1
 
 _TEXT = Protocol.TEXT
 _META = Protocol.META
@@ -73,7 +74,7 @@ def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Reques
         keys = tuple(t[1:])
         if not _keys_ok(keys):
             return None
-    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, start, end))
+    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, start, end, None, None, None))
 
 
 def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -86,7 +87,7 @@ def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Re
     keys = tuple(t[2:])
     if not _keys_ok(keys):
         return None
-    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, start, end))
+    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, start, end, None, None, None))
 
 
 def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -108,7 +109,8 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
     if length < 0 or not 0 <= flags <= _UINT32_MAX or len(key) > KEY_MAX:
         return None
     noreply = n > fixed and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end, None, None,
+                          None))
 
 
 def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -124,7 +126,8 @@ def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request |
         return None
     if len(t[1]) > KEY_MAX:
         return None
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end, None, None,
+                          None))
 
 
 def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -132,7 +135,9 @@ def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Reque
     if (n != 3 and n != 4) or not t[2].isdigit() or len(t[1]) > KEY_MAX:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end))
+    delta = int(t[2])
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end, None,
+                          delta if delta <= _UINT64_MAX else None, None))
 
 
 def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -144,7 +149,7 @@ def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | 
     except ValueError:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, start, end, None, None, None))
 
 
 def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, high: int) -> Request | None:
@@ -152,7 +157,7 @@ def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, h
     if n < low or n > high:
         return None
     noreply = n > 1 and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, start, end, None, None, None))
 
 
 def _flush_all(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -169,7 +174,7 @@ def _no_arguments(t: list[bytes], command: Command, start: int, end: int) -> Req
 
 def _stats(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
     # stats arguments name a stats group, never a cache key
-    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, start, end))
+    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, start, end, None, None, None))
 
 
 def _meta_flags(t: list[bytes], first: int) -> tuple[bool, bytes | None, int | None, int | None, bool] | None:
@@ -199,6 +204,53 @@ def _meta_flags(t: list[bytes], first: int) -> tuple[bool, bytes | None, int | N
     return quiet, opaque, ttl, flags, base64
 
 
+_META_SET_MODES = {ord("S"): Command.SET, ord("E"): Command.ADD, ord("A"): Command.APPEND,
+                   ord("P"): Command.PREPEND, ord("R"): Command.REPLACE}
+_META_ARITHMETIC_MODES = {ord("I"): Command.INCR, ord("+"): Command.INCR, ord("D"): Command.DECR,
+                          ord("-"): Command.DECR}
+_META_EFFECTS = {Command.META_GET: Command.GET, Command.META_SET: Command.SET, Command.META_DELETE: Command.DELETE,
+                 Command.META_ARITHMETIC: Command.INCR}
+
+
+def _meta_effect(t: list[bytes], command: Command, touches: bool) -> tuple[Command | None, int | None, int | None]:
+    """(effect, delta, initial) of a meta command: the flags that change what it does to the server.
+
+    mg with T touches (memcached counts a hit as a touch); ms's M mode and C compare-and-swap; ma's M mode, its D
+    delta, and N, which creates a missing key with the J value (0 by default). Unknown or malformed mode flags
+    leave memcached's default, which memcached itself would refuse: the reply tells.
+    """
+    effect = _META_EFFECTS.get(command)
+    if effect is None:
+        return None, None, None
+    if command is Command.META_GET:
+        return (Command.GAT if touches else effect), None, None
+    delta: int | None = 1 if command is Command.META_ARITHMETIC else None
+    first_value = 0
+    vivify = compare = False
+    for token in t[2:]:
+        flag, argument = token[0], token[1:]
+        if flag == 77 and argument:  # M
+            modes = _META_SET_MODES if command is Command.META_SET else _META_ARITHMETIC_MODES
+            mode = argument[0] - 32 if 97 <= argument[0] <= 122 else argument[0]  # memcached takes either case
+            effect = modes.get(mode, effect)
+        elif flag == 67:  # C
+            compare = True
+        elif flag == 78:  # N
+            vivify = True
+        elif flag == 68 and argument.isdigit():  # D
+            delta = int(argument)
+        elif flag == 74 and argument.isdigit():  # J
+            first_value = int(argument)
+    if compare and effect is Command.SET:
+        effect = Command.CAS
+    initial = first_value if vivify and command is Command.META_ARITHMETIC else None
+    if delta is not None and delta > _UINT64_MAX:
+        delta = None
+    if initial is not None and initial > _UINT64_MAX:
+        initial = None
+    return effect, delta, initial
+
+
 def _meta_key_ok(key: bytes, base64: bool) -> bool:
     return len(key) <= (BASE64_KEY_MAX if base64 else KEY_MAX)
 
@@ -213,7 +265,9 @@ def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Reque
     quiet, opaque, ttl, _, base64 = parsed
     if not _meta_key_ok(t[1], base64):
         return None
-    return _new(Request, (_META, command, (t[1],), None, None, ttl, False, quiet, opaque, start, end))
+    effect, delta, initial = _meta_effect(t, command, ttl is not None)
+    return _new(Request, (_META, command, (t[1],), None, None, ttl, False, quiet, opaque, start, end, effect, delta,
+                          initial))
 
 
 def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -230,13 +284,14 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
     quiet, opaque, ttl, flags, base64 = parsed
     if not _meta_key_ok(t[1], base64):
         return None
+    effect = _meta_effect(t, command, False)[0]
     # Unset F and T store 0, as memcached does.
     return _new(Request, (_META, command, (t[1],), length, flags or 0, ttl or 0, False, quiet, opaque, start,
-                          end))
+                          end, effect, None, None))
 
 
 def _meta_noop(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _new(Request, (_META, command, (), None, None, None, False, False, None, start, end))
+    return _new(Request, (_META, command, (), None, None, None, False, False, None, start, end, None, None, None))
 
 
 REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
@@ -583,7 +638,8 @@ class TextRequestParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request:
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
-        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end))
+        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end, None,
+                              None, None))
 
     def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return line.startswith(_RETRIEVAL_PREFIXES)

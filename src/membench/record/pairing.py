@@ -249,7 +249,8 @@ class ConnectionPairer:
 
     def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
         """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
-        protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, start_ns, end_ns = pending.request
+        (protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, start_ns, end_ns, effect, delta,
+         initial) = pending.request
         if reply_ns is None or suppressed:
             latency = None
         else:
@@ -260,6 +261,7 @@ class ConnectionPairer:
         command_name = _NAME[command]
         protocol_name = _NAME[protocol]
         status_name = _NAME[status]
+        effect_name = None if effect is None else _NAME[effect]
         quiet = noreply or quiet
         connection = self._connection
         batch = pending.batch
@@ -267,7 +269,7 @@ class ConnectionPairer:
         if not keys:
             self._stats.operations += 1
             emit(_new(Operation, (start_ns, connection, command_name, protocol_name, None, None, value_length, flags,
-                                  ttl, status_name, latency, batch, quiet)))
+                                  ttl, status_name, latency, batch, quiet, effect_name, delta, initial)))
             return
         self._stats.operations += len(keys)
         key_hash = self._key_hash
@@ -279,4 +281,5 @@ class ConnectionPairer:
             else:
                 key_value_length, key_flags, key_status = hit.value_length, hit.flags, _HIT_NAME
             emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
-                                  key_value_length, key_flags, ttl, key_status, latency, batch, quiet)))
+                                  key_value_length, key_flags, ttl, key_status, latency, batch, quiet, effect_name,
+                                  delta, initial)))

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from membench.errors import MembenchError
 from membench.profile.schema import SCHEMA, Status
@@ -91,6 +92,16 @@ _ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # 
 
 def logical_command(recorded: str) -> Command | None:
     return _LOGICAL.get(recorded)
+
+
+def _effects(batch: pa.RecordBatch) -> pa.Array:
+    """What each row did to the server, by command name: its recorded effect (schema 2: meta modes, mg T) where
+    there is one, else its command."""
+    command = batch.column("command").cast(pa.string())
+    effect = batch.column("effect")
+    if effect.null_count == len(effect):
+        return command
+    return pc.coalesce(effect.cast(pa.string()), command)
 
 
 class Group(NamedTuple):
@@ -185,7 +196,7 @@ def survey(source: BatchSource) -> Survey:
         for row in np.sort(firsts).tolist():
             result.connection_protocols.setdefault(int(connections[row]), protocol_names[protocol_index[row]])
 
-        command_index, command_names = _dictionary(batch.column("command"))
+        command_index, command_names = _dictionary(_effects(batch))
         status_index, status_names = _dictionary(batch.column("status"))
         logical = [_LOGICAL.get(name) for name in command_names]
         pair_counts = np.bincount(command_index * len(status_names) + status_index,
@@ -210,6 +221,9 @@ def survey(source: BatchSource) -> Survey:
             result.short_pairs.update(zip(hashes[short].tolist(), lengths[short].tolist(), strict=True))
         present = np.array([[status in _PRESENT.get(command, ()) if command else False for status in status_names]
                             for command in logical], dtype=bool)[command_index[rows], status_index[rows]]
+        # A counter that may have created its key answers the same whether it did or not: the recording does not
+        # show the key was there before it, and the replay will create it as the recording may have.
+        present &= np.asarray(batch.column("initial").is_null())[rows]
         retrieval = np.array([command in RETRIEVALS for command in logical], dtype=bool)[command_index[rows]]
         value_lengths = batch.column("value_length").take(pa.array(rows)).to_pylist()
         for row in _first_of_each_pair(hashes, lengths).tolist():
@@ -255,6 +269,8 @@ class _Rows(NamedTuple):
     latency_us: np.ndarray  # -1 when null: no reply was seen
     request: np.ndarray
     quiet: np.ndarray
+    delta: np.ndarray  # 1 when null
+    initial: np.ndarray  # objects, None where the counter never creates its key (uint64 does not fit int64)
 
     def then(self, later: _Rows) -> _Rows:
         return _Rows(*(np.concatenate(pair) for pair in zip(self, later, strict=True)))
@@ -367,7 +383,7 @@ class Planner:
         return _Rows(
             timestamp_ns=column("timestamp_ns").to_numpy(),
             connection=column("connection").to_numpy().astype(np.int64),
-            command=self._commands.of(column("command")),
+            command=self._commands.of(_effects(batch)),
             protocol=self._protocols.of(column("protocol")),
             keyed=~np.asarray(column("key_hash").is_null()),
             key_hash=_filled(column("key_hash"), 0),
@@ -378,6 +394,8 @@ class Planner:
             latency_us=_filled(column("latency_us").cast(pa.int64()), -1),
             request=column("batch").to_numpy(),
             quiet=column("quiet").to_numpy(zero_copy_only=False),
+            delta=column("delta").fill_null(1).to_numpy(zero_copy_only=False),
+            initial=np.array(column("initial").to_pylist(), dtype=object),
         )
 
     def _plan_rows(self, rows: _Rows, state: _Pass) -> list[tuple[int, list[Group]]]:
@@ -413,6 +431,8 @@ class Planner:
         value_lengths = rows.value_length.tolist()
         flags = rows.flags.tolist()
         ttls = rows.ttl.tolist()
+        deltas = rows.delta.tolist()
+        initials = rows.initial.tolist()
         server_count = self._continuum.server_count
         stream_of = self._stream_of
         binaries = [stream.binary for stream in self.streams]
@@ -450,7 +470,8 @@ class Planner:
                 # An absolute expiry time lies in the past by now: keep how long the item had left when recorded.
                 remaining = ttl - timestamp_ns // _NS_PER_S
                 ttl = remaining if remaining > 0 else -1
-            request = _new(_Request, (command, value_lengths[start], flags[start], ttl, quiet))
+            request = _new(_Request, (command, value_lengths[start], flags[start], ttl, quiet, deltas[start],
+                                      initials[start]))
             protocol = protocols[protocol_codes[start]]
             slot = self._slots[command]
             splits: Iterable[tuple[int, list[bytes]]]
@@ -531,7 +552,8 @@ class Planner:
         if send_as in RETRIEVALS:
             return encode_text(send_as, keys, ttl=request.ttl), EXPECT_END, 0, 0
         noreply = request.quiet and send_as not in _ALWAYS_ANSWERED
-        payload = encode_text(send_as, keys, value=value, flags=request.flags, ttl=request.ttl, noreply=noreply)
+        payload = encode_text(send_as, keys, value=value, flags=request.flags, ttl=request.ttl, noreply=noreply,
+                              delta=request.delta)
         if noreply:
             return payload, EXPECT_NONE, 0, 0
         return payload, EXPECT_END if send_as is _STATS else EXPECT_UNITS, 1, 0
@@ -543,15 +565,19 @@ class _Request(NamedTuple):
     flags: int
     ttl: int
     quiet: bool
+    delta: int
+    initial: int | None  # a counter that creates a missing key with this value
 
 
 def _meta(command: Command, keys: list[bytes], value: bytes, request: _Request, seq: int
           ) -> tuple[bytes, int, int, int]:
-    flags, ttl = request.flags, request.ttl
+    flags, ttl, delta, initial = request.flags, request.ttl, request.delta, request.initial
     if not request.quiet:
-        payload = b"".join(encode_meta(command, key, value=value, flags=flags, ttl=ttl) for key in keys)
+        payload = b"".join(encode_meta(command, key, value=value, flags=flags, ttl=ttl, delta=delta, initial=initial)
+                           for key in keys)
         return payload, EXPECT_UNITS, len(keys), 0
-    parts = [encode_meta(command, key, value=value, flags=flags, ttl=ttl, quiet=True, opaque=seq + number)
+    parts = [encode_meta(command, key, value=value, flags=flags, ttl=ttl, quiet=True, opaque=seq + number,
+                         delta=delta, initial=initial)
              for number, key in enumerate(keys)]
     if len(keys) == 1:
         return parts[0], EXPECT_QUIET, 0, 1
@@ -571,7 +597,7 @@ def _binary(command: Command, keys: list[bytes], value: bytes, request: _Request
     can_be_quiet = request.quiet and command not in (Command.TOUCH, Command.VERSION, Command.STATS,
                                                      Command.VERBOSITY)
     payload = encode_binary(command, keys[0] if keys else b"", value=value, flags=request.flags, ttl=request.ttl,
-                            quiet=can_be_quiet, opaque=seq)
+                            quiet=can_be_quiet, opaque=seq, delta=request.delta, initial=request.initial)
     if can_be_quiet:
         return payload, EXPECT_QUIET, 0, 1
     return payload, EXPECT_END if command is Command.STATS else EXPECT_UNITS, 1, 1
