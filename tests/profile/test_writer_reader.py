@@ -22,7 +22,7 @@ from membench.profile.metadata import METADATA_FILE, ProfileMetadata
 from membench.profile.reader import ProfileReader, ProfileWarning
 from membench.profile.schema import SCHEMA, SCHEMA_VERSION, Operation
 from membench.profile.writer import ProfileWriter
-from tests.conftest import REPO, run_membench
+from tests.conftest import REPO, read_profile, run_membench
 from tests.profile.synthetic import metadata, synthetic_operations
 
 
@@ -151,12 +151,16 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     assert (foreign / "notes.txt").read_text() == "precious"
 
 
-def test_an_operation_of_the_wrong_shape_is_a_one_line_error(tmp_path):
+def test_an_operation_of_the_wrong_shape_is_counted_and_the_rows_around_it_kept(tmp_path):
     writer = ProfileWriter(tmp_path / "p", metadata())
-    writer.write(Operation(1, -5, "get", "text", None, None, None, None, None, "miss", None, 1, False))
-    with pytest.raises(MembenchError) as error:
-        writer.close()
-    assert "\n" not in str(error.value)
+    writer.write(Operation(1, 0, "get", "text", None, None, None, None, None, "miss", None, 1, False))
+    writer.write(Operation(2, -5, "get", "text", None, None, None, None, None, "miss", None, 2, False))
+    writer.write(Operation(3, 0, "get", "text", None, None, 2**40, None, None, "hit", None, 3, False))
+    writer.write(Operation(4, 0, "get", "text", None, None, None, None, None, "miss", None, 4, False))
+    writer.close()
+    assert writer.rows_rejected == 2
+    assert read_profile(tmp_path / "p")["batch"].to_pylist() == [1, 4]
+    assert json.loads((tmp_path / "p" / METADATA_FILE).read_text())["health"]["writer"] == {"rows_rejected": 2}
 
 
 KILLED_WRITER = textwrap.dedent("""

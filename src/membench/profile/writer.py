@@ -12,6 +12,7 @@ stored once per million rows instead of once per second, which is most of the si
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -90,6 +91,7 @@ class ProfileWriter:
         self._next_part = 0
         self._closed = False
         self._health_pending = False
+        self.rows_rejected = 0  # rows no conversion could fit in the schema: counted in health, never silent
         self._prepare_directory(overwrite)
         self._last_flush = time.monotonic()
         self._write_metadata()
@@ -134,6 +136,8 @@ class ProfileWriter:
     def set_health(self, counters: dict[str, dict[str, int]]) -> None:
         """Capture, parser and pairing counters, as of now; written with the next part, tick and close."""
         health = {section: dict(values) for section, values in counters.items()}
+        if self.rows_rejected:
+            health.setdefault("writer", {})["rows_rejected"] = self.rows_rejected
         if health != self.metadata.health:
             self.metadata.health = health
             self._health_pending = True
@@ -167,8 +171,12 @@ class ProfileWriter:
 
     def _abandon(self) -> None:
         if not self._closed:
-            self._flush()
             self._closed = True
+            # Keep what can still be kept; the error that brought us here is the one to report.
+            with contextlib.suppress(MembenchError):
+                self._rows, rows = [], self._rows
+                if rows:
+                    self._write_part(self._table(rows))
 
     def _prepare_directory(self, overwrite: bool) -> None:
         path = self.path
@@ -201,9 +209,24 @@ class ProfileWriter:
         rows = self._rows
         if rows:
             self._rows = []
-            self._write_part(_table_from_rows(rows))
+            self._write_part(self._table(rows))
         self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows)
         self._last_flush = time.monotonic()
+
+    def _table(self, rows: list[tuple[Any, ...]]) -> pa.Table:
+        """The rows as a table; a row that does not fit the schema is left out and counted, never fatal to the
+        rows around it (the recorder clamps what it knows of, this is the net under it)."""
+        try:
+            return _table_from_rows(rows)
+        except MembenchError:
+            kept = []
+            for row in rows:
+                try:
+                    kept.append(_table_from_rows([row]))
+                except MembenchError:
+                    self.rows_rejected += 1
+            self.metadata.health.setdefault("writer", {})["rows_rejected"] = self.rows_rejected
+            return pa.concat_tables(kept) if kept else SCHEMA.empty_table()
 
     def _write_part(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -229,6 +252,7 @@ class ProfileWriter:
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path / name)
         except OSError as exc:
+            temporary.unlink(missing_ok=True)
             raise MembenchError(f"cannot write profile part {self.path / name}: {exc.strerror or exc}") from None
 
     def _schema_with_metadata(self) -> pa.Schema:

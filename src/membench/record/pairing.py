@@ -67,6 +67,10 @@ _ANSWERS: dict[Command, frozenset[Reply]] = {
 
 _NO_ANSWERS: frozenset[Reply] = frozenset()
 
+# The ranges of the profile's columns (profile/schema.py): a value outside is counted and kept as null.
+_UINT32_MAX = (1 << 32) - 1
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
 # Commands whose reply is several units closed by a terminator (text END, binary stat with an empty key).
 _MULTI_UNIT = _GET_FAMILY | {Command.STATS}
 
@@ -82,6 +86,7 @@ class PairingStats:
     unmatched_responses: int = 0  # replies no pending request could have asked for
     unanswered_requests: int = 0  # requests whose reply was due but never seen
     unexpected_values: int = 0  # a text VALUE for a key the get did not ask for
+    values_out_of_range: int = 0  # a field beyond its profile column's range (exptime > int64, ...), kept as null
 
     def add(self, other: PairingStats) -> None:
         for name in self.__slots__:
@@ -258,6 +263,15 @@ class ConnectionPairer:
             latency = waited // 1000 if waited > 0 else 0
         if value_length is None:
             flags = None  # a request's flags are recorded only with the value they came with
+        elif value_length > _UINT32_MAX:
+            value_length = flags = None
+            self._stats.values_out_of_range += 1
+        if ttl is not None and not _INT64_MIN <= ttl <= _INT64_MAX:
+            ttl = None  # memcached refuses such an exptime; the client still sent it
+            self._stats.values_out_of_range += 1
+        if latency is not None and latency > _UINT32_MAX:
+            latency = None  # a reply more than 71 minutes after its request
+            self._stats.values_out_of_range += 1
         command_name = _NAME[command]
         protocol_name = _NAME[protocol]
         status_name = _NAME[status]
@@ -280,6 +294,9 @@ class ConnectionPairer:
                 key_value_length, key_flags, key_status = value_length, flags, status_name
             else:
                 key_value_length, key_flags, key_status = hit.value_length, hit.flags, _HIT_NAME
+                if key_value_length is not None and key_value_length > _UINT32_MAX:
+                    key_value_length = None
+                    self._stats.values_out_of_range += 1
             emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
                                   key_value_length, key_flags, ttl, key_status, latency, batch, quiet, effect_name,
                                   delta, initial)))

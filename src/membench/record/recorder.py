@@ -20,6 +20,7 @@ from membench.capture.stream import (
     StreamChunk,
     StreamSource,
 )
+from membench.errors import MembenchError
 from membench.profile.writer import ProfileWriter
 from membench.protocol.events import ParserEvent, Request, Response, Skipped
 from membench.protocol.stream import RequestStreamParser, ResponseStreamParser
@@ -79,6 +80,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._done = threading.Event()
+        self._failure: MembenchError | None = None  # what stopped the flush thread (a full disk, ...)
 
     def run(self) -> RecordSummary:
         ticker = threading.Thread(target=self._tick_forever, name="membench-flush", daemon=True)
@@ -103,6 +105,8 @@ class Recorder:
         finally:
             self._done.set()
             ticker.join()
+        if self._failure is not None:
+            raise self._failure
         with self._lock:
             for conn in list(self._connections):
                 self._close(conn, None)
@@ -122,7 +126,14 @@ class Recorder:
         while not self._done.wait(FLUSH_INTERVAL_S):
             with self._lock:
                 self._writer.set_health(self._health())
-                self._writer.tick()
+                try:
+                    self._writer.tick()
+                except MembenchError as error:
+                    # Nothing more can be written: stop recording rather than capture what would be lost.
+                    self._failure = MembenchError(f"{error}; recording stopped, the profile keeps the "
+                                                  f"{self._writer.metadata.operations:,} operations written before")
+                    self._source.stop()
+                    return
                 progress = self._progress()
             if self._on_progress is not None:
                 self._on_progress(progress)
@@ -205,6 +216,7 @@ class Recorder:
             "capture": self._source.health.as_dict(),
             "parser": parser,
             "pairing": self._pairing.as_dict(),
+            "writer": {"rows_rejected": self._writer.rows_rejected},
         }
 
 

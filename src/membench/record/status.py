@@ -34,24 +34,51 @@ class StatusLine:
         self._console.file.flush()
 
 
+# Health counters that describe what was seen, not what was lost. Every other counter, including any a future
+# source adds, counts something lost: "nothing lost" is said only when all of those are zero.
+_NOT_LOSSES: dict[str, frozenset[str]] = {
+    "capture": frozenset({"packets", "bytes_seen", "retransmitted_bytes", "out_of_order_segments", "connections",
+                          "mid_stream_connections"}),
+    "parser": frozenset({"request_bytes_parsed", "response_bytes_parsed"}),
+    "pairing": frozenset({"requests", "operations"}),
+}
+# Readable names for the losses a user meets most; the others are shown by their counter name.
+_LOSS_NAMES: dict[tuple[str, str], str] = {
+    ("capture", "bytes_missing"): "bytes missing (holes)",
+    ("capture", "holes"): "holes",
+    ("capture", "dropped_events"): "events dropped",
+    ("capture", "malformed_packets"): "malformed packets",
+    ("capture", "truncated_file"): "the capture file is truncated",
+    ("parser", "request_bytes_skipped"): "request bytes skipped by the parser",
+    ("parser", "response_bytes_skipped"): "reply bytes skipped by the parser",
+    ("pairing", "unanswered_requests"): "requests never answered",
+    ("pairing", "unmatched_responses"): "replies without a request",
+    ("pairing", "values_out_of_range"): "values beyond the profile's columns (kept as null)",
+    ("writer", "rows_rejected"): "operations the profile could not hold",
+}
+# The parser's own view of holes repeats the capture's bytes_missing: counted once.
+_REPEATED = frozenset({("parser", "request_bytes_missing"), ("parser", "response_bytes_missing")})
+
+
+def losses(health: dict[str, dict[str, int]]) -> list[tuple[str, int]]:
+    """(what, how many) for every non-zero loss counter of a profile's health."""
+    found = []
+    for section, counters in health.items():
+        for name, count in counters.items():
+            if not count or name in _NOT_LOSSES.get(section, ()) or (section, name) in _REPEATED:
+                continue
+            found.append((_LOSS_NAMES.get((section, name), f"{section} {name}"), count))
+    return found
+
+
 def print_summary(console: Console, output: Path, summary: RecordSummary) -> None:
     capture = summary.health.get("capture", {})
-    parser = summary.health.get("parser", {})
-    pairing = summary.health.get("pairing", {})
     console.print(f"recorded {summary.operations:,} operations on {summary.connections:,} connections "
                   f"in {summary.duration_s:.1f}s -> {output}", markup=False)
-    lost = {
-        "bytes missing (holes)": capture.get("bytes_missing", 0),
-        "holes": capture.get("holes", 0),
-        "events dropped": capture.get("dropped_events", 0),
-        "malformed packets": capture.get("malformed_packets", 0),
-        "bytes skipped by the parser": parser.get("request_bytes_skipped", 0) + parser.get("response_bytes_skipped", 0),
-        "requests never answered": pairing.get("unanswered_requests", 0),
-        "replies without a request": pairing.get("unmatched_responses", 0),
-    }
     seen = f"captured {_bytes(capture.get('bytes_seen', 0))}"
-    if any(lost.values()):
-        details = ", ".join(f"{name} {count:,}" for name, count in lost.items() if count)
+    lost = losses(summary.health)
+    if lost:
+        details = ", ".join(f"{name} {count:,}" for name, count in lost)
         console.print(f"{seen}; lost: {details}", markup=False)
     else:
         console.print(f"{seen}; nothing lost", markup=False)

@@ -1,0 +1,87 @@
+"""Nothing lost silently, nothing claimed that is not true: odd values on the wire, truncated captures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from membench.profile.metadata import METADATA_FILE
+from membench.record.status import losses
+from tests.conftest import PCAP_CORPUS, Memcached, Tcpdump, read_profile, run_membench
+from tests.record.test_ebpf_record import Recording
+
+# Each is something a client can send; memcached refuses the first four (CLIENT_ERROR) and goes on.
+ODD_COMMANDS = [b"touch k 99999999999999999999\r\n", b"gat 99999999999999999999 k\r\n",
+                b"set k 0 -99999999999999999999 1\r\nx\r\n", b"mg k T99999999999999999999\r\n",
+                b"set k 0 0 1\r\nx\r\n", b"get k\r\n"]
+
+
+def _send_odd_commands(memcached: Memcached, rounds: int) -> None:
+    with socket.create_connection((memcached.host, memcached.port), timeout=5) as sock:
+        for _ in range(rounds):
+            for command in ODD_COMMANDS:
+                sock.sendall(command)
+                reply = b""
+                while not reply.endswith(b"\r\n") or (command.startswith(b"get") and not reply.endswith(b"END\r\n")):
+                    reply += sock.recv(4096)
+
+
+def _check_profile(out: Path, rounds: int) -> None:
+    table = read_profile(out)
+    assert table.num_rows == rounds * len(ODD_COMMANDS), "every operation is kept"
+    metadata = json.loads((out / METADATA_FILE).read_text())
+    assert metadata["complete"] is True
+    assert metadata["health"]["pairing"]["values_out_of_range"] == rounds * 4
+    gets = table.filter(pc.equal(table["command"].cast(pa.string()), "get"))
+    assert gets["status"].to_pylist() == ["hit"] * rounds
+
+
+def test_values_beyond_the_schema_from_a_live_client_are_counted_and_every_row_kept(memcached, tmp_path):
+    out = tmp_path / "odd.profile"
+    recording = Recording(out, memcached.port)
+    _send_odd_commands(memcached, rounds=50)
+    time.sleep(1.5)  # past a flush of the writer thread, which a row it could not convert used to kill
+    _send_odd_commands(memcached, rounds=50)
+    err = recording.stop()
+    assert "Traceback" not in err
+    _check_profile(out, rounds=100)
+
+
+def test_values_beyond_the_schema_in_a_pcap_are_counted_and_not_called_nothing_lost(memcached, tmp_path):
+    pcap = tmp_path / "odd.pcap"
+    dump = Tcpdump(pcap, memcached.port)
+    _send_odd_commands(memcached, rounds=20)
+    assert dump.stop() == 0
+    out = tmp_path / "odd.profile"
+    proc = run_membench("record", str(pcap), str(out), "--port", str(memcached.port))
+    assert proc.returncode == 0, proc.stderr
+    _check_profile(out, rounds=20)
+    assert "nothing lost" not in proc.stderr
+    assert "values beyond the profile's columns (kept as null) 80" in proc.stderr
+
+
+def test_a_truncated_capture_file_is_not_called_nothing_lost(tmp_path):
+    data = (PCAP_CORPUS / "memcache_text_tcp_single_load_store.pcap").read_bytes()
+    truncated = tmp_path / "cut.pcap"
+    truncated.write_bytes(data[: len(data) - 7])
+    proc = run_membench("record", str(truncated), str(tmp_path / "cut.profile"))
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing lost" not in proc.stderr
+    assert "the capture file is truncated 1" in proc.stderr
+
+
+@pytest.mark.parametrize(("health", "expected"), [
+    ({"capture": {"packets": 5, "bytes_seen": 10, "connections": 1}, "pairing": {"requests": 2, "operations": 2}},
+     []),
+    ({"capture": {"truncated_file": 1}}, [("the capture file is truncated", 1)]),
+    ({"capture": {"some_future_counter": 3}}, [("capture some_future_counter", 3)]),
+    ({"writer": {"rows_rejected": 2}}, [("operations the profile could not hold", 2)]),
+])
+def test_every_counter_not_known_to_be_harmless_is_a_loss(health, expected):
+    assert losses(health) == expected
