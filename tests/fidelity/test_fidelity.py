@@ -123,6 +123,18 @@ def binary_client(host: str, port: int) -> None:
     client.disconnect_all()
 
 
+def binary_cas_client(host: str, port: int) -> None:
+    """The same optimistic updates from pylibmc on the binary protocol."""
+    client = pylibmc.Client([f"{host}:{port}"], binary=True, behaviors={"cas": True})
+    for i in range(10):
+        client.set(f"c:{i}", "1")
+    for i in range(10):
+        _, unique = client.gets(f"c:{i}")
+        client.cas(f"c:{i}", "2", unique)
+        client.cas(f"c:{i}", "3", unique)
+    client.disconnect_all()
+
+
 def cas_client(host: str, port: int) -> None:
     """Optimistic updates: gets, then cas with the unique it returned; a stale unique; a missing key."""
     client = Client((host, port), default_noreply=False)
@@ -151,7 +163,8 @@ CASES = [
     Case("binary client", binary_client),
     Case("meta counter that creates its key", meta_creating_counter,
          known_gap="a counter that creates its key answers as a hit does: the recording cannot tell them apart"),
-    Case("cas", cas_client, known_gap="cas is replayed as set: the unique the replay server gives is not used yet"),
+    Case("cas", cas_client),
+    Case("binary cas", binary_cas_client),
 ]
 
 

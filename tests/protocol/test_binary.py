@@ -32,8 +32,8 @@ def req(command: Command, keys: tuple[bytes, ...] = (), value_length: int | None
 
 
 def rep(reply: Reply, opcode: int, status: int = 0, key: bytes | None = None, value_length: int | None = None,
-        flags: int | None = None, opaque: int = 0) -> Response:
-    return Response(B, reply, key, value_length, flags, opaque, opcode, status, 7, 7)
+        flags: int | None = None, opaque: int = 0, cas: int | None = None) -> Response:
+    return Response(B, reply, key, value_length, flags, opaque, opcode, status, 7, 7, cas)
 
 
 @pytest.mark.parametrize(("data", "expected"), [

@@ -21,8 +21,9 @@ def req(command: Command, keys: tuple[bytes, ...] = (), value_length: int | None
 
 
 def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None, flags: int | None = None,
-        opaque: bytes | None = None, protocol: Protocol = T, start: int = 7, end: int = 7) -> Response:
-    return Response(protocol, reply, key, value_length, flags, opaque, None, None, start, end)
+        opaque: bytes | None = None, protocol: Protocol = T, start: int = 7, end: int = 7,
+        cas: int | None = None) -> Response:
+    return Response(protocol, reply, key, value_length, flags, opaque, None, None, start, end, cas)
 
 
 @pytest.mark.parametrize(("line", "expected"), [
@@ -146,7 +147,7 @@ def test_meta_marks_connection_protocol_and_mixes_with_text() -> None:
     (b"ITEM foo [5 b; 0 s]\r\n", rep(Reply.OTHER)),
     (b"RESET\r\n", rep(Reply.OTHER)),
     (b"HD\r\n", rep(Reply.HD, protocol=M)),
-    (b"HD O12 kfoo c99\r\n", rep(Reply.HD, key=b"foo", opaque=b"12", protocol=M)),
+    (b"HD O12 kfoo c99\r\n", rep(Reply.HD, key=b"foo", opaque=b"12", protocol=M, cas=99)),
     (b"EN\r\n", rep(Reply.MISS, protocol=M)),
     (b"NF Oq\r\n", rep(Reply.NOT_FOUND, opaque=b"q", protocol=M)),
     (b"NS\r\n", rep(Reply.NOT_STORED, protocol=M)),
@@ -162,7 +163,7 @@ def test_value_replies_carry_key_flags_and_length_and_count_their_data() -> None
     stream = (b"VALUE k1 4294967295 5 99\r\nEND\r\n\r\nVALUE k2 0 0\r\n\r\nEND\r\n"
               b"VA 4 s4 f3 t-1 kk1 O77 b\r\nEN\r\n\r\nHD\r\n")
     assert parse(stream, response=True) == [
-        rep(Reply.VALUE, b"k1", 5, 4294967295),
+        rep(Reply.VALUE, b"k1", 5, 4294967295, cas=99),
         rep(Reply.VALUE, b"k2", 0, 0),
         rep(Reply.END),
         rep(Reply.VALUE, b"k1", 4, 3, b"77", protocol=M),

@@ -19,7 +19,7 @@ def req(command: Command, *keys: bytes, protocol: Protocol = Protocol.TEXT, valu
 def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None, protocol: Protocol = Protocol.TEXT,
         opaque: int | bytes | None = None, t: int = 10_000) -> Response:
     return Response(protocol, reply, key, value_length, 0 if value_length is not None else None, opaque, None, None,
-                    t, t)
+                    t, t, None)
 
 
 class Harness:

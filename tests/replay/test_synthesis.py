@@ -35,7 +35,7 @@ def test_text_requests_exact_bytes():
 
 def test_meta_requests_exact_bytes():
     assert encode_meta(Command.GET, b"k") == b"mg k v\r\n"
-    assert encode_meta(Command.GATS, b"k", ttl=9, quiet=True, opaque=4) == b"mg k v c T9 q O4\r\n"
+    assert encode_meta(Command.GATS, b"k", ttl=9, quiet=True, opaque=4) == b"mg k v c k T9 q O4\r\n"
     assert encode_meta(Command.ADD, b"k", value=b"ab", flags=1, ttl=2) == b"ms k 2 F1 T2 ME\r\nab\r\n"
     assert encode_meta(Command.DELETE, b"k", quiet=True) == b"md k q\r\n"
     assert encode_meta(Command.DECR, b"k") == b"ma k MD D1\r\n"

@@ -35,7 +35,8 @@ _new = tuple.__new__
 # An enum member looked up on its class costs a Python-level attribute access each time; per-packet code uses these.
 _VALUE, _MISS, _NOT_FOUND, _STAT, _END, _OTHER_REPLY, _SERVER_ERROR = (
     Reply.VALUE, Reply.MISS, Reply.NOT_FOUND, Reply.STAT, Reply.END, Reply.OTHER, Reply.SERVER_ERROR)
-_STATS = Command.STATS
+_STATS, _CAS = Command.STATS, Command.CAS
+_CAS_CAPABLE = frozenset({Command.SET, Command.REPLACE})
 
 
 class Kind(NamedTuple):
@@ -269,7 +270,7 @@ class BinaryRequestParser(_PacketParser):
                                                                   header[6])
 
     def _unit(self, header: tuple[int, ...], data: bytes, at: int, start: int, end: int) -> Request:
-        _, opcode, key_length, extras_length, _, _, body, opaque, _ = header
+        _, opcode, key_length, extras_length, _, _, body, opaque, cas = header
         kind = OPCODES.get(opcode, _UNKNOWN)
         extras_at = at + HEADER_SIZE
         key_at = extras_at + extras_length
@@ -287,7 +288,10 @@ class BinaryRequestParser(_PacketParser):
                 initial = first_value  # memcached creates a missing key with this value
         elif (family == "touch" or family == "gat") and extras_length == 4:
             ttl = _UINT32.unpack_from(data, extras_at)[0]
-        return _new(Request, (_BINARY, kind.command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start,
+        command = kind.command
+        if cas and command in _CAS_CAPABLE:
+            command = _CAS  # a binary set or replace with a unique is a compare-and-swap (memcached counts it so)
+        return _new(Request, (_BINARY, command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start,
                               end, None, delta, initial))
 
 
@@ -302,7 +306,7 @@ class BinaryResponseParser(_PacketParser):
                                                                     header[5])
 
     def _unit(self, header: tuple[int, ...], data: bytes, at: int, start: int, end: int) -> Response:
-        _, opcode, key_length, extras_length, _, status, body, opaque, _ = header
+        _, opcode, key_length, extras_length, _, status, body, opaque, cas = header
         kind = OPCODES.get(opcode, _UNKNOWN)
         family = kind.family
         key_at = at + HEADER_SIZE + extras_length
@@ -323,4 +327,5 @@ class BinaryResponseParser(_PacketParser):
             reply = _MISS if family == "get" or family == "gat" else _NOT_FOUND
         else:
             reply = ERROR_STATUS.get(status, _SERVER_ERROR)
-        return _new(Response, (_BINARY, reply, key, value_length, flags, opaque, opcode, status, start, end))
+        return _new(Response, (_BINARY, reply, key, value_length, flags, opaque, opcode, status, start, end,
+                               cas or None))

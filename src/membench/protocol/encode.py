@@ -59,9 +59,9 @@ _META_SET_MODES = {
 }
 _META_GET_FLAGS = {
     Command.GET: b" v",
-    Command.GETS: b" v c",
+    Command.GETS: b" v c k",  # the key returned beside the unique: a replay's later cas needs both
     Command.GAT: b" v T%d",
-    Command.GATS: b" v c T%d",
+    Command.GATS: b" v c k T%d",
     Command.TOUCH: b" T%d",
 }
 
@@ -77,10 +77,11 @@ def encode_text(
     flags: int = 0,
     ttl: int = 0,
     noreply: bool = False,
-    cas_unique: int = 0,
+    cas_unique: int | bytes = 0,
     delta: int = 1,
 ) -> bytes:
-    """One text-protocol request. `keys` holds every key of a multi-key get, exactly one key otherwise."""
+    """One text-protocol request. `keys` holds every key of a multi-key get, exactly one key otherwise.
+    `cas_unique` may be bytes: a placeholder the caller replaces once the unique is known."""
     tail = b" noreply\r\n" if noreply else _CRLF
     if command in _TEXT_RETRIEVAL:
         return _NAMES[command] + b" " + (keys[0] if len(keys) == 1 else b" ".join(keys)) + _CRLF
@@ -89,7 +90,7 @@ def encode_text(
     if command in _TEXT_STORAGE:
         return b"%s %s %d %d %d%s%s\r\n" % (_NAMES[command], keys[0], flags, ttl, len(value), tail, value)
     if command is Command.CAS:
-        return b"cas %s %d %d %d %d%s%s\r\n" % (keys[0], flags, ttl, len(value), cas_unique, tail, value)
+        return b"cas %s %d %d %d %s%s%s\r\n" % (keys[0], flags, ttl, len(value), _number(cas_unique), tail, value)
     if command is Command.DELETE:
         return b"delete " + keys[0] + tail
     if command in (Command.INCR, Command.DECR):
@@ -118,6 +119,7 @@ def encode_meta(
     opaque: int | None = None,
     delta: int = 1,
     initial: int | None = None,
+    cas_unique: int | bytes = 0,
 ) -> bytes:
     """One meta-protocol request for a logical command; `opaque` becomes the `O` flag echoed in the reply.
     A counter with an `initial` value creates a missing key with it (N, J), keeping `ttl`."""
@@ -132,6 +134,8 @@ def encode_meta(
             get_flags = get_flags % ttl
         return b"mg " + key + get_flags + extra + _CRLF
     mode = _META_SET_MODES.get(command)
+    if command is Command.CAS:
+        extra = b" C%s%s" % (_number(cas_unique), extra)
     if mode is not None:
         return b"ms %s %d F%d T%d M%s%s\r\n%s\r\n" % (key, len(value), flags, ttl, mode, extra, value)
     if command is Command.DELETE:
@@ -158,6 +162,7 @@ def encode_binary(
     delta: int = 1,
     initial: int | None = None,
     with_key: bool = False,
+    cas_unique: int = 0,
 ) -> bytes:
     """One binary-protocol request. `with_key` asks for GetK/GetKQ (the reply carries the key), as multi-gets do.
     A counter with an `initial` value creates a missing key with it, expiring after `ttl`."""
@@ -183,8 +188,12 @@ def encode_binary(
     if command not in _META_SET_MODES:
         value = b""
     body_length = len(extras) + len(key) + len(value)
-    header = _BINARY_HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, body_length, opaque, 0)
+    header = _BINARY_HEADER.pack(0x80, opcode, len(key), len(extras), 0, 0, body_length, opaque, cas_unique)
     return header + extras + key + value
+
+
+def _number(value: int | bytes) -> bytes:
+    return value if isinstance(value, bytes) else b"%d" % value
 
 
 def binary_noop(opaque: int = 0) -> bytes:

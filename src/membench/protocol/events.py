@@ -115,6 +115,7 @@ class Response(NamedTuple):
     binary_status: int | None
     start_ns: int
     end_ns: int
+    cas: int | None  # the item's CAS unique, where the reply shows it (text gets, meta c, every binary reply)
 
 
 class Skipped(NamedTuple):

@@ -340,32 +340,37 @@ def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | Non
         return None
     if length < 0 or flags < 0:
         return None
-    return _new(Response, (_TEXT, reply, t[1], length, flags, None, None, None, start, end))
+    cas = None
+    if n == 5 and t[4].isdigit():
+        cas = int(t[4])
+    return _new(Response, (_TEXT, reply, t[1], length, flags, None, None, None, start, end, cas))
 
 
 def _bare(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     if len(t) != 1:
         return None
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end))
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
 
 
 def _with_text(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # ERROR [message], CLIENT_ERROR <message>, SERVER_ERROR <message>
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end))
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
 
 
 def _with_argument(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # VERSION <version>, STAT <name> <value>
     if len(t) < 2:
         return None
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end))
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
 
 
-def _meta_return_flags(t: list[bytes], first: int) -> tuple[bytes | None, bytes | None, int | None] | None:
-    """(opaque, key, client flags) returned in meta reply flags, or None if a numeric token is bad."""
+def _meta_return_flags(t: list[bytes], first: int
+                       ) -> tuple[bytes | None, bytes | None, int | None, int | None] | None:
+    """(opaque, key, client flags, cas) returned in meta reply flags, or None if a numeric token is bad."""
     opaque: bytes | None = None
     key: bytes | None = None
     flags: int | None = None
+    cas: int | None = None
     for token in t[first:]:
         flag = token[0]
         if flag == 79:  # O
@@ -377,7 +382,9 @@ def _meta_return_flags(t: list[bytes], first: int) -> tuple[bytes | None, bytes 
                 flags = int(token[1:])
             except ValueError:
                 return None
-    return opaque, key, flags
+        elif flag == 99 and token[1:].isdigit():  # c
+            cas = int(token[1:])
+    return opaque, key, flags, cas
 
 
 def _meta_value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
@@ -391,8 +398,8 @@ def _meta_value(t: list[bytes], reply: Reply, start: int, end: int) -> Response 
     returned = _meta_return_flags(t, 2)
     if returned is None or length < 0:
         return None
-    opaque, key, flags = returned
-    return _new(Response, (_META, reply, key, length, flags, opaque, None, None, start, end))
+    opaque, key, flags, cas = returned
+    return _new(Response, (_META, reply, key, length, flags, opaque, None, None, start, end, cas))
 
 
 def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
@@ -400,21 +407,21 @@ def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response
     returned = _meta_return_flags(t, 1)
     if returned is None:
         return None
-    opaque, key, flags = returned
-    return _new(Response, (_META, reply, key, None, flags, opaque, None, None, start, end))
+    opaque, key, flags, cas = returned
+    return _new(Response, (_META, reply, key, None, flags, opaque, None, None, start, end, cas))
 
 
 def _meta_noop_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     if len(t) != 1:
         return None
-    return _new(Response, (_META, reply, None, None, None, None, None, None, start, end))
+    return _new(Response, (_META, reply, None, None, None, None, None, None, start, end, None))
 
 
 def _meta_debug_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # ME <key> <k>=<v>*
     if len(t) < 2:
         return None
-    return _new(Response, (_META, reply, t[1], None, None, None, None, None, start, end))
+    return _new(Response, (_META, reply, t[1], None, None, None, None, None, start, end, None))
 
 
 RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {
@@ -654,8 +661,8 @@ class TextResponseParser(_LineParser):
     def _unknown_word(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Response | None:
         # An incr/decr result is a bare number: trusted in sync only, since data blocks are full of numbers.
         if not strict and len(tokens) == 1 and tokens[0].isdigit():
-            return _new(Response, (_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end))
+            return _new(Response, (_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end, None))
         return None
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Response:
-        return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end))
+        return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end, None))

@@ -33,6 +33,9 @@ from membench.protocol.events import Command, ParserEvent, Reply, Response, Skip
 from membench.protocol.stream import ResponseStreamParser
 from membench.replay.options import ReplayOptions, Timing, parse_target
 from membench.replay.plan import (
+    CAS_NONE,
+    CAS_PLACEHOLDER,
+    CAS_STALE,
     EXPECT_END,
     EXPECT_NONE,
     EXPECT_NOOP,
@@ -68,7 +71,7 @@ ReplyMemo = dict[bytes, list[ParserEvent]]
 def _drain_group(binary: bool) -> Group:
     payload = binary_noop(0) if binary else META_NOOP
     return Group(payload=payload, slot=INTERNAL_SLOT, rows=0, expect=EXPECT_UNITS, units=1, at_ns=0, outstanding=0,
-                 seq=0, number=INTERNAL_SLOT, after=())
+                 seq=0, number=INTERNAL_SLOT, after=(), cas=CAS_NONE, key=b"")
 
 
 class Feeder:
@@ -181,6 +184,8 @@ class Link(asyncio.Protocol):
         self._tables = runner.tables
         self._suppressed = runner.suppressed
         self._binary = stream.binary
+        # Uniques are kept only for a profile with cas: a gets-heavy one would otherwise remember every key.
+        self._uniques = runner.uniques if Command.CAS.value in runner.planner.commands else None
         self._drain = _drain_group(stream.binary)
         self._memo = memo
         self.address = address
@@ -234,6 +239,8 @@ class Link(asyncio.Protocol):
                     reply = event.reply
                     if reply is _VALUE:
                         entry[3] += 1
+                        if event.cas is not None and self._uniques is not None:
+                            self._uniques[event.key] = event.cas
                     else:
                         self._on_end(entry, reply, now)
                     continue
@@ -377,6 +384,16 @@ class Link(asyncio.Protocol):
             for link in waiters:
                 self._runner.pump_soon(link)
 
+    def _with_unique(self, group: Group) -> bytes:
+        """A cas's payload with the unique the server gave its key (or, where the recording's cas found the item
+        changed, one that cannot match)."""
+        unique = self._uniques.get(group.key, 0) if self._uniques is not None else 0
+        if group.cas == CAS_STALE:
+            unique += 1
+        if self._binary:
+            return group.payload[:16] + unique.to_bytes(8, "big") + group.payload[24:]
+        return group.payload.replace(CAS_PLACEHOLDER, b"%d" % unique, 1)
+
     def _waits(self, group: Group) -> bool:
         """Whether a request the recording answered before this one, on another stream, is still unanswered."""
         links = self._runner.links
@@ -425,7 +442,7 @@ class Link(asyncio.Protocol):
                         self._timer = self._loop.call_later((due - now) / 1e9, self._on_timer)
                     break
                 self._meter.lateness.append((now - due) // 1000 if now > due else 0)
-            payloads.append(group.payload)
+            payloads.append(self._with_unique(group) if group.cas else group.payload)
             expect = group.expect
             if expect == EXPECT_NONE:
                 self._counts[group.slot][NOREPLY] += group.rows
@@ -473,6 +490,8 @@ class Link(asyncio.Protocol):
         """A reply to whatever is first in flight; quiet requests it passes over were answered by silence."""
         inflight = self._inflight
         reply = response.reply
+        if response.cas is not None and response.key is not None and self._uniques is not None:
+            self._uniques[response.key] = response.cas
         while inflight:
             entry = inflight[0]
             group: Group = entry[0]
@@ -559,6 +578,7 @@ class Runner:
         self._on_tick = on_tick
         self._targets = [parse_target(target) for target in options.targets]
         self.links: list[Link] = []
+        self.uniques: dict[bytes, int] = {}  # key -> the CAS unique the servers last showed for it (for cas)
         self._last_tick_s = 0.0
         self.feeder = Feeder(planner, source)
         self._to_pump: list[Link] = []

@@ -45,6 +45,13 @@ EXPECT_QUIET = 4  # one quiet request: done at its own unsuppressed reply or at 
 
 INTERNAL_SLOT = -1  # requests membench adds (the noop that drains quiet requests): never counted
 
+# A cas carries the unique the replay's server gave its key (known only once the gets before it is answered): the
+# planner leaves this placeholder (binary: the header's cas field), the link fills it in as it sends.
+CAS_NONE = 0
+CAS_CURRENT = 1  # the recording's cas stored: send the unique the server last gave
+CAS_STALE = 2  # the recording's cas found the item changed: send one that cannot match
+CAS_PLACEHOLDER = b"\x00unique\x00"
+
 SLICE_ROWS = 1024  # rows planned at a time: a few milliseconds of the event loop's time at most
 
 # The logical command each recorded command is replayed as; commands not listed are not replayed.
@@ -84,7 +91,7 @@ _NS_PER_S = 1_000_000_000
 _new = tuple.__new__
 # Enum members looked up once: a class attribute lookup on an enum costs as much as the rest of a comparison.
 _BINARY, _META, _TEXT = Protocol.BINARY, Protocol.META, Protocol.TEXT
-_SET, _CAS, _STATS = Command.SET, Command.CAS, Command.STATS
+_GET, _CAS, _STATS = Command.GET, Command.CAS, Command.STATS
 _UNSEEN: tuple[bytes, bytes, int, int] | None = (b"", b"", -1, -1)  # a shape not encoded yet (compared by identity)
 _TEMPLATES = 4096  # request shapes remembered (value sizes vary in real profiles): starts over when full
 _ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # text has no noreply form of these
@@ -117,6 +124,8 @@ class Group(NamedTuple):
     seq: int  # opaque of its first request (binary always, meta when quiet)
     number: int  # its place among the groups this worker plans in one pass (INTERNAL_SLOT for added ones)
     after: tuple[Dependency, ...]  # (stream, number) of requests on other streams that must be answered first
+    cas: int  # CAS_NONE, or which unique the link puts in the payload's placeholder
+    key: bytes  # the key of a cas (whose unique the link looks up); empty otherwise
 
 
 @dataclass(frozen=True)
@@ -269,6 +278,7 @@ class _Rows(NamedTuple):
     latency_us: np.ndarray  # -1 when null: no reply was seen
     request: np.ndarray
     quiet: np.ndarray
+    status: np.ndarray  # index into Planner's status names
     delta: np.ndarray  # 1 when null
     initial: np.ndarray  # objects, None where the counter never creates its key (uint64 does not fit int64)
 
@@ -323,6 +333,7 @@ class Planner:
         self._templates: dict[tuple[Protocol, _Request, int], tuple[bytes, bytes, int, int] | None] = {}
         self._commands = _Codes()
         self._protocols = _Codes()
+        self._statuses = _Codes()
         recorded = sorted(survey.connection_protocols)
         self._recorded_index = {connection: index for index, connection in enumerate(recorded)}
         self._recorded_count = max(1, len(recorded))
@@ -330,6 +341,7 @@ class Planner:
         # Slots are fixed before the first row is planned: every logical command the profile replays.
         self.commands: list[str] = sorted(survey.recorded)
         self._slots = {Command(name): slot for slot, name in enumerate(self.commands)}
+        self._uniques_needed = Command.CAS in self._slots
         self.streams: list[Stream] = []
         self._stream_of: dict[tuple[int, int], int] = {}
         for connection, binary in sorted(self._replay_protocols().items()):
@@ -394,6 +406,7 @@ class Planner:
             latency_us=_filled(column("latency_us").cast(pa.int64()), -1),
             request=column("batch").to_numpy(),
             quiet=column("quiet").to_numpy(zero_copy_only=False),
+            status=self._statuses.of(column("status")),
             delta=column("delta").fill_null(1).to_numpy(zero_copy_only=False),
             initial=np.array(column("initial").to_pylist(), dtype=object),
         )
@@ -432,6 +445,8 @@ class Planner:
         flags = rows.flags.tolist()
         ttls = rows.ttl.tolist()
         deltas = rows.delta.tolist()
+        statuses = rows.status.tolist()
+        status_names = self._statuses.names
         initials = rows.initial.tolist()
         server_count = self._continuum.server_count
         stream_of = self._stream_of
@@ -506,13 +521,17 @@ class Planner:
                 groups = out.get(index)
                 if groups is None:
                     groups = out[index] = []
+                cas, cas_key = CAS_NONE, b""
+                if command is _CAS:
+                    cas = CAS_STALE if status_names[statuses[start]] == Status.EXISTS else CAS_CURRENT
+                    cas_key = target_keys[0]
                 number = state.planned
                 state.planned += 1
                 after = NO_DEPENDENCIES if order is None else order.dependencies(index, target, number, command,
                                                                                  target_keys)
                 # tuple.__new__ skips the NamedTuple's Python-level constructor: a group per request adds up.
                 groups.append(_new(Group, (payload, slot, len(target_keys) or 1, expect, units, at_ns, outstanding,
-                                           seq, number, after)))
+                                           seq, number, after, cas, cas_key)))
         return list(out.items())
 
     def _replay_connection(self, recorded: int, key_hash: int) -> int:
@@ -542,8 +561,9 @@ class Planner:
     def _encode(self, protocol: Protocol, request: _Request, keys: list[bytes], seq: int
                 ) -> tuple[bytes, int, int, int]:
         """(payload, expect, units, opaques used); quiet requests and binary ones are numbered from `seq`."""
-        command = request.command
-        send_as = _SET if command is _CAS else command  # a recorded cas unique means nothing here
+        send_as = command = request.command
+        if command is _GET and self._uniques_needed:
+            send_as = Command.GETS  # counted as the same get, and its reply shows the unique a later cas needs
         value = self._values.value(request.value_length) if command in _WITH_VALUE else b""
         if protocol is _BINARY:
             return _binary(send_as, keys, value, request, seq)
@@ -553,7 +573,7 @@ class Planner:
             return encode_text(send_as, keys, ttl=request.ttl), EXPECT_END, 0, 0
         noreply = request.quiet and send_as not in _ALWAYS_ANSWERED
         payload = encode_text(send_as, keys, value=value, flags=request.flags, ttl=request.ttl, noreply=noreply,
-                              delta=request.delta)
+                              delta=request.delta, cas_unique=CAS_PLACEHOLDER)
         if noreply:
             return payload, EXPECT_NONE, 0, 0
         return payload, EXPECT_END if send_as is _STATS else EXPECT_UNITS, 1, 0
@@ -573,11 +593,11 @@ def _meta(command: Command, keys: list[bytes], value: bytes, request: _Request, 
           ) -> tuple[bytes, int, int, int]:
     flags, ttl, delta, initial = request.flags, request.ttl, request.delta, request.initial
     if not request.quiet:
-        payload = b"".join(encode_meta(command, key, value=value, flags=flags, ttl=ttl, delta=delta, initial=initial)
-                           for key in keys)
+        payload = b"".join(encode_meta(command, key, value=value, flags=flags, ttl=ttl, delta=delta, initial=initial,
+                                       cas_unique=CAS_PLACEHOLDER) for key in keys)
         return payload, EXPECT_UNITS, len(keys), 0
     parts = [encode_meta(command, key, value=value, flags=flags, ttl=ttl, quiet=True, opaque=seq + number,
-                         delta=delta, initial=initial)
+                         delta=delta, initial=initial, cas_unique=CAS_PLACEHOLDER)
              for number, key in enumerate(keys)]
     if len(keys) == 1:
         return parts[0], EXPECT_QUIET, 0, 1
@@ -596,8 +616,10 @@ def _binary(command: Command, keys: list[bytes], value: bytes, request: _Request
         return b"".join(parts), EXPECT_NOOP, 0, len(keys) + 1
     can_be_quiet = request.quiet and command not in (Command.TOUCH, Command.VERSION, Command.STATS,
                                                      Command.VERBOSITY)
+    # A gets asks for its key back (GetK): the unique in the reply is then known to belong to it, for a later cas.
     payload = encode_binary(command, keys[0] if keys else b"", value=value, flags=request.flags, ttl=request.ttl,
-                            quiet=can_be_quiet, opaque=seq, delta=request.delta, initial=request.initial)
+                            quiet=can_be_quiet, opaque=seq, delta=request.delta, initial=request.initial,
+                            with_key=command is Command.GETS)
     if can_be_quiet:
         return payload, EXPECT_QUIET, 0, 1
     return payload, EXPECT_END if command is Command.STATS else EXPECT_UNITS, 1, 1
