@@ -161,10 +161,17 @@ _META_EFFECT = {"mg": "get", "ms": "set", "md": "delete", "ma": "incr"}
 def profile_counters(table: pa.Table) -> dict[str, int]:
     """What memcached's `stats` counters should have moved by, according to a profile."""
     counts = {name: 0 for name in STAT_NAMES}
-    names = ["command", "status", *(["effect"] if "effect" in table.column_names else [])]
+    names = ["command", "status", "key_hash", *(c for c in ("effect", "initial") if c in table.column_names)]
+    seen: set[int] = set()
     for row in table.select(names).to_pylist():
         command, status = row["command"], row["status"]
         effect = row.get("effect") or _META_EFFECT.get(command, command)
+        first_sight = row["key_hash"] not in seen
+        seen.add(row["key_hash"])
+        if row.get("initial") is not None and status == "ok" and first_sight:
+            # A counter that can create its key answers alike whether it did or not; a key the profile has not
+            # seen before is taken as created (memcached counts nothing then), as a replay's warm-up takes it.
+            continue
         if effect in ("gat", "gats") and not (command == "mg" and status == "miss"):
             counts["cmd_touch"] += 1  # a get-and-touch counts as a touch (an mg T miss as a get miss)
             counts["touch_hits" if status == "hit" else "touch_misses"] += status in ("hit", "miss")
