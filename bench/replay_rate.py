@@ -36,8 +36,8 @@ from membench.profile.reader import ProfileReader
 from membench.profile.schema import SCHEMA
 from membench.profile.writer import ProfileWriter
 from membench.replay.options import ReplayOptions
-from membench.replay.plan import survey
 from membench.replay.run import replay
+from membench.replay.survey import survey
 
 CONNECTIONS = 50
 KEYS = 10_000

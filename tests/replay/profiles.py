@@ -10,7 +10,7 @@ import pyarrow as pa
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.schema import SCHEMA, Operation
 from membench.profile.writer import ProfileWriter
-from membench.replay.plan import BatchSource
+from membench.replay.survey import BatchSource
 
 T0 = 1_700_000_000_000_000_000
 

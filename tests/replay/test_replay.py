@@ -17,8 +17,8 @@ from membench.protocol.events import Command, Request
 from membench.protocol.stream import RequestStreamParser
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing
-from membench.replay.plan import logical_command
 from membench.replay.run import replay
+from membench.replay.survey import logical_command
 from tests.conftest import Memcached, free_port, run_membench, start_memcached
 from tests.relay import RecordingRelay
 from tests.replay.profiles import T0, ProfileBuilder, source, write_profile

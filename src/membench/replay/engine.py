@@ -32,7 +32,8 @@ from membench.protocol.encode import META_NOOP, binary_noop
 from membench.protocol.events import Command, ParserEvent, Reply, Response, Skipped
 from membench.protocol.stream import ResponseStreamParser
 from membench.replay.options import ReplayOptions, Timing, parse_target
-from membench.replay.plan import (
+from membench.replay.plan import Group, Planner, Stream
+from membench.replay.requests import (
     CAS_NONE,
     CAS_PLACEHOLDER,
     CAS_STALE,
@@ -42,12 +43,9 @@ from membench.replay.plan import (
     EXPECT_QUIET,
     EXPECT_UNITS,
     INTERNAL_SLOT,
-    BatchSource,
-    Group,
-    Planner,
-    Stream,
 )
 from membench.replay.stats import HIT, LOST, MISS, NOREPLY, OK, TIMEOUT, Meter, reply_table, suppressed_status
+from membench.replay.survey import BatchSource
 
 _EARLY_NS = 100_000  # an open-loop request due within this is sent now: a timer costs more than it saves
 _SEND_BUDGET = 256  # requests one pump may send before yielding, so a connection that never waits cannot hog

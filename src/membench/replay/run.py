@@ -25,9 +25,10 @@ from membench.replay.engine import Runner
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing, parse_target
-from membench.replay.plan import RETRIEVALS, SLICE_ROWS, BatchSource, Planner, Survey, survey
+from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import ReplayResult, render, write_hdr_log
 from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
+from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.warm import WarmResult, warm_up
 
 _RETRIEVAL_NAMES = frozenset(command.value for command in RETRIEVALS)
