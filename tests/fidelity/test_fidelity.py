@@ -187,8 +187,11 @@ def _record(traffic: Traffic, tmp_path: Path) -> tuple[Path, dict[str, int]]:
         pcap = tmp_path / "traffic.pcap"
         before = server.stats()
         dump = Tcpdump(pcap, server.port)
-        traffic(server.host, server.port)
-        assert dump.stop() == 0, "tcpdump dropped packets: the ground truth would not hold"
+        try:
+            traffic(server.host, server.port)
+        finally:
+            dropped = dump.stop()
+        assert dropped == 0, "tcpdump dropped packets: the ground truth would not hold"
         moved = stats_delta(before, server.stats())
     finally:
         server.stop()

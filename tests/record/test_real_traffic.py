@@ -26,8 +26,10 @@ def capture(memcached: Memcached, tmp_path: Path, traffic: Callable[[], None]) -
     pcap = tmp_path / "traffic.pcap"
     before = memcached.stats()
     dump = Tcpdump(pcap, memcached.port)
-    traffic()
-    dropped = dump.stop()
+    try:
+        traffic()
+    finally:
+        dropped = dump.stop()
     assert dropped == 0, "tcpdump dropped packets: the ground truth would not hold"
     return pcap, stats_delta(before, memcached.stats())
 
