@@ -24,13 +24,14 @@ import gc
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 from membench.errors import MembenchError
 from membench.protocol.encode import META_NOOP, binary_noop
 from membench.protocol.events import Command, ParserEvent, Reply, Response, Skipped
 from membench.protocol.stream import ResponseStreamParser
+from membench.replay.feeder import Feeder
 from membench.replay.options import ReplayOptions, Timing, parse_target
 from membench.replay.plan import Group, Planner, Stream
 from membench.replay.requests import (
@@ -52,9 +53,6 @@ _SEND_BUDGET = 256  # requests one pump may send before yielding, so a connectio
 _TICK_S = 1.0
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 1.0
-HIGH_WATER = 65_536  # planned groups queued over all links before planning pauses
-_LOW_WATER = HIGH_WATER // 2  # queued groups below which the next slices are planned ahead
-CACHE_GROUPS = 250_000  # a plan this small (about 60 MB) is kept for the later loops
 _MEMO_ENTRIES = 32_768  # distinct reply chunks remembered; the memo starts over when full
 _MEMO_BYTES = 512  # longer chunks hold several replies (pipelined): they rarely repeat, hashing them is waste
 _perf_ns = time.perf_counter_ns
@@ -70,101 +68,6 @@ def _drain_group(binary: bool) -> Group:
     payload = binary_noop(0) if binary else META_NOOP
     return Group(payload=payload, slot=INTERNAL_SLOT, rows=0, expect=EXPECT_UNITS, units=1, at_ns=0, outstanding=0,
                  seq=0, number=INTERNAL_SLOT, after=(), cas=CAS_NONE, key=b"")
-
-
-class Feeder:
-    """Plans one loop's rows into the links' queues, a slice at a time, keeping about HIGH_WATER groups queued.
-
-    A link that finds its queue empty plans synchronously until it has something (it has nothing else to do);
-    once the queues run low, the next slices are planned ahead one per event loop iteration, so no reply waits
-    long behind planning. A link starved while the others hold HIGH_WATER groups waits for them to send some:
-    memory stays bounded whatever the profile's interleaving.
-    """
-
-    def __init__(self, planner: Planner, source: BatchSource) -> None:
-        self._planner = planner
-        self._source = source
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.links: list[Link] = []
-        self.exhausted = True
-        self.planned = 0  # groups planned in the current loop
-        self._queued = 0
-        self._slices: Iterator[list[tuple[int, list[Group]]]] | None = None
-        self._cache: list[list[list[Group]]] | None = None  # each link's chunks of the first loop
-        self._cached = False
-        self._refill_due = False
-        self._starving: list[Link] = []
-
-    def start_pass(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.planned = 0
-        self._queued = 0
-        self._starving.clear()
-        for link in self.links:
-            link.queue.clear()
-        if self._cached and self._cache is not None:
-            for link, chunks in zip(self.links, self._cache, strict=True):
-                link.queue.extend(chunks)
-                self.planned += sum(len(chunk) for chunk in chunks)
-            self.exhausted = True
-            return
-        self._cache = [[] for _ in self.links]
-        self._slices = self._planner.plan(self._source)
-        self.exhausted = False
-        self._schedule_refill()
-
-    def take(self, link: Link) -> list[Group] | None:
-        """The link's next planned groups; None while there are none (it is poked when some come)."""
-        queue = link.queue
-        while not queue and not self.exhausted and self._queued < HIGH_WATER:
-            self._plan_slice()
-        if not queue:
-            if not self.exhausted:
-                self._starving.append(link)
-            return None
-        chunk = queue.popleft()
-        self._queued -= len(chunk)
-        if self._queued < _LOW_WATER:
-            self._schedule_refill()
-        return chunk
-
-    def _plan_slice(self) -> None:
-        assert self._slices is not None and self._loop is not None, "a pass has started"
-        planned = next(self._slices, None)
-        if planned is None:
-            self.exhausted = True
-            self._slices = None
-            self._cached = self._cache is not None
-            for link in self.links:
-                self._loop.call_soon(link.poke)
-            return
-        links, cache = self.links, self._cache
-        for index, groups in planned:
-            links[index].queue.append(groups)
-            self._queued += len(groups)
-            self.planned += len(groups)
-            if cache is not None:
-                cache[index].append(groups)
-        if cache is not None and self.planned > CACHE_GROUPS:
-            self._cache = None
-        if self._starving:
-            starving, self._starving = self._starving, []
-            for link in starving:
-                self._loop.call_soon(link.poke)
-
-    def _schedule_refill(self) -> None:
-        if not self._refill_due and not self.exhausted:
-            assert self._loop is not None, "a pass has started"
-            self._refill_due = True
-            self._loop.call_soon(self._refill)
-
-    def _refill(self) -> None:
-        """One slice ahead per event loop iteration, up to HIGH_WATER."""
-        self._refill_due = False
-        if not self.exhausted and self._queued < HIGH_WATER:
-            self._plan_slice()
-            if self._queued < HIGH_WATER:
-                self._schedule_refill()
 
 
 class Link(asyncio.Protocol):
