@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 # compiler, llvm-strip and the bpf/*.h headers); bpftool (the layout test reads the object's BTF); tcpdump and
 # tshark (peers in tests and benchmarks); libmemcached-tools (memcaslap load); libpcap0.8 (live capture);
 # libmemcached-dev and zlib1g-dev (build pylibmc, a real client in the tests); util-linux (setpriv, unshare in the
-# privilege tests).
+# privilege tests); gcc (pip compiles membench's Cython twins with it, against the running Python's headers).
 packages=(memcached libbpf1 libbpf-dev clang llvm bpftool tcpdump tshark libmemcached-tools libpcap0.8
-          libmemcached-dev zlib1g-dev util-linux)
+          libmemcached-dev zlib1g-dev util-linux gcc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

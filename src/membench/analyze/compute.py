@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from membench.analyze.histogram import CountHistogram
+from membench.analyze.mrc import MissRatioCollector
 from membench.analyze.report import (
     AnalysisReport,
     CaptureHealth,
@@ -48,7 +49,7 @@ _LOSS_MARKERS = ("missing", "hole", "drop", "malformed", "resync", "skipped", "u
 
 
 def analyze_profile(reader: ProfileReader) -> AnalysisReport:
-    accumulator = _Accumulator()
+    accumulator = _Accumulator(expected_operations=reader.num_rows)
     for batch in _read_ahead(reader.batches(COLUMNS)):
         accumulator.add(batch)
     return accumulator.report(reader)
@@ -166,7 +167,8 @@ class _SecondCounts:
 
 
 class _Accumulator:
-    def __init__(self) -> None:
+    def __init__(self, expected_operations: int) -> None:
+        self.misses = MissRatioCollector(expected_operations)
         self.commands = _Codes()
         self.statuses = _Codes()
         self.protocols = _Codes()
@@ -201,6 +203,7 @@ class _Accumulator:
         hashes = batch.column("key_hash")
         self.keys.add(hashes.drop_null() if hashes.null_count else hashes)
         self._count_time_and_requests(batch)
+        self.misses.add(batch)
 
     def _count_commands(self, command: np.ndarray, status: np.ndarray, quiet: np.ndarray) -> None:
         width = len(self.statuses.names)
@@ -274,6 +277,7 @@ class _Accumulator:
             latency=self._latencies(),
             throughput=self._throughput(),
             health=health,
+            miss_ratio_curve=self.misses.curve(),
         )
         report.warnings = _warnings(report, reader.problems)
         return report

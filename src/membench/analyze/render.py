@@ -37,6 +37,8 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
     if report.keys.hottest:
         console.print(_hottest_keys(report))
     console.print(_latency(report))
+    if report.miss_ratio_curve is not None and report.miss_ratio_curve.by_bytes:
+        console.print(_cache_sizes(report))
     console.print(_health(report))
 
 
@@ -134,6 +136,35 @@ def _hottest_keys(report: AnalysisReport) -> Table:
         table.add_column(header, justify="left" if header.startswith("hottest") else "right")
     for hot in keys.hottest:
         table.add_row(hot.key_hash, f"{hot.operations:,}", _percent(hot.share))
+    return table
+
+
+_MISS_RATIO_TARGETS = (0.5, 0.2, 0.1, 0.05, 0.02)
+
+
+def _cache_sizes(report: AnalysisReport) -> Table | Text:
+    """The smallest LRU cache that reaches each miss ratio, read off the curve (its cold misses are a floor)."""
+    curve = report.miss_ratio_curve
+    assert curve is not None
+    floor = curve.by_bytes[-1].miss_ratio  # at the largest size: the misses no cache avoids
+    targets = [target for target in _MISS_RATIO_TARGETS if target > floor]
+    if floor + 0.01 < 1.0:
+        targets.append(floor + 0.01)
+    if not targets:
+        return Text(f"LRU cache size: no cache helps, {_percent(floor)} of the accesses are first accesses",
+                    style="italic")
+    how = "exact" if curve.sample_rate >= 1.0 else f"SHARDS, {curve.sample_rate:.2%} of the keys"
+    table = Table(title=f"LRU cache size for a miss ratio ({how}; first accesses miss at any size: "
+                        f"{_percent(curve.cold_miss_ratio)})")
+    for header in ("miss ratio", "cache bytes", "cache objects"):
+        table.add_column(header, justify="right")
+    for target in targets:
+        by_bytes = next((p.cache_bytes for p in curve.by_bytes if p.miss_ratio <= target), None)
+        by_objects = next((p.cache_objects for p in curve.by_objects if p.miss_ratio <= target), None)
+        if by_bytes is None and by_objects is None:
+            continue
+        table.add_row(f"≤ {target:.1%}", "-" if by_bytes is None else f"{by_bytes:,}",
+                      "-" if by_objects is None else f"{by_objects:,}")
     return table
 
 

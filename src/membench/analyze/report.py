@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from membench.analyze.histogram import Distribution
+from membench.analyze.mrc import MissRatioCurve
 
 
 @dataclass
@@ -115,6 +116,7 @@ class AnalysisReport:
     latency: list[Latency]  # per command, then "all"
     throughput: Throughput
     health: CaptureHealth
+    miss_ratio_curve: MissRatioCurve | None = None  # LRU miss ratio by cache size; None without keyed accesses
     warnings: list[str] = field(default_factory=list)  # what makes these numbers less than the whole truth
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""Miss-ratio curves: the LRU miss ratio the recorded workload would have at each cache size, in bytes and objects.
+
+Spatial sampling (SHARDS, Waldspurger et al., FAST'15) keeps every access to a fixed fraction of the keys, chosen
+by their keyed hash, so the sample holds whole key histories; the stack distances of the sample, divided by the
+rate, estimate those of the whole workload. The rate is set so that at most SAMPLED_ACCESSES are kept, which
+bounds memory and time whatever the profile's size; a profile that small is simulated exactly.
+
+An access is any keyed retrieval, storage or touch (deletes and counters are not: they change no cached size a
+later access can see in the profile). Its size is the value length it recorded; a miss, which shows none, takes
+the size the key had or will have (a get miss followed by the set that fills it), else its key length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from membench.analyze.stack import stack_distances
+from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command
+
+SAMPLED_ACCESSES = 2_000_000
+_HASH_SPACE = 1 << 24  # sampling compares the low 24 bits of the keyed hash with rate * this
+_POINTS = 48  # cache sizes reported, log-spaced between the smallest and the largest useful size
+# A sampled curve is reported from this many average sampling intervals up: below, too few sampled keys fall
+# between two accesses for their distance to estimate the whole workload's (an exact curve starts at the bottom).
+_SMALLEST_SAMPLED = 32
+_ACCESSES = frozenset(c.value for c in (*RETRIEVAL_COMMANDS, *STORAGE_COMMANDS, Command.TOUCH))
+
+
+@dataclass
+class MissRatioPoint:
+    cache_bytes: int
+    miss_ratio: float
+
+
+@dataclass
+class ObjectMissRatioPoint:
+    cache_objects: int
+    miss_ratio: float
+
+
+@dataclass
+class MissRatioCurve:
+    """LRU miss ratio by cache size; `sample_rate` 1 means an exact simulation."""
+
+    sample_rate: float
+    accesses: int  # accesses in the whole profile
+    sampled_accesses: int
+    cold_miss_ratio: float  # first accesses: misses at any size
+    by_bytes: list[MissRatioPoint]
+    by_objects: list[ObjectMissRatioPoint]
+
+
+class MissRatioCollector:
+    """Keeps the sampled accesses of a profile's batches, in order; `curve()` simulates them."""
+
+    def __init__(self, expected_operations: int) -> None:
+        self.rate = min(1.0, SAMPLED_ACCESSES / max(1, expected_operations))
+        self._threshold = int(self.rate * _HASH_SPACE)
+        self._hashes: list[np.ndarray] = []
+        self._sizes: list[np.ndarray] = []
+        self.accesses = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        command = batch.column("command").cast(pa.string())
+        access = pc.and_(pc.is_in(command, value_set=pa.array(sorted(_ACCESSES))),
+                         pc.is_valid(batch.column("key_hash")))
+        access = access.to_numpy(zero_copy_only=False)
+        self.accesses += int(access.sum())
+        hashes = batch.column("key_hash").fill_null(0).to_numpy()
+        if self.rate < 1.0:
+            access &= (hashes & (_HASH_SPACE - 1)) < self._threshold
+        rows = np.flatnonzero(access)
+        if not len(rows):
+            return
+        self._hashes.append(hashes[rows])
+        sizes = batch.column("value_length").cast(pa.int64()).fill_null(-1).to_numpy()[rows]
+        key_lengths = batch.column("key_length").cast(pa.int64()).fill_null(1).to_numpy()[rows]
+        # -1 - key length marks a size still to be learned from the key's other accesses (see _sizes_filled).
+        self._sizes.append(np.where(sizes >= 0, sizes, -1 - key_lengths))
+
+    def _smallest(self, mean_size: float) -> float:
+        return 0.0 if self.rate >= 1.0 else _SMALLEST_SAMPLED * mean_size / self.rate
+
+    def curve(self) -> MissRatioCurve | None:
+        if not self._hashes:
+            return None
+        hashes = np.concatenate(self._hashes)
+        keys = np.unique(hashes, return_inverse=True)[1].astype(np.int64)
+        sizes = _sizes_filled(keys, np.concatenate(self._sizes))
+        by_bytes, by_objects = stack_distances(keys, sizes)
+        # Only the data of other keys is sampled: the key's own size (its previous one) stays as it is.
+        own = _previous_sizes(keys, sizes)
+        warm = by_bytes >= 0
+        by_bytes = np.where(warm, own + (by_bytes - own) / self.rate, -1.0)
+        by_objects = np.where(warm, 1 + (by_objects - 1) / self.rate, -1.0)
+        sampled = len(keys)
+        # SHARDS-adj: a skewed workload puts more (or fewer) accesses in the sample than the rate promises; the
+        # difference are accesses to hot keys, hits at any useful size, so the curve is taken over the expected
+        # count instead (Waldspurger et al., section 3.2).
+        total = sampled if self.rate >= 1.0 else max(1.0, self.accesses * self.rate)
+        cold = min(1.0, float(np.count_nonzero(~warm)) / total)
+        return MissRatioCurve(
+            sample_rate=self.rate, accesses=self.accesses, sampled_accesses=sampled, cold_miss_ratio=cold,
+            by_bytes=[MissRatioPoint(cache_bytes=size, miss_ratio=ratio)
+                      for size, ratio in _points(by_bytes, total, self._smallest(sizes.mean()))],
+            by_objects=[ObjectMissRatioPoint(cache_objects=size, miss_ratio=ratio)
+                        for size, ratio in _points(by_objects, total, self._smallest(1.0))])
+
+
+def _sizes_filled(keys: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Unknown sizes (negative) take the key's previous known size, else its next, else its key length."""
+    order = np.lexsort((np.arange(len(keys)), keys))
+    ordered_keys, ordered = keys[order], sizes[order].copy()
+    known = ordered >= 0
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = ordered_keys[1:] != ordered_keys[:-1]
+    group = np.cumsum(starts) - 1
+    index = np.arange(len(order))
+    for direction in (1, -1):
+        # The nearest known position within the key's accesses, looking back (then ahead).
+        marks = np.where(known, index, -1 if direction == 1 else len(order))
+        nearest = (np.maximum.accumulate(marks) if direction == 1
+                   else np.minimum.accumulate(marks[::-1])[::-1])
+        inside = (nearest >= 0) & (nearest < len(order))
+        inside[inside] &= group[nearest[inside]] == group[inside]
+        fill = ~known & inside
+        ordered[fill] = ordered[nearest[fill]]
+        known |= fill
+    ordered[~known] = -1 - ordered[~known]  # back to the key length stored as -1 - length
+    filled = np.empty_like(sizes)
+    filled[order] = ordered
+    return filled
+
+
+def _previous_sizes(keys: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each access's key's size at its previous access (0 for a first access)."""
+    order = np.lexsort((np.arange(len(keys)), keys))
+    previous = np.zeros(len(keys), dtype=np.int64)
+    same = keys[order[1:]] == keys[order[:-1]]
+    previous[order[1:][same]] = sizes[order[:-1][same]]
+    return previous
+
+
+def _points(distances: np.ndarray, total: float, smallest: float) -> list[tuple[int, float]]:
+    """(cache size, miss ratio) on a log grid from `smallest`: an access misses where its distance exceeds the size."""
+    warm = np.sort(distances[distances >= 0])
+    if not len(warm):
+        return []
+    low, high = max(1.0, warm[0], smallest), max(1.0, warm[-1])
+    if low > high:
+        return []
+    sizes = np.unique(np.geomspace(low, high, _POINTS).round().astype(np.int64))
+    misses = len(distances) - np.searchsorted(warm, sizes, side="right")
+    return [(int(size), min(1.0, int(miss) / total)) for size, miss in zip(sizes, misses, strict=True)]
