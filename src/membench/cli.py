@@ -7,10 +7,11 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from rich.console import Console
 
@@ -115,9 +116,25 @@ def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
     add_replay_arguments(replay)
 
 
+# Piped or logged output has no width to fit: tables keep their natural width, so no number is ever cut.
+_UNBOUNDED_WIDTH = 10_000
+
+
+def _console(stream: TextIO) -> Console:
+    width = None if stream.isatty() else _UNBOUNDED_WIDTH
+    return Console(file=stream, width=width, highlight=False, soft_wrap=True)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings as one line a user can read, not Python's two lines with a source path."""
+    print(f"membench: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = _console(sys.stderr)
     try:
         if args.command == "record":
             return _record(args, console)
@@ -173,11 +190,14 @@ def _record(args: argparse.Namespace, console: Console) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from membench.analyze import analyze_profile, render_terminal, write_html, write_json
+    from membench.outputs import check_writable
     from membench.profile.reader import ProfileReader
 
+    check_writable(args.json, "--json")
+    check_writable(args.html, "--html")
     reader = ProfileReader(args.profile)
     report = analyze_profile(reader)
-    render_terminal(report, Console(highlight=False))
+    render_terminal(report, _console(sys.stdout))
     if args.json:
         write_json(report, args.json)
     if args.html:

@@ -72,3 +72,29 @@ def write_profile(path: Path, operations: Sequence[Operation]) -> Path:
     with ProfileWriter(path, ProfileMetadata(source="test")) as writer:
         writer.write_many(operations)
     return path
+
+
+def mixed_profile(protocol: str, connections: int = 3) -> ProfileBuilder:
+    """Statuses are those a fresh server gives after warm-up: the replay must reproduce every one."""
+    profile = ProfileBuilder(protocol=protocol)
+    for key in range(50):
+        profile.add("get", [key], status="hit", value_length=100, connection=key % connections)
+    for key in range(100, 150):
+        profile.add("get", [key], status="miss", connection=key % connections)
+    profile.add("get", [0, 1, 100], statuses=["hit", "hit", "miss"], value_length=100, connection=0)
+    for key in range(200, 230):
+        profile.add("set", [key], status="stored", value_length=40, connection=key % connections)
+    profile.add("add", [0], status="not_stored", value_length=10, connection=0)
+    for key in range(200, 210):
+        profile.add("delete", [key], status="deleted", connection=key % connections)
+    profile.add("delete", [300], status="not_found", connection=1)
+    profile.add("incr", [210], status="ok", connection=210 % connections)
+    profile.add("incr", [400], status="not_found", connection=2)
+    profile.add("touch", [211], status="touched", connection=211 % connections)
+    profile.add("touch", [401], status="not_found", connection=2)
+    for key in range(500, 510):
+        profile.add("set", [key], status="stored", value_length=8, quiet=True, connection=key % connections)
+    for connection in range(connections):
+        profile.add("noop" if protocol == "binary" else ("mn" if protocol == "meta" else "version"),
+                    connection=connection)
+    return profile

@@ -21,7 +21,7 @@ from membench.replay.run import replay
 from membench.replay.survey import logical_command
 from tests.conftest import Memcached, free_port, run_membench, start_memcached
 from tests.relay import RecordingRelay
-from tests.replay.profiles import T0, ProfileBuilder, source, write_profile
+from tests.replay.profiles import T0, ProfileBuilder, mixed_profile, source, write_profile
 
 COUNTERS = ("cmd_get", "get_hits", "get_misses", "cmd_set", "delete_hits", "delete_misses", "incr_hits",
             "incr_misses", "touch_hits", "touch_misses", "cmd_touch")
@@ -30,33 +30,6 @@ COUNTERS = ("cmd_get", "get_hits", "get_misses", "cmd_set", "delete_hits", "dele
 def delta(server: Memcached, before: dict[str, int | str]) -> dict[str, int]:
     after = server.stats()
     return {name: int(after[name]) - int(before[name]) for name in COUNTERS}
-
-
-def mixed_profile(protocol: str, connections: int = 3) -> ProfileBuilder:
-    """Statuses are those a fresh server gives after warm-up: the replay must reproduce every one."""
-    profile = ProfileBuilder(protocol=protocol)
-    for key in range(50):
-        profile.add("get", [key], status="hit", value_length=100, connection=key % connections)
-    for key in range(100, 150):
-        profile.add("get", [key], status="miss", connection=key % connections)
-    profile.add("get", [0, 1, 100], statuses=["hit", "hit", "miss"], value_length=100, connection=0)
-    for key in range(200, 230):
-        profile.add("set", [key], status="stored", value_length=40, connection=key % connections)
-    profile.add("add", [0], status="not_stored", value_length=10, connection=0)
-    for key in range(200, 210):
-        profile.add("delete", [key], status="deleted", connection=key % connections)
-    profile.add("delete", [300], status="not_found", connection=1)
-    # asap keeps the order within a connection only: an operation that depends on an earlier one shares its connection.
-    profile.add("incr", [210], status="ok", connection=210 % connections)
-    profile.add("incr", [400], status="not_found", connection=2)
-    profile.add("touch", [211], status="touched", connection=211 % connections)
-    profile.add("touch", [401], status="not_found", connection=2)
-    for key in range(500, 510):
-        profile.add("set", [key], status="stored", value_length=8, quiet=True, connection=key % connections)
-    for connection in range(connections):
-        profile.add("noop" if protocol == "binary" else ("mn" if protocol == "meta" else "version"),
-                    connection=connection)
-    return profile
 
 
 MIXED_EXPECTED = {

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from membench.analyze.histogram import Distribution
 from membench.analyze.report import AnalysisReport
-from membench.errors import MembenchError
+from membench.outputs import write_result
 
 _PERCENTILE_HEADERS = ("count", "p50", "p90", "p99", "p99.9", "max", "mean")
 
@@ -43,21 +43,14 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
 
 
 def write_json(report: AnalysisReport, path: Path) -> None:
-    _write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+    write_result(path, json.dumps(report.to_dict(), indent=2) + "\n", "--json")
 
 
 def write_html(report: AnalysisReport, path: Path) -> None:
     """The terminal report as one HTML file with inline styles: no script, nothing fetched from anywhere."""
     console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True, highlight=False)
     render_terminal(report, console)
-    _write_text(path, console.export_html(inline_styles=True, clear=True))
-
-
-def _write_text(path: Path, text: str) -> None:
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise MembenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_result(path, console.export_html(inline_styles=True, clear=True), "--html")
 
 
 def _header(report: AnalysisReport) -> Panel:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from membench.argtypes import positive_float, positive_int
 from membench.errors import MembenchError
+from membench.outputs import check_writable
 from membench.protocol.events import Protocol
 from membench.replay.ketama import Distribution
 
@@ -61,6 +62,8 @@ class ReplayOptions:
                             ("--workers", self.workers), ("--loop", self.loops)):
             if count is not None and count < 1:
                 raise MembenchError(f"{name} must be at least 1, not {count}")
+        check_writable(self.json_path, "--json")
+        check_writable(self.hdr_log_path, "--hdr-log")
 
 
 def parse_target(text: str) -> tuple[str, int]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from hdrh.log import HistogramLogWriter
@@ -71,6 +71,8 @@ def render(result: ReplayResult, console: Console) -> None:
     table.add_row("Totals", f"{result.ops:,}", f"{result.ops / seconds:,.0f}", "", "",
                   f"{sum(result.errors.values()):,}", "", "", "", "", style="bold")
     console.print(table)
+    for warning in result.details.get("warnings", []):
+        console.print(f"warning: {warning}", markup=False)
     ratio = result.hit_ratio
     console.print(f"hit ratio: recorded {_percent(ratio['recorded'])}, replayed {_percent(ratio['replayed'])}"
                   f"   warm-up: {result.details['warm']['keys']:,} keys", markup=False)
@@ -94,8 +96,9 @@ def _percent(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio * 100:.2f}%"
 
 
-def write_hdr_log(path: Path, totals: Totals) -> None:
-    with path.open("w") as output:
+def hdr_log(totals: Totals) -> str:
+    """The per-interval latency histograms as an HdrHistogram log (HistogramLogProcessor reads it)."""
+    with io.StringIO() as output:
         writer = HistogramLogWriter(output)
         writer.output_comment("membench replay: request latency of all commands, in microseconds")
         writer.output_log_format_version()
@@ -108,3 +111,4 @@ def write_hdr_log(path: Path, totals: Totals) -> None:
             # A start of 0 would make hdrh take the histogram's own (unset) timestamps.
             writer.output_interval_histogram(histogram, point["start_s"] or 1e-9, point["end_s"],
                                              max_value_unit_ratio=1.0)
+        return output.getvalue()

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,13 +21,14 @@ import uvloop
 from rich.console import Console
 
 from membench.errors import MembenchError
+from membench.outputs import write_result
 from membench.profile.schema import Status
 from membench.replay.engine import Runner
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing, parse_target
 from membench.replay.plan import SLICE_ROWS, Planner
-from membench.replay.report import ReplayResult, render, write_hdr_log
+from membench.replay.report import ReplayResult, hdr_log, render
 from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.warm import WarmResult, warm_up
@@ -40,11 +42,15 @@ def run_replay(profile: Path, options: ReplayOptions, console: Console | None = 
     from membench.profile.reader import ProfileReader
 
     reader = ProfileReader(profile)
-    return replay(lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, console)
+    warned = len(reader.problems)  # opening the profile already warned of these
+    return replay(lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, console,
+                  lambda: reader.problems[warned:])
 
 
-def replay(source: BatchSource, options: ReplayOptions, console: Console | None = None) -> ReplayResult:
-    """Replay the rows `source` gives (a fresh iterator of schema.SCHEMA batches per call)."""
+def replay(source: BatchSource, options: ReplayOptions, console: Console | None = None,
+           problems: Callable[[], list[str]] | None = None) -> ReplayResult:
+    """Replay the rows `source` gives (a fresh iterator of schema.SCHEMA batches per call); `problems` tells what
+    the source could not read (a corrupt part), which the result reports as warnings."""
     targets = [parse_target(target) for target in options.targets]
     for host, port in targets:
         _check_reachable(host, port, options.timeout)
@@ -62,12 +68,14 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     if progress is not None:
         progress.clear()
     result = _result(profile, options, keys, warmed, totals, loops, interrupted, elapsed)
-    if options.json_path is not None:
-        options.json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if options.hdr_log_path is not None:
-        write_hdr_log(options.hdr_log_path, totals)
+    result.details["warnings"] = list(problems()) if problems is not None else []
     if console is not None:
         render(result, console)
+    # The table is out before the files: if writing them fails, the result is still in front of the user.
+    if options.hdr_log_path is not None:
+        write_result(options.hdr_log_path, hdr_log(totals), "--hdr-log")
+    if options.json_path is not None:
+        write_result(options.json_path, json.dumps(result.to_dict(), indent=2) + "\n", "--json")
     return result
 
 

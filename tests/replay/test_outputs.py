@@ -1,0 +1,106 @@
+"""What a replay writes and says: an output path that cannot be written is refused before any work, a write that
+fails at the end anyway keeps the result elsewhere and says where, a profile part it could not read is warned of,
+and piped output is never cut."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from membench.profile.metadata import ProfileMetadata
+from membench.profile.writer import ProfileWriter
+from tests.conftest import is_root, run_membench
+from tests.replay.profiles import mixed_profile, write_profile
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    return write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+
+
+@pytest.mark.parametrize("option", ["--json", "--hdr-log"])
+@pytest.mark.parametrize("bad", ["missing-dir/x.json", "."])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_replay(memcached, profile, tmp_path, option,
+                                                                            bad):
+    before = memcached.stats()["cmd_get"]
+    proc = run_membench("replay", str(profile), "--target", memcached.address, option, str(tmp_path / bad))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"membench: {option} ")
+    assert memcached.stats()["cmd_get"] == before, "nothing was replayed"
+
+
+def test_analyze_refuses_an_unwritable_output_before_reading(profile, tmp_path):
+    proc = run_membench("analyze", str(profile), "--html", str(tmp_path / "nowhere" / "r.html"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    if not is_root():
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        # Every byte the tmpfs has, until it refuses.
+        with (mount / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"x" * 4096)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_result_that_no_longer_fits_is_kept_elsewhere_and_said(memcached, profile, full_disk):
+    target = full_disk / "result.json"
+    proc = run_membench("replay", str(profile), "--target", memcached.address, "--json", str(target))
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "No space left on device; the result was written to " in line, proc.stderr
+    kept = Path(line.rsplit(" to ", 1)[1].removesuffix(" instead"))
+    try:
+        assert json.loads(kept.read_text())["completed"] is True
+    finally:
+        kept.unlink()
+    assert "membench replay:" in proc.stderr, "the table was shown before the file was written"
+
+
+def test_a_part_that_cannot_be_read_is_warned_of_in_one_line(memcached, tmp_path):
+    profile = tmp_path / "parts.profile"
+    with ProfileWriter(profile, ProfileMetadata(source="test"), part_rows=60, compact=False) as writer:
+        writer.write_many(mixed_profile("text").operations)
+    damaged = sorted(profile.glob("part-*.parquet"))[1]
+    data = bytearray(damaged.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    for offset in range(4, footer_start, 7):  # scribble over the data pages, keep the footer
+        data[offset] ^= 0x5A
+    damaged.write_bytes(bytes(data))
+    proc = run_membench("replay", str(profile), "--target", memcached.address)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and damaged.name in warnings[0] and "read failed" in warnings[0], proc.stderr
+
+
+def test_piped_tables_keep_every_digit(memcached, profile):
+    proc = run_membench("replay", str(profile), "--target", memcached.address, "--loop", "20")
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stderr
+    totals = next(line for line in proc.stderr.splitlines() if "Totals" in line)
+    assert f"{20 * len(mixed_profile('text').operations):,}" in totals
+    analyzed = run_membench("analyze", str(profile), check=True)
+    assert "…" not in analyzed.stdout
+
+
+def test_a_part_cut_short_is_one_warning_line_when_the_profile_opens(memcached, tmp_path):
+    profile = tmp_path / "parts.profile"
+    with ProfileWriter(profile, ProfileMetadata(source="test"), part_rows=60, compact=False) as writer:
+        writer.write_many(mixed_profile("text").operations)
+    cut = sorted(profile.glob("part-*.parquet"))[1]
+    cut.write_bytes(cut.read_bytes()[:100])
+    proc = run_membench("replay", str(profile), "--target", memcached.address)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("membench: warning: ") and cut.name in warnings[0]
