@@ -156,7 +156,10 @@ class Link(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._start_reconnect()
+        if self._runner.stopping:
+            self._finish_if_done()
+        else:
+            self._start_reconnect()
 
     # driving
 
@@ -194,6 +197,18 @@ class Link(asyncio.Protocol):
             self._timer.cancel()
         if self._transport is not None:
             self._transport.close()
+
+    def interrupt(self) -> None:
+        """The replay stops: requests in flight are not waited for (nor counted: they have no outcome)."""
+        for entry in self._inflight:
+            self._answer(entry[0].number)
+        self._inflight.clear()
+        self._waiting = 0
+        self._reconnecting = False  # a reconnection still under way ends when the link closes
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._finish_if_done()
 
     def check_timeout(self, now: int) -> None:
         if self._waiting and now - self._inflight[0][1] > self._timeout_ns and self._transport is not None:
@@ -498,11 +513,12 @@ class Runner:
             link.poke()
 
     def stop(self) -> None:
+        """Ctrl+C: end now with what was done, whatever the servers do (a silent or garbage-speaking one too)."""
         if not self.stopping:
             self.stopping = True
             self.interrupted = True
             for link in self.links:
-                link.poke()
+                link.interrupt()
 
     async def run(self, start_ns: int | None = None) -> None:
         loop = asyncio.get_running_loop()
