@@ -197,7 +197,9 @@ def test_memcached_killed_and_restarted_mid_replay():
         thread.join()
         for late in restarted:
             late.stop()
-    assert result.completed
+    # It runs to its end, but a quarter of its operations were lost: that is no measurement (--max-error-ratio).
+    assert not result.interrupted and not result.completed
+    assert result.details["error_ratio"] > options.max_error_ratio
     assert result.errors.get("lost", 0) > 0
     assert result.details["reconnects"] >= 4
     statuses = result.commands["get"]["statuses"]

@@ -223,13 +223,14 @@ class Link(asyncio.Protocol):
         events = parser.receive(data, now)
         self._fed += len(data)
         clean = self._fed == stats.bytes_parsed and not stats.bytes_skipped
-        for event in events:
-            if event.__class__ is Skipped:
-                # The server's bytes made no sense: nothing after them can be attributed any more.
-                self._meter.unexpected_replies += 1
-                if self._transport is not None:
-                    self._transport.abort()
-                return None
+        # The parser reports skipped bytes as an event only once it finds its way again, which garbage may never
+        # let it do: any byte skipped means the server's bytes made no sense, and nothing after them can be
+        # attributed any more.
+        if stats.bytes_skipped or any(event.__class__ is Skipped for event in events):
+            self._meter.unexpected_replies += 1
+            if self._transport is not None:
+                self._transport.abort()
+            return None
         memo = self._memo
         if memo is not None and self._clean and clean and events and len(data) <= _MEMO_BYTES:
             if len(memo) >= _MEMO_ENTRIES:

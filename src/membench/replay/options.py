@@ -42,6 +42,9 @@ class ReplayOptions:
     json_path: Path | None = None
     hdr_log_path: Path | None = None
     progress: bool = True
+    # Failed operations (lost, timed out, server errors the recording did not have, garbage replies) above this
+    # share of all make the replay a failure: a result over a broken target must not pass for a measurement.
+    max_error_ratio: float = 0.01
 
     def __post_init__(self) -> None:
         # Plain strings are accepted for the enums, as a caller writing ReplayOptions(protocol="meta") expects.
@@ -62,6 +65,8 @@ class ReplayOptions:
                             ("--workers", self.workers), ("--loop", self.loops)):
             if count is not None and count < 1:
                 raise MembenchError(f"{name} must be at least 1, not {count}")
+        if not 0 <= self.max_error_ratio <= 1:
+            raise MembenchError(f"--max-error-ratio must be between 0 and 1, not {self.max_error_ratio}")
         check_writable(self.json_path, "--json")
         check_writable(self.hdr_log_path, "--hdr-log")
 
@@ -121,6 +126,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write every figure of the run as JSON")
     parser.add_argument("--hdr-log", type=Path, metavar="FILE", dest="hdr_log_path",
                         help="write per-second latency histograms in the HdrHistogram interval log format")
+    parser.add_argument("--max-error-ratio", type=float, default=0.01, metavar="R",
+                        help="fail (exit 1) when more than this share of the operations failed: lost, timed out, "
+                             "server errors the recording did not have (default 0.01)")
     parser.add_argument("--no-progress", action="store_false", dest="progress",
                         help="no live progress line")
 
@@ -147,4 +155,5 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         json_path=args.json_path,
         hdr_log_path=args.hdr_log_path,
         progress=args.progress,
+        max_error_ratio=args.max_error_ratio,
     )

@@ -19,7 +19,7 @@ from membench.replay.stats import ERROR_STATUSES, Totals
 class ReplayResult:
     """Every figure of one replay; `to_dict()` is what --json writes."""
 
-    completed: bool  # every loop ran to its end (not interrupted)
+    completed: bool  # every loop ran to its end (not interrupted), with failures within --max-error-ratio
     interrupted: bool
     loops: int
     duration_s: float
@@ -87,6 +87,10 @@ def render(result: ReplayResult, console: Console) -> None:
     if result.errors:
         console.print("errors: " + ", ".join(f"{kind} {count:,}" for kind, count in result.errors.items()),
                       markup=False)
+    if not result.interrupted and result.details["error_ratio"] > result.details["max_error_ratio"]:
+        console.print(f"membench: {result.details['error_ratio']:.1%} of the operations failed "
+                      f"({result.details['failures']:,} of {result.ops:,}), above --max-error-ratio "
+                      f"{result.details['max_error_ratio']:.1%}: the replay failed", markup=False)
     cpu = result.details["client_cpu_us_per_op"]
     if cpu is not None:
         console.print(f"client CPU: {cpu:.1f} µs per op", markup=False)

@@ -227,6 +227,16 @@ def _hit_ratio(counts: dict[str, Counter[str]] | dict[str, list[int]], by_name: 
     return round(hits / (hits + misses), 6) if hits + misses else None
 
 
+def _failures(commands: dict[str, dict[str, Any]], loops: int) -> int:
+    """Operations that failed: lost, timed out, or an error status beyond what the recording itself had."""
+    failed = 0
+    for entry in commands.values():
+        for status, count in entry["statuses"].items():
+            if status in ERROR_STATUSES:
+                failed += max(0, count - entry["recorded_statuses"].get(status, 0) * max(1, loops))
+    return failed
+
+
 def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warmed: WarmResult, totals: Totals,
             loops: int, interrupted: bool, elapsed: float) -> ReplayResult:
     commands: dict[str, dict[str, Any]] = {}
@@ -253,7 +263,12 @@ def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warme
             if status in ERROR_STATUSES:
                 errors[status] += count
     ops = sum(entry["ops"] for entry in commands.values())
+    failures = _failures(commands, loops)  # garbage replies cost the operations in flight: counted lost
+    error_ratio = failures / ops if ops else 0.0
     details: dict[str, Any] = {
+        "failures": failures,
+        "error_ratio": round(error_ratio, 6),
+        "max_error_ratio": options.max_error_ratio,
         "options": {
             "targets": options.targets, "protocol": options.protocol.value if options.protocol else "recorded",
             "timing": options.timing.value, "speed": options.speed, "rate": options.rate,
@@ -278,7 +293,7 @@ def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warme
     if open_loop:
         details["lateness_us"] = percentiles(totals.lateness)
     return ReplayResult(
-        completed=not interrupted,
+        completed=not interrupted and error_ratio <= options.max_error_ratio,
         interrupted=interrupted,
         loops=loops,
         duration_s=round(elapsed, 6),

@@ -1,5 +1,5 @@
-"""Ctrl+C ends a replay within about a second and writes its result, whatever the server does: answers nothing,
-or answers garbage."""
+"""A replay against a server that answers nothing, or garbage: Ctrl+C ends it within about a second with its
+result written, and a run whose operations mostly failed exits non-zero saying so."""
 
 from __future__ import annotations
 
@@ -75,3 +75,27 @@ def test_ctrl_c_stops_within_a_second_and_writes_the_result(server: MisbehavingS
     data = json.loads(out.read_text())
     assert data["interrupted"] is True and data["completed"] is False
     assert "Traceback" not in stderr
+
+
+def test_a_replay_whose_operations_fail_exits_non_zero_in_one_line(tmp_path: Path) -> None:
+    server = MisbehavingServer(garbage=True)
+    try:
+        profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+        out = tmp_path / "r.json"
+        proc = subprocess.run([sys.executable, "-m", "membench", "replay", str(profile), "--target",
+                               f"127.0.0.1:{server.port}", "--no-warm", "--json", str(out)],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    assert proc.returncode == 1, proc.stderr
+    verdict = [line for line in proc.stderr.splitlines() if "above --max-error-ratio" in line]
+    assert len(verdict) == 1 and "of the operations failed" in verdict[0]
+    data = json.loads(out.read_text())
+    assert data["completed"] is False and data["error_ratio"] > 0.5
+
+
+def test_misses_and_refusals_the_recording_had_are_not_failures(memcached, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+    proc = subprocess.run([sys.executable, "-m", "membench", "replay", str(profile), "--target", memcached.address,
+                           "--max-error-ratio", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
