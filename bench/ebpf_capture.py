@@ -93,7 +93,7 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
             recorder.wait()
     if recorder.returncode != 0:
         raise RuntimeError(f"membench record failed: {recorder.stderr.read()}")
-    meta = json.loads((profile / "profile.json").read_text())
+    meta = json.loads((profile / "_profile.json").read_text())
     return Recording(tps, meta["operations"], meta["health"]["capture"]["dropped_events"], cpu_seconds(usage),
                      bpf_ns)
 

@@ -378,3 +378,20 @@ def test_columnar_rows_follow_buffered_rows_in_order(tmp_path):
         with pytest.raises(MembenchError, match="schema"):
             writer.write_batch(columnar.drop_columns(["status"]))
     assert ProfileReader(tmp_path / "p").read_table().to_pylist() == rows_of(ops)
+
+
+def test_dataset_readers_read_the_profile_directory_as_it_is(tmp_path):
+    ops = synthetic_operations(3000)
+    profile = write_profile(tmp_path / "p", ops, part_rows=1000, compact=False)
+    table = pq.read_table(profile)  # what pandas.read_parquet("p") does too: the metadata file is skipped
+    assert table.num_rows == len(ops)
+    assert sorted(table["batch"].to_pylist()) == sorted(op.batch for op in ops)
+
+
+def test_a_profile_written_before_the_metadata_file_was_renamed_still_reads(tmp_path):
+    ops = synthetic_operations(500)
+    profile = write_profile(tmp_path / "p", ops)
+    (profile / METADATA_FILE).rename(profile / "profile.json")
+    reader = ProfileReader(profile)
+    assert reader.problems == [] and reader.metadata.operations == len(ops)
+    assert reader.read_table(["batch"]).num_rows == len(ops)

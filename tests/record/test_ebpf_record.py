@@ -56,7 +56,7 @@ class Recording:
         return err
 
     def health(self) -> dict[str, dict[str, int]]:
-        return json.loads((self.out / "profile.json").read_text())["health"]
+        return json.loads((self.out / "_profile.json").read_text())["health"]
 
 
 def mixed_traffic(memcached: Memcached) -> Callable[[], None]:

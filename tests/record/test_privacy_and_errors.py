@@ -45,16 +45,16 @@ def test_the_salt_is_not_stored_but_its_fingerprint_is(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     blob = b"".join(p.read_bytes() for p in sorted(out.iterdir()))
     assert b"my-team-passphrase" not in blob
-    fingerprint = json.loads((out / "profile.json").read_text())["salt_fingerprint"]
+    fingerprint = json.loads((out / "_profile.json").read_text())["salt_fingerprint"]
     again = tmp_path / "q.profile"
     run_membench("record", str(PCAP_CORPUS / "memcache_text_tcp_delete.pcap"), str(again),
                  "--salt", "my-team-passphrase", "--quiet", check=True)
-    assert json.loads((again / "profile.json").read_text())["salt_fingerprint"] == fingerprint
+    assert json.loads((again / "_profile.json").read_text())["salt_fingerprint"] == fingerprint
     assert read_profile(out).column("key_hash").to_pylist() == read_profile(again).column("key_hash").to_pylist()
     random_salt = tmp_path / "r.profile"
     run_membench("record", str(PCAP_CORPUS / "memcache_text_tcp_delete.pcap"), str(random_salt), "--quiet",
                  check=True)
-    assert json.loads((random_salt / "profile.json").read_text())["salt_fingerprint"] != fingerprint
+    assert json.loads((random_salt / "_profile.json").read_text())["salt_fingerprint"] != fingerprint
 
 
 def assert_one_line_error(proc, *fragments: str) -> None:

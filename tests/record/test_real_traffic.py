@@ -227,7 +227,7 @@ def test_capture_with_segments_removed(memcached: Memcached, tmp_path: Path) -> 
     rows = read_profile(out).to_pylist()
     assert len(rows) == 298
     assert [r["status"] for r in rows].count("unanswered") == 2
-    metadata = json.loads((out / "profile.json").read_text())
+    metadata = json.loads((out / "_profile.json").read_text())
     assert metadata["health"]["capture"]["holes"] == 4
     # The lost set's STORED, and the lost get's VALUE and END lines: reply units without a request.
     assert metadata["health"]["pairing"]["unmatched_responses"] == 3

@@ -1,7 +1,7 @@
 """The profile's description: where it came from, how healthy the capture was, whether the recording finished.
 
-It lives in `profile.json` beside the part files, and a copy is embedded in every part's Parquet schema metadata
-so that a profile whose `profile.json` was lost can still say where it came from.
+It lives in `_profile.json` beside the part files, and a copy is embedded in every part's Parquet schema metadata
+so that a profile whose `_profile.json` was lost can still say where it came from.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from membench import __version__
 from membench.errors import MembenchError
 from membench.profile.schema import FORMAT_NAME, SCHEMA_VERSION
 
-METADATA_FILE = "profile.json"
+# The leading underscore makes dataset readers (pyarrow, pandas, DuckDB, Spark) skip it, as they skip _SUCCESS.
+METADATA_FILE = "_profile.json"
+FORMER_METADATA_FILE = "profile.json"  # its name before membench 0.2: still read
 PARQUET_METADATA_KEY = b"membench.profile"
 
 
@@ -94,7 +96,7 @@ class ProfileMetadata:
             raise MembenchError("profile metadata field 'parts' must list file names")
 
     def write_atomic(self, directory: Path) -> None:
-        """Replace `profile.json` so that a reader (or a crash) sees either the old or the new file, whole."""
+        """Replace `_profile.json` so that a reader (or a crash) sees either the old or the new file, whole."""
         target = directory / METADATA_FILE
         temporary = directory / f".{METADATA_FILE}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:

@@ -2,7 +2,7 @@
 
 A profile may come from a recorder that was killed, a disk that filled up, or a careless copy. Nothing of that is
 fatal while some part is readable: a damaged part is skipped with a one-line note in `problems`, a lost
-`profile.json` is rebuilt from the parts, and only a path that holds no readable profile at all is an error.
+`_profile.json` is rebuilt from the parts, and only a path that holds no readable profile at all is an error.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from membench.errors import MembenchError
-from membench.profile.metadata import METADATA_FILE, PARQUET_METADATA_KEY, ProfileMetadata
+from membench.profile.metadata import FORMER_METADATA_FILE, METADATA_FILE, PARQUET_METADATA_KEY, ProfileMetadata
 from membench.profile.schema import COLUMNS, FORMAT_NAME, SCHEMA, SCHEMA_VERSION
 from membench.profile.writer import part_index
 
@@ -55,7 +55,7 @@ class ProfileReader:
             self._problem(f"profile schema version {self.metadata.schema_version} is newer than this membench's "
                           f"({SCHEMA_VERSION}): columns it does not know are ignored")
         if stored is not None and self.num_rows != stored.operations:
-            self._problem(f"profile.json counts {stored.operations} operations but the readable parts hold "
+            self._problem(f"{METADATA_FILE} counts {stored.operations} operations but the readable parts hold "
                           f"{self.num_rows}")
         if self.problems:
             warnings.warn(f"{self.path}: {'; '.join(self.problems)}", ProfileWarning, stacklevel=2)
@@ -101,7 +101,9 @@ class ProfileReader:
     def _read_stored_metadata(self) -> ProfileMetadata | None:
         metadata_path = self.path / METADATA_FILE
         if not metadata_path.exists():
-            return None
+            metadata_path = self.path / FORMER_METADATA_FILE
+            if not metadata_path.exists():
+                return None
         try:
             metadata = ProfileMetadata.from_json(metadata_path.read_bytes())
         except OSError as exc:
@@ -148,7 +150,7 @@ class ProfileReader:
         return _Part(name, path, footer.num_rows, columns)
 
     def _rebuild_metadata(self) -> ProfileMetadata:
-        """Best knowledge without profile.json: the newest embedded copy, with counts and times from the parts."""
+        """Best knowledge without _profile.json: the newest embedded copy, with counts and times from the parts."""
         metadata = ProfileMetadata(source="unknown")
         for part in reversed(self._parts):
             embedded = _embedded_metadata(part.path)

@@ -2,7 +2,7 @@
 
 Rows are buffered as plain tuples (one list append per operation: the cheapest thing Python can do) and turned
 into columns once per part. A part is written to a hidden temporary name, fsynced and renamed, and only
-then listed in `profile.json`, so the directory never holds a half-written part under its real name and the
+then listed in `_profile.json`, so the directory never holds a half-written part under its real name and the
 listing never names a part that is not whole. Rotation happens at least every `part_seconds` (a Parquet file is
 unreadable until its footer is written) and at `part_rows` rows (the memory bound).
 
@@ -27,7 +27,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from membench.errors import MembenchError
-from membench.profile.metadata import METADATA_FILE, PARQUET_METADATA_KEY, ProfileMetadata, fsync_directory
+from membench.profile.metadata import (
+    FORMER_METADATA_FILE,
+    METADATA_FILE,
+    PARQUET_METADATA_KEY,
+    ProfileMetadata,
+    fsync_directory,
+)
 from membench.profile.schema import COLUMNS, SCHEMA, Operation
 
 PART_PREFIX = "part-"
@@ -342,7 +348,7 @@ class _CompactedFile:
 
 
 def _is_profile_file(name: str) -> bool:
-    return (name == METADATA_FILE or part_index(name) is not None
+    return (name in (METADATA_FILE, FORMER_METADATA_FILE) or part_index(name) is not None
             or (name.startswith(".") and name.endswith(".tmp")))
 
 
