@@ -99,7 +99,7 @@ class ProfileMetadata:
         """Replace `_profile.json` so that a reader (or a crash) sees either the old or the new file, whole."""
         target = directory / METADATA_FILE
         temporary = directory / f".{METADATA_FILE}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with open(temporary, "w", encoding="utf-8", opener=private) as handle:
             handle.write(self.to_json())
             handle.flush()
             os.fsync(handle.fileno())
@@ -114,3 +114,33 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+# A profile describes other people's traffic: only its owner may read it, whatever the umask.
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private(path: str, flags: int) -> int:
+    """An `opener` that creates files readable and writable by their owner only."""
+    return os.open(path, flags, PRIVATE_FILE)
+
+
+PART_PREFIX = "part-"
+PART_SUFFIX = ".parquet"
+
+
+def part_name(index: int) -> str:
+    return f"{PART_PREFIX}{index:06d}{PART_SUFFIX}"
+
+
+def part_index(name: str) -> int | None:
+    """The number of a part file name, or None if the name is not one a writer produces."""
+    if not (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)):
+        return None
+    digits = name[len(PART_PREFIX):-len(PART_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+class ProfileWarning(UserWarning):
+    """A profile is readable but not entirely as written (see `ProfileReader.problems`), or not compacted."""

@@ -16,15 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from membench.errors import MembenchError
-from membench.profile.metadata import FORMER_METADATA_FILE, METADATA_FILE, PARQUET_METADATA_KEY, ProfileMetadata
+from membench.profile.metadata import (
+    FORMER_METADATA_FILE,
+    METADATA_FILE,
+    PARQUET_METADATA_KEY,
+    ProfileMetadata,
+    ProfileWarning,
+    part_index,
+)
 from membench.profile.schema import COLUMNS, FORMAT_NAME, SCHEMA, SCHEMA_VERSION
-from membench.profile.writer import part_index
 
 _READ_ERRORS = (OSError, ValueError, pa.ArrowException)
-
-
-class ProfileWarning(UserWarning):
-    """A profile is readable but not entirely: see `ProfileReader.problems`."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
@@ -27,21 +28,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from membench.errors import MembenchError
+from membench.profile.compaction import compact
 from membench.profile.metadata import (
     FORMER_METADATA_FILE,
     METADATA_FILE,
     PARQUET_METADATA_KEY,
+    PRIVATE_DIRECTORY,
     ProfileMetadata,
-    fsync_directory,
+    ProfileWarning,
+    part_index,
+    part_name,
+    private,
 )
 from membench.profile.schema import COLUMNS, SCHEMA, Operation
 
-PART_PREFIX = "part-"
-PART_SUFFIX = ".parquet"
 DEFAULT_PART_ROWS = 1 << 17
 DEFAULT_PART_SECONDS = 1.0
-COMPACT_ROW_GROUP_ROWS = 1 << 20
-COMPACT_FILE_ROW_GROUPS = 8
 _CHECK_EVERY_ROWS = 1024  # how often write() looks at the clock: often enough for 1 s rotation at any real rate
 
 # Dictionary encoding pays off where few distinct values repeat (hashes of hot keys, a handful of value sizes);
@@ -62,18 +64,6 @@ _PARQUET_OPTIONS: dict[str, Any] = {
 
 
 _ROW_TYPE = pa.struct(list(SCHEMA))
-
-
-def part_name(index: int) -> str:
-    return f"{PART_PREFIX}{index:06d}{PART_SUFFIX}"
-
-
-def part_index(name: str) -> int | None:
-    """The number of a part file name, or None if the name is not one a writer produces."""
-    if not (name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)):
-        return None
-    digits = name[len(PART_PREFIX):-len(PART_SUFFIX)]
-    return int(digits) if digits.isdigit() else None
 
 
 class ProfileWriter:
@@ -198,7 +188,8 @@ class ProfileWriter:
                     raise MembenchError(f"refusing to overwrite {path}: it holds files that are not a profile's")
                 for entry in entries:
                     entry.unlink()
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+            path.chmod(PRIVATE_DIRECTORY)  # also when it existed, or the umask narrowed mkdir's mode further
         except OSError as exc:
             raise MembenchError(f"cannot create profile directory {path}: {exc.strerror or exc}") from None
 
@@ -251,7 +242,7 @@ class ProfileWriter:
     def _write_parquet(self, name: str, table: pa.Table, row_group_rows: int) -> None:
         temporary = self.path / f".{name}.tmp"
         try:
-            with open(temporary, "wb") as handle:
+            with open(temporary, "wb", opener=private) as handle:
                 with pq.ParquetWriter(handle, self._schema_with_metadata(), **_PARQUET_OPTIONS) as writer:
                     writer.write_table(table, row_group_size=row_group_rows)
                 handle.flush()
@@ -275,76 +266,16 @@ class ProfileWriter:
             raise MembenchError(f"cannot write {self.path / METADATA_FILE}: {exc.strerror or exc}") from None
 
     def _compact_parts(self) -> None:
-        """Rewrite the parts as few files of large row groups; the old parts go only once the new list is on disk.
-
-        A crash before the new listing leaves the old parts listed (the new files are ignored as unlisted); a
-        crash after it leaves the old parts unlisted. Either way every row is read exactly once.
-        """
-        old_parts = list(self.metadata.parts)
-        if len(old_parts) <= 1:
+        """Rewrite the parts as few files of large row groups (compaction.py: atomic for every reader). If that
+        fails (a full disk), the profile keeps its parts, whole, and a warning says so."""
+        if len(self.metadata.parts) <= 1:
             return
         try:
-            self._rewrite_parts(old_parts)
+            self._next_part = compact(self.path, self.metadata, self._schema_with_metadata(), self._next_part,
+                                      _PARQUET_OPTIONS)
         except OSError as exc:
-            raise MembenchError(f"cannot compact profile {self.path}: {exc.strerror or exc}") from None
-
-    def _rewrite_parts(self, old_parts: list[str]) -> None:
-        new_parts: list[str] = []
-        pending: list[pa.Table] = []
-        pending_rows = 0
-        output: _CompactedFile | None = None
-        for name in old_parts:
-            pending.append(pq.read_table(self.path / name, schema=SCHEMA))
-            pending_rows += pending[-1].num_rows
-            while pending_rows >= COMPACT_ROW_GROUP_ROWS:
-                merged = pa.concat_tables(pending)
-                output = self._emit_row_group(output, merged.slice(0, COMPACT_ROW_GROUP_ROWS), new_parts)
-                pending = [merged.slice(COMPACT_ROW_GROUP_ROWS)]
-                pending_rows -= COMPACT_ROW_GROUP_ROWS
-        if pending_rows:
-            output = self._emit_row_group(output, pa.concat_tables(pending), new_parts)
-        if output is not None:
-            output.finish()
-        self.metadata.parts = new_parts
-        self._write_metadata()
-        for name in old_parts:
-            (self.path / name).unlink(missing_ok=True)
-        fsync_directory(self.path)
-
-    def _emit_row_group(self, output: _CompactedFile | None, table: pa.Table,
-                        new_parts: list[str]) -> _CompactedFile:
-        if output is not None and output.row_groups >= COMPACT_FILE_ROW_GROUPS:
-            output.finish()
-            output = None
-        if output is None:
-            name = part_name(self._next_part)
-            self._next_part += 1
-            new_parts.append(name)
-            output = _CompactedFile(self.path, name, self._schema_with_metadata())
-        output.write(table)
-        return output
-
-
-class _CompactedFile:
-    """One output file of compaction, written under a temporary name until it is finished."""
-
-    def __init__(self, directory: Path, name: str, schema: pa.Schema) -> None:
-        self._final = directory / name
-        self._temporary = directory / f".{name}.tmp"
-        self._handle = open(self._temporary, "wb")  # noqa: SIM115 - closed in finish(), after the Parquet writer
-        self._writer = pq.ParquetWriter(self._handle, schema, **_PARQUET_OPTIONS)
-        self.row_groups = 0
-
-    def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.row_groups += 1
-
-    def finish(self) -> None:
-        self._writer.close()
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(self._temporary, self._final)
+            warnings.warn(f"{self.path}: not compacted ({exc.strerror or exc}); it keeps its "
+                          f"{len(self.metadata.parts)} parts, every row readable", ProfileWarning, stacklevel=3)
 
 
 def _is_profile_file(name: str) -> bool:
