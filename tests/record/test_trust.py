@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from pymemcache.client.base import Client
 
 from membench.profile.metadata import METADATA_FILE
+from membench.profile.reader import ProfileReader
 from membench.record.status import losses
-from tests.conftest import PCAP_CORPUS, Memcached, Tcpdump, read_profile, run_membench
+from tests.conftest import PCAP_CORPUS, Memcached, Tcpdump, is_root, read_profile, run_membench
 from tests.record.test_ebpf_record import Recording
 
 # Each is something a client can send; memcached refuses the first four (CLIENT_ERROR) and goes on.
@@ -85,3 +89,36 @@ def test_a_truncated_capture_file_is_not_called_nothing_lost(tmp_path):
 ])
 def test_every_counter_not_known_to_be_harmless_is_a_loss(health, expected):
     assert losses(health) == expected
+
+
+def test_a_disk_that_fills_during_a_recording_stops_it_in_one_line_keeping_what_was_written(memcached, tmp_path):
+    if not is_root():
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        out = disk / "full.profile"
+        recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "ebpf:any", str(out), "--port",
+                                     str(memcached.port), "--quiet", "--duration", "30"],
+                                    stderr=subprocess.PIPE, text=True)
+        assert recorder.stderr is not None and recorder.stderr.readline().startswith("recording")
+        client = Client((memcached.host, memcached.port), default_noreply=False, no_delay=True)
+        deadline = time.monotonic() + 25
+        number = 0
+        while recorder.poll() is None and time.monotonic() < deadline:
+            client.set(f"key:{number}", b"v" * (number % 300), noreply=False)
+            client.get(f"key:{number // 2}")
+            number += 1
+            if number % 2000 == 0:
+                time.sleep(0.1)  # a pace that fills the disk over several parts, not in the first
+        client.close()
+        _, err = recorder.communicate(timeout=60)
+        assert recorder.returncode not in (0, None), "the recording stopped by itself, with an error"
+        assert err.count("\n") == 1 and "No space left on device; recording stopped, the profile keeps the" in err
+        assert "Traceback" not in err
+        kept = ProfileReader(out)
+        assert kept.num_rows > 0 and kept.metadata.complete is False
+        assert not [entry.name for entry in out.iterdir() if entry.name.endswith(".tmp")]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -66,6 +66,10 @@ _PARQUET_OPTIONS: dict[str, Any] = {
 _ROW_TYPE = pa.struct(list(SCHEMA))
 
 
+class ProfileWriteError(MembenchError):
+    """The disk refused a part or the metadata (full, gone, read-only): what was written before stays whole."""
+
+
 class ProfileWriter:
     """Writes one profile directory. Use as a context manager; `close()` marks the profile complete."""
 
@@ -206,7 +210,11 @@ class ProfileWriter:
         rows = self._rows
         if rows:
             self._rows = []
-            self._write_part(self._table(rows))
+            try:
+                self._write_part(self._table(rows))
+            except ProfileWriteError:
+                self._rows = rows + self._rows  # kept for a later try (when the writer is abandoned, say)
+                raise
         self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows)
         self._last_flush = time.monotonic()
 
@@ -250,7 +258,7 @@ class ProfileWriter:
             os.replace(temporary, self.path / name)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise MembenchError(f"cannot write profile part {self.path / name}: {exc.strerror or exc}") from None
+            raise ProfileWriteError(f"cannot write profile part {self.path / name}: {exc.strerror or exc}") from None
 
     def _schema_with_metadata(self) -> pa.Schema:
         # The embedded copy leaves out the part list: it would grow with every part and make parts quadratic.
@@ -263,7 +271,7 @@ class ProfileWriter:
         try:
             self.metadata.write_atomic(self.path)
         except OSError as exc:
-            raise MembenchError(f"cannot write {self.path / METADATA_FILE}: {exc.strerror or exc}") from None
+            raise ProfileWriteError(f"cannot write {self.path / METADATA_FILE}: {exc.strerror or exc}") from None
 
     def _compact_parts(self) -> None:
         """Rewrite the parts as few files of large row groups (compaction.py: atomic for every reader). If that

@@ -21,7 +21,7 @@ from membench.capture.stream import (
     StreamSource,
 )
 from membench.errors import MembenchError
-from membench.profile.writer import ProfileWriter
+from membench.profile.writer import ProfileWriteError, ProfileWriter
 from membench.protocol.events import ParserEvent, Request, Response, Skipped
 from membench.protocol.stream import RequestStreamParser, ResponseStreamParser
 from membench.record.anonymize import KeyHasher
@@ -87,6 +87,12 @@ class Recorder:
         self._started = time.monotonic()
         ticker.start()
         try:
+            return self._record(ticker)
+        except ProfileWriteError as error:
+            raise self._stopped_by(error) from None
+
+    def _record(self, ticker: threading.Thread) -> RecordSummary:
+        try:
             # Explicit acquire/release on bound methods: `with lock` costs about twice as much, once per item.
             acquire = self._lock.acquire
             release = self._lock.release
@@ -128,15 +134,18 @@ class Recorder:
                 self._writer.set_health(self._health())
                 try:
                     self._writer.tick()
-                except MembenchError as error:
+                except ProfileWriteError as error:
                     # Nothing more can be written: stop recording rather than capture what would be lost.
-                    self._failure = MembenchError(f"{error}; recording stopped, the profile keeps the "
-                                                  f"{self._writer.metadata.operations:,} operations written before")
+                    self._failure = self._stopped_by(error)
                     self._source.stop()
                     return
                 progress = self._progress()
             if self._on_progress is not None:
                 self._on_progress(progress)
+
+    def _stopped_by(self, error: MembenchError) -> MembenchError:
+        return MembenchError(f"{error}; recording stopped, the profile keeps the "
+                             f"{self._writer.metadata.operations:,} operations written before")
 
     def _progress(self) -> Progress:
         health = self._source.health
