@@ -33,6 +33,9 @@ BASE64_KEY_MAX = 4 * ((KEY_MAX + 2) // 3)
 LINE_MAX = 8192
 RETRIEVAL_LINE_MAX = 1 << 20
 _UINT32_MAX = (1 << 32) - 1
+_INT32_MAX = (1 << 31) - 1
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 _TEXT = Protocol.TEXT
 _META = Protocol.META
@@ -57,6 +60,23 @@ def _is_printable(line: bytes) -> bool:
 
 def _keys_ok(keys: tuple[bytes, ...]) -> bool:
     return max(map(len, keys)) <= KEY_MAX
+
+
+def _data_length(token: bytes) -> int | None:
+    """The data block length memcached reads from a storage line, or None if it rejects the line.
+
+    memcached parses the number with strtol into an int32: past int64 the line is refused, otherwise only the low
+    32 bits count (`set k 0 0 4294967299` stores 3 bytes), and a negative result or one above INT_MAX - 2 is
+    refused. A refused line has no data block: memcached reads what follows as the next command.
+    """
+    try:
+        number = int(token)
+    except ValueError:
+        return None
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        return None
+    length = ((number + (1 << 31)) & _UINT32_MAX) - (1 << 31)
+    return length if 0 <= length <= _INT32_MAX - 2 else None
 
 
 # Request handlers: tokens of the line (command word first) -> the Request, or None if memcached would reject it.
@@ -100,12 +120,12 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
     try:
         flags = int(t[2])
         ttl = int(t[3])
-        length = int(t[4])
         if fixed == 6:
             int(t[5])
     except ValueError:
         return None
-    if length < 0 or not 0 <= flags <= _UINT32_MAX or len(key) > KEY_MAX:
+    length = _data_length(t[4])
+    if length is None or not 0 <= flags <= _UINT32_MAX or not _INT64_MIN <= ttl <= _INT64_MAX or len(key) > KEY_MAX:
         return None
     noreply = n > fixed and t[-1] == _NOREPLY
     return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end))
@@ -220,12 +240,9 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
     # ms <key> <datalen> <flags>*; memcached 1.6 rejects the older `S<datalen>` flag form, and so do we.
     if len(t) < 3:
         return None
-    try:
-        length = int(t[2])
-    except ValueError:
-        return None
+    length = _data_length(t[2])
     parsed = _meta_flags(t, 3)
-    if parsed is None or length < 0:
+    if parsed is None or length is None:
         return None
     quiet, opaque, ttl, flags, base64 = parsed
     if not _meta_key_ok(t[1], base64):

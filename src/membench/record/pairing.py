@@ -22,6 +22,7 @@ from enum import StrEnum
 from membench.profile.outcomes import REPLY_STATUS, success_status, suppressed_status
 from membench.profile.schema import Operation, Status
 from membench.protocol.events import STORAGE_COMMANDS, Command, Protocol, Reply, Request, Response
+from membench.record.limits import fit, fits
 
 KeyHash = Callable[[bytes], int]
 Emit = Callable[[Operation], None]
@@ -82,6 +83,7 @@ class PairingStats:
     unmatched_responses: int = 0  # replies no pending request could have asked for
     unanswered_requests: int = 0  # requests whose reply was due but never seen
     unexpected_values: int = 0  # a text VALUE for a key the get did not ask for
+    values_out_of_range: int = 0  # fields stored clamped or null because the wire's value did not fit the schema
 
     def add(self, other: PairingStats) -> None:
         for name in self.__slots__:
@@ -257,6 +259,8 @@ class ConnectionPairer:
             latency = waited // 1000 if waited > 0 else 0
         if value_length is None:
             flags = None  # a request's flags are recorded only with the value they came with
+        if not fits(value_length, flags, ttl, latency):
+            value_length, flags, ttl, latency = self._fit(value_length, flags, ttl, latency)
         command_name = _NAME[command]
         protocol_name = _NAME[protocol]
         status_name = _NAME[status]
@@ -278,5 +282,13 @@ class ConnectionPairer:
                 key_value_length, key_flags, key_status = value_length, flags, status_name
             else:
                 key_value_length, key_flags, key_status = hit.value_length, hit.flags, _HIT_NAME
+                if not fits(key_value_length, key_flags, None, None):
+                    key_value_length, key_flags, _, _ = self._fit(key_value_length, key_flags, None, None)
             emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
                                   key_value_length, key_flags, ttl, key_status, latency, batch, quiet)))
+
+    def _fit(self, value_length: int | None, flags: int | None, ttl: int | None,
+             latency: int | None) -> tuple[int | None, int | None, int | None, int | None]:
+        value_length, flags, ttl, latency, changed = fit(value_length, flags, ttl, latency)
+        self._stats.values_out_of_range += changed
+        return value_length, flags, ttl, latency
