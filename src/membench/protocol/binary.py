@@ -284,8 +284,8 @@ class BinaryRequestParser(_PacketParser):
             ttl = _ARITHMETIC_EXTRAS.unpack_from(data, extras_at)[2]
         elif (family == "touch" or family == "gat") and extras_length == 4:
             ttl = _UINT32.unpack_from(data, extras_at)[0]
-        return _new(Request, (_BINARY, kind.command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start,
-                              end))
+        return _new(Request, (_BINARY, kind.command, keys, value_length, flags, ttl, False, kind.quiet, opaque, b"",
+                              start, end))
 
 
 class BinaryResponseParser(_PacketParser):

@@ -20,10 +20,11 @@ Decisions where the protocol leaves room:
 
 from __future__ import annotations
 
+import binascii
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response
 from membench.protocol.framing import FramedParser, ParserStats
@@ -93,7 +94,7 @@ def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Reques
         keys = tuple(t[1:])
         if not _keys_ok(keys):
             return None
-    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, start, end))
+    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, b"", start, end))
 
 
 def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -106,7 +107,7 @@ def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Re
     keys = tuple(t[2:])
     if not _keys_ok(keys):
         return None
-    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, start, end))
+    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, b"", start, end))
 
 
 def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -128,7 +129,7 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
     if length is None or not 0 <= flags <= _UINT32_MAX or not _INT64_MIN <= ttl <= _INT64_MAX or len(key) > KEY_MAX:
         return None
     noreply = n > fixed and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, b"", start, end))
 
 
 def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -144,7 +145,7 @@ def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request |
         return None
     if len(t[1]) > KEY_MAX:
         return None
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end))
 
 
 def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -152,7 +153,7 @@ def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Reque
     if (n != 3 and n != 4) or not t[2].isdigit() or len(t[1]) > KEY_MAX:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end))
 
 
 def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -164,7 +165,7 @@ def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | 
     except ValueError:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, b"", start, end))
 
 
 def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, high: int) -> Request | None:
@@ -172,7 +173,7 @@ def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, h
     if n < low or n > high:
         return None
     noreply = n > 1 and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, start, end))
+    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, b"", start, end))
 
 
 def _flush_all(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -189,38 +190,64 @@ def _no_arguments(t: list[bytes], command: Command, start: int, end: int) -> Req
 
 def _stats(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
     # stats arguments name a stats group, never a cache key
-    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, start, end))
+    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, b"", start, end))
 
 
-def _meta_flags(t: list[bytes], first: int) -> tuple[bool, bytes | None, int | None, int | None, bool] | None:
-    """(quiet, opaque, ttl, client flags, base64 key) from meta flag tokens, or None if a numeric token is bad."""
-    quiet = False
-    base64 = False
+class _MetaFlags(NamedTuple):
+    """What membench reads from a meta command's flag tokens."""
+
+    quiet: bool
+    opaque: bytes | None
+    ttl: int | None
+    flags: int | None  # client flags (F); may exceed 32 bits, which memcached accepts and the profile clamps
+    base64: bool
+    letters: bytes  # every flag's letter, in order
+    valid: bool  # False if a numeric token is not a number memcached takes: it then answers CLIENT_ERROR
+
+
+def _meta_flags(t: list[bytes], first: int) -> _MetaFlags:
+    quiet = base64 = False
+    valid = True
     opaque: bytes | None = None
     ttl: int | None = None
     flags: int | None = None
-    try:
-        for token in t[first:]:
-            flag = token[0]
-            if flag == 113:  # q
-                quiet = True
-            elif flag == 79:  # O
-                opaque = token[1:]
-            elif flag == 84:  # T
-                ttl = int(token[1:])
-            elif flag == 70:  # F
-                flags = int(token[1:])
-                if not 0 <= flags <= _UINT32_MAX:
-                    return None
-            elif flag == 98:  # b
-                base64 = True
-    except ValueError:
+    tokens = t[first:]
+    for token in tokens:
+        flag = token[0]
+        if flag == 113:  # q
+            quiet = True
+        elif flag == 79:  # O
+            opaque = token[1:]
+        elif flag == 98:  # b
+            base64 = True
+        elif flag == 84 or flag == 70:  # T, F
+            try:
+                number = int(token[1:])
+            except ValueError:
+                valid = False
+                continue
+            if flag == 84:
+                ttl = number
+            elif number >= 0:
+                flags = number
+            else:
+                valid = False
+    return _MetaFlags(quiet, opaque, ttl, flags, base64, bytes(token[0] for token in tokens), valid)
+
+
+def _meta_key(key: bytes, base64: bool) -> bytes | None:
+    """The key memcached looks up (a `b` key decoded), or None if memcached refuses it with CLIENT_ERROR."""
+    if not base64:
+        return key if len(key) <= KEY_MAX else None
+    if len(key) > BASE64_KEY_MAX or len(key) % 4:
         return None
-    return quiet, opaque, ttl, flags, base64
-
-
-def _meta_key_ok(key: bytes, base64: bool) -> bool:
-    return len(key) <= (BASE64_KEY_MAX if base64 else KEY_MAX)
+    padding = key.find(b"=")
+    if padding >= 0:
+        key = key[:padding // 4 * 4 + 4]  # memcached's decoder stops at the group that holds padding
+    try:
+        return binascii.a2b_base64(key, strict_mode=True) or None
+    except binascii.Error:
+        return None
 
 
 def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -228,12 +255,11 @@ def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Reque
     if len(t) < 2:
         return None
     parsed = _meta_flags(t, 2)
-    if parsed is None:
+    key = _meta_key(t[1], parsed.base64)
+    if key is None or not parsed.valid:
         return None
-    quiet, opaque, ttl, _, base64 = parsed
-    if not _meta_key_ok(t[1], base64):
-        return None
-    return _new(Request, (_META, command, (t[1],), None, None, ttl, False, quiet, opaque, start, end))
+    return _new(Request, (_META, command, (key,), None, None, parsed.ttl, False, parsed.quiet, parsed.opaque,
+                          parsed.letters, start, end))
 
 
 def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -241,19 +267,19 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
     if len(t) < 3:
         return None
     length = _data_length(t[2])
+    if length is None:
+        return None
     parsed = _meta_flags(t, 3)
-    if parsed is None or length is None:
-        return None
-    quiet, opaque, ttl, flags, base64 = parsed
-    if not _meta_key_ok(t[1], base64):
-        return None
+    # A bad key or flag token gets CLIENT_ERROR but memcached still reads (and drops) the data block, so the
+    # command stays a set with its data; a refused key is kept as sent, since memcached never looked it up.
+    key = _meta_key(t[1], parsed.base64) or t[1]
     # Unset F and T store 0, as memcached does.
-    return _new(Request, (_META, command, (t[1],), length, flags or 0, ttl or 0, False, quiet, opaque, start,
-                          end))
+    return _new(Request, (_META, command, (key,), length, parsed.flags or 0, parsed.ttl or 0, False, parsed.quiet,
+                          parsed.opaque, parsed.letters, start, end))
 
 
 def _meta_noop(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _new(Request, (_META, command, (), None, None, None, False, False, None, start, end))
+    return _new(Request, (_META, command, (), None, None, None, False, False, None, b"", start, end))
 
 
 REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
@@ -328,17 +354,22 @@ def _meta_return_flags(t: list[bytes], first: int) -> tuple[bytes | None, bytes 
     opaque: bytes | None = None
     key: bytes | None = None
     flags: int | None = None
+    base64 = False
     for token in t[first:]:
         flag = token[0]
         if flag == 79:  # O
             opaque = token[1:]
         elif flag == 107:  # k
             key = token[1:]
+        elif flag == 98:  # b: the returned key is base64
+            base64 = True
         elif flag == 102:  # f
             try:
                 flags = int(token[1:])
             except ValueError:
                 return None
+    if base64 and key is not None:
+        key = _meta_key(key, True)
     return opaque, key, flags
 
 
@@ -600,7 +631,7 @@ class TextRequestParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request:
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
-        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end))
+        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, b"", start, end))
 
     def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return line.startswith(_RETRIEVAL_PREFIXES)

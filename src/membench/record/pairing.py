@@ -34,7 +34,7 @@ _NAME: dict[StrEnum, str] = {member: member.value for enum in (Command, Protocol
 _HIT_NAME = Status.HIT.value
 # An enum member looked up on its class costs a Python-level attribute access each time; the per-request and
 # per-reply paths use these module constants instead.
-_TEXT, _BINARY = Protocol.TEXT, Protocol.BINARY
+_TEXT, _META, _BINARY = Protocol.TEXT, Protocol.META, Protocol.BINARY
 _QUIT, _OTHER_COMMAND, _META_ARITHMETIC = Command.QUIT, Command.OTHER, Command.META_ARITHMETIC
 _VALUE, _HD, _NOOP, _STAT, _OTHER_REPLY = Reply.VALUE, Reply.HD, Reply.NOOP, Reply.STAT, Reply.OTHER
 _HIT, _MISS, _OK = Status.HIT, Status.MISS, Status.OK
@@ -67,6 +67,24 @@ _ANSWERS: dict[Command, frozenset[Reply]] = {
 }
 
 _NO_ANSWERS: frozenset[Reply] = frozenset()
+
+# What a quiet (`q`) meta command can still answer, as memcached 1.6 does it: q hides mg's EN and every other
+# command's success (HD, and ma's VA), while the failures that need a flag to happen need that flag: EX and
+# ms's NF need a compare-and-swap token (C), NS needs a mode other than set (M), and ma answers a miss it
+# creates with N as if not quiet. Errors always come.
+_QUIET_META_ANSWERS: dict[Command, frozenset[Reply]] = {
+    Command.META_GET: frozenset({Reply.VALUE, Reply.HD}),
+    Command.META_SET: frozenset(),
+    Command.META_DELETE: frozenset({Reply.NOT_FOUND}),
+    Command.META_ARITHMETIC: frozenset({Reply.NOT_FOUND}),
+}
+_QUIET_META_FLAG_ANSWERS: dict[Command, tuple[tuple[int, frozenset[Reply]], ...]] = {
+    Command.META_SET: ((ord("C"), frozenset({Reply.NOT_FOUND, Reply.EXISTS})),
+                       (ord("M"), frozenset({Reply.NOT_STORED}))),
+    Command.META_DELETE: ((ord("C"), frozenset({Reply.EXISTS})),),
+    Command.META_ARITHMETIC: ((ord("C"), frozenset({Reply.EXISTS})),
+                              (ord("N"), frozenset({Reply.HD, Reply.VALUE, Reply.NOT_STORED}))),
+}
 
 # Commands whose reply is several units closed by a terminator (text END, binary stat with an empty key).
 _MULTI_UNIT = _GET_FAMILY | {Command.STATS}
@@ -219,8 +237,11 @@ class ConnectionPairer:
         key = response.key
         if key is not None and request.keys and key not in request.keys:
             return False
-        if reply is _NOOP and request.quiet:
-            return False
+        if request.quiet:
+            if reply is _NOOP:
+                return False
+            if request.protocol is _META and command in _QUIET_META_ANSWERS:
+                return _quiet_meta_can_answer(request, reply)
         return reply in _ANSWERS.get(command, _NO_ANSWERS)
 
     def _pass_over(self, pending: _Pending) -> None:
@@ -251,7 +272,7 @@ class ConnectionPairer:
 
     def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
         """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
-        protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, start_ns, end_ns = pending.request
+        protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, _, start_ns, end_ns = pending.request
         if reply_ns is None or suppressed:
             latency = None
         else:
@@ -292,3 +313,12 @@ class ConnectionPairer:
         value_length, flags, ttl, latency, changed = fit(value_length, flags, ttl, latency)
         self._stats.values_out_of_range += changed
         return value_length, flags, ttl, latency
+
+
+def _quiet_meta_can_answer(request: Request, reply: Reply) -> bool:
+    """Whether memcached sends this reply to a quiet meta command with the request's flags."""
+    command = request.command
+    if reply in _QUIET_META_ANSWERS[command]:
+        return True
+    letters = request.meta_flags
+    return any(flag in letters and reply in replies for flag, replies in _QUIET_META_FLAG_ANSWERS.get(command, ()))
