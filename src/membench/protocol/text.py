@@ -44,6 +44,8 @@ _META = Protocol.META
 # NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
 _new = tuple.__new__
 _NOREPLY = b"noreply"
+_END_SIZE = len(b"END\r\n")
+_SHORTEST_VALUE = len(b"VALUE k 0 0\r\n\r\n")
 _RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
 # Bytes no client types into a command line; `\r` is allowed only as the line ending, which split() drops.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -279,3 +281,19 @@ class TextResponseParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Response:
         return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end))
+
+    def receive_hole(self, length: int, timestamp_ns: int) -> list[ParserEvent]:
+        # A client reading a big value gets its tail and the closing END in one read, and a capture that copies
+        # only the start of each read loses both. Right after a text VALUE's data block comes END (5 bytes) or
+        # another VALUE (15 bytes at least), so a hole that ends less than 15 bytes past the data block holds
+        # that END first: the reply is kept whole, and only what follows the END is lost.
+        pending = self._pending
+        excess = length - self._remaining
+        if (not self._remaining or not _END_SIZE <= excess < _SHORTEST_VALUE or pending is None
+                or pending.protocol is not _TEXT or pending[1] is not Reply.VALUE):
+            return super().receive_hole(length, timestamp_ns)
+        events = super().receive_hole(self._remaining, timestamp_ns)
+        self.stats.bytes_missing += _END_SIZE
+        events.append(_new(Response, (_TEXT, Reply.END, None, None, None, None, None, None, timestamp_ns,
+                                      timestamp_ns)))
+        return events + super().receive_hole(excess - _END_SIZE, timestamp_ns)
