@@ -75,7 +75,7 @@ def cpu_seconds(usage: os.struct_rusage) -> float:
 
 def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> Recording:
     recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "ebpf:any", str(profile), "--port",
-                                 str(port), "--quiet", "--salt", "bench", "--force"],
+                                 str(port), "--quiet", "--force"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert recorder.stderr is not None
     try:
@@ -111,7 +111,7 @@ def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) ->
     dump.returncode = os.waitstatus_to_exitcode(status)
     err = dump.stderr.read()
     ingest = subprocess.Popen([sys.executable, "-m", "membench", "record", str(pcap), str(directory / "pcap-profile"),
-                               "--port", str(port), "--quiet", "--salt", "bench", "--force"],
+                               "--port", str(port), "--quiet", "--force"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert ingest.stdout is not None
     output = ingest.stdout.read()

@@ -35,7 +35,8 @@ examples:
   sudo membench record ebpf:any out.profile --side client
   membench record capture.pcap out.profile
   sudo membench record lo out.profile --port 11211 --duration 30
-  membench record capture.pcap out.profile --salt "$TEAM_SECRET"   # same keys, same hashes across recordings
+  membench record capture.pcap out.profile --salt-file team.salt   # same keys, same hashes across recordings
+  MEMBENCH_SALT="$TEAM_SECRET" membench record capture.pcap out.profile   # the same, from the environment
 """
 
 ANALYZE_EXAMPLES = """\
@@ -86,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds (live sources); default: until Ctrl+C or SIGTERM")
     record.add_argument("--side", choices=("server", "client"), default="server",
                         help="eBPF: record at the server's sockets (default) or at the clients'")
-    record.add_argument("--salt", metavar="PASSPHRASE",
-                        help="derive the key-hash salt from this passphrase so hashes are reproducible "
-                             "(default: a random salt, never stored)")
+    salt = record.add_mutually_exclusive_group()
+    salt.add_argument("--salt-file", type=Path, metavar="FILE",
+                      help="derive the key-hash salt from the passphrase in FILE (or the environment variable "
+                           "MEMBENCH_SALT) so hashes are reproducible across recordings (default: a random salt, "
+                           "never stored)")
+    salt.add_argument("--salt", metavar="PASSPHRASE",
+                      help="the same from the command line, where every user of the machine can read it (ps)")
     record.add_argument("--force", action="store_true", help="overwrite an existing profile")
     record.add_argument("--quiet", "-q", action="store_true", help="no live status line")
 
@@ -161,14 +166,17 @@ def _record(args: argparse.Namespace, console: Console) -> int:
     from membench.capture.open import open_source
     from membench.profile.metadata import ProfileMetadata
     from membench.profile.writer import ProfileWriter
-    from membench.record.anonymize import KeyHasher
+    from membench.record.anonymize import KeyHasher, SaltKdf
     from membench.record.recorder import Recorder
     from membench.record.status import StatusLine, print_summary
 
     ports = tuple(args.ports or (DEFAULT_PORT,))
-    hasher = KeyHasher.from_passphrase(args.salt) if args.salt else KeyHasher.random()
+    passphrase = _passphrase(args, console)
+    kdf = SaltKdf() if passphrase is not None else None
+    hasher = KeyHasher.random() if kdf is None else KeyHasher.from_passphrase(passphrase, kdf)
     source = open_source(args.source, ports, side=args.side, duration=args.duration)
-    metadata = ProfileMetadata(source=source.name, ports=list(ports), salt_fingerprint=hasher.fingerprint)
+    metadata = ProfileMetadata(source=source.name, ports=list(ports), salt_fingerprint=hasher.fingerprint,
+                               salt_kdf=None if kdf is None else kdf.as_dict())
     status = None if args.quiet or not sys.stderr.isatty() else StatusLine(console)
     with ProfileWriter(args.output, metadata, overwrite=args.force) as writer:
         recorder = Recorder(source, writer, hasher, on_progress=status)
@@ -186,6 +194,26 @@ def _record(args: argparse.Namespace, console: Console) -> int:
         status.clear()
     print_summary(console, args.output, summary)
     return 0
+
+
+def _passphrase(args: argparse.Namespace, console: Console) -> str | None:
+    """The salt passphrase from --salt-file, MEMBENCH_SALT or --salt (warned of: `ps` shows it); None for none."""
+    if args.salt_file is not None:
+        try:
+            passphrase = args.salt_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise MembenchError(f"--salt-file {args.salt_file}: {reason}") from None
+        if not passphrase:
+            raise MembenchError(f"--salt-file {args.salt_file}: the file holds no passphrase")
+        return passphrase
+    if args.salt is not None:
+        if not args.salt:
+            raise MembenchError("--salt: the passphrase is empty")
+        console.print("membench: warning: --salt is visible to every user of this machine (ps); use --salt-file or "
+                      "MEMBENCH_SALT", markup=False)
+        return args.salt
+    return os.environ.get("MEMBENCH_SALT") or None
 
 
 def _analyze(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ def start_recording(memcached: Memcached, out: Path, *extra: str) -> subprocess.
     require_ebpf()
     process = subprocess.Popen(
         [sys.executable, "-m", "membench", "record", "ebpf:any", str(out), "--port", str(memcached.port),
-         "--salt", "lifecycle", *extra],
+         *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     line = process.stderr.readline()

@@ -28,7 +28,8 @@ def r(opcode: int, key: bytes = b"", extras: bytes = b"", value: bytes = b"", st
 def req(command: Command, keys: tuple[bytes, ...] = (), value_length: int | None = None, flags: int | None = None,
         ttl: int | None = None, quiet: bool = False, opaque: int = 0, start: int = 7, end: int = 7,
         delta: int | None = None, initial: int | None = None) -> Request:
-    return Request(B, command, keys, value_length, flags, ttl, False, quiet, opaque, start, end, None, delta, initial)
+    return Request(B, command, keys, value_length, flags, ttl, False, quiet, opaque, b"", start, end, None, delta,
+                   initial)
 
 
 def rep(reply: Reply, opcode: int, status: int = 0, key: bytes | None = None, value_length: int | None = None,

@@ -130,3 +130,31 @@ def test_undecided_stream_holds_bounded_data_and_reports_it_at_close() -> None:
     assert responses(events) == []
     assert sum(e.length for e in skipped(events)) == 2 * len(junk)
     assert parser.stats.bytes_skipped == 2 * len(junk)
+
+
+def test_hole_over_a_value_tail_and_its_end_keeps_the_end() -> None:
+    # A client-side capture copies only the start of each read: the read holding the value's tail and END is
+    # mostly a hole. END is the only unit that can end within 15 bytes after a text data block.
+    parser = ResponseStreamParser()
+    events = parser.receive(b"VALUE big 0 1048576\r\n" + b"v" * 1000, 1)
+    events += parser.receive_hole(MIB - 1000 + 2 + 5, 2)  # rest of the data, its \r\n, and END\r\n
+    events += parser.receive(b"END\r\n", 3)  # the next get, a miss
+    assert [(e.reply, e.value_length, e.end_ns) for e in responses(events)] == [
+        (Reply.VALUE, MIB, 2), (Reply.END, None, 2), (Reply.END, None, 3)]
+    assert skipped(events) == [] and parser.stats.resyncs == 0
+
+
+def test_hole_past_the_end_keeps_the_end_and_loses_only_what_follows() -> None:
+    parser = ResponseStreamParser()
+    events = parser.receive(b"VALUE big 0 100\r\n" + b"v" * 10, 1)
+    events += parser.receive_hole(90 + 2 + 5 + 5, 2)  # ...END\r\n and the next reply, 5 bytes, unseen
+    assert [e.reply for e in responses(events)] == [Reply.VALUE, Reply.END]
+    assert [(s.length, s.reason) for s in skipped(events)] == [(5, "hole")]
+
+
+def test_hole_that_may_hold_another_value_keeps_no_end() -> None:
+    parser = ResponseStreamParser()
+    events = parser.receive(b"VALUE big 0 100\r\n" + b"v" * 10, 1)
+    events += parser.receive_hole(90 + 2 + 15, 2)  # could be END and more, or VALUE k 0 0 and its data
+    assert [e.reply for e in responses(events)] == [Reply.VALUE]
+    assert [(s.length, s.reason) for s in skipped(events)] == [(15, "hole")]

@@ -14,10 +14,10 @@ M = Protocol.META
 
 def req(command: Command, keys: tuple[bytes, ...] = (), value_length: int | None = None, flags: int | None = None,
         ttl: int | None = None, noreply: bool = False, quiet: bool = False, opaque: bytes | None = None,
-        protocol: Protocol = T, start: int = 7, end: int = 7, effect: Command | None = None, delta: int | None = None,
-        initial: int | None = None) -> Request:
-    return Request(protocol, command, keys, value_length, flags, ttl, noreply, quiet, opaque, start, end, effect, delta,
-                   initial)
+        protocol: Protocol = T, start: int = 7, end: int = 7, letters: bytes = b"", effect: Command | None = None,
+        delta: int | None = None, initial: int | None = None) -> Request:
+    return Request(protocol, command, keys, value_length, flags, ttl, noreply, quiet, opaque, letters, start, end,
+                   effect, delta, initial)
 
 
 def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None, flags: int | None = None,
@@ -53,12 +53,14 @@ def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None,
     (b"get k\n", req(Command.GET, (b"k",))),  # bare \n, as memcached accepts
     (b"mn\r\n", req(Command.META_NOOP, protocol=M)),
     (b"mg k v t f Oab12 q k\r\n", req(Command.META_GET, (b"k",), quiet=True, opaque=b"ab12", protocol=M,
-                                         effect=Command.GET)),
-    (b"mg k T30 N30\r\n", req(Command.META_GET, (b"k",), ttl=30, protocol=M, effect=Command.GAT)),
-    (b"mg Zm9v b v\r\n", req(Command.META_GET, (b"Zm9v",), protocol=M, effect=Command.GET)),  # base64 key kept as sent
-    (b"md k q I T5\r\n", req(Command.META_DELETE, (b"k",), ttl=5, quiet=True, protocol=M, effect=Command.DELETE)),
+                                                letters=b"vtfOqk", effect=Command.GET)),
+    (b"mg k T30 N30\r\n", req(Command.META_GET, (b"k",), ttl=30, protocol=M, letters=b"TN", effect=Command.GAT)),
+    # a base64 key is the key it decodes to
+    (b"mg Zm9v b v\r\n", req(Command.META_GET, (b"foo",), protocol=M, letters=b"bv", effect=Command.GET)),
+    (b"md k q I T5\r\n", req(Command.META_DELETE, (b"k",), ttl=5, quiet=True, protocol=M, letters=b"qIT",
+                               effect=Command.DELETE)),
     (b"ma k D10 MD N0 J3 v O9\r\n", req(Command.META_ARITHMETIC, (b"k",), opaque=b"9", protocol=M,
-                                           effect=Command.DECR, delta=10, initial=3)),
+                                                  letters=b"DMNJvO", effect=Command.DECR, delta=10, initial=3)),
     (b"ma k\r\n", req(Command.META_ARITHMETIC, (b"k",), protocol=M, effect=Command.INCR, delta=1)),
     (b"me k\r\n", req(Command.META_DEBUG, (b"k",), protocol=M)),
 ])
@@ -76,10 +78,10 @@ def test_keyless_and_key_only_commands(line: bytes, expected: Request) -> None:
     (b"cas k 2 3 5 1 noreply", req(Command.CAS, (b"k",), 5, 2, 3, noreply=True)),
     (b"set k 0 0 5 junk", req(Command.SET, (b"k",), 5, 0, 0)),  # memcached ignores a last token not "noreply"
     (b"ms k 5 F7 T60 Oxy q", req(Command.META_SET, (b"k",), 5, 7, 60, quiet=True, opaque=b"xy", protocol=M,
-                                   effect=Command.SET)),
-    (b"ms k 5 MA", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, effect=Command.APPEND)),
-    (b"ms k 5 C99 ME", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, effect=Command.ADD)),
-    (b"ms k 5 C99", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, effect=Command.CAS)),
+                                    letters=b"FTOq", effect=Command.SET)),
+    (b"ms k 5 MA", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, letters=b"M", effect=Command.APPEND)),
+    (b"ms k 5 C99 ME", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, letters=b"CM", effect=Command.ADD)),
+    (b"ms k 5 C99", req(Command.META_SET, (b"k",), 5, 0, 0, protocol=M, letters=b"C", effect=Command.CAS)),
 ])
 def test_storage_commands_count_their_data_block(head: bytes, expected: Request) -> None:
     # The data block holds \r\n and a command-looking line: it is counted, never searched.
@@ -161,12 +163,12 @@ def test_reply_lines(line: bytes, expected: Response) -> None:
 
 def test_value_replies_carry_key_flags_and_length_and_count_their_data() -> None:
     stream = (b"VALUE k1 4294967295 5 99\r\nEND\r\n\r\nVALUE k2 0 0\r\n\r\nEND\r\n"
-              b"VA 4 s4 f3 t-1 kk1 O77 b\r\nEN\r\n\r\nHD\r\n")
+              b"VA 4 s4 f3 t-1 ka2V5 O77 b\r\nEN\r\n\r\nHD\r\n")
     assert parse(stream, response=True) == [
         rep(Reply.VALUE, b"k1", 5, 4294967295, cas=99),
         rep(Reply.VALUE, b"k2", 0, 0),
         rep(Reply.END),
-        rep(Reply.VALUE, b"k1", 4, 3, b"77", protocol=M),
+        rep(Reply.VALUE, b"key", 4, 3, b"77", protocol=M),  # the base64 key returned is decoded
         rep(Reply.HD, protocol=M),
     ]
 

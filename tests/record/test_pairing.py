@@ -11,9 +11,10 @@ HASHER = KeyHasher.from_passphrase("test")
 
 
 def req(command: Command, *keys: bytes, protocol: Protocol = Protocol.TEXT, value_length: int | None = None,
-        noreply: bool = False, quiet: bool = False, opaque: int | bytes | None = None, t: int = 1_000) -> Request:
+        noreply: bool = False, quiet: bool = False, opaque: int | bytes | None = None, t: int = 1_000,
+        letters: bytes = b"") -> Request:
     return Request(protocol, command, keys, value_length, 0 if value_length is not None else None, None,
-                   noreply, quiet, opaque, t, t + 1_000, None, None, None)
+                   noreply, quiet, opaque, letters, t, t + 1_000, None, None, None)
 
 
 def rep(reply: Reply, key: bytes | None = None, value_length: int | None = None, protocol: Protocol = Protocol.TEXT,

@@ -40,6 +40,7 @@ class ProfileMetadata:
     end_ns: int | None = None  # latest operation timestamp
     created: str = field(default_factory=_now_iso)  # wall clock when the recording started, ISO 8601 UTC
     salt_fingerprint: str | None = None
+    salt_kdf: dict[str, Any] | None = None  # how a passphrase salt was stretched (anonymize.SaltKdf); None: random
     health: dict[str, dict[str, int]] = field(default_factory=dict)  # section -> counter -> value
     complete: bool = False  # set only by a clean close: False means the recorder died or is still running
     operations: int = 0
@@ -88,6 +89,7 @@ class ProfileMetadata:
             "format": str, "schema_version": int, "membench_version": str, "created": str, "complete": bool,
             "operations": int, "ports": list, "health": dict, "parts": list, "extra": dict,
             "start_ns": (int, type(None)), "end_ns": (int, type(None)), "salt_fingerprint": (str, type(None)),
+            "salt_kdf": (dict, type(None)),
         }
         for name, expected in expectations.items():
             if not isinstance(getattr(self, name), expected):

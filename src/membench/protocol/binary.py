@@ -291,8 +291,8 @@ class BinaryRequestParser(_PacketParser):
         command = kind.command
         if cas and command in _CAS_CAPABLE:
             command = _CAS  # a binary set or replace with a unique is a compare-and-swap (memcached counts it so)
-        return _new(Request, (_BINARY, command, keys, value_length, flags, ttl, False, kind.quiet, opaque, start,
-                              end, None, delta, initial))
+        return _new(Request, (_BINARY, command, keys, value_length, flags, ttl, False, kind.quiet, opaque, b"",
+                              start, end, None, delta, initial))
 
 
 class BinaryResponseParser(_PacketParser):

@@ -1,8 +1,9 @@
 """Events of the sans-IO memcached parsers: what a request or a reply said, never how it was read.
 
 The parsers of every protocol (text, meta, binary) produce these same small immutable events, so pairing and
-everything after it is protocol-agnostic. Keys are kept as the bytes that crossed the wire (a meta `b` key stays
-base64) and are only ever turned into hashes by the anonymizer; values are never kept, only their lengths.
+everything after it is protocol-agnostic. Keys are kept as the bytes memcached looks up: a meta key sent in base64
+(the `b` flag, in a request or in a reply's `k`) is decoded, so one key gives one hash whatever the protocol. Keys
+are only ever turned into hashes by the anonymizer; values are never kept, only their lengths.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Request(NamedTuple):
     noreply: bool  # text `noreply`: no reply will ever come
     quiet: bool  # meta `q` or binary quiet opcode: the reply is suppressed on the uninteresting outcome
     opaque: int | bytes | None  # binary opaque (int) or meta `O` token (bytes); matched against replies
+    meta_flags: bytes  # the letters of a meta command's flags (b"qCN"), which decide what a quiet one can answer
     start_ns: int  # timestamp of the chunk holding the first byte
     end_ns: int  # timestamp of the chunk holding the last byte
     # What replay needs to reproduce the command's effect on the server (profile schema version 2):

@@ -16,38 +16,47 @@ Decisions where the protocol leaves room:
 - While resynchronizing (after a hole, garbage, or when joining a connection mid-stream) only lines that are
   strictly valid count: a known command (or reply) with well-formed arguments. OTHER lines and bare numbers are
   not trusted there, since the tail of a data block looks just like them.
+
+What a line means is decided in text_commands.py (text commands and replies) and meta.py (meta ones).
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import ClassVar
 
 from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response
 from membench.protocol.framing import FramedParser, ParserStats
+from membench.protocol.meta import META_REQUEST_HANDLERS, META_RESPONSE_HANDLERS
+from membench.protocol.text_commands import (
+    TEXT_REQUEST_HANDLERS,
+    TEXT_RESPONSE_HANDLERS,
+    RequestHandler,
+    ResponseHandler,
+)
 
-KEY_MAX = 250  # memcached's KEY_MAX_LENGTH: longer keys get CLIENT_ERROR
-BASE64_KEY_MAX = 4 * ((KEY_MAX + 2) // 3)
 LINE_MAX = 8192
 RETRIEVAL_LINE_MAX = 1 << 20
-_UINT32_MAX = (1 << 32) - 1
-_UINT64_MAX = (1 << 64) - 1
 
 _TEXT = Protocol.TEXT
 _META = Protocol.META
 # NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
 _new = tuple.__new__
-_CAS = Command.CAS  # an enum member looked up on its class costs a Python-level attribute access every time
 _NOREPLY = b"noreply"
+_END_SIZE = len(b"END\r\n")
+_SHORTEST_VALUE = len(b"VALUE k 0 0\r\n\r\n")
 _RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
 # Bytes no client types into a command line; `\r` is allowed only as the line ending, which split() drops.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
-RequestHandler = Callable[[list[bytes], Command, int, int], Request | None]
-ResponseHandler = Callable[[list[bytes], Reply, int, int], Response | None]
 Handlers = dict[bytes, tuple[RequestHandler, Command]] | dict[bytes, tuple[ResponseHandler, Reply]]
+
+REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {**TEXT_REQUEST_HANDLERS, **META_REQUEST_HANDLERS}
+RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {**TEXT_RESPONSE_HANDLERS, **META_RESPONSE_HANDLERS}
+
+# Commands membench does not model that still honour `noreply` (memcached sends nothing back for them).
+_OTHER_WITH_NOREPLY = frozenset({b"cache_memlimit"})
 
 
 def _is_printable(line: bytes) -> bool:
@@ -55,399 +64,6 @@ def _is_printable(line: bytes) -> bool:
         line = line[:-1]
     return _CONTROL.search(line) is None
 
-
-def _keys_ok(keys: tuple[bytes, ...]) -> bool:
-    return max(map(len, keys)) <= KEY_MAX
-
-
-# Request handlers: tokens of the line (command word first) -> the Request, or None if memcached would reject it.
-
-def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    n = len(t)
-    if n == 2:  # the common single-key get, without the general loop
-        keys: tuple[bytes, ...] = (t[1],)
-        if len(t[1]) > KEY_MAX:
-            return None
-    elif n < 2:
-        return None
-    else:
-        keys = tuple(t[1:])
-        if not _keys_ok(keys):
-            return None
-    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, start, end, None, None, None))
-
-
-def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    if len(t) < 3:
-        return None
-    try:
-        ttl = int(t[1])
-    except ValueError:
-        return None
-    keys = tuple(t[2:])
-    if not _keys_ok(keys):
-        return None
-    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, start, end, None, None, None))
-
-
-def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    # <cmd> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]; memcached ignores a last token that is
-    # not "noreply", so "set k 0 0 3 junk" stores.
-    n = len(t)
-    fixed = 6 if command is _CAS else 5
-    if n != fixed and n != fixed + 1:
-        return None
-    key = t[1]
-    try:
-        flags = int(t[2])
-        ttl = int(t[3])
-        length = int(t[4])
-        if fixed == 6:
-            int(t[5])
-    except ValueError:
-        return None
-    if length < 0 or not 0 <= flags <= _UINT32_MAX or len(key) > KEY_MAX:
-        return None
-    noreply = n > fixed and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, start, end, None, None,
-                          None))
-
-
-def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    # delete <key> [0] [noreply]: the legacy hold time is accepted only as "0".
-    n = len(t)
-    if n == 2:
-        noreply = False
-    elif n == 3 and t[2] in (b"0", _NOREPLY):
-        noreply = t[2] == _NOREPLY
-    elif n == 4 and t[2] == b"0" and t[3] == _NOREPLY:
-        noreply = True
-    else:
-        return None
-    if len(t[1]) > KEY_MAX:
-        return None
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end, None, None,
-                          None))
-
-
-def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    n = len(t)
-    if (n != 3 and n != 4) or not t[2].isdigit() or len(t[1]) > KEY_MAX:
-        return None
-    noreply = n == 4 and t[3] == _NOREPLY
-    delta = int(t[2])
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, start, end, None,
-                          delta if delta <= _UINT64_MAX else None, None))
-
-
-def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    n = len(t)
-    if (n != 3 and n != 4) or len(t[1]) > KEY_MAX:
-        return None
-    try:
-        ttl = int(t[2])
-    except ValueError:
-        return None
-    noreply = n == 4 and t[3] == _NOREPLY
-    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, start, end, None, None, None))
-
-
-def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, high: int) -> Request | None:
-    n = len(t)
-    if n < low or n > high:
-        return None
-    noreply = n > 1 and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, start, end, None, None, None))
-
-
-def _flush_all(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _keyless(t, command, start, end, 1, 3)
-
-
-def _verbosity(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _keyless(t, command, start, end, 2, 3)
-
-
-def _no_arguments(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _keyless(t, command, start, end, 1, 1)
-
-
-def _stats(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    # stats arguments name a stats group, never a cache key
-    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, start, end, None, None, None))
-
-
-def _meta_flags(t: list[bytes], first: int) -> tuple[bool, bytes | None, int | None, int | None, bool] | None:
-    """(quiet, opaque, ttl, client flags, base64 key) from meta flag tokens, or None if a numeric token is bad."""
-    quiet = False
-    base64 = False
-    opaque: bytes | None = None
-    ttl: int | None = None
-    flags: int | None = None
-    try:
-        for token in t[first:]:
-            flag = token[0]
-            if flag == 113:  # q
-                quiet = True
-            elif flag == 79:  # O
-                opaque = token[1:]
-            elif flag == 84:  # T
-                ttl = int(token[1:])
-            elif flag == 70:  # F
-                flags = int(token[1:])
-                if not 0 <= flags <= _UINT32_MAX:
-                    return None
-            elif flag == 98:  # b
-                base64 = True
-    except ValueError:
-        return None
-    return quiet, opaque, ttl, flags, base64
-
-
-_META_SET_MODES = {ord("S"): Command.SET, ord("E"): Command.ADD, ord("A"): Command.APPEND,
-                   ord("P"): Command.PREPEND, ord("R"): Command.REPLACE}
-_META_ARITHMETIC_MODES = {ord("I"): Command.INCR, ord("+"): Command.INCR, ord("D"): Command.DECR,
-                          ord("-"): Command.DECR}
-_META_EFFECTS = {Command.META_GET: Command.GET, Command.META_SET: Command.SET, Command.META_DELETE: Command.DELETE,
-                 Command.META_ARITHMETIC: Command.INCR}
-
-
-def _meta_effect(t: list[bytes], command: Command, touches: bool) -> tuple[Command | None, int | None, int | None]:
-    """(effect, delta, initial) of a meta command: the flags that change what it does to the server.
-
-    mg with T touches (memcached counts a hit as a touch); ms's M mode and C compare-and-swap; ma's M mode, its D
-    delta, and N, which creates a missing key with the J value (0 by default). Unknown or malformed mode flags
-    leave memcached's default, which memcached itself would refuse: the reply tells.
-    """
-    effect = _META_EFFECTS.get(command)
-    if effect is None:
-        return None, None, None
-    if command is Command.META_GET:
-        return (Command.GAT if touches else effect), None, None
-    delta: int | None = 1 if command is Command.META_ARITHMETIC else None
-    first_value = 0
-    vivify = compare = False
-    for token in t[2:]:
-        flag, argument = token[0], token[1:]
-        if flag == 77 and argument:  # M
-            modes = _META_SET_MODES if command is Command.META_SET else _META_ARITHMETIC_MODES
-            mode = argument[0] - 32 if 97 <= argument[0] <= 122 else argument[0]  # memcached takes either case
-            effect = modes.get(mode, effect)
-        elif flag == 67:  # C
-            compare = True
-        elif flag == 78:  # N
-            vivify = True
-        elif flag == 68 and argument.isdigit():  # D
-            delta = int(argument)
-        elif flag == 74 and argument.isdigit():  # J
-            first_value = int(argument)
-    if compare and effect is Command.SET:
-        effect = Command.CAS
-    initial = first_value if vivify and command is Command.META_ARITHMETIC else None
-    if delta is not None and delta > _UINT64_MAX:
-        delta = None
-    if initial is not None and initial > _UINT64_MAX:
-        initial = None
-    return effect, delta, initial
-
-
-def _meta_key_ok(key: bytes, base64: bool) -> bool:
-    return len(key) <= (BASE64_KEY_MAX if base64 else KEY_MAX)
-
-
-def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    # mg / md / ma / me <key> <flags>*
-    if len(t) < 2:
-        return None
-    parsed = _meta_flags(t, 2)
-    if parsed is None:
-        return None
-    quiet, opaque, ttl, _, base64 = parsed
-    if not _meta_key_ok(t[1], base64):
-        return None
-    effect, delta, initial = _meta_effect(t, command, ttl is not None)
-    return _new(Request, (_META, command, (t[1],), None, None, ttl, False, quiet, opaque, start, end, effect, delta,
-                          initial))
-
-
-def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    # ms <key> <datalen> <flags>*; memcached 1.6 rejects the older `S<datalen>` flag form, and so do we.
-    if len(t) < 3:
-        return None
-    try:
-        length = int(t[2])
-    except ValueError:
-        return None
-    parsed = _meta_flags(t, 3)
-    if parsed is None or length < 0:
-        return None
-    quiet, opaque, ttl, flags, base64 = parsed
-    if not _meta_key_ok(t[1], base64):
-        return None
-    effect = _meta_effect(t, command, False)[0]
-    # Unset F and T store 0, as memcached does.
-    return _new(Request, (_META, command, (t[1],), length, flags or 0, ttl or 0, False, quiet, opaque, start,
-                          end, effect, None, None))
-
-
-def _meta_noop(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _new(Request, (_META, command, (), None, None, None, False, False, None, start, end, None, None, None))
-
-
-REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
-    b"get": (_retrieval, Command.GET),
-    b"gets": (_retrieval, Command.GETS),
-    b"gat": (_get_and_touch, Command.GAT),
-    b"gats": (_get_and_touch, Command.GATS),
-    b"set": (_storage, Command.SET),
-    b"add": (_storage, Command.ADD),
-    b"replace": (_storage, Command.REPLACE),
-    b"append": (_storage, Command.APPEND),
-    b"prepend": (_storage, Command.PREPEND),
-    b"cas": (_storage, Command.CAS),
-    b"delete": (_delete, Command.DELETE),
-    b"incr": (_arithmetic, Command.INCR),
-    b"decr": (_arithmetic, Command.DECR),
-    b"touch": (_touch, Command.TOUCH),
-    b"flush_all": (_flush_all, Command.FLUSH_ALL),
-    b"version": (_no_arguments, Command.VERSION),
-    b"stats": (_stats, Command.STATS),
-    b"verbosity": (_verbosity, Command.VERBOSITY),
-    b"quit": (_no_arguments, Command.QUIT),
-    b"mg": (_meta_keyed, Command.META_GET),
-    b"ms": (_meta_set, Command.META_SET),
-    b"md": (_meta_keyed, Command.META_DELETE),
-    b"ma": (_meta_keyed, Command.META_ARITHMETIC),
-    b"mn": (_meta_noop, Command.META_NOOP),
-    b"me": (_meta_keyed, Command.META_DEBUG),
-}
-
-# Commands membench does not model that still honour `noreply` (memcached sends nothing back for them).
-_OTHER_WITH_NOREPLY = frozenset({b"cache_memlimit"})
-
-
-# Response handlers: tokens of the reply line -> the Response, or None if the line is not that reply.
-
-def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    # VALUE <key> <flags> <bytes> [<cas unique>]
-    n = len(t)
-    if n != 4 and n != 5:
-        return None
-    try:
-        flags = int(t[2])
-        length = int(t[3])
-    except ValueError:
-        return None
-    if length < 0 or flags < 0:
-        return None
-    cas = None
-    if n == 5 and t[4].isdigit():
-        cas = int(t[4])
-    return _new(Response, (_TEXT, reply, t[1], length, flags, None, None, None, start, end, cas))
-
-
-def _bare(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    if len(t) != 1:
-        return None
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
-
-
-def _with_text(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    # ERROR [message], CLIENT_ERROR <message>, SERVER_ERROR <message>
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
-
-
-def _with_argument(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    # VERSION <version>, STAT <name> <value>
-    if len(t) < 2:
-        return None
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
-
-
-def _meta_return_flags(t: list[bytes], first: int
-                       ) -> tuple[bytes | None, bytes | None, int | None, int | None] | None:
-    """(opaque, key, client flags, cas) returned in meta reply flags, or None if a numeric token is bad."""
-    opaque: bytes | None = None
-    key: bytes | None = None
-    flags: int | None = None
-    cas: int | None = None
-    for token in t[first:]:
-        flag = token[0]
-        if flag == 79:  # O
-            opaque = token[1:]
-        elif flag == 107:  # k
-            key = token[1:]
-        elif flag == 102:  # f
-            try:
-                flags = int(token[1:])
-            except ValueError:
-                return None
-        elif flag == 99 and token[1:].isdigit():  # c
-            cas = int(token[1:])
-    return opaque, key, flags, cas
-
-
-def _meta_value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    # VA <size> <flags>*
-    if len(t) < 2:
-        return None
-    try:
-        length = int(t[1])
-    except ValueError:
-        return None
-    returned = _meta_return_flags(t, 2)
-    if returned is None or length < 0:
-        return None
-    opaque, key, flags, cas = returned
-    return _new(Response, (_META, reply, key, length, flags, opaque, None, None, start, end, cas))
-
-
-def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    # HD / EN / NF / NS / EX <flags>*
-    returned = _meta_return_flags(t, 1)
-    if returned is None:
-        return None
-    opaque, key, flags, cas = returned
-    return _new(Response, (_META, reply, key, None, flags, opaque, None, None, start, end, cas))
-
-
-def _meta_noop_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    if len(t) != 1:
-        return None
-    return _new(Response, (_META, reply, None, None, None, None, None, None, start, end, None))
-
-
-def _meta_debug_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
-    # ME <key> <k>=<v>*
-    if len(t) < 2:
-        return None
-    return _new(Response, (_META, reply, t[1], None, None, None, None, None, start, end, None))
-
-
-RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {
-    b"VALUE": (_value, Reply.VALUE),
-    b"END": (_bare, Reply.END),
-    b"STORED": (_bare, Reply.STORED),
-    b"NOT_STORED": (_bare, Reply.NOT_STORED),
-    b"EXISTS": (_bare, Reply.EXISTS),
-    b"NOT_FOUND": (_bare, Reply.NOT_FOUND),
-    b"DELETED": (_bare, Reply.DELETED),
-    b"TOUCHED": (_bare, Reply.TOUCHED),
-    b"OK": (_bare, Reply.OK),
-    b"VERSION": (_with_argument, Reply.VERSION),
-    b"STAT": (_with_argument, Reply.STAT),
-    b"ERROR": (_with_text, Reply.ERROR),
-    b"CLIENT_ERROR": (_with_text, Reply.CLIENT_ERROR),
-    b"SERVER_ERROR": (_with_text, Reply.SERVER_ERROR),
-    b"VA": (_meta_value, Reply.VALUE),
-    b"HD": (_meta_status, Reply.HD),
-    b"EN": (_meta_status, Reply.MISS),
-    b"NF": (_meta_status, Reply.NOT_FOUND),
-    b"NS": (_meta_status, Reply.NOT_STORED),
-    b"EX": (_meta_status, Reply.EXISTS),
-    b"MN": (_meta_noop_reply, Reply.NOOP),
-    b"ME": (_meta_debug_reply, Reply.DEBUG),
-}
 
 
 class _LineParser(FramedParser, ABC):
@@ -645,8 +261,8 @@ class TextRequestParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request:
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
-        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, start, end, None,
-                              None, None))
+        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, b"", start, end,
+                              None, None, None))
 
     def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return line.startswith(_RETRIEVAL_PREFIXES)
@@ -666,3 +282,19 @@ class TextResponseParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Response:
         return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end, None))
+
+    def receive_hole(self, length: int, timestamp_ns: int) -> list[ParserEvent]:
+        # A client reading a big value gets its tail and the closing END in one read, and a capture that copies
+        # only the start of each read loses both. Right after a text VALUE's data block comes END (5 bytes) or
+        # another VALUE (15 bytes at least), so a hole that ends less than 15 bytes past the data block holds
+        # that END first: the reply is kept whole, and only what follows the END is lost.
+        pending = self._pending
+        excess = length - self._remaining
+        if (not self._remaining or not _END_SIZE <= excess < _SHORTEST_VALUE or pending is None
+                or pending.protocol is not _TEXT or pending[1] is not Reply.VALUE):
+            return super().receive_hole(length, timestamp_ns)
+        events = super().receive_hole(self._remaining, timestamp_ns)
+        self.stats.bytes_missing += _END_SIZE
+        events.append(_new(Response, (_TEXT, Reply.END, None, None, None, None, None, None, timestamp_ns,
+                                      timestamp_ns, None)))
+        return events + super().receive_hole(excess - _END_SIZE, timestamp_ns)

@@ -3,18 +3,42 @@ nobody can test a guessed key against the profile.
 
 BLAKE2b in keyed mode is a PRF, so hashes reveal nothing about keys beyond equality; 64 bits keep the chance of
 two distinct keys colliding negligible for the key counts a trace holds (about 1e-8 for 1e6 distinct keys).
+
+A salt derived from a team passphrase (so that recordings hash alike) is stretched with scrypt, a memory-hard
+KDF: the stored fingerprint then costs an attacker what a password hash would (about 0.1 s and 32 MiB per
+guess), not the microsecond a plain hash of the passphrase cost. Its parameters are stored with the profile.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
 
 SALT_BYTES = 16
 _FINGERPRINT_MESSAGE = b"membench salt fingerprint v1"
 # Hot keys repeat: a remembered hash costs a dict lookup instead of a BLAKE2b run. The memo lives in memory only
 # (the keys are in this process anyway) and is emptied when full, which bounds it at about 25 MB of 250-byte keys.
 CACHE_ENTRIES = 1 << 16
+
+
+@dataclass(frozen=True)
+class SaltKdf:
+    """How a passphrase became the salt: scrypt's parameters, stored in the profile's metadata (`salt_kdf`)."""
+
+    name: str = "scrypt"
+    n: int = 1 << 15
+    r: int = 8
+    p: int = 1
+    salt: str = "membench salt kdf v1"  # fixed, so that one passphrase gives one salt on every machine
+
+    def derive(self, passphrase: str) -> bytes:
+        return hashlib.scrypt(passphrase.encode(), salt=self.salt.encode(), n=self.n, r=self.r, p=self.p,
+                              maxmem=256 * self.r * self.n + (1 << 20), dklen=SALT_BYTES)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class KeyHasher:
@@ -35,9 +59,9 @@ class KeyHasher:
         return cls(secrets.token_bytes(SALT_BYTES))
 
     @classmethod
-    def from_passphrase(cls, passphrase: str) -> KeyHasher:
+    def from_passphrase(cls, passphrase: str, kdf: SaltKdf | None = None) -> KeyHasher:
         """A reproducible salt: recordings made with the same passphrase give the same hashes for the same keys."""
-        return cls(hashlib.blake2b(passphrase.encode(), digest_size=SALT_BYTES, person=b"membench-salt").digest())
+        return cls((kdf or SaltKdf()).derive(passphrase))
 
     @property
     def fingerprint(self) -> str:

@@ -22,6 +22,7 @@ from enum import StrEnum
 from membench.profile.outcomes import REPLY_STATUS, success_status, suppressed_status
 from membench.profile.schema import Operation, Status
 from membench.protocol.events import STORAGE_COMMANDS, Command, Protocol, Reply, Request, Response
+from membench.record.limits import fit, fits
 
 KeyHash = Callable[[bytes], int]
 Emit = Callable[[Operation], None]
@@ -33,7 +34,7 @@ _NAME: dict[StrEnum, str] = {member: member.value for enum in (Command, Protocol
 _HIT_NAME = Status.HIT.value
 # An enum member looked up on its class costs a Python-level attribute access each time; the per-request and
 # per-reply paths use these module constants instead.
-_TEXT, _BINARY = Protocol.TEXT, Protocol.BINARY
+_TEXT, _META, _BINARY = Protocol.TEXT, Protocol.META, Protocol.BINARY
 _QUIT, _OTHER_COMMAND, _META_ARITHMETIC = Command.QUIT, Command.OTHER, Command.META_ARITHMETIC
 _VALUE, _HD, _NOOP, _STAT, _OTHER_REPLY = Reply.VALUE, Reply.HD, Reply.NOOP, Reply.STAT, Reply.OTHER
 _HIT, _MISS, _OK = Status.HIT, Status.MISS, Status.OK
@@ -67,9 +68,23 @@ _ANSWERS: dict[Command, frozenset[Reply]] = {
 
 _NO_ANSWERS: frozenset[Reply] = frozenset()
 
-# The ranges of the profile's columns (profile/schema.py): a value outside is counted and kept as null.
-_UINT32_MAX = (1 << 32) - 1
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# What a quiet (`q`) meta command can still answer, as memcached 1.6 does it: q hides mg's EN and every other
+# command's success (HD, and ma's VA), while the failures that need a flag to happen need that flag: EX and
+# ms's NF need a compare-and-swap token (C), NS needs a mode other than set (M), and ma answers a miss it
+# creates with N as if not quiet. Errors always come.
+_QUIET_META_ANSWERS: dict[Command, frozenset[Reply]] = {
+    Command.META_GET: frozenset({Reply.VALUE, Reply.HD}),
+    Command.META_SET: frozenset(),
+    Command.META_DELETE: frozenset({Reply.NOT_FOUND}),
+    Command.META_ARITHMETIC: frozenset({Reply.NOT_FOUND}),
+}
+_QUIET_META_FLAG_ANSWERS: dict[Command, tuple[tuple[int, frozenset[Reply]], ...]] = {
+    Command.META_SET: ((ord("C"), frozenset({Reply.NOT_FOUND, Reply.EXISTS})),
+                       (ord("M"), frozenset({Reply.NOT_STORED}))),
+    Command.META_DELETE: ((ord("C"), frozenset({Reply.EXISTS})),),
+    Command.META_ARITHMETIC: ((ord("C"), frozenset({Reply.EXISTS})),
+                              (ord("N"), frozenset({Reply.HD, Reply.VALUE, Reply.NOT_STORED}))),
+}
 
 # Commands whose reply is several units closed by a terminator (text END, binary stat with an empty key).
 _MULTI_UNIT = _GET_FAMILY | {Command.STATS}
@@ -86,7 +101,7 @@ class PairingStats:
     unmatched_responses: int = 0  # replies no pending request could have asked for
     unanswered_requests: int = 0  # requests whose reply was due but never seen
     unexpected_values: int = 0  # a text VALUE for a key the get did not ask for
-    values_out_of_range: int = 0  # a field beyond its profile column's range (exptime > int64, ...), kept as null
+    values_out_of_range: int = 0  # fields stored clamped or null because the wire's value did not fit the schema
 
     def add(self, other: PairingStats) -> None:
         for name in self.__slots__:
@@ -222,8 +237,11 @@ class ConnectionPairer:
         key = response.key
         if key is not None and request.keys and key not in request.keys:
             return False
-        if reply is _NOOP and request.quiet:
-            return False
+        if request.quiet:
+            if reply is _NOOP:
+                return False
+            if request.protocol is _META and command in _QUIET_META_ANSWERS:
+                return _quiet_meta_can_answer(request, reply)
         return reply in _ANSWERS.get(command, _NO_ANSWERS)
 
     def _pass_over(self, pending: _Pending) -> None:
@@ -254,7 +272,7 @@ class ConnectionPairer:
 
     def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
         """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
-        (protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, start_ns, end_ns, effect, delta,
+        (protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, _, start_ns, end_ns, effect, delta,
          initial) = pending.request
         if reply_ns is None or suppressed:
             latency = None
@@ -263,15 +281,8 @@ class ConnectionPairer:
             latency = waited // 1000 if waited > 0 else 0
         if value_length is None:
             flags = None  # a request's flags are recorded only with the value they came with
-        elif value_length > _UINT32_MAX:
-            value_length = flags = None
-            self._stats.values_out_of_range += 1
-        if ttl is not None and not _INT64_MIN <= ttl <= _INT64_MAX:
-            ttl = None  # memcached refuses such an exptime; the client still sent it
-            self._stats.values_out_of_range += 1
-        if latency is not None and latency > _UINT32_MAX:
-            latency = None  # a reply more than 71 minutes after its request
-            self._stats.values_out_of_range += 1
+        if not fits(value_length, flags, ttl, latency):
+            value_length, flags, ttl, latency = self._fit(value_length, flags, ttl, latency)
         command_name = _NAME[command]
         protocol_name = _NAME[protocol]
         status_name = _NAME[status]
@@ -294,9 +305,23 @@ class ConnectionPairer:
                 key_value_length, key_flags, key_status = value_length, flags, status_name
             else:
                 key_value_length, key_flags, key_status = hit.value_length, hit.flags, _HIT_NAME
-                if key_value_length is not None and key_value_length > _UINT32_MAX:
-                    key_value_length = None
-                    self._stats.values_out_of_range += 1
+                if not fits(key_value_length, key_flags, None, None):
+                    key_value_length, key_flags, _, _ = self._fit(key_value_length, key_flags, None, None)
             emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
                                   key_value_length, key_flags, ttl, key_status, latency, batch, quiet, effect_name,
                                   delta, initial)))
+
+    def _fit(self, value_length: int | None, flags: int | None, ttl: int | None,
+             latency: int | None) -> tuple[int | None, int | None, int | None, int | None]:
+        value_length, flags, ttl, latency, changed = fit(value_length, flags, ttl, latency)
+        self._stats.values_out_of_range += changed
+        return value_length, flags, ttl, latency
+
+
+def _quiet_meta_can_answer(request: Request, reply: Reply) -> bool:
+    """Whether memcached sends this reply to a quiet meta command with the request's flags."""
+    command = request.command
+    if reply in _QUIET_META_ANSWERS[command]:
+        return True
+    letters = request.meta_flags
+    return any(flag in letters and reply in replies for flag, replies in _QUIET_META_FLAG_ANSWERS.get(command, ()))

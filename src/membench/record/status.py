@@ -53,7 +53,7 @@ _LOSS_NAMES: dict[tuple[str, str], str] = {
     ("parser", "response_bytes_skipped"): "reply bytes skipped by the parser",
     ("pairing", "unanswered_requests"): "requests never answered",
     ("pairing", "unmatched_responses"): "replies without a request",
-    ("pairing", "values_out_of_range"): "values beyond the profile's columns (kept as null)",
+    ("pairing", "values_out_of_range"): "values beyond the profile's columns (clamped or null)",
     ("writer", "rows_rejected"): "operations the profile could not hold",
 }
 # The parser's own view of holes repeats the capture's bytes_missing: counted once.

@@ -1,0 +1,249 @@
+"""What each line of the text protocol means: a command line to its Request, a reply line to its Response.
+
+A handler takes the tokens of a line (its first word first) and returns the unit, or None if memcached would
+reject the line. The numbers are read as memcached reads them, so a line memcached refuses is refused here too and
+the data block that follows it is framed exactly as memcached frames it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from membench.protocol.events import Command, Protocol, Reply, Request, Response
+
+KEY_MAX = 250  # memcached's KEY_MAX_LENGTH: longer keys get CLIENT_ERROR
+UINT32_MAX = (1 << 32) - 1
+_UINT64_MAX = (1 << 64) - 1
+_INT32_MAX = (1 << 31) - 1
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+_TEXT = Protocol.TEXT
+# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
+_new = tuple.__new__
+_CAS = Command.CAS  # an enum member looked up on its class costs a Python-level attribute access every time
+_NOREPLY = b"noreply"
+
+RequestHandler = Callable[[list[bytes], Command, int, int], Request | None]
+ResponseHandler = Callable[[list[bytes], Reply, int, int], Response | None]
+
+
+def _keys_ok(keys: tuple[bytes, ...]) -> bool:
+    return max(map(len, keys)) <= KEY_MAX
+
+
+def data_length(token: bytes) -> int | None:
+    """The data block length memcached reads from a storage line, or None if it rejects the line.
+
+    memcached parses the number with strtol into an int32: past int64 the line is refused, otherwise only the low
+    32 bits count (`set k 0 0 4294967299` stores 3 bytes), and a negative result or one above INT_MAX - 2 is
+    refused. A refused line has no data block: memcached reads what follows as the next command.
+    """
+    try:
+        number = int(token)
+    except ValueError:
+        return None
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        return None
+    length = ((number + (1 << 31)) & UINT32_MAX) - (1 << 31)
+    return length if 0 <= length <= _INT32_MAX - 2 else None
+
+
+# Request handlers: tokens of the line (command word first) -> the Request, or None if memcached would reject it.
+
+def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    n = len(t)
+    if n == 2:  # the common single-key get, without the general loop
+        keys: tuple[bytes, ...] = (t[1],)
+        if len(t[1]) > KEY_MAX:
+            return None
+    elif n < 2:
+        return None
+    else:
+        keys = tuple(t[1:])
+        if not _keys_ok(keys):
+            return None
+    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, b"", start, end, None, None,
+                          None))
+
+
+def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    if len(t) < 3:
+        return None
+    try:
+        ttl = int(t[1])
+    except ValueError:
+        return None
+    keys = tuple(t[2:])
+    if not _keys_ok(keys):
+        return None
+    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, b"", start, end, None, None, None))
+
+
+def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    # <cmd> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]; memcached ignores a last token that is
+    # not "noreply", so "set k 0 0 3 junk" stores.
+    n = len(t)
+    fixed = 6 if command is _CAS else 5
+    if n != fixed and n != fixed + 1:
+        return None
+    key = t[1]
+    try:
+        flags = int(t[2])
+        ttl = int(t[3])
+        if fixed == 6:
+            int(t[5])
+    except ValueError:
+        return None
+    length = data_length(t[4])
+    if length is None or not 0 <= flags <= UINT32_MAX or not _INT64_MIN <= ttl <= _INT64_MAX or len(key) > KEY_MAX:
+        return None
+    noreply = n > fixed and t[-1] == _NOREPLY
+    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, b"", start, end, None,
+                          None, None))
+
+
+def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    # delete <key> [0] [noreply]: the legacy hold time is accepted only as "0".
+    n = len(t)
+    if n == 2:
+        noreply = False
+    elif n == 3 and t[2] in (b"0", _NOREPLY):
+        noreply = t[2] == _NOREPLY
+    elif n == 4 and t[2] == b"0" and t[3] == _NOREPLY:
+        noreply = True
+    else:
+        return None
+    if len(t[1]) > KEY_MAX:
+        return None
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end, None,
+                          None, None))
+
+
+def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    n = len(t)
+    if (n != 3 and n != 4) or not t[2].isdigit() or len(t[1]) > KEY_MAX:
+        return None
+    noreply = n == 4 and t[3] == _NOREPLY
+    delta = int(t[2])
+    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end, None,
+                          delta if delta <= _UINT64_MAX else None, None))
+
+
+def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    n = len(t)
+    if (n != 3 and n != 4) or len(t[1]) > KEY_MAX:
+        return None
+    try:
+        ttl = int(t[2])
+    except ValueError:
+        return None
+    noreply = n == 4 and t[3] == _NOREPLY
+    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, b"", start, end, None,
+                          None, None))
+
+
+def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, high: int) -> Request | None:
+    n = len(t)
+    if n < low or n > high:
+        return None
+    noreply = n > 1 and t[-1] == _NOREPLY
+    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, b"", start, end, None, None,
+                          None))
+
+
+def _flush_all(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    return _keyless(t, command, start, end, 1, 3)
+
+
+def _verbosity(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    return _keyless(t, command, start, end, 2, 3)
+
+
+def _no_arguments(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    return _keyless(t, command, start, end, 1, 1)
+
+
+def _stats(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
+    # stats arguments name a stats group, never a cache key
+    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, b"", start, end, None, None, None))
+
+
+TEXT_REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
+    b"get": (_retrieval, Command.GET),
+    b"gets": (_retrieval, Command.GETS),
+    b"gat": (_get_and_touch, Command.GAT),
+    b"gats": (_get_and_touch, Command.GATS),
+    b"set": (_storage, Command.SET),
+    b"add": (_storage, Command.ADD),
+    b"replace": (_storage, Command.REPLACE),
+    b"append": (_storage, Command.APPEND),
+    b"prepend": (_storage, Command.PREPEND),
+    b"cas": (_storage, Command.CAS),
+    b"delete": (_delete, Command.DELETE),
+    b"incr": (_arithmetic, Command.INCR),
+    b"decr": (_arithmetic, Command.DECR),
+    b"touch": (_touch, Command.TOUCH),
+    b"flush_all": (_flush_all, Command.FLUSH_ALL),
+    b"version": (_no_arguments, Command.VERSION),
+    b"stats": (_stats, Command.STATS),
+    b"verbosity": (_verbosity, Command.VERBOSITY),
+    b"quit": (_no_arguments, Command.QUIT),
+}
+
+
+
+# Response handlers: tokens of the reply line -> the Response, or None if the line is not that reply.
+
+def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
+    # VALUE <key> <flags> <bytes> [<cas unique>]
+    n = len(t)
+    if n != 4 and n != 5:
+        return None
+    try:
+        flags = int(t[2])
+        length = int(t[3])
+    except ValueError:
+        return None
+    if length < 0 or flags < 0:
+        return None
+    cas = int(t[4]) if n == 5 and t[4].isdigit() else None
+    return _new(Response, (_TEXT, reply, t[1], length, flags, None, None, None, start, end, cas))
+
+
+def _bare(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
+    if len(t) != 1:
+        return None
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
+
+
+def _with_text(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
+    # ERROR [message], CLIENT_ERROR <message>, SERVER_ERROR <message>
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
+
+
+def _with_argument(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
+    # VERSION <version>, STAT <name> <value>
+    if len(t) < 2:
+        return None
+    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
+
+
+
+TEXT_RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {
+    b"VALUE": (_value, Reply.VALUE),
+    b"END": (_bare, Reply.END),
+    b"STORED": (_bare, Reply.STORED),
+    b"NOT_STORED": (_bare, Reply.NOT_STORED),
+    b"EXISTS": (_bare, Reply.EXISTS),
+    b"NOT_FOUND": (_bare, Reply.NOT_FOUND),
+    b"DELETED": (_bare, Reply.DELETED),
+    b"TOUCHED": (_bare, Reply.TOUCHED),
+    b"OK": (_bare, Reply.OK),
+    b"VERSION": (_with_argument, Reply.VERSION),
+    b"STAT": (_with_argument, Reply.STAT),
+    b"ERROR": (_with_text, Reply.ERROR),
+    b"CLIENT_ERROR": (_with_text, Reply.CLIENT_ERROR),
+    b"SERVER_ERROR": (_with_text, Reply.SERVER_ERROR),
+}
+
