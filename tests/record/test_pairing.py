@@ -75,10 +75,12 @@ def test_binary_getkq_pipeline_closed_by_noop():
 
 def test_meta_quiet_with_opaque_and_mn():
     h = Harness()
-    h.pairer.on_request(req(Command.META_GET, b"a", protocol=Protocol.META, quiet=True, opaque=b"1"))
+    h.pairer.on_request(req(Command.META_GET, b"a", protocol=Protocol.META, quiet=True, opaque=b"1",
+                            letters=b"vqO"))
     h.pairer.on_request(req(Command.META_SET, b"b", protocol=Protocol.META, quiet=True, opaque=b"2",
                             value_length=3))
-    h.pairer.on_request(req(Command.META_GET, b"c", protocol=Protocol.META, quiet=True, opaque=b"3"))
+    h.pairer.on_request(req(Command.META_GET, b"c", protocol=Protocol.META, quiet=True, opaque=b"3",
+                            letters=b"vqO"))
     h.pairer.on_request(req(Command.META_NOOP, protocol=Protocol.META))
     h.pairer.on_response(rep(Reply.VALUE, None, 7, protocol=Protocol.META, opaque=b"3"))
     h.pairer.on_response(rep(Reply.NOOP, protocol=Protocol.META))
@@ -126,3 +128,19 @@ def test_errors_answer_any_command_and_text_stats_collects_lines():
     h.pairer.on_response(rep(Reply.CLIENT_ERROR))
     assert h.statuses() == [("stats", "ok"), ("get", "client_error")]
     assert h.ops[0].key_hash is None
+
+
+def test_quiet_meta_replies_go_to_the_command_that_can_send_them():
+    h = Harness()
+    # memcached's NF here is the md's: a quiet ms without C cannot answer NF, and its HD is hidden
+    h.pairer.on_request(req(Command.META_SET, b"k", protocol=Protocol.META, value_length=1, quiet=True,
+                            letters=b"q"))
+    h.pairer.on_request(req(Command.META_DELETE, b"missing", protocol=Protocol.META, quiet=True, letters=b"q"))
+    # a quiet hit is VA with `v` and HD without, so the HD that comes is the second get's
+    h.pairer.on_request(req(Command.META_GET, b"a", protocol=Protocol.META, quiet=True, letters=b"qv"))
+    h.pairer.on_request(req(Command.META_GET, b"b", protocol=Protocol.META, quiet=True, letters=b"q"))
+    h.pairer.on_request(req(Command.META_NOOP, protocol=Protocol.META))
+    for reply in (Reply.NOT_FOUND, Reply.HD, Reply.NOOP):
+        h.pairer.on_response(rep(reply, protocol=Protocol.META))
+    assert h.statuses() == [("ms", "stored"), ("md", "not_found"), ("mg", "miss"), ("mg", "hit"), ("mn", "ok")]
+    assert h.stats.unmatched_responses == h.stats.unanswered_requests == 0

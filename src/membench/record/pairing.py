@@ -78,6 +78,8 @@ _QUIET_META_ANSWERS: dict[Command, frozenset[Reply]] = {
     Command.META_DELETE: frozenset({Reply.NOT_FOUND}),
     Command.META_ARITHMETIC: frozenset({Reply.NOT_FOUND}),
 }
+_HIT_REPLIES = frozenset({Reply.VALUE, Reply.HD})
+_VALUE_FLAG = ord("v")
 _QUIET_META_FLAG_ANSWERS: dict[Command, tuple[tuple[int, frozenset[Reply]], ...]] = {
     Command.META_SET: ((ord("C"), frozenset({Reply.NOT_FOUND, Reply.EXISTS})),
                        (ord("M"), frozenset({Reply.NOT_STORED}))),
@@ -321,7 +323,9 @@ class ConnectionPairer:
 def _quiet_meta_can_answer(request: Request, reply: Reply) -> bool:
     """Whether memcached sends this reply to a quiet meta command with the request's flags."""
     command = request.command
+    letters = request.meta_flags
+    if command is Command.META_GET and reply in _HIT_REPLIES:
+        return (reply is _VALUE) == (_VALUE_FLAG in letters)  # a hit is VA with `v`, HD without
     if reply in _QUIET_META_ANSWERS[command]:
         return True
-    letters = request.meta_flags
     return any(flag in letters and reply in replies for flag, replies in _QUIET_META_FLAG_ANSWERS.get(command, ()))
