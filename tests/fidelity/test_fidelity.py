@@ -9,6 +9,7 @@ Adding a client is a few lines: a function that drives a server at an address, a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import struct
@@ -98,6 +99,32 @@ def meta_modes(host: str, port: int) -> None:
                              b"ms a 1 MR\r\nx\r\n", b"mg a v\r\n"])
 
 
+def meta_quiet_pipelines(host: str, port: int) -> None:
+    """Quiet meta pipelines closed by mn: only the interesting replies come, and each belongs to its command."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        for round_ in range(10):
+            pipeline = (b"ms k%d 2 q\r\nhi\r\nmd missing%d q\r\nmg k%d v q\r\nmg gone%d v q\r\n"
+                        b"ma n%d q\r\nms k%d 1 q ME\r\nx\r\nmd k%d q\r\nmn\r\n"
+                        % (round_, round_, round_, round_, round_, round_, round_))
+            sock.sendall(pipeline)
+            reply = b""
+            while not reply.endswith(b"MN\r\n"):
+                reply += sock.recv(4096)
+
+
+def meta_base64_keys(host: str, port: int) -> None:
+    """The same keys sent as text and as base64 meta keys: one key each, whatever the encoding."""
+    client = Client((host, port), default_noreply=False)
+    for i in range(10):
+        client.set(f"b64:{i}", b"v" * (i + 1))
+    client.close()
+    lines = []
+    for i in range(0, 20, 2):
+        encoded = base64.b64encode(f"b64:{i}".encode())
+        lines += [b"mg %s b v\r\n" % encoded, b"md %s b\r\n" % encoded, b"mg %s b v\r\n" % encoded]
+    _meta_lines(host, port, lines)
+
+
 def meta_creating_counter(host: str, port: int) -> None:
     """ma N creates a missing counter; later calls, the same, increment it."""
     _meta_lines(host, port, [b"ma hits N0 J5\r\n", b"ma hits N0 J5\r\n", b"ma hits N0 J5 v\r\n", b"mg hits v\r\n"])
@@ -173,6 +200,8 @@ CASES = [
     Case("integration test run with flush_all", integration_test_run),
     Case("meta commands", meta_simple),
     Case("meta modes", meta_modes),
+    Case("meta quiet pipelines", meta_quiet_pipelines),
+    Case("meta base64 keys", meta_base64_keys),
     Case("binary client", binary_client),
     Case("meta counter that creates its key", meta_creating_counter),
     Case("binary counter that creates its key", binary_creating_counter),
