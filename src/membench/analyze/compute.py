@@ -31,6 +31,7 @@ from membench.analyze.report import (
     Throughput,
     ValueSizes,
 )
+from membench.profile.health import losses as health_losses
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
 from membench.profile.schema import Status
@@ -42,10 +43,6 @@ UNKNOWN = "(unknown)"  # a dictionary column that an older part lacks
 HOTTEST_LISTED = 10
 _NS_PER_S = 1_000_000_000
 _MERGE_KEYS_AT = 1 << 22  # pending per-batch key counts are merged once they exceed this many entries
-# Counters whose nonzero value means the profile misses traffic or misattributes it. Matched as name fragments
-# so that the capture, parser and pairing stages can add counters without teaching analyze about each one.
-_LOSS_MARKERS = ("missing", "hole", "drop", "malformed", "resync", "skipped", "unmatched", "unanswered",
-                 "unexpected", "error", "truncated", "lost")
 
 
 def analyze_profile(reader: ProfileReader) -> AnalysisReport:
@@ -383,10 +380,7 @@ def _top_share(counts: np.ndarray, fraction: float, keyed: int) -> float | None:
 
 
 def _health(metadata: ProfileMetadata) -> CaptureHealth:
-    losses = {f"{section}.{name}": value
-              for section, counters in sorted(metadata.health.items())
-              for name, value in sorted(counters.items())
-              if isinstance(value, int) and value > 0 and any(marker in name for marker in _LOSS_MARKERS)}
+    losses = {f"{section}.{name}": value for (section, name), value in health_losses(metadata.health).items()}
     capture = metadata.health.get("capture", {})
     parsed = [value for name, value in metadata.health.get("parser", {}).items() if name.endswith("bytes_parsed")]
     return CaptureHealth(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from membench.profile.health import losses as profile_losses
 from membench.record.recorder import Progress, RecordSummary
 
 
@@ -34,14 +35,6 @@ class StatusLine:
         self._console.file.flush()
 
 
-# Health counters that describe what was seen, not what was lost. Every other counter, including any a future
-# source adds, counts something lost: "nothing lost" is said only when all of those are zero.
-_NOT_LOSSES: dict[str, frozenset[str]] = {
-    "capture": frozenset({"packets", "bytes_seen", "retransmitted_bytes", "out_of_order_segments", "connections",
-                          "mid_stream_connections"}),
-    "parser": frozenset({"request_bytes_parsed", "response_bytes_parsed"}),
-    "pairing": frozenset({"requests", "operations"}),
-}
 # Readable names for the losses a user meets most; the others are shown by their counter name.
 _LOSS_NAMES: dict[tuple[str, str], str] = {
     ("capture", "bytes_missing"): "bytes missing (holes)",
@@ -56,19 +49,9 @@ _LOSS_NAMES: dict[tuple[str, str], str] = {
     ("pairing", "values_out_of_range"): "values beyond the profile's columns (clamped or null)",
     ("writer", "rows_rejected"): "operations the profile could not hold",
 }
-# The parser's own view of holes repeats the capture's bytes_missing: counted once.
-_REPEATED = frozenset({("parser", "request_bytes_missing"), ("parser", "response_bytes_missing")})
-
-
 def losses(health: dict[str, dict[str, int]]) -> list[tuple[str, int]]:
-    """(what, how many) for every non-zero loss counter of a profile's health."""
-    found = []
-    for section, counters in health.items():
-        for name, count in counters.items():
-            if not count or name in _NOT_LOSSES.get(section, ()) or (section, name) in _REPEATED:
-                continue
-            found.append((_LOSS_NAMES.get((section, name), f"{section} {name}"), count))
-    return found
+    """(what, how many) for every non-zero loss counter of a profile's health, named for a reader."""
+    return [(_LOSS_NAMES.get(counter, " ".join(counter)), count) for counter, count in profile_losses(health).items()]
 
 
 def print_summary(console: Console, output: Path, summary: RecordSummary) -> None:
