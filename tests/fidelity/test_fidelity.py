@@ -99,6 +99,19 @@ def meta_modes(host: str, port: int) -> None:
                              b"ms a 1 MR\r\nx\r\n", b"mg a v\r\n"])
 
 
+def text_touch_and_gat(host: str, port: int) -> None:
+    """touch, gat and gats on present, absent and multiple keys."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        for line, end in ((b"set t1 0 0 2\r\nab\r\n", b"\r\n"), (b"set t2 0 0 1\r\nc\r\n", b"\r\n"),
+                          (b"touch t1 100\r\n", b"\r\n"), (b"touch gone 100\r\n", b"\r\n"),
+                          (b"gat 100 t1\r\n", b"END\r\n"), (b"gat 100 gone\r\n", b"END\r\n"),
+                          (b"gats 100 t1 gone t2\r\n", b"END\r\n"), (b"gat 100 t2 t1\r\n", b"END\r\n")):
+            sock.sendall(line)
+            reply = b""
+            while not reply.endswith(end):
+                reply += sock.recv(4096)
+
+
 def meta_quiet_pipelines(host: str, port: int) -> None:
     """Quiet meta pipelines closed by mn: only the interesting replies come, and each belongs to its command."""
     with socket.create_connection((host, port), timeout=5) as sock:
@@ -199,6 +212,7 @@ CASES = [
     Case("pooled text client", pooled_text_client),
     Case("integration test run with flush_all", integration_test_run),
     Case("meta commands", meta_simple),
+    Case("text touch and gat", text_touch_and_gat),
     Case("meta modes", meta_modes),
     Case("meta quiet pipelines", meta_quiet_pipelines),
     Case("meta base64 keys", meta_base64_keys),
