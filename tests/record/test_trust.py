@@ -125,3 +125,45 @@ def test_a_disk_that_fills_during_a_recording_stops_it_in_one_line_keeping_what_
         assert not [entry.name for entry in out.iterdir() if entry.name.endswith(".tmp")]
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+class _QuietSource:
+    """A capture source that stays open and sees nothing, until stopped: the recorder's flush thread runs on."""
+
+    name = "test:quiet"
+    ports = (11211,)
+
+    def __init__(self) -> None:
+        from membench.capture.stream import CaptureHealth
+
+        self.health = CaptureHealth()
+        self._stopped = False
+
+    def __iter__(self):
+        deadline = time.monotonic() + 20
+        while not self._stopped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return iter(())
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+def test_any_failure_in_the_flush_thread_stops_the_recording_in_one_line(tmp_path):
+    from membench.errors import MembenchError
+    from membench.profile.metadata import ProfileMetadata
+    from membench.profile.writer import ProfileWriter
+    from membench.record.anonymize import KeyHasher
+    from membench.record.recorder import Recorder
+
+    writer = ProfileWriter(tmp_path / "p", ProfileMetadata(source="test"))
+
+    def broken_tick() -> None:
+        raise RuntimeError("a bug in the writer")
+
+    writer.tick = broken_tick
+    started = time.monotonic()
+    with pytest.raises(MembenchError) as error:
+        Recorder(_QuietSource(), writer, KeyHasher.random()).run()
+    assert time.monotonic() - started < 15, "the recording stopped instead of running on without a flush thread"
+    assert "RuntimeError: a bug in the writer" in str(error.value) and "recording stopped" in str(error.value)

@@ -131,12 +131,15 @@ class Recorder:
     def _tick_forever(self) -> None:
         while not self._done.wait(FLUSH_INTERVAL_S):
             with self._lock:
-                self._writer.set_health(self._health())
                 try:
+                    self._writer.set_health(self._health())
                     self._writer.tick()
-                except ProfileWriteError as error:
-                    # Nothing more can be written: stop recording rather than capture what would be lost.
-                    self._failure = self._stopped_by(error)
+                except Exception as error:
+                    # Whatever it is, a flush thread that died silently would lose every row after it: stop
+                    # recording, and say why, rather than capture what would be lost.
+                    failure = error if isinstance(error, MembenchError) else MembenchError(
+                        f"the profile writer failed ({type(error).__name__}: {error})")
+                    self._failure = self._stopped_by(failure)
                     self._source.stop()
                     return
                 progress = self._progress()
