@@ -1,14 +1,14 @@
 """The replay's I/O: one raw asyncio.Protocol per stream on uvloop, sending planned requests and timing replies.
 
-A feeder plans the profile a slice at a time into bounded per-link queues as the links empty them, so a replay
-of any size starts at once and holds a bounded number of planned requests; a small profile's plan is kept after
-the first loop and replayed without planning again. Each link keeps its requests in order and in flight up to
-the recorded depth (or --pipeline), sends whatever is sendable in one write, and attributes replies first-in
-first-out (opaques sort out quiet requests). In open-loop timings a request also waits for its intended time; its
-latency is then measured both from that time (the coordinated-omission corrected figure) and from the actual
-send. A lost connection costs the requests in flight (counted `lost`); the link reconnects with backoff and goes
-on with the next request. A reply later than the timeout counts every request in flight as `timeout` and
-reopens the connection, so nothing ever waits forever.
+A feeder plans the profile a slice at a time into bounded per-link queues as the links empty them, so a replay of
+any size starts at once and holds a bounded number of planned requests; a small profile's plan is kept after the
+first loop and replayed without planning again. Each link keeps its requests in order and in flight up to the
+recorded depth (or --pipeline), sends whatever is sendable in one write, and hands the replies to its in-flight
+matcher (inflight.py), which attributes them first-in first-out (opaques sort out quiet requests). In open-loop
+timings a request also waits for its intended time; its latency is then measured both from that time (the
+coordinated-omission corrected figure) and from the actual send. A lost connection costs the requests in flight
+(counted `lost`); the link reconnects with backoff and goes on with the next request. A reply later than the
+timeout counts every request in flight as `timeout` and reopens the connection, so nothing ever waits forever.
 
 Replies go through the one response parser of the project. A text link whose parser holds nothing partial
 reuses the events an identical reply chunk parsed into before (the parser is sans-IO, so the same bytes in the
@@ -19,48 +19,39 @@ operation's Python time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import signal
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 from membench.errors import MembenchError
 from membench.protocol.encode import META_NOOP, binary_noop
-from membench.protocol.events import Command, ParserEvent, Reply, Response, Skipped
+from membench.protocol.events import Command, ParserEvent, Skipped
 from membench.protocol.stream import ResponseStreamParser
-from membench.replay.feeder import Feeder
-from membench.replay.options import ReplayOptions, Timing, parse_target
-from membench.replay.plan import Group, Planner, Stream
+from membench.replay.inflight import InFlight
+from membench.replay.options import Timing
+from membench.replay.plan import Group, Stream
 from membench.replay.requests import (
     CAS_NONE,
     CAS_PLACEHOLDER,
     CAS_STALE,
-    EXPECT_END,
     EXPECT_NONE,
-    EXPECT_NOOP,
     EXPECT_QUIET,
     EXPECT_UNITS,
     INTERNAL_SLOT,
 )
-from membench.replay.stats import HIT, LOST, MISS, NOREPLY, OK, TIMEOUT, Meter, reply_table, suppressed_status
-from membench.replay.survey import BatchSource
+from membench.replay.stats import LOST, NOREPLY, TIMEOUT
+
+if TYPE_CHECKING:
+    from membench.replay.runner import Runner
 
 _EARLY_NS = 100_000  # an open-loop request due within this is sent now: a timer costs more than it saves
 _SEND_BUDGET = 256  # requests one pump may send before yielding, so a connection that never waits cannot hog
-_TICK_S = 1.0
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 1.0
 _MEMO_ENTRIES = 32_768  # distinct reply chunks remembered; the memo starts over when full
 _MEMO_BYTES = 512  # longer chunks hold several replies (pipelined): they rarely repeat, hashing them is waste
 _perf_ns = time.perf_counter_ns
-_VALUE = Reply.VALUE
-_END = Reply.END
-_STAT = Reply.STAT
 
-TickCallback = Callable[[float, Meter], None]
 ReplyMemo = dict[bytes, list[ParserEvent]]
 
 
@@ -80,10 +71,6 @@ class Link(asyncio.Protocol):
         self._meter = runner.meter
         self._counts = runner.meter.counts
         self._requests = runner.meter.requests
-        self._latencies = runner.meter.latencies
-        self._intended = runner.meter.intended
-        self._tables = runner.tables
-        self._suppressed = runner.suppressed
         self._binary = stream.binary
         # Uniques are kept only for a profile with cas: a gets-heavy one would otherwise remember every key.
         self._uniques = runner.uniques if Command.CAS.value in runner.planner.commands else None
@@ -96,8 +83,8 @@ class Link(asyncio.Protocol):
         self._pipeline = runner.options.pipeline
         self._timed = runner.options.timing is not Timing.ASAP
         self._timeout_ns = int(runner.options.timeout * 1e9)
-        self._inflight: deque[list[Any]] = deque()  # [group, sent ns, due ns, replies so far]
-        self._waiting = 0  # requests in flight that will get a reply of their own (not quiet, not noreply)
+        self._inflight = InFlight(runner.meter, runner.tables, runner.suppressed, self._timed, self._uniques,
+                                  self._answer)
         self._transport: asyncio.Transport | None = None
         self._parser = ResponseStreamParser()
         self._fed = 0  # bytes given to the parser
@@ -131,28 +118,14 @@ class Link(asyncio.Protocol):
             events = self._parse(data, now)
             if events is None:
                 return
-        inflight = self._inflight
-        for event in events:
-            if inflight:
-                entry = inflight[0]
-                if entry[0].expect == EXPECT_END:
-                    # The text get family, most replies of most replays: its values are counted without a call.
-                    reply = event.reply
-                    if reply is _VALUE:
-                        entry[3] += 1
-                        if event.cas is not None and self._uniques is not None:
-                            self._uniques[event.key] = event.cas
-                    else:
-                        self._on_end(entry, reply, now)
-                    continue
-            self._on_reply(cast(Response, event), now)
+        self._inflight.receive(events, now)
         self._runner.pump_soon(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._closing:
             return
-        self._abandon(LOST)
+        self._inflight.abandon(LOST)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -200,10 +173,7 @@ class Link(asyncio.Protocol):
 
     def interrupt(self) -> None:
         """The replay stops: requests in flight are not waited for (nor counted: they have no outcome)."""
-        for entry in self._inflight:
-            self._answer(entry[0].number)
-        self._inflight.clear()
-        self._waiting = 0
+        self._inflight.drop()
         self._reconnecting = False  # a reconnection still under way ends when the link closes
         if self._timer is not None:
             self._timer.cancel()
@@ -211,8 +181,9 @@ class Link(asyncio.Protocol):
         self._finish_if_done()
 
     def check_timeout(self, now: int) -> None:
-        if self._waiting and now - self._inflight[0][1] > self._timeout_ns and self._transport is not None:
-            self._abandon(TIMEOUT)
+        inflight = self._inflight
+        if inflight.waiting and now - inflight.entries[0][1] > self._timeout_ns and self._transport is not None:
+            inflight.abandon(TIMEOUT)
             self._transport.abort()
 
     def _parse(self, data: bytes, now: int) -> list[ParserEvent] | None:
@@ -281,17 +252,6 @@ class Link(asyncio.Protocol):
         self._next = 0
         self._finish_if_done()
 
-    def _abandon(self, status: int) -> None:
-        counts = self._counts
-        for entry in self._inflight:
-            group = entry[0]
-            if group.slot >= 0:
-                answered = entry[3] if group.expect in (EXPECT_UNITS, EXPECT_NOOP) else 0
-                counts[group.slot][status] += group.rows - answered
-            self._answer(group.number)
-        self._inflight.clear()
-        self._waiting = 0
-
     def _answer(self, number: int) -> None:
         """Group `number` is done with: the links waiting for this one may look again."""
         if number > self.answered:
@@ -332,11 +292,11 @@ class Link(asyncio.Protocol):
             return
         chunk, index = self._chunk, self._next
         count = len(chunk)
-        inflight = self._inflight
+        inflight = self._inflight.entries
         stopping = self._runner.stopping
         timed = self._timed
         pipeline = self._pipeline
-        waiting = self._waiting
+        waiting = self._inflight.waiting
         now = _perf_ns()
         budget = _SEND_BUDGET
         payloads = []
@@ -378,7 +338,7 @@ class Link(asyncio.Protocol):
             payloads.append(self._drain.payload)
             inflight.append([self._drain, now, now, 0])
             waiting += 1
-        self._waiting = waiting
+        self._inflight.waiting = waiting
         if payloads:
             transport.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
         if not budget:
@@ -387,196 +347,10 @@ class Link(asyncio.Protocol):
             self._finish_if_done()
 
     def _finish_if_done(self) -> None:
-        if not self._active or self._inflight or self._reconnecting:
+        if not self._active or self._inflight.entries or self._reconnecting:
             return
         finished = self._next == len(self._chunk) and not self.queue and self._feeder.exhausted
         if finished or self._runner.stopping:
             self._active = False
             if self._done is not None and not self._done.done():
                 self._done.set_result(None)
-
-    def _record(self, entry: list[Any], now: int) -> None:
-        slot = entry[0].slot
-        if slot >= 0:
-            self._latencies[slot].append((now - entry[1]) // 1000)
-            self._requests[slot] += 1
-            if self._timed:
-                self._intended[slot].append((now - entry[2]) // 1000)
-
-    def _on_reply(self, response: Response, now: int) -> None:
-        """A reply to whatever is first in flight; quiet requests it passes over were answered by silence."""
-        inflight = self._inflight
-        reply = response.reply
-        if response.cas is not None and response.key is not None and self._uniques is not None:
-            self._uniques[response.key] = response.cas
-        while inflight:
-            entry = inflight[0]
-            group: Group = entry[0]
-            expect = group.expect
-            slot = group.slot
-            if expect == EXPECT_QUIET:
-                inflight.popleft()
-                opaque = response.opaque
-                self._answer(group.number)
-                if opaque is not None and int(opaque) == group.seq:
-                    self._counts[slot][self._tables[slot][reply]] += group.rows
-                    self._record(entry, now)
-                    return
-                self._counts[slot][self._suppressed[slot]] += group.rows
-                self._record(entry, now)
-                continue
-            if expect == EXPECT_UNITS:
-                if slot >= 0:
-                    self._counts[slot][self._tables[slot][reply]] += 1 if group.units > 1 else group.rows
-                entry[3] += 1
-                if entry[3] >= group.units:
-                    inflight.popleft()
-                    self._waiting -= 1
-                    self._record(entry, now)
-                    self._answer(group.number)
-                return
-            if expect == EXPECT_NOOP:
-                if reply is Reply.NOOP:
-                    inflight.popleft()
-                    self._waiting -= 1
-                    self._counts[slot][self._suppressed[slot]] += group.rows - entry[3]
-                    self._record(entry, now)
-                    self._answer(group.number)
-                else:
-                    self._counts[slot][self._tables[slot][reply]] += 1
-                    entry[3] += 1
-                return
-            if reply is _VALUE:
-                entry[3] += 1
-            else:
-                self._on_end(entry, reply, now)
-            return
-        self._meter.unexpected_replies += 1
-
-    def _on_end(self, entry: list[Any], reply: Reply, now: int) -> None:
-        """A reply other than a value to a text get or stats: a STAT line, or the reply that closes it."""
-        if reply is _STAT:
-            return
-        self._inflight.popleft()
-        self._waiting -= 1
-        group: Group = entry[0]
-        self._answer(group.number)
-        slot = group.slot
-        counts = self._counts[slot]
-        if reply is not _END:
-            counts[self._tables[slot][reply]] += group.rows
-        elif group.units:
-            counts[OK] += group.rows
-        else:
-            counts[HIT] += entry[3]
-            counts[MISS] += group.rows - entry[3]
-        self._latencies[slot].append((now - entry[1]) // 1000)
-        self._requests[slot] += 1
-        if self._timed:
-            self._intended[slot].append((now - entry[2]) // 1000)
-
-
-class Runner:
-    """Runs the links of one process through every loop of the replay."""
-
-    def __init__(self, planner: Planner, source: BatchSource, options: ReplayOptions,
-                 on_tick: TickCallback | None = None) -> None:
-        self.planner = planner
-        self.source = source
-        self.options = options
-        self.meter = Meter(planner.commands, open_loop=options.timing is not Timing.ASAP)
-        commands = [Command(name) for name in planner.commands]
-        self.tables = [reply_table(command) for command in commands]
-        self.suppressed = [suppressed_status(command) for command in commands]
-        self.stopping = False
-        self.interrupted = False
-        self.loops_done = 0
-        self.elapsed_s = 0.0
-        self._on_tick = on_tick
-        self._targets = [parse_target(target) for target in options.targets]
-        self.links: list[Link] = []
-        self.uniques: dict[bytes, int] = {}  # key -> the CAS unique the servers last showed for it (for cas)
-        self._last_tick_s = 0.0
-        self.feeder = Feeder(planner, source)
-        self._to_pump: list[Link] = []
-
-    def pump_soon(self, link: Link) -> None:
-        """Send what `link` may send once this event loop iteration has read every reply that came: the writes
-        of all links then go out together, and the server wakes once for many requests instead of once each."""
-        to_pump = self._to_pump
-        if not to_pump:
-            asyncio.get_running_loop().call_soon(self._pump_all)
-        to_pump.append(link)
-
-    def _pump_all(self) -> None:
-        to_pump, self._to_pump = self._to_pump, []
-        for link in to_pump:
-            link.poke()
-
-    def stop(self) -> None:
-        """Ctrl+C: end now with what was done, whatever the servers do (a silent or garbage-speaking one too)."""
-        if not self.stopping:
-            self.stopping = True
-            self.interrupted = True
-            for link in self.links:
-                link.interrupt()
-
-    async def run(self, start_ns: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        memo: ReplyMemo = {}  # shared by the text links: their parsers are alike between units
-        self.links = [Link(self, stream, self._targets[stream.target], None if stream.binary else memo)
-                       for stream in self.planner.streams]
-        self.feeder.links = self.links
-        # Outside the main thread there is no signal handling: the caller stops the runner itself.
-        with contextlib.suppress(RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, self.stop)
-        try:
-            await asyncio.gather(*(link.connect() for link in self.links))
-            if start_ns is not None:
-                await asyncio.sleep(max(0.0, (start_ns - _perf_ns()) / 1e9))
-            began = _perf_ns()
-            cpu_began = time.process_time()
-            ticker = loop.create_task(self._tick(began))
-            loops = self.options.loops
-            while not self.stopping and (loops is None or self.loops_done < loops):
-                # What lives through the run (survey, a kept plan) need not be walked by the cyclic garbage
-                # collector again and again: each walk is a pause in the replay's timing.
-                gc.freeze()
-                base = _perf_ns()
-                self.feeder.start_pass()
-                await asyncio.gather(*(link.begin(base) for link in self.links))
-                if self.stopping:
-                    break
-                self.loops_done += 1
-                if not self.feeder.planned:
-                    # Nothing to send here (another worker's connections, or only unreplayable commands): a pass
-                    # over nothing never waits, so looping "forever" would spin without ever seeing Ctrl+C.
-                    self.loops_done = loops or 1
-                    break
-            ticker.cancel()
-            end = _perf_ns()
-            self.elapsed_s = (end - began) / 1e9
-            self.meter.cpu_s = time.process_time() - cpu_began
-            self.meter.fold(self._last_tick_s, self.elapsed_s)
-        finally:
-            gc.unfreeze()
-            for link in self.links:
-                link.close()
-            with contextlib.suppress(RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGINT)
-
-    async def _tick(self, began: int) -> None:
-        check_every = min(self.options.timeout / 4, 0.1)
-        next_fold = _TICK_S
-        while True:
-            await asyncio.sleep(check_every)
-            now = _perf_ns()
-            for link in self.links:
-                link.check_timeout(now)
-            elapsed = (now - began) / 1e9
-            if elapsed >= next_fold:
-                self.meter.fold(self._last_tick_s, elapsed)
-                self._last_tick_s = elapsed
-                next_fold += _TICK_S
-                if self._on_tick is not None:
-                    self._on_tick(elapsed, self.meter)

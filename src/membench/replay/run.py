@@ -23,12 +23,12 @@ from rich.console import Console
 from membench.errors import MembenchError
 from membench.outputs import write_result
 from membench.profile.schema import Status
-from membench.replay.engine import Runner
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing, parse_target
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import ReplayResult, hdr_log, render
+from membench.replay.runner import Runner
 from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.warm import WarmResult, warm_up

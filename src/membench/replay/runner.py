@@ -1,0 +1,130 @@
+"""Runs the links of one replay process through every loop: connects them, starts each pass, ticks once a second
+(timeouts, the per-second series, progress), and stops them all on Ctrl+C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+import time
+from collections.abc import Callable
+
+from membench.protocol.events import Command
+from membench.replay.engine import Link, ReplyMemo
+from membench.replay.feeder import Feeder
+from membench.replay.options import ReplayOptions, Timing, parse_target
+from membench.replay.plan import Planner
+from membench.replay.stats import Meter, reply_table, suppressed_status
+from membench.replay.survey import BatchSource
+
+_TICK_S = 1.0
+perf_ns = time.perf_counter_ns
+
+TickCallback = Callable[[float, Meter], None]
+
+
+class Runner:
+    """Runs the links of one process through every loop of the replay."""
+
+    def __init__(self, planner: Planner, source: BatchSource, options: ReplayOptions,
+                 on_tick: TickCallback | None = None) -> None:
+        self.planner = planner
+        self.source = source
+        self.options = options
+        self.meter = Meter(planner.commands, open_loop=options.timing is not Timing.ASAP)
+        commands = [Command(name) for name in planner.commands]
+        self.tables = [reply_table(command) for command in commands]
+        self.suppressed = [suppressed_status(command) for command in commands]
+        self.stopping = False
+        self.interrupted = False
+        self.loops_done = 0
+        self.elapsed_s = 0.0
+        self._on_tick = on_tick
+        self._targets = [parse_target(target) for target in options.targets]
+        self.links: list[Link] = []
+        self.uniques: dict[bytes, int] = {}  # key -> the CAS unique the servers last showed for it (for cas)
+        self._last_tick_s = 0.0
+        self.feeder = Feeder(planner, source)
+        self._to_pump: list[Link] = []
+
+    def pump_soon(self, link: Link) -> None:
+        """Send what `link` may send once this event loop iteration has read every reply that came: the writes
+        of all links then go out together, and the server wakes once for many requests instead of once each."""
+        to_pump = self._to_pump
+        if not to_pump:
+            asyncio.get_running_loop().call_soon(self._pump_all)
+        to_pump.append(link)
+
+    def _pump_all(self) -> None:
+        to_pump, self._to_pump = self._to_pump, []
+        for link in to_pump:
+            link.poke()
+
+    def stop(self) -> None:
+        """Ctrl+C: end now with what was done, whatever the servers do (a silent or garbage-speaking one too)."""
+        if not self.stopping:
+            self.stopping = True
+            self.interrupted = True
+            for link in self.links:
+                link.interrupt()
+
+    async def run(self, start_ns: int | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        memo: ReplyMemo = {}  # shared by the text links: their parsers are alike between units
+        self.links = [Link(self, stream, self._targets[stream.target], None if stream.binary else memo)
+                       for stream in self.planner.streams]
+        self.feeder.links = self.links
+        # Outside the main thread there is no signal handling: the caller stops the runner itself.
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, self.stop)
+        try:
+            await asyncio.gather(*(link.connect() for link in self.links))
+            if start_ns is not None:
+                await asyncio.sleep(max(0.0, (start_ns - perf_ns()) / 1e9))
+            began = perf_ns()
+            cpu_began = time.process_time()
+            ticker = loop.create_task(self._tick(began))
+            loops = self.options.loops
+            while not self.stopping and (loops is None or self.loops_done < loops):
+                # What lives through the run (survey, a kept plan) need not be walked by the cyclic garbage
+                # collector again and again: each walk is a pause in the replay's timing.
+                gc.freeze()
+                base = perf_ns()
+                self.feeder.start_pass()
+                await asyncio.gather(*(link.begin(base) for link in self.links))
+                if self.stopping:
+                    break
+                self.loops_done += 1
+                if not self.feeder.planned:
+                    # Nothing to send here (another worker's connections, or only unreplayable commands): a pass
+                    # over nothing never waits, so looping "forever" would spin without ever seeing Ctrl+C.
+                    self.loops_done = loops or 1
+                    break
+            ticker.cancel()
+            end = perf_ns()
+            self.elapsed_s = (end - began) / 1e9
+            self.meter.cpu_s = time.process_time() - cpu_began
+            self.meter.fold(self._last_tick_s, self.elapsed_s)
+        finally:
+            gc.unfreeze()
+            for link in self.links:
+                link.close()
+            with contextlib.suppress(RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGINT)
+
+    async def _tick(self, began: int) -> None:
+        check_every = min(self.options.timeout / 4, 0.1)
+        next_fold = _TICK_S
+        while True:
+            await asyncio.sleep(check_every)
+            now = perf_ns()
+            for link in self.links:
+                link.check_timeout(now)
+            elapsed = (now - began) / 1e9
+            if elapsed >= next_fold:
+                self.meter.fold(self._last_tick_s, elapsed)
+                self._last_tick_s = elapsed
+                next_fold += _TICK_S
+                if self._on_tick is not None:
+                    self._on_tick(elapsed, self.meter)
