@@ -263,3 +263,19 @@ def test_recording_and_replay_move_the_counters_the_client_moved(case: Case, tmp
         fresh.stop()
     differences = {name: (moved[name], replayed[name]) for name in STAT_NAMES if moved[name] != replayed[name]}
     assert not differences, f"counter: (recorded, replayed) {differences}"
+
+
+def test_connection_order_alone_loses_what_key_order_keeps(tmp_path: Path) -> None:
+    """The pooled client replayed with --order connection: the reads overtake the writes they followed."""
+    profile, moved = _record(pooled_text_client, tmp_path)
+    fresh = start_memcached()
+    try:
+        before = fresh.stats()
+        proc = run_membench("replay", str(profile), "--target", fresh.address, "--order", "connection",
+                            "--max-error-ratio", "1")
+        assert proc.returncode == 0, proc.stderr
+        replayed = stats_delta(before, fresh.stats())
+    finally:
+        fresh.stop()
+    assert replayed["cmd_get"] == moved["cmd_get"]
+    assert replayed["get_hits"] < moved["get_hits"]

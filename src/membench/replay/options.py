@@ -45,6 +45,9 @@ class ReplayOptions:
     # Failed operations (lost, timed out, server errors the recording did not have, garbage replies) above this
     # share of all make the replay a failure: a result over a broken target must not pass for a measurement.
     max_error_ratio: float = 0.01
+    # Under asap, keep the recorded order between connections on each key (True), or only within each connection:
+    # about 10% less client CPU per operation, for pure load where the hit ratio need not match.
+    key_order: bool = True
 
     def __post_init__(self) -> None:
         # Plain strings are accepted for the enums, as a caller writing ReplayOptions(protocol="meta") expects.
@@ -101,6 +104,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="asap: as fast as the recorded order allows (default): a request waits only for "
                              "the requests on its keys (or a flush_all) that the server handled before it on "
                              "other connections; original: the recorded send times, scaled by --speed")
+    parser.add_argument("--order", choices=["key", "connection"], default="key",
+                        help="asap: keep the recorded order per key across connections (default), or only within "
+                             "each connection (a little faster; hit ratios may then differ from the recording's)")
     parser.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
                         help="with --timing original, play X times faster (default 1)")
     parser.add_argument("--rate", type=positive_float, metavar="N",
@@ -156,4 +162,5 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         hdr_log_path=args.hdr_log_path,
         progress=args.progress,
         max_error_ratio=args.max_error_ratio,
+        key_order=args.order == "key",
     )

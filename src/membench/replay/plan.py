@@ -181,7 +181,7 @@ class Planner:
         """One loop's plan, a slice at a time: (stream index, its next groups in order) for the streams that have
         some. A fresh call starts a fresh loop."""
         # Open-loop timings keep the recorded schedule; as fast as possible keeps the recorded order instead.
-        state = _Pass(len(self.streams), ordered=self._options.timing is Timing.ASAP)
+        state = _Pass(len(self.streams), ordered=self._options.timing is Timing.ASAP and self._options.key_order)
         carry: _Rows | None = None
         for batch in source():
             for offset in range(0, batch.num_rows, SLICE_ROWS):

@@ -271,7 +271,8 @@ def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warme
         "max_error_ratio": options.max_error_ratio,
         "options": {
             "targets": options.targets, "protocol": options.protocol.value if options.protocol else "recorded",
-            "timing": options.timing.value, "speed": options.speed, "rate": options.rate,
+            "timing": options.timing.value, "order": "key" if options.key_order else "connection",
+            "speed": options.speed, "rate": options.rate,
             "connections": options.connections, "pipeline": options.pipeline, "warm": options.warm,
             "loops": options.loops, "workers": options.workers, "timeout_s": options.timeout,
             "distribution": options.distribution.value,
