@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from membench.analyze.histogram import CountHistogram
 from membench.analyze.mrc import MissRatioCollector
+from membench.analyze.popularity import popularity
 from membench.analyze.report import (
     AnalysisReport,
     CaptureHealth,
@@ -275,6 +276,7 @@ class _Accumulator:
             throughput=self._throughput(),
             health=health,
             miss_ratio_curve=self.misses.curve(),
+            popularity=popularity(self.keys.counts()[1]),
         )
         report.warnings = _warnings(report, reader.problems)
         return report

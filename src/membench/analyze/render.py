@@ -34,6 +34,8 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
         console.print(_hit_ratios(report))
     console.print(_sizes(report))
     console.print(_key_summary(report))
+    if report.popularity is not None:
+        console.print(_popularity(report))
     if report.keys.hottest:
         console.print(_hottest_keys(report))
     console.print(_latency(report))
@@ -120,6 +122,18 @@ def _key_summary(report: AnalysisReport) -> Text:
     return Text(f"Keys: {keys.distinct_keys:,} distinct over {keys.keyed_operations:,} keyed operations; the "
                 f"hottest 1% of keys take {_percent(keys.hottest_1pct_share)} of them, the hottest 10% take "
                 f"{_percent(keys.hottest_10pct_share)}", style="italic")
+
+
+def _popularity(report: AnalysisReport) -> Text:
+    skew = report.popularity
+    assert skew is not None
+    fit = "too few keys for a Zipf fit"
+    if skew.zipf_alpha is not None and skew.zipf_fit_ranks is not None:
+        fit = (f"Zipf alpha {skew.zipf_alpha:.2f} (R² {skew.zipf_r2:.2f} over ranks {skew.zipf_fit_ranks[0]:,}-"
+               f"{skew.zipf_fit_ranks[1]:,})")
+    return Text(f"Popularity: {fit}; the hottest 0.1% of keys take {_percent(skew.hottest_0_1pct_share)}; "
+                f"{skew.one_hit_wonders:,} keys ({_percent(skew.one_hit_wonder_ratio)}) are seen once",
+                style="italic")
 
 
 def _hottest_keys(report: AnalysisReport) -> Table:

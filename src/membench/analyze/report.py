@@ -7,6 +7,7 @@ from typing import Any
 
 from membench.analyze.histogram import Distribution
 from membench.analyze.mrc import MissRatioCurve
+from membench.analyze.popularity import Popularity
 
 
 @dataclass
@@ -117,6 +118,7 @@ class AnalysisReport:
     throughput: Throughput
     health: CaptureHealth
     miss_ratio_curve: MissRatioCurve | None = None  # LRU miss ratio by cache size; None without keyed accesses
+    popularity: Popularity | None = None  # skew over keys; None without keyed operations
     warnings: list[str] = field(default_factory=list)  # what makes these numbers less than the whole truth
 
     def to_dict(self) -> dict[str, Any]:
