@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from membench.analyze.stack import stack_distances
 from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command
@@ -65,10 +64,14 @@ class MissRatioCollector:
         self.accesses = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
-        command = batch.column("command").cast(pa.string())
-        access = pc.and_(pc.is_in(command, value_set=pa.array(sorted(_ACCESSES))),
-                         pc.is_valid(batch.column("key_hash")))
-        access = access.to_numpy(zero_copy_only=False)
+        command = batch.column("command")
+        if not pa.types.is_dictionary(command.type):
+            command = command.dictionary_encode()
+        # Decided once per dictionary entry, then looked up per row: no string per row.
+        accessing = np.array([name in _ACCESSES for name in command.dictionary.to_pylist()], dtype=bool)
+        access = accessing[command.indices.fill_null(0).to_numpy(zero_copy_only=False)] if len(accessing) else \
+            np.zeros(len(command), dtype=bool)
+        access &= np.asarray(batch.column("key_hash").is_valid())
         self.accesses += int(access.sum())
         hashes = batch.column("key_hash").fill_null(0).to_numpy()
         if self.rate < 1.0:
@@ -90,10 +93,11 @@ class MissRatioCollector:
             return None
         hashes = np.concatenate(self._hashes)
         keys = np.unique(hashes, return_inverse=True)[1].astype(np.int64)
-        sizes = _sizes_filled(keys, np.concatenate(self._sizes))
+        by_key = np.argsort(keys, kind="stable")  # each key's accesses together, in order
+        sizes = _sizes_filled(keys, np.concatenate(self._sizes), by_key)
         by_bytes, by_objects = stack_distances(keys, sizes)
         # Only the data of other keys is sampled: the key's own size (its previous one) stays as it is.
-        own = _previous_sizes(keys, sizes)
+        own = _previous_sizes(keys, sizes, by_key)
         warm = by_bytes >= 0
         by_bytes = np.where(warm, own + (by_bytes - own) / self.rate, -1.0)
         by_objects = np.where(warm, 1 + (by_objects - 1) / self.rate, -1.0)
@@ -111,9 +115,9 @@ class MissRatioCollector:
                         for size, ratio in _points(by_objects, total, self._smallest(1.0))])
 
 
-def _sizes_filled(keys: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Unknown sizes (negative) take the key's previous known size, else its next, else its key length."""
-    order = np.lexsort((np.arange(len(keys)), keys))
+def _sizes_filled(keys: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Unknown sizes (negative) take the key's previous known size, else its next, else its key length; `order`
+    lists each key's accesses together, in order."""
     ordered_keys, ordered = keys[order], sizes[order].copy()
     known = ordered >= 0
     starts = np.ones(len(order), dtype=bool)
@@ -136,9 +140,8 @@ def _sizes_filled(keys: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _previous_sizes(keys: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Each access's key's size at its previous access (0 for a first access)."""
-    order = np.lexsort((np.arange(len(keys)), keys))
+def _previous_sizes(keys: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Each access's key's size at its previous access (0 for a first access); `order` as for _sizes_filled."""
     previous = np.zeros(len(keys), dtype=np.int64)
     same = keys[order[1:]] == keys[order[:-1]]
     previous[order[1:][same]] = sizes[order[:-1][same]]
