@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,17 @@ def test_a_part_cut_short_is_one_warning_line_when_the_profile_opens(memcached, 
     proc = run_membench("replay", str(profile), "--target", memcached.address)
     warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and warnings[0].startswith("membench: warning: ") and cut.name in warnings[0]
+
+
+def test_duration_ends_a_replay_complete_after_as_many_loops_as_fit(memcached, profile, tmp_path):
+    out = tmp_path / "r.json"
+    started = time.monotonic()
+    proc = run_membench("replay", str(profile), "--target", memcached.address, "--duration", "2", "--json", str(out))
+    took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["completed"] is True and data["interrupted"] is False and data["loops"] >= 2
+    assert data["duration_s"] >= 1.5 and took < 60  # generous: a loaded 2-core machine
+    limited = run_membench("replay", str(profile), "--target", memcached.address, "--duration", "30", "--loop", "1",
+                           "--json", str(out))
+    assert limited.returncode == 0 and json.loads(out.read_text())["loops"] == 1

@@ -34,7 +34,8 @@ class ReplayOptions:
     connections: int | None = None  # fold the recorded connections onto this many, or spread them over more
     pipeline: int | None = None  # fixed requests in flight per connection; None: as recorded
     warm: bool = True
-    loops: int | None = 1  # None: loop until interrupted
+    loops: int | None = 1  # None: loop until interrupted (or until `duration`)
+    duration: float | None = None  # seconds after which the replay ends, complete (memtier's --test-time)
     workers: int = 1
     timeout: float = 5.0  # seconds a reply may take before the request counts as timed out
     reconnect_timeout: float = 10.0  # give up on a server that stays unreachable this long mid-run
@@ -60,6 +61,8 @@ class ReplayOptions:
         for name, value in (("--speed", self.speed), ("--timeout", self.timeout)):
             if value <= 0:
                 raise MembenchError(f"{name} must be positive, not {value}")
+        if self.duration is not None and self.duration <= 0:
+            raise MembenchError(f"--duration must be positive, not {self.duration}")
         if self.rate is not None and self.rate <= 0:
             raise MembenchError(f"--rate must be positive, not {self.rate}")
         if self.timing is Timing.RATE and self.rate is None:
@@ -118,8 +121,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
                         help="first store the keys the recording found present, so hit ratios can match "
                              "(default on)")
-    parser.add_argument("--loop", type=_loops, default=1, dest="loops", metavar="N|forever",
-                        help="replay the profile N times, or until Ctrl+C (default 1)")
+    parser.add_argument("--loop", type=_loops, default=argparse.SUPPRESS, dest="loops", metavar="N|forever",
+                        help="replay the profile N times, or until Ctrl+C (default 1; with --duration, forever)")
+    parser.add_argument("--duration", type=positive_float, metavar="SECONDS",
+                        help="end after this many seconds, replaying the profile as many times as that takes "
+                             "(with --loop N: whichever comes first)")
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="split the connections over N processes (default 1)")
     parser.add_argument("--timeout", type=positive_float, default=5.0, metavar="SECONDS",
@@ -154,7 +160,8 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         connections=args.connections,
         pipeline=args.pipeline,
         warm=args.warm,
-        loops=args.loops,
+        loops=args.loops if hasattr(args, "loops") else (None if args.duration else 1),
+        duration=args.duration,
         workers=args.workers,
         timeout=args.timeout,
         distribution=Distribution(args.distribution),

@@ -274,7 +274,8 @@ def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warme
             "timing": options.timing.value, "order": "key" if options.key_order else "connection",
             "speed": options.speed, "rate": options.rate,
             "connections": options.connections, "pipeline": options.pipeline, "warm": options.warm,
-            "loops": options.loops, "workers": options.workers, "timeout_s": options.timeout,
+            "loops": options.loops, "duration_s": options.duration, "workers": options.workers,
+            "timeout_s": options.timeout,
             "distribution": options.distribution.value,
         },
         "profile": {

@@ -69,6 +69,13 @@ class Runner:
             for link in self.links:
                 link.interrupt()
 
+    def _time_up(self) -> None:
+        """--duration has passed: the replay ends as asked, which is no interruption."""
+        if not self.stopping:
+            self.stopping = True
+            for link in self.links:
+                link.interrupt()
+
     async def run(self, start_ns: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         memo: ReplyMemo = {}  # shared by the text links: their parsers are alike between units
@@ -85,6 +92,8 @@ class Runner:
             began = perf_ns()
             cpu_began = time.process_time()
             ticker = loop.create_task(self._tick(began))
+            if self.options.duration is not None:
+                loop.call_later(self.options.duration, self._time_up)
             loops = self.options.loops
             while not self.stopping and (loops is None or self.loops_done < loops):
                 # What lives through the run (survey, a kept plan) need not be walked by the cyclic garbage
