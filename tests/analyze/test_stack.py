@@ -71,7 +71,8 @@ def zipf_batch(accesses: int, keys: int, seed: int) -> pa.RecordBatch:
     ranks = np.minimum(rng.zipf(1.1, accesses), keys) - 1
     hashes = (ranks.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) & np.uint64(2**64 - 1)
     sizes = 50 + (ranks * 7919) % 2000
-    columns = {"command": pa.array(["get"] * accesses), "key_hash": pa.array(hashes, pa.uint64()),
+    columns = {"timestamp_ns": pa.array(1_700_000_000_000_000_000 + np.arange(accesses) * 1_000_000, pa.int64()),
+               "command": pa.array(["get"] * accesses), "key_hash": pa.array(hashes, pa.uint64()),
                "key_length": pa.array(np.full(accesses, 12), pa.uint16()),
                "value_length": pa.array(sizes, pa.uint32())}
     return pa.RecordBatch.from_arrays([columns.get(f.name, pa.nulls(accesses, f.type)).cast(f.type) if f.name in
@@ -109,3 +110,17 @@ def test_analyze_reports_the_curve_of_a_recorded_profile(tmp_path) -> None:
     assert abs(ratios[-1] - curve.cold_miss_ratio) < 1e-9  # a cache holding everything misses only first accesses
     shown = run_membench("analyze", str(tmp_path / "p"), check=True).stdout
     assert "LRU cache size for a miss ratio (exact" in shown
+
+
+def test_reuse_is_the_time_and_the_distinct_keys_between_two_accesses_to_a_key() -> None:
+    keys = [1, 2, 3, 1, 2, 2]  # one access per millisecond (zipf_batch's clock), sizes all known
+    batch = zipf_batch(6, 10, seed=0)
+    hashes = pa.array(np.array(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), pa.uint64())
+    batch = batch.set_column(batch.schema.get_field_index("key_hash"), "key_hash", hashes)
+    collector = MissRatioCollector(expected_operations=6)
+    collector.add(batch)
+    curve = collector.curve()
+    assert curve is not None
+    # Warm accesses: 1 after 3 ms (2 others between), 2 after 3 ms (2 others), 2 after 1 ms (none).
+    assert curve.reuse_time_ms.count == 3 and curve.reuse_time_ms.min == 1 and curve.reuse_time_ms.max == 3
+    assert curve.reuse_distance_keys.min == 0 and curve.reuse_distance_keys.max == 2

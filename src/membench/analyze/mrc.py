@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from membench.analyze.histogram import CountHistogram, Distribution
 from membench.analyze.stack import stack_distances
 from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command
 
@@ -51,6 +52,10 @@ class MissRatioCurve:
     cold_miss_ratio: float  # first accesses: misses at any size
     by_bytes: list[MissRatioPoint]
     by_objects: list[ObjectMissRatioPoint]
+    # From the same sample, over accesses to a key seen before: time since its previous access, and how many
+    # distinct other keys were accessed in between (its LRU stack depth, scaled like the curve).
+    reuse_time_ms: Distribution
+    reuse_distance_keys: Distribution
 
 
 class MissRatioCollector:
@@ -61,6 +66,7 @@ class MissRatioCollector:
         self._threshold = int(self.rate * _HASH_SPACE)
         self._hashes: list[np.ndarray] = []
         self._sizes: list[np.ndarray] = []
+        self._times: list[np.ndarray] = []
         self.accesses = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -80,6 +86,7 @@ class MissRatioCollector:
         if not len(rows):
             return
         self._hashes.append(hashes[rows])
+        self._times.append(batch.column("timestamp_ns").to_numpy()[rows])
         sizes = batch.column("value_length").cast(pa.int64()).fill_null(-1).to_numpy()[rows]
         key_lengths = batch.column("key_length").cast(pa.int64()).fill_null(1).to_numpy()[rows]
         # -1 - key length marks a size still to be learned from the key's other accesses (see _sizes_filled).
@@ -107,8 +114,13 @@ class MissRatioCollector:
         # count instead (Waldspurger et al., section 3.2).
         total = sampled if self.rate >= 1.0 else max(1.0, self.accesses * self.rate)
         cold = min(1.0, float(np.count_nonzero(~warm)) / total)
+        reuse_time = CountHistogram()
+        reuse_time.add(_reuse_times_ms(np.concatenate(self._times), keys, by_key)[warm])
+        reuse_distance = CountHistogram()
+        reuse_distance.add(np.rint(by_objects[warm] - 1).astype(np.int64))
         return MissRatioCurve(
             sample_rate=self.rate, accesses=self.accesses, sampled_accesses=sampled, cold_miss_ratio=cold,
+            reuse_time_ms=reuse_time.distribution(), reuse_distance_keys=reuse_distance.distribution(),
             by_bytes=[MissRatioPoint(cache_bytes=size, miss_ratio=ratio)
                       for size, ratio in _points(by_bytes, total, self._smallest(sizes.mean()))],
             by_objects=[ObjectMissRatioPoint(cache_objects=size, miss_ratio=ratio)
@@ -138,6 +150,15 @@ def _sizes_filled(keys: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.
     filled = np.empty_like(sizes)
     filled[order] = ordered
     return filled
+
+
+def _reuse_times_ms(times: np.ndarray, keys: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Milliseconds since the previous access to the same key (0 for a first access, which callers leave out)."""
+    since = np.zeros(len(keys), dtype=np.int64)
+    same = keys[order[1:]] == keys[order[:-1]]
+    gaps = times[order[1:][same]] - times[order[:-1][same]]
+    since[order[1:][same]] = np.maximum(gaps, 0) // 1_000_000
+    return since
 
 
 def _previous_sizes(keys: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -41,6 +41,8 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
     console.print(_latency(report))
     if report.miss_ratio_curve is not None and report.miss_ratio_curve.by_bytes:
         console.print(_cache_sizes(report))
+    if report.miss_ratio_curve is not None and report.miss_ratio_curve.reuse_time_ms.count:
+        console.print(_reuse(report))
     console.print(_health(report))
 
 
@@ -173,6 +175,14 @@ def _cache_sizes(report: AnalysisReport) -> Table | Text:
         table.add_row(f"≤ {target:.1%}", "-" if by_bytes is None else f"{by_bytes:,}",
                       "-" if by_objects is None else f"{by_objects:,}")
     return table
+
+
+def _reuse(report: AnalysisReport) -> Text:
+    curve = report.miss_ratio_curve
+    assert curve is not None
+    time, distance = curve.reuse_time_ms, curve.reuse_distance_keys
+    return Text(f"Reuse: a key comes back after p50 {time.p50:,} ms (p90 {time.p90:,} ms), with p50 "
+                f"{distance.p50:,} other keys between (p90 {distance.p90:,})", style="italic")
 
 
 def _latency(report: AnalysisReport) -> Table:
