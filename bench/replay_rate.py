@@ -71,9 +71,10 @@ def profile_table(rows: int) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
-def run_membench(port: int, table: pa.Table, depth: int, loops: int, workers: int = 1) -> tuple[float, float]:
+def run_membench(port: int, table: pa.Table, depth: int, loops: int, workers: int = 1,
+                 key_order: bool = True) -> tuple[float, float]:
     options = ReplayOptions(targets=[f"127.0.0.1:{port}"], pipeline=depth, loops=loops, progress=False,
-                            workers=workers)
+                            key_order=key_order, workers=workers)
     result = replay(lambda: iter(table.to_batches(max_chunksize=65536)), options).to_dict()
     assert not result["errors"], result["errors"]
     return result["ops_per_s"], result["client_cpu_us_per_op"]
@@ -207,10 +208,11 @@ def main() -> None:
         rows = []
         for depth in (1, 16):
             membench = run_membench(port, table, depth, args.loops)
+            connection_order = run_membench(port, table, depth, args.loops, key_order=False)
             two_workers = run_membench(port, table, depth, args.loops, workers=2) if depth == 1 else None
             naive = run_naive(port, depth, args.seconds)
             memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
-            rows.append((depth, membench, two_workers, naive, memaslap))
+            rows.append((depth, membench, connection_order, two_workers, naive, memaslap))
         if args.start_ops:
             measure_start(port, args.start_ops)
     finally:
@@ -219,8 +221,10 @@ def main() -> None:
     print(f"memcached -t 2 on loopback, {CONNECTIONS} connections, 1:{SET_EVERY - 1} set:get, "
           f"{VALUE_LENGTH}-byte values")
     print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10}  {'membench ops/s ratio':>21}")
-    for depth, membench, two_workers, naive, memaslap in rows:
-        peers = [("membench replay", membench), ("naive asyncio streams", naive)]
+    for depth, membench, connection_order, two_workers, naive, memaslap in rows:
+        # --order connection: what keeping the recorded order across connections (the default) costs.
+        peers = [("membench replay", membench), ("membench --order conn.", connection_order),
+                 ("naive asyncio streams", naive)]
         if two_workers is not None:
             peers.insert(1, ("membench --workers 2", two_workers))
         if memaslap is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -220,3 +221,27 @@ class Tcpdump:
             if "dropped by kernel" in line:
                 return int(line.split()[0])
         return 0
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` (mount's syntax: "1m", "64k") at `directory`/disk, for disk-full faults; needs root."""
+    if not is_root():
+        pytest.skip("mounting a tmpfs needs root")
+    mount = directory / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Takes every byte `disk` has, but `leave`: writes until the filesystem refuses."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"x" * 4096)
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))

@@ -3,7 +3,6 @@ profile keeps its parts and says so."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -15,9 +14,11 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from membench.profile.metadata import METADATA_FILE
+from membench.profile.metadata import METADATA_FILE, ProfileWarning
 from membench.profile.reader import ProfileReader
-from tests.conftest import REPO, is_root
+from membench.profile.writer import ProfileWriter
+from tests.conftest import REPO, fill, small_tmpfs
+from tests.profile.synthetic import metadata, synthetic_operations
 
 ROWS = 6000
 
@@ -74,45 +75,22 @@ def test_killed_during_compaction_every_reader_sees_each_row_once(tmp_path, step
     assert [entry.name for entry in tmp_path.iterdir()] == ["p"]
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path):
-    if not is_root():
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
-def test_compaction_on_a_full_disk_keeps_the_parts_and_warns(small_tmpfs):
-    from membench.profile.metadata import ProfileWarning
-    from membench.profile.writer import ProfileWriter
-    from tests.profile.synthetic import metadata, synthetic_operations
-
-    profile = small_tmpfs / "p"
-    writer = ProfileWriter(profile, metadata(), part_rows=1000)
-    writer.write_many(synthetic_operations(ROWS))
-    writer.flush()
-    # Leave too little room for a second copy of the rows: compaction needs one.
-    with (small_tmpfs / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
-        while True:
-            filler.write(b"x" * 4096)
-    os.truncate(small_tmpfs / "filler", os.path.getsize(small_tmpfs / "filler") - 64 * 1024)
-    with pytest.warns(ProfileWarning, match="not compacted"):
-        writer.close()
-    assert glob_rows(profile) == ROWS
-    assert json.loads((profile / METADATA_FILE).read_text())["complete"] is True
-    leftovers = [p.name for p in small_tmpfs.iterdir() if p.name not in ("p", "filler")]
-    assert leftovers == [] and not any(p.name.endswith(".tmp") for p in profile.iterdir())
+def test_compaction_on_a_full_disk_keeps_the_parts_and_warns(tmp_path):
+    with small_tmpfs(tmp_path, "1m") as disk:
+        profile = disk / "p"
+        writer = ProfileWriter(profile, metadata(), part_rows=1000)
+        writer.write_many(synthetic_operations(ROWS))
+        writer.flush()
+        fill(disk, leave=64 * 1024)  # too little room for a second copy of the rows: compaction needs one
+        with pytest.warns(ProfileWarning, match="not compacted"):
+            writer.close()
+        assert glob_rows(profile) == ROWS
+        assert json.loads((profile / METADATA_FILE).read_text())["complete"] is True
+        leftovers = [entry.name for entry in disk.iterdir() if entry.name not in ("p", "filler")]
+        assert leftovers == [] and not any(entry.name.endswith(".tmp") for entry in profile.iterdir())
 
 
 def test_profile_files_are_private_whatever_the_umask(tmp_path):
-    from membench.profile.writer import ProfileWriter
-    from tests.profile.synthetic import metadata, synthetic_operations
-
     previous = os.umask(0o022)
     try:
         writer = ProfileWriter(tmp_path / "p", metadata(), part_rows=1000)

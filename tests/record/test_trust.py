@@ -17,7 +17,7 @@ from pymemcache.client.base import Client
 from membench.profile.metadata import METADATA_FILE
 from membench.profile.reader import ProfileReader
 from membench.record.status import losses
-from tests.conftest import PCAP_CORPUS, Memcached, Tcpdump, is_root, read_profile, run_membench
+from tests.conftest import PCAP_CORPUS, Memcached, Tcpdump, read_profile, run_membench, small_tmpfs
 from tests.record.test_ebpf_record import Recording
 
 # Each is something a client can send; memcached refuses the first four (CLIENT_ERROR) and goes on, reading the
@@ -95,12 +95,7 @@ def test_every_counter_not_known_to_be_harmless_is_a_loss(health, expected):
 
 
 def test_a_disk_that_fills_during_a_recording_stops_it_in_one_line_keeping_what_was_written(memcached, tmp_path):
-    if not is_root():
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
-    try:
+    with small_tmpfs(tmp_path, "1m") as disk:
         out = disk / "full.profile"
         recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "ebpf:any", str(out), "--port",
                                      str(memcached.port), "--quiet", "--duration", "30"],
@@ -123,8 +118,6 @@ def test_a_disk_that_fills_during_a_recording_stops_it_in_one_line_keeping_what_
         kept = ProfileReader(out)
         assert kept.num_rows > 0 and kept.metadata.complete is False
         assert not [entry.name for entry in out.iterdir() if entry.name.endswith(".tmp")]
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 class _QuietSource:

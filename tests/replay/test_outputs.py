@@ -4,17 +4,16 @@ and piped output is never cut."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.writer import ProfileWriter
-from tests.conftest import is_root, run_membench
+from tests.conftest import fill, run_membench, small_tmpfs
 from tests.replay.profiles import mixed_profile, write_profile
 
 
@@ -41,20 +40,10 @@ def test_analyze_refuses_an_unwritable_output_before_reading(profile, tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path):
-    if not is_root():
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "full"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        # Every byte the tmpfs has, until it refuses.
-        with (mount / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
-            while True:
-                filler.write(b"x" * 4096)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path, "64k") as disk:
+        fill(disk)
+        yield disk
 
 
 def test_a_result_that_no_longer_fits_is_kept_elsewhere_and_said(memcached, profile, full_disk):

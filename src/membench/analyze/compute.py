@@ -255,6 +255,7 @@ class _Accumulator:
         duration_s = ((self.last_ns - self.first_ns) / _NS_PER_S
                       if self.first_ns is not None and self.last_ns is not None else 0.0)
         health = _health(metadata)
+        hashes, counts = self.keys.counts()  # merged once: key stats and popularity share them
         report = AnalysisReport(
             profile=ProfileSummary(
                 path=str(reader.path), source=metadata.source, ports=list(metadata.ports),
@@ -270,13 +271,13 @@ class _Accumulator:
                        sorted(self.protocol_operations.items(), key=lambda item: (-item[1], item[0]))},
             commands=self._command_stats(),
             hit_ratios=self._hit_ratios(),
-            keys=self._key_stats(),
+            keys=self._key_stats(hashes, counts),
             value_sizes=ValueSizes(stored=self.stored_size.distribution(), hit=self.hit_size.distribution()),
             latency=self._latencies(),
             throughput=self._throughput(),
             health=health,
             miss_ratio_curve=self.misses.curve(),
-            popularity=popularity(self.keys.counts()[1]),
+            popularity=popularity(counts),
         )
         report.warnings = _warnings(report, reader.problems)
         return report
@@ -313,8 +314,7 @@ class _Accumulator:
                                      sum(r.other for r in ratios)))
         return ratios
 
-    def _key_stats(self) -> KeyStats:
-        hashes, counts = self.keys.counts()
+    def _key_stats(self, hashes: np.ndarray, counts: np.ndarray) -> KeyStats:
         keyed = int(counts.sum())
         distinct = int(counts.size)
         listed = min(HOTTEST_LISTED, distinct)
@@ -323,6 +323,7 @@ class _Accumulator:
         return KeyStats(
             keyed_operations=keyed,
             distinct_keys=distinct,
+            hottest_0_1pct_share=_top_share(counts, 0.001, keyed),
             hottest_1pct_share=_top_share(counts, 0.01, keyed),
             hottest_10pct_share=_top_share(counts, 0.10, keyed),
             hottest=[HotKey(f"{int(hashes[i]):016x}", int(counts[i]), int(counts[i]) / keyed) for i in top],

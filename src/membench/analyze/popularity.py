@@ -1,5 +1,5 @@
-"""How skewed the load is over keys: a Zipf fit of frequency against rank, the share of the hottest keys, and the
-keys seen only once (one-hit wonders, which a cache holds for nothing).
+"""How skewed the load is over keys: a Zipf fit of frequency against rank, and the keys seen only once (one-hit
+wonders, which a cache holds for nothing). The hottest keys' shares are in KeyStats (compute.py).
 
 The fit follows libCacheSim's traceAnalyzer: a least-squares line through (log rank, log frequency); alpha is
 minus its slope. Keys seen once form a flat tail that says nothing of the skew, so the fit runs over the ranks of
@@ -8,7 +8,6 @@ keys seen at least twice (all ranks if fewer than _MIN_FIT_RANKS are), and repor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +20,6 @@ class Popularity:
     zipf_alpha: float | None  # None with fewer than _MIN_FIT_RANKS distinct keys
     zipf_r2: float | None  # how well a power law describes the fitted ranks
     zipf_fit_ranks: list[int] | None  # [first, last] rank the fit used, 1-based
-    hottest_0_1pct_share: float  # share of keyed operations on the hottest 0.1% of distinct keys
-    hottest_1pct_share: float
-    hottest_10pct_share: float
     one_hit_wonders: int  # keys with exactly one operation
     one_hit_wonder_ratio: float  # of distinct keys
 
@@ -33,7 +29,6 @@ def popularity(counts: np.ndarray) -> Popularity | None:
     if counts.size == 0:
         return None
     ordered = np.sort(counts)[::-1].astype(np.float64)
-    total = float(ordered.sum())
     alpha = r2 = None
     ranks: list[int] | None = None
     repeated = int(np.count_nonzero(ordered >= 2))
@@ -44,12 +39,7 @@ def popularity(counts: np.ndarray) -> Popularity | None:
         slope, intercept = np.polyfit(x, y, 1)
         residual = float(((y - (slope * x + intercept)) ** 2).sum())
         spread = float(((y - y.mean()) ** 2).sum())
-        alpha, r2, ranks = float(-slope), (1.0 - residual / spread) if spread else 1.0, [1, last]
+        alpha, r2, ranks = float(-slope) + 0.0, (1.0 - residual / spread) if spread else 1.0, [1, last]
     once = int(np.count_nonzero(counts == 1))
-
-    def share(fraction: float) -> float:
-        return float(ordered[: max(1, math.ceil(ordered.size * fraction))].sum()) / total
-
-    return Popularity(zipf_alpha=alpha, zipf_r2=r2, zipf_fit_ranks=ranks, hottest_0_1pct_share=share(0.001),
-                      hottest_1pct_share=share(0.01), hottest_10pct_share=share(0.10), one_hit_wonders=once,
+    return Popularity(zipf_alpha=alpha, zipf_r2=r2, zipf_fit_ranks=ranks, one_hit_wonders=once,
                       one_hit_wonder_ratio=once / counts.size)

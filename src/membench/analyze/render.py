@@ -133,7 +133,7 @@ def _popularity(report: AnalysisReport) -> Text:
     if skew.zipf_alpha is not None and skew.zipf_fit_ranks is not None:
         fit = (f"Zipf alpha {skew.zipf_alpha:.2f} (R² {skew.zipf_r2:.2f} over ranks {skew.zipf_fit_ranks[0]:,}-"
                f"{skew.zipf_fit_ranks[1]:,})")
-    return Text(f"Popularity: {fit}; the hottest 0.1% of keys take {_percent(skew.hottest_0_1pct_share)}; "
+    return Text(f"Popularity: {fit}; the hottest 0.1% of keys take {_percent(report.keys.hottest_0_1pct_share)}; "
                 f"{skew.one_hit_wonders:,} keys ({_percent(skew.one_hit_wonder_ratio)}) are seen once",
                 style="italic")
 

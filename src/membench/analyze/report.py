@@ -53,7 +53,8 @@ class HotKey:
 class KeyStats:
     keyed_operations: int
     distinct_keys: int
-    hottest_1pct_share: float | None  # share of keyed operations that go to the hottest 1% of distinct keys
+    hottest_0_1pct_share: float | None  # share of keyed operations that go to the hottest 0.1% of distinct keys
+    hottest_1pct_share: float | None
     hottest_10pct_share: float | None
     hottest: list[HotKey]
     key_size: Distribution  # bytes, over keyed operations

@@ -11,10 +11,9 @@ import binascii
 from typing import NamedTuple
 
 from membench.protocol.events import Command, Protocol, Reply, Request, Response
-from membench.protocol.text_commands import KEY_MAX, RequestHandler, ResponseHandler, data_length
+from membench.protocol.text_commands import KEY_MAX, UINT64_MAX, RequestHandler, ResponseHandler, data_length
 
 BASE64_KEY_MAX = 4 * ((KEY_MAX + 2) // 3)
-_UINT64_MAX = (1 << 64) - 1
 _META = Protocol.META
 # NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
 _new = tuple.__new__
@@ -30,14 +29,16 @@ class _MetaFlags(NamedTuple):
     base64: bool
     letters: bytes  # every flag's letter, in order
     valid: bool  # False if a numeric token is not a number memcached takes: it then answers CLIENT_ERROR
+    mode: int | None  # the M flag's mode character, upper-cased (memcached takes either case)
+    delta: int | None  # D
+    first_value: int | None  # J
 
 
 def _meta_flags(t: list[bytes], first: int) -> _MetaFlags:
     quiet = base64 = False
     valid = True
     opaque: bytes | None = None
-    ttl: int | None = None
-    flags: int | None = None
+    ttl = flags = mode = delta = first_value = None
     tokens = t[first:]
     for token in tokens:
         flag = token[0]
@@ -59,7 +60,14 @@ def _meta_flags(t: list[bytes], first: int) -> _MetaFlags:
                 flags = number
             else:
                 valid = False
-    return _MetaFlags(quiet, opaque, ttl, flags, base64, bytes(token[0] for token in tokens), valid)
+        elif flag == 77 and len(token) > 1:  # M
+            mode = token[1] - 32 if 97 <= token[1] <= 122 else token[1]
+        elif flag == 68 and token[1:].isdigit():  # D
+            delta = int(token[1:])
+        elif flag == 74 and token[1:].isdigit():  # J
+            first_value = int(token[1:])
+    return _MetaFlags(quiet, opaque, ttl, flags, base64, bytes(token[0] for token in tokens), valid, mode, delta,
+                      first_value)
 
 
 def _meta_key(key: bytes, base64: bool) -> bytes | None:
@@ -85,7 +93,7 @@ _META_EFFECTS = {Command.META_GET: Command.GET, Command.META_SET: Command.SET, C
                  Command.META_ARITHMETIC: Command.INCR}
 
 
-def _meta_effect(t: list[bytes], command: Command, touches: bool) -> tuple[Command | None, int | None, int | None]:
+def _meta_effect(command: Command, parsed: _MetaFlags) -> tuple[Command | None, int | None, int | None]:
     """(effect, delta, initial) of a meta command: the flags that change what it does to the server.
 
     mg with T touches (memcached counts a hit as a touch); ms's M mode and C compare-and-swap; ma's M mode, its D
@@ -96,32 +104,19 @@ def _meta_effect(t: list[bytes], command: Command, touches: bool) -> tuple[Comma
     if effect is None:
         return None, None, None
     if command is Command.META_GET:
-        return (Command.GAT if touches else effect), None, None
-    delta: int | None = 1 if command is Command.META_ARITHMETIC else None
-    first_value = 0
-    vivify = compare = False
-    for token in t[2:]:
-        flag, argument = token[0], token[1:]
-        if flag == 77 and argument:  # M
-            modes = _META_SET_MODES if command is Command.META_SET else _META_ARITHMETIC_MODES
-            mode = argument[0] - 32 if 97 <= argument[0] <= 122 else argument[0]  # memcached takes either case
-            effect = modes.get(mode, effect)
-        elif flag == 67:  # C
-            compare = True
-        elif flag == 78:  # N
-            vivify = True
-        elif flag == 68 and argument.isdigit():  # D
-            delta = int(argument)
-        elif flag == 74 and argument.isdigit():  # J
-            first_value = int(argument)
-    if compare and effect is Command.SET:
+        return (Command.GAT if parsed.ttl is not None else effect), None, None
+    letters = parsed.letters
+    if parsed.mode is not None:
+        modes = _META_SET_MODES if command is Command.META_SET else _META_ARITHMETIC_MODES
+        effect = modes.get(parsed.mode, effect)
+    if effect is Command.SET and 67 in letters:  # C
         effect = Command.CAS
-    initial = first_value if vivify and command is Command.META_ARITHMETIC else None
-    if delta is not None and delta > _UINT64_MAX:
-        delta = None
-    if initial is not None and initial > _UINT64_MAX:
-        initial = None
-    return effect, delta, initial
+    if command is not Command.META_ARITHMETIC:
+        return effect, None, None
+    delta = 1 if parsed.delta is None else parsed.delta
+    initial = (parsed.first_value or 0) if 78 in letters else None  # N
+    return (effect, delta if delta <= UINT64_MAX else None,
+            initial if initial is None or initial <= UINT64_MAX else None)
 
 
 def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -132,7 +127,7 @@ def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Reque
     key = _meta_key(t[1], parsed.base64)
     if key is None or not parsed.valid:
         return None
-    effect, delta, initial = _meta_effect(t, command, parsed.ttl is not None)
+    effect, delta, initial = _meta_effect(command, parsed)
     return _new(Request, (_META, command, (key,), None, None, parsed.ttl, False, parsed.quiet, parsed.opaque,
                           parsed.letters, start, end, effect, delta, initial))
 
@@ -149,7 +144,7 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
     # command stays a set with its data; a refused key is kept as sent, since memcached never looked it up.
     key = _meta_key(t[1], parsed.base64) or t[1]
     # Unset F and T store 0, as memcached does.
-    effect = _meta_effect(t, command, False)[0]
+    effect = _meta_effect(command, parsed)[0]
     return _new(Request, (_META, command, (key,), length, parsed.flags or 0, parsed.ttl or 0, False, parsed.quiet,
                           parsed.opaque, parsed.letters, start, end, effect, None, None))
 
@@ -157,7 +152,6 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
 def _meta_noop(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
     return _new(Request, (_META, command, (), None, None, None, False, False, None, b"", start, end, None, None,
                           None))
-
 
 
 META_REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
@@ -233,7 +227,6 @@ def _meta_debug_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Res
     if len(t) < 2:
         return None
     return _new(Response, (_META, reply, t[1], None, None, None, None, None, start, end, None))
-
 
 
 META_RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {

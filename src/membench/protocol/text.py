@@ -65,7 +65,6 @@ def _is_printable(line: bytes) -> bool:
     return _CONTROL.search(line) is None
 
 
-
 class _LineParser(FramedParser, ABC):
     """Line framing, data block countdown and resynchronization; subclasses say what a line means."""
 

@@ -13,7 +13,7 @@ from membench.protocol.events import Command, Protocol, Reply, Request, Response
 
 KEY_MAX = 250  # memcached's KEY_MAX_LENGTH: longer keys get CLIENT_ERROR
 UINT32_MAX = (1 << 32) - 1
-_UINT64_MAX = (1 << 64) - 1
+UINT64_MAX = (1 << 64) - 1
 _INT32_MAX = (1 << 31) - 1
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -127,7 +127,7 @@ def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Reque
     noreply = n == 4 and t[3] == _NOREPLY
     delta = int(t[2])
     return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end, None,
-                          delta if delta <= _UINT64_MAX else None, None))
+                          delta if delta <= UINT64_MAX else None, None))
 
 
 def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -192,7 +192,6 @@ TEXT_REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
 }
 
 
-
 # Response handlers: tokens of the reply line -> the Response, or None if the line is not that reply.
 
 def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
@@ -227,7 +226,6 @@ def _with_argument(t: list[bytes], reply: Reply, start: int, end: int) -> Respon
     if len(t) < 2:
         return None
     return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
-
 
 
 TEXT_RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {
