@@ -87,6 +87,8 @@ class ProfileWriter:
         self._part_seconds = part_seconds
         self._compact = compact
         self._rows: list[tuple[Any, ...]] = []
+        self._columns: list[pa.Table] = []  # rows that came as columns (the compiled record pipeline)
+        self._column_rows = 0
         self._check_at = min(_CHECK_EVERY_ROWS, part_rows)
         self._next_part = 0
         self._closed = False
@@ -122,6 +124,14 @@ class ProfileWriter:
             self._rows.extend(chunk)
             self._rotate_if_due()
 
+    def write_columns(self, table: pa.Table) -> None:
+        """Buffer rows that come as columns in the profile's schema; rotation works as for single rows."""
+        if table.num_rows:
+            self._columns.append(table)
+            self._column_rows += table.num_rows
+            if self._column_rows >= self._part_rows:
+                self._flush()
+
     def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append rows that are already columnar (conversions, generated workloads), after the buffered rows."""
         self._flush()
@@ -149,7 +159,7 @@ class ProfileWriter:
         """
         if time.monotonic() - self._last_flush < self._part_seconds:
             return
-        if self._rows:
+        if self._rows or self._columns:
             self._flush()
         elif self._health_pending:
             self._write_metadata()
@@ -177,6 +187,8 @@ class ProfileWriter:
                 self._rows, rows = [], self._rows
                 if rows:
                     self._write_part(self._table(rows))
+                if self._columns:
+                    self._write_part(pa.concat_tables(self._columns))
 
     def _prepare_directory(self, overwrite: bool) -> None:
         path = self.path
@@ -215,6 +227,13 @@ class ProfileWriter:
             except ProfileWriteError:
                 self._rows = rows + self._rows  # kept for a later try (when the writer is abandoned, say)
                 raise
+        if self._columns:
+            table = pa.concat_tables(self._columns)
+            for offset in range(0, table.num_rows, self._part_rows):
+                self._write_part(table.slice(offset, self._part_rows))
+                self._columns = [table.slice(offset + self._part_rows)]
+            self._columns = []
+            self._column_rows = 0
         self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows)
         self._last_flush = time.monotonic()
 

@@ -11,7 +11,14 @@ import binascii
 from typing import NamedTuple
 
 from membench.protocol.events import Command, Protocol, Reply, Request, Response
-from membench.protocol.text_commands import KEY_MAX, UINT64_MAX, RequestHandler, ResponseHandler, data_length
+from membench.protocol.text_commands import (
+    KEY_MAX,
+    UINT64_MAX,
+    RequestHandler,
+    ResponseHandler,
+    data_length,
+    integer,
+)
 
 BASE64_KEY_MAX = 4 * ((KEY_MAX + 2) // 3)
 _META = Protocol.META
@@ -50,7 +57,7 @@ def _meta_flags(t: list[bytes], first: int) -> _MetaFlags:
             base64 = True
         elif flag == 84 or flag == 70:  # T, F
             try:
-                number = int(token[1:])
+                number = integer(token[1:])
             except ValueError:
                 valid = False
                 continue
@@ -63,9 +70,9 @@ def _meta_flags(t: list[bytes], first: int) -> _MetaFlags:
         elif flag == 77 and len(token) > 1:  # M
             mode = token[1] - 32 if 97 <= token[1] <= 122 else token[1]
         elif flag == 68 and token[1:].isdigit():  # D
-            delta = int(token[1:])
+            delta = integer(token[1:])
         elif flag == 74 and token[1:].isdigit():  # J
-            first_value = int(token[1:])
+            first_value = integer(token[1:])
     return _MetaFlags(quiet, opaque, ttl, flags, base64, bytes(token[0] for token in tokens), valid, mode, delta,
                       first_value)
 
@@ -182,11 +189,11 @@ def _meta_return_flags(t: list[bytes], first: int
             base64 = True
         elif flag == 102:  # f
             try:
-                flags = int(token[1:])
+                flags = integer(token[1:])
             except ValueError:
                 return None
         elif flag == 99 and token[1:].isdigit():  # c
-            cas = int(token[1:])
+            cas = integer(token[1:])
     if base64 and key is not None:
         key = _meta_key(key, True)
     return opaque, key, flags, cas
@@ -197,7 +204,7 @@ def _meta_value(t: list[bytes], reply: Reply, start: int, end: int) -> Response 
     if len(t) < 2:
         return None
     try:
-        length = int(t[1])
+        length = integer(t[1])
     except ValueError:
         return None
     returned = _meta_return_flags(t, 2)

@@ -7,6 +7,7 @@ the data block that follows it is framed exactly as memcached frames it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from membench.protocol.events import Command, Protocol, Reply, Request, Response
@@ -24,8 +25,18 @@ _new = tuple.__new__
 _CAS = Command.CAS  # an enum member looked up on its class costs a Python-level attribute access every time
 _NOREPLY = b"noreply"
 
+_INTEGER = re.compile(rb"[+-]?[0-9]+")
+
 RequestHandler = Callable[[list[bytes], Command, int, int], Request | None]
 ResponseHandler = Callable[[list[bytes], Reply, int, int], Response | None]
+
+
+def integer(token: bytes) -> int:
+    """A decimal number as memcached's strtol-based parsing takes it: a sign and digits, nothing else (Python's int()
+    would also take underscores and surrounding whitespace). Raises ValueError otherwise."""
+    if _INTEGER.fullmatch(token) is None:
+        raise ValueError(f"not a decimal number: {token!r}")
+    return int(token)
 
 
 def _keys_ok(keys: tuple[bytes, ...]) -> bool:
@@ -40,7 +51,7 @@ def data_length(token: bytes) -> int | None:
     refused. A refused line has no data block: memcached reads what follows as the next command.
     """
     try:
-        number = int(token)
+        number = integer(token)
     except ValueError:
         return None
     if not _INT64_MIN <= number <= _INT64_MAX:
@@ -71,7 +82,7 @@ def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Re
     if len(t) < 3:
         return None
     try:
-        ttl = int(t[1])
+        ttl = integer(t[1])
     except ValueError:
         return None
     keys = tuple(t[2:])
@@ -89,10 +100,10 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
         return None
     key = t[1]
     try:
-        flags = int(t[2])
-        ttl = int(t[3])
+        flags = integer(t[2])
+        ttl = integer(t[3])
         if fixed == 6:
-            int(t[5])
+            integer(t[5])
     except ValueError:
         return None
     length = data_length(t[4])
@@ -125,7 +136,7 @@ def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Reque
     if (n != 3 and n != 4) or not t[2].isdigit() or len(t[1]) > KEY_MAX:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    delta = int(t[2])
+    delta = integer(t[2])
     return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end, None,
                           delta if delta <= UINT64_MAX else None, None))
 
@@ -135,7 +146,7 @@ def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | 
     if (n != 3 and n != 4) or len(t[1]) > KEY_MAX:
         return None
     try:
-        ttl = int(t[2])
+        ttl = integer(t[2])
     except ValueError:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
@@ -200,8 +211,8 @@ def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | Non
     if n != 4 and n != 5:
         return None
     try:
-        flags = int(t[2])
-        length = int(t[3])
+        flags = integer(t[2])
+        length = integer(t[3])
     except ValueError:
         return None
     if length < 0 or flags < 0:

@@ -44,11 +44,12 @@ class SaltKdf:
 class KeyHasher:
     """Maps keys to unsigned 64-bit integers under a secret salt that is never written anywhere."""
 
-    __slots__ = ("_cache", "_fingerprint", "_keyed")
+    __slots__ = ("_cache", "_fingerprint", "_keyed", "_salt")
 
     def __init__(self, salt: bytes) -> None:
         if len(salt) != SALT_BYTES:
             raise ValueError(f"salt must be {SALT_BYTES} bytes")
+        self._salt = salt
         # Copying a state that has already absorbed the salt skips the key block's compression on every hash.
         self._keyed = hashlib.blake2b(key=salt, digest_size=8)
         self._fingerprint = hashlib.blake2b(_FINGERPRINT_MESSAGE, key=salt, digest_size=8).hexdigest()
@@ -62,6 +63,11 @@ class KeyHasher:
     def from_passphrase(cls, passphrase: str, kdf: SaltKdf | None = None) -> KeyHasher:
         """A reproducible salt: recordings made with the same passphrase give the same hashes for the same keys."""
         return cls((kdf or SaltKdf()).derive(passphrase))
+
+    @property
+    def salt(self) -> bytes:
+        """The secret itself, for the compiled record pipeline, which hashes with its own BLAKE2b."""
+        return self._salt
 
     @property
     def fingerprint(self) -> str:
