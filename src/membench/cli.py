@@ -18,6 +18,7 @@ from rich.console import Console
 from membench import __version__
 from membench.argtypes import port, positive_float
 from membench.errors import MembenchError
+from membench.extensions import describe
 
 DEFAULT_PORT = 11211
 
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="run `membench COMMAND --help` for examples",
     )
-    parser.add_argument("--version", action="version", version=f"membench {__version__}")
+    parser.add_argument("--version", action="version", version=f"membench {__version__} ({describe()})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_OneLineErrorParser)
 

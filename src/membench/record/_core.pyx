@@ -1,0 +1,148 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled twin of record/pipeline.py's RecordPipeline: the same calls, the same rows, as columns.
+
+Parsers, pairing, the keyed hash and the rows are C; a unit becomes a C struct, never a Python object, and a row is
+a set of column entries. Lines the twin does not handle itself are decided by the specification's own handlers
+(see _core_text.pxi). MEMBENCH_NO_EXTENSIONS=1 selects the specification instead.
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memmove
+
+include "_core_tables.pxi"
+include "_core_units.pxi"
+include "_core_blake2b.pxi"
+include "_core_text.pxi"
+include "_core_columns.pxi"
+include "_core_fit.pxi"
+include "_core_pairing.pxi"
+include "_core_parser.pxi"
+include "_core_lines.pxi"
+include "_core_packets.pxi"
+
+
+cdef class _Connection:
+    cdef uint32_t number
+    cdef DirectionParser request_parser, response_parser
+    cdef Pairer pairer
+    cdef int64_t[2] next_offset
+
+
+cdef class RecordPipeline:
+    """See record/pipeline.py: connections, parsers and pairing of one capture."""
+
+    cdef KeyedHash hasher
+    cdef dict connections
+    cdef uint32_t connection_count
+    cdef PairingCounters counters
+    cdef Columns rows
+    cdef dict parser_totals
+
+    def __cinit__(self, bytes salt):
+        keyed_hash_init(&self.hasher, salt, len(salt))
+        self.connections = {}
+        self.connection_count = 0
+        self.counters = PairingCounters()
+        self.rows = Columns()
+        self.parser_totals = {}
+
+    @property
+    def operations(self):
+        return self.counters.operations
+
+    @property
+    def connections_open(self):
+        return len(self.connections)
+
+    @property
+    def connections_total(self):
+        return self.connection_count
+
+    @property
+    def buffered_rows(self):
+        return self.rows.size
+
+    def open(self, conn, bint mid_stream):
+        self._state(conn, mid_stream)
+
+    cdef _Connection _state(self, conn, bint mid_stream):
+        cdef _Connection state = self.connections.get(conn)
+        if state is None:
+            state = _Connection()
+            state.number = self.connection_count
+            self.connection_count += 1
+            state.request_parser = DirectionParser(True, mid_stream)
+            state.response_parser = DirectionParser(False, mid_stream)
+            state.pairer = Pairer()
+            state.pairer.connection = state.number
+            state.pairer.counters = self.counters
+            state.pairer.rows = self.rows
+            state.pairer.hasher = &self.hasher
+            state.next_offset[0] = state.next_offset[1] = 0
+            self.connections[conn] = state
+        return state
+
+    def chunk(self, conn, int direction, int64_t offset, bytes data, int64_t length, int64_t timestamp_ns):
+        cdef _Connection state = self.connections.get(conn)
+        if state is None:
+            state = self._state(conn, True)
+        self._chunk(state, direction, offset, data, 0, len(data), length, timestamp_ns)
+
+    cdef int _chunk(self, _Connection state, int direction, int64_t offset, const uint8_t* data, Py_ssize_t at,
+                    Py_ssize_t size, int64_t length, int64_t ts) except -1:
+        cdef DirectionParser parser = state.request_parser if direction == 0 else state.response_parser
+        cdef int64_t expected = state.next_offset[direction], overlap
+        cdef Pairer pairer = state.pairer
+        data += at
+        if offset > expected:
+            parser.receive_hole(offset - expected, ts, pairer)
+        elif offset < expected:
+            overlap = expected - offset
+            if overlap >= length:
+                return 0
+            if overlap >= size:
+                size = 0
+            else:
+                data += overlap
+                size -= overlap
+            length -= overlap
+            offset = expected
+        if size:
+            parser.receive(data, size, ts, pairer)
+        if size < length:
+            parser.receive_hole(length - size, ts, pairer)
+        state.next_offset[direction] = offset + length
+        return 0
+
+    def close(self, conn, int64_t timestamp_ns):
+        cdef _Connection state = self.connections.pop(conn, None)
+        if state is None:
+            return
+        state.request_parser.close(timestamp_ns, state.pairer)
+        state.response_parser.close(timestamp_ns, state.pairer)
+        state.pairer.close()
+        _add_parser_stats(self.parser_totals, state)
+
+    def close_all(self, int64_t timestamp_ns):
+        for conn in list(self.connections):
+            self.close(conn, timestamp_ns)
+
+    def flush_to(self, sink):
+        if self.rows.size:
+            sink.write_columns(self.rows.take())
+
+    def take_rows(self):
+        return [tuple(row.values()) for row in self.rows.take().to_pylist()]
+
+    def health(self):
+        parser = dict(self.parser_totals)
+        for state in self.connections.values():
+            _add_parser_stats(parser, state)
+        return parser, self.counters.as_dict()
+
+
+cdef _add_parser_stats(dict totals, _Connection state):
+    for parser, prefix in ((state.request_parser, "request_"), (state.response_parser, "response_")):
+        for name, value in parser.stats().items():
+            totals[prefix + name] = totals.get(prefix + name, 0) + value

@@ -1,0 +1,94 @@
+"""The compiled record pipeline against its Python specification: the same calls must give the same rows, row for
+row, and the same health counters, for arbitrary traffic of the three protocols (numbers at every limit, garbage,
+holes, re-delivered bytes, connections joined mid-stream, request and reply chunks interleaved in any order) and
+for every capture of the corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from membench.capture.pcap import PcapFileSource
+from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamChunk
+from membench.extensions import DISABLED, compiled
+from membench.record.anonymize import KeyHasher
+from membench.record.pipeline import RecordPipeline
+from tests.record.traffic_strategies import conversations, streams, timestamps
+
+CORE = compiled("membench.record._core")
+pytestmark = pytest.mark.skipif(CORE is None, reason="MEMBENCH_NO_EXTENSIONS=1: only the specification runs"
+                                if DISABLED else "the compiled twins were not built")
+SALT = b"0123456789abcdef"
+CORPUS = Path(__file__).parents[1] / "data" / "pcap"
+
+# One step of a schedule: (direction, kind, size): kind 0 delivers the next `size` bytes, 1 skips them as a
+# hole in the offsets, 2 delivers a chunk whose tail of `size` bytes was not copied, 3 delivers again bytes
+# already given (a retransmission overlapping the stream).
+steps = st.lists(st.tuples(st.integers(0, 1), st.sampled_from([0, 0, 0, 1, 2, 3]), st.integers(1, 70)),
+                 max_size=30)
+
+
+def run(pipeline: Any, conversations: list[tuple[bytes, bytes, list[tuple[int, int, int]], bool]],
+        timestamp: int) -> tuple[list[tuple[Any, ...]], Any]:
+    for conn, (requests, replies, schedule, mid_stream) in enumerate(conversations):
+        if not mid_stream:
+            pipeline.open(conn, False)
+        data = (requests, replies)
+        position = [0, 0]
+        ts = timestamp
+        for direction, kind, size in [*schedule, (0, 0, 1 << 20), (1, 0, 1 << 20)]:
+            ts += 1000
+            at = position[direction]
+            piece = data[direction][at:at + size]
+            if not piece:
+                continue
+            if kind == 0:
+                pipeline.chunk(conn, direction, at, piece, len(piece), ts)
+            elif kind == 1:
+                position[direction] += len(piece)
+                continue
+            elif kind == 2:
+                pipeline.chunk(conn, direction, at, piece[:len(piece) // 2], len(piece), ts)
+            else:
+                back = max(0, at - size // 2)
+                pipeline.chunk(conn, direction, back, data[direction][back:at + size], at + len(piece) - back, ts)
+            position[direction] += len(piece)
+    pipeline.close_all(timestamp + 10**9)
+    return pipeline.take_rows(), pipeline.health()
+
+
+garbage = st.tuples(streams, streams)
+# Well-formed exchanges (with garbage spliced in now and then), or arbitrary units and bytes.
+traffic = st.one_of(conversations, conversations, st.tuples(conversations, garbage, conversations).map(
+    lambda parts: (b"".join(part[0] for part in parts), b"".join(part[1] for part in parts))), garbage)
+connection = st.tuples(traffic, steps, st.booleans()).map(lambda c: (c[0][0], c[0][1], c[1], c[2]))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(connection, min_size=1, max_size=3), timestamps)
+def test_twin_gives_the_specifications_rows(connections: list[Any], timestamp: int) -> None:
+    expected = run(RecordPipeline(KeyHasher(SALT)), connections, timestamp)
+    assert run(CORE.RecordPipeline(SALT), connections, timestamp) == expected
+
+
+def replay_source(pipeline: Any, path: Path) -> tuple[list[tuple[Any, ...]], Any]:
+    for item in PcapFileSource(path, (11211,)):
+        if type(item) is StreamChunk:
+            pipeline.chunk(*item)
+        elif type(item) is ConnectionOpened:
+            pipeline.open(item.conn, item.mid_stream)
+        elif type(item) is ConnectionClosed:
+            pipeline.close(item.conn, item.timestamp_ns)
+    pipeline.close_all(0)
+    return pipeline.take_rows(), pipeline.health()
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in CORPUS.glob("*.pcap")))
+def test_twin_gives_the_specifications_rows_on_the_corpus(name: str) -> None:
+    expected = replay_source(RecordPipeline(KeyHasher(SALT)), CORPUS / name)
+    assert expected[0], "the capture holds operations"
+    assert replay_source(CORE.RecordPipeline(SALT), CORPUS / name) == expected
