@@ -5,6 +5,8 @@ for every capture of the corpus."""
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from membench.capture.ebpf import events, ring
 from membench.capture.pcap import PcapFileSource
 from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamChunk
 from membench.extensions import DISABLED, compiled
@@ -92,3 +95,101 @@ def test_twin_gives_the_specifications_rows_on_the_corpus(name: str) -> None:
     expected = replay_source(RecordPipeline(KeyHasher(SALT)), CORPUS / name)
     assert expected[0], "the capture holds operations"
     assert replay_source(CORE.RecordPipeline(SALT), CORPUS / name) == expected
+
+
+RING_SIZE = 1 << 14
+DATA_START = 64
+
+
+def ring_of(records: list[tuple[int, bytes]], start: int) -> tuple[bytes, int]:
+    """A ring mapped twice in a row (as the kernel maps it) holding `records` (flags, event + payload) from
+    position `start`; returns it and the producer position."""
+    ring = bytearray(RING_SIZE)
+    position = start
+    for flags, record in records:
+        header = struct.pack("<II", len(record) | flags, 0)
+        for i, byte in enumerate(header + record):
+            ring[(position + i) % RING_SIZE] = byte
+        position += (len(record) + 8 + 7) & ~7
+    return bytes(DATA_START) + bytes(ring) + bytes(ring), position
+
+
+def event(kind: int, conn: int, direction: int = 0, offset: int = 0, payload: bytes = b"", moved: int = 0,
+          flags: int = 0, timestamp: int = 5) -> bytes:
+    fields = {"timestamp_ns": timestamp, "conn": conn, "offset": offset, "tgid": 1, "fd": 3, "length": moved,
+              "copied": len(payload), "syscall": 1, "type": kind, "direction": direction, "flags": flags}
+    header = events.EVENT.pack(*(fields[name] for name, _ in events.EVENT_LAYOUT))
+    if kind == events.EventType.OPEN:
+        return header + events.OPEN_INFO.pack(b"\x7f\0\0\1" + bytes(12), b"\x7f\0\0\1" + bytes(12), 11211, 5000,
+                                              2, 0)
+    return header + payload
+
+
+@st.composite
+def ring_records(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    records = []
+    offsets: dict[tuple[int, int], int] = {}
+    for conn in range(draw(st.integers(1, 3))):
+        requests, replies = draw(conversations)
+        if draw(st.booleans()):
+            records.append((0, event(events.EventType.OPEN, conn, flags=draw(st.sampled_from([0, 2])))))
+        for direction, data in ((0, requests), (1, replies)):
+            pos = 0
+            while pos < len(data):
+                size = draw(st.integers(1, 64))
+                piece = data[pos:pos + size]
+                copied = piece[:draw(st.integers(0, len(piece)))] if draw(st.booleans()) else piece
+                at = offsets.get((conn, direction), 0)
+                flags = ring.DISCARD if draw(st.integers(0, 9)) == 0 else 0
+                records.append((flags, event(events.EventType.DATA, conn, direction, at, copied, len(piece),
+                                             timestamp=len(records) * 1000)))
+                offsets[conn, direction] = at + len(piece)
+                pos += len(piece)
+        if draw(st.booleans()):
+            records.append((0, event(events.EventType.CLOSE, conn, timestamp=len(records) * 1000)))
+    return draw(st.permutations(records)) if draw(st.booleans()) else records
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ring_records(), st.integers(0, RING_SIZE - 1), st.booleans(), st.integers(1, 50), st.booleans())
+def test_twin_decodes_the_ring_as_the_specification(records: list[tuple[int, bytes]], start: int,
+                                                    server_side: bool, limit: int, busy_last: bool) -> None:
+    start &= ~7
+    if busy_last and records:
+        records[-1] = (ring.BUSY, records[-1][1])
+    data, producer = ring_of(records, start)
+    spec = RecordPipeline(KeyHasher(SALT))
+    known: set[int] = set()
+    consumer = start
+    spec_drains = []
+    while True:
+        decoder = ring.decode_records(data, DATA_START, consumer, producer, RING_SIZE - 1, server_side, known, limit)
+        while True:
+            try:
+                item = next(decoder)
+            except StopIteration as stop:
+                drained = stop.value
+                break
+            if type(item) is StreamChunk:
+                spec.chunk(*item)
+            elif type(item) is ConnectionOpened:
+                spec.open(item.conn, item.mid_stream)
+            else:
+                spec.close(item.conn, item.timestamp_ns)
+        spec_drains.append(dataclasses.astuple(drained))
+        if drained.consumer == consumer:
+            break
+        consumer = drained.consumer
+    twin = CORE.RecordPipeline(SALT)
+    consumer = start
+    twin_drains = []
+    while True:
+        drained = twin.drain_ring(data, DATA_START, consumer, producer, RING_SIZE - 1, server_side, limit)
+        twin_drains.append(drained)
+        if drained[0] == consumer:
+            break
+        consumer = drained[0]
+    assert twin_drains == spec_drains
+    for pipeline in (spec, twin):
+        pipeline.close_all(10**12)
+    assert (twin.take_rows(), twin.health()) == (spec.take_rows(), spec.health())

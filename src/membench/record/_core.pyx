@@ -20,6 +20,7 @@ include "_core_pairing.pxi"
 include "_core_parser.pxi"
 include "_core_lines.pxi"
 include "_core_packets.pxi"
+include "_core_ring.pxi"
 
 
 cdef class _Connection:
@@ -114,6 +115,53 @@ cdef class RecordPipeline:
             parser.receive_hole(length - size, ts, pairer)
         state.next_offset[direction] = offset + length
         return 0
+
+    def drain_ring(self, ring, Py_ssize_t data_start, uint64_t consumer, uint64_t producer, uint64_t mask,
+                   bint server_side, Py_ssize_t limit):
+        """ring.decode_records into this pipeline; returns (consumer, records, bytes seen, truncated events,
+        truncated bytes, connections, mid-stream connections)."""
+        cdef const uint8_t[::1] view = ring
+        cdef const uint8_t* base = &view[0] + data_start + RING_HEADER
+        cdef const uint8_t* event
+        cdef uint32_t length, copied, moved
+        cdef int64_t records = 0, seen = 0, truncated_events = 0, truncated_bytes = 0, opened = 0, mid = 0
+        cdef int kind, direction
+        cdef bint mid_stream
+        cdef _Connection state
+        while consumer < producer and records < limit:
+            event = base + (consumer & mask)
+            length = _u32(event - RING_HEADER)
+            if length & RING_BUSY:
+                break
+            consumer += ((length & ~RING_DISCARD) + RING_HEADER + 7) & ~7ULL
+            if length & RING_DISCARD:
+                continue
+            records += 1
+            kind = event[AT_TYPE]
+            conn = _u64(event + AT_CONN)
+            if kind == EVENT_DATA:
+                state = self.connections.get(conn)
+                if state is None:
+                    state = self._state(conn, True)
+                    opened += 1
+                    mid += 1
+                moved = _u32(event + AT_LENGTH)
+                copied = _u32(event + AT_COPIED)
+                direction = event[AT_DIRECTION] if server_side else 1 - event[AT_DIRECTION]
+                self._chunk(state, direction, <int64_t>_u64(event + AT_OFFSET), event + EVENT_SIZE, 0, copied,
+                            moved, <int64_t>_u64(event + AT_TIMESTAMP))
+                seen += copied
+                if copied < moved:
+                    truncated_events += 1
+                    truncated_bytes += moved - copied
+            elif kind == EVENT_OPEN:
+                mid_stream = (_u32(event + AT_FLAGS) & FLAG_MID_STREAM) != 0
+                self._state(conn, mid_stream)
+                opened += 1
+                mid += mid_stream
+            elif kind == EVENT_CLOSE:
+                self.close(conn, <int64_t>_u64(event + AT_TIMESTAMP))
+        return consumer, records, seen, truncated_events, truncated_bytes, opened, mid
 
     def close(self, conn, int64_t timestamp_ns):
         cdef _Connection state = self.connections.pop(conn, None)

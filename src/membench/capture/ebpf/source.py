@@ -12,31 +12,25 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import ipaddress
 import mmap
 import os
 import select
-import socket
 import struct
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 from membench.capture.ebpf import events
-from membench.capture.ebpf.events import Counter, EventFlag, EventType, Side
+from membench.capture.ebpf.events import Counter, Side
 from membench.capture.ebpf.libbpf import BpfLink, BpfObject, possible_cpus
+from membench.capture.ebpf.ring import Drained, decode_records
 from membench.capture.stream import (
     CaptureHealth,
-    ConnectionClosed,
-    ConnectionOpened,
-    Direction,
-    Endpoint,
-    StreamChunk,
     StreamItem,
-    Transport,
 )
 from membench.errors import MembenchError
 
@@ -62,23 +56,8 @@ BATCH_RECORDS = 4096
 
 _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
 
-_RINGBUF_BUSY = 1 << 31
-_RINGBUF_DISCARD = 1 << 30
-_RINGBUF_HEADER = 8
 _U32 = struct.Struct("<I")
-# The kernel's 8-byte record header (length with busy/discard bits; its page offset is skipped) followed by our
-# event header, with the fields the consumer does not use skipped as padding: one unpack per record, no int
-# objects made for nothing. Fields of a busy record are garbage and are not used.
-_SKIPPED_FIELDS = {"tgid", "fd", "syscall"}
-_RECORD = struct.Struct("<I4x" + "".join(f"{struct.calcsize('<' + code)}x" if name in _SKIPPED_FIELDS else code
-                                         for name, code in events.EVENT_LAYOUT))
 _U64 = struct.Struct("<Q")
-
-# (side, socket direction) -> stream direction from memcached's point of view.
-_DIRECTIONS = {
-    Side.SERVER: (Direction.REQUEST, Direction.RESPONSE),
-    Side.CLIENT: (Direction.RESPONSE, Direction.REQUEST),
-}
 
 
 def _effective_capabilities() -> int:
@@ -121,11 +100,13 @@ def _mount_tracefs() -> None:
         raise OSError(error, os.strerror(error))
 
 
-def _endpoint(family: int, address: bytes, port: int) -> Endpoint:
-    if family == socket.AF_INET:
-        return Endpoint(str(ipaddress.IPv4Address(address[:4])), port)
-    ip = ipaddress.IPv6Address(address)
-    return Endpoint(str(ip.ipv4_mapped or ip), port)
+class RingConsumer(Protocol):
+    """The compiled record pipeline's side of `EbpfSource.feed`: it decodes the ring's records itself (ring.py is
+    its specification) and returns (consumer position, records, bytes seen, truncated events, truncated bytes,
+    connections, mid-stream connections)."""
+
+    def drain_ring(self, ring: mmap.mmap, data_start: int, consumer: int, producer: int, mask: int,
+                   server_side: bool, limit: int) -> tuple[int, int, int, int, int, int, int]: ...
 
 
 class EbpfSource:
@@ -292,6 +273,22 @@ class EbpfSource:
         health.holes = health.extra.get("truncated_events", 0) + counters[Counter.DROPPED_EVENTS]
 
     def __iter__(self) -> Iterator[StreamItem]:
+        known: set[int] = set()
+        for final in self._rounds():
+            while (yield from self._drain(known)) and final:
+                pass
+
+    def feed(self, pipeline: RingConsumer, lock: AbstractContextManager[object]) -> None:
+        """Drain the ring straight into a compiled record pipeline (no Python object per record), under `lock`."""
+        for final in self._rounds():
+            while True:
+                with lock:
+                    consumed = self._drain_into(pipeline)
+                if not (consumed and final):
+                    break
+
+    def _rounds(self) -> Iterator[bool]:
+        """Yields False whenever records may wait in the ring, then True once after the end (drain until empty)."""
         if self._ring is None:
             raise MembenchError("the eBPF capture is already closed")
         poller = select.epoll()
@@ -299,20 +296,18 @@ class EbpfSource:
         poller.register(self._wake_read, select.EPOLLIN)
         deadline = None if self.duration is None else time.monotonic() + self.duration
         next_refresh = 0.0
-        known: set[int] = set()
         try:
             while not self._stopping:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
                 poller.poll(POLL_INTERVAL_S if deadline is None else min(POLL_INTERVAL_S, deadline - now))
-                yield from self._drain(known)
+                yield False
                 if now >= next_refresh:
                     self._refresh_kernel_health()
                     next_refresh = now + HEALTH_REFRESH_S
             time.sleep(STOP_GRACE_S)
-            while (yield from self._drain(known)):
-                pass
+            yield True
             self._refresh_kernel_health()
         finally:
             poller.close()
@@ -320,75 +315,34 @@ class EbpfSource:
 
     def _drain(self, known: set[int]) -> Generator[StreamItem, None, bool]:
         """Yield the items of up to BATCH_RECORDS committed records, then hand their space back to the kernel.
-
-        Returns whether any record was consumed. Items are yielded as they are decoded, not gathered in a list:
-        a consumer that drops each item before the next leaves the cyclic GC nothing to do, where a batch of
-        thousands of live tuples made it run collections over them (about a third of the per-record cost).
-        """
-        ring = self._ring
-        positions = self._positions
-        if ring is None or positions is None:
+        Returns whether any record was consumed."""
+        if self._ring is None or self._positions is None:
             return False
-        consumer_position, producer_position = positions
-        mask = self._ring_mask
-        base = mmap.PAGESIZE + _RINGBUF_HEADER
-        directions = _DIRECTIONS[self.side]
-        unpack_record = _RECORD.unpack_from
-        event_size = events.EVENT.size
+        consumer_position, producer_position = self._positions
+        start = consumer_position[0]
+        drained = yield from decode_records(self._ring, mmap.PAGESIZE, start, producer_position[0], self._ring_mask,
+                                            self.side == Side.SERVER, known, BATCH_RECORDS)
+        consumer_position[0] = drained.consumer
+        self._count(drained)
+        return drained.consumer != start
+
+    def _drain_into(self, pipeline: RingConsumer) -> bool:
+        if self._ring is None or self._positions is None:
+            return False
+        consumer_position, producer_position = self._positions
+        start = consumer_position[0]
+        drained = Drained(*pipeline.drain_ring(self._ring, mmap.PAGESIZE, start, producer_position[0],
+                                                      self._ring_mask, self.side == Side.SERVER, BATCH_RECORDS))
+        consumer_position[0] = drained.consumer
+        self._count(drained)
+        return drained.consumer != start
+
+    def _count(self, drained: Drained) -> None:
         health = self.health
-        records = truncated_events = truncated_bytes = bytes_seen = 0
-        # Plain ints and tuple.__new__: enum attribute lookups and the namedtuple's Python-level __new__ would
-        # each cost about as much as the rest of the per-event work.
-        data_kind, open_kind, close_kind = int(EventType.DATA), int(EventType.OPEN), int(EventType.CLOSE)
-        new_tuple = tuple.__new__
-
-        start_position = consumer = consumer_position[0]
-        producer = producer_position[0]
-        while consumer < producer and records < BATCH_RECORDS:
-            position = base + (consumer & mask)
-            length, timestamp, conn, offset, moved, copied, kind, direction, flags = unpack_record(
-                ring, position - _RINGBUF_HEADER)
-            if length & _RINGBUF_BUSY:
-                break
-            consumer += ((length & ~_RINGBUF_DISCARD) + _RINGBUF_HEADER + 7) & ~7
-            if length & _RINGBUF_DISCARD:
-                continue
-            records += 1
-            if kind == data_kind:
-                if conn not in known:
-                    # Its open event was dropped (ring full): announce it without addresses.
-                    known.add(conn)
-                    yield ConnectionOpened(conn, None, None, Transport.TCP, timestamp, True)
-                    health.connections += 1
-                    health.mid_stream_connections += 1
-                start = position + event_size
-                yield new_tuple(StreamChunk, (conn, directions[direction], offset, ring[start:start + copied],
-                                              moved, timestamp))
-                bytes_seen += copied
-                if copied < moved:
-                    truncated_events += 1
-                    truncated_bytes += moved - copied
-            elif kind == open_kind:
-                known.add(conn)
-                yield self._opened(ring, position + event_size, conn, timestamp, flags)
-            elif kind == close_kind and conn in known:
-                known.discard(conn)
-                yield ConnectionClosed(conn, timestamp)
-        consumer_position[0] = consumer
-
-        health.packets += records
-        health.bytes_seen += bytes_seen
-        if truncated_events:
-            health.extra["truncated_events"] = health.extra.get("truncated_events", 0) + truncated_events
-            health.extra["truncated_bytes"] = health.extra.get("truncated_bytes", 0) + truncated_bytes
-        return consumer != start_position
-
-    def _opened(self, ring: mmap.mmap, position: int, conn: int, timestamp: int, flags: int) -> ConnectionOpened:
-        local_addr, remote_addr, local_port, remote_port, family, _ = events.OPEN_INFO.unpack_from(ring, position)
-        local = _endpoint(family, local_addr, local_port)
-        remote = _endpoint(family, remote_addr, remote_port)
-        client, server = (remote, local) if self.side == Side.SERVER else (local, remote)
-        mid_stream = bool(flags & EventFlag.MID_STREAM)
-        self.health.connections += 1
-        self.health.mid_stream_connections += mid_stream
-        return ConnectionOpened(conn, client, server, Transport.TCP, timestamp, mid_stream)
+        health.packets += drained.records
+        health.bytes_seen += drained.bytes_seen
+        health.connections += drained.connections
+        health.mid_stream_connections += drained.mid_stream_connections
+        if drained.truncated_events:
+            health.extra["truncated_events"] = health.extra.get("truncated_events", 0) + drained.truncated_events
+            health.extra["truncated_bytes"] = health.extra.get("truncated_bytes", 0) + drained.truncated_bytes
