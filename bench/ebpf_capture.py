@@ -31,13 +31,16 @@ from pathlib import Path
 
 from local_memcached import number_in, start_memcached
 
+POLL_S = 0.05
+
 
 @dataclass
 class Recording:
     tps: float
     operations: int
     dropped_events: int
-    cpu_s: float
+    cpu_s: float  # the whole run: start, imports, attach, capture, final flush and compaction
+    live_cpu_s: float  # while the load ran: the steady per-operation cost
     bpf_ns: int = 0
 
 
@@ -47,6 +50,7 @@ class PcapRecording:
     packets: int
     dropped_packets: int
     tcpdump_cpu_s: float
+    tcpdump_live_cpu_s: float
     operations: int
     ingest_cpu_s: float
 
@@ -73,6 +77,12 @@ def cpu_seconds(usage: os.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU of a running process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> Recording:
     recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "ebpf:any", str(profile), "--port",
                                  str(port), "--quiet", "--force"],
@@ -82,7 +92,10 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
         line = recorder.stderr.readline()
         if not line.startswith("recording"):
             raise RuntimeError(f"membench record did not start: {line}{recorder.stderr.read()}")
+        live_start = process_cpu_s(recorder.pid)
         tps = memcaslap(port, seconds, concurrency)
+        time.sleep(POLL_S)  # what the load left in the ring is drained within one poll interval
+        live_cpu_s = process_cpu_s(recorder.pid) - live_start
         bpf_ns = bpf_run_ns(recorder.pid)
         recorder.send_signal(signal.SIGINT)
         _, status, usage = os.wait4(recorder.pid, 0)
@@ -95,7 +108,7 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
         raise RuntimeError(f"membench record failed: {recorder.stderr.read()}")
     meta = json.loads((profile / "_profile.json").read_text())
     return Recording(tps, meta["operations"], meta["health"]["capture"]["dropped_events"], cpu_seconds(usage),
-                     bpf_ns)
+                     live_cpu_s, bpf_ns)
 
 
 def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) -> PcapRecording:
@@ -104,8 +117,10 @@ def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) ->
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert dump.stderr is not None
     dump.stderr.readline()  # "listening on lo" once the capture is live
+    live_start = process_cpu_s(dump.pid)
     tps = memcaslap(port, seconds, concurrency)
     time.sleep(0.2)
+    live_cpu_s = process_cpu_s(dump.pid) - live_start
     dump.send_signal(signal.SIGINT)
     _, status, usage = os.wait4(dump.pid, 0)
     dump.returncode = os.waitstatus_to_exitcode(status)
@@ -120,7 +135,7 @@ def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) ->
     if ingest.returncode != 0:
         raise RuntimeError(f"membench record {pcap} failed: {output}")
     return PcapRecording(tps, number_in(r"(\d+) packets captured", err),
-                         number_in(r"(\d+) packets dropped by kernel", err), cpu_seconds(usage),
+                         number_in(r"(\d+) packets dropped by kernel", err), cpu_seconds(usage), live_cpu_s,
                          number_in(r"recorded ([\d,]+) operations", output), cpu_seconds(ingest_usage))
 
 
@@ -165,14 +180,20 @@ def main() -> None:
             print(f"  membench record ebpf:any   : {ebpf_tps:9.0f} ops/s   ratio {ebpf_tps / baseline:.3f} "
                   "(goal >= 0.95)")
             print(f"    recorded {operations} operations, dropped {dropped} events at memcached's maximum rate; "
-                  f"membench CPU {per_op_us(sum(r.cpu_s for r in ebpf), operations):.2f} us/operation")
+                  f"membench CPU {per_op_us(sum(r.live_cpu_s for r in ebpf), operations):.2f} us/operation while "
+                  f"capturing, {per_op_us(sum(r.cpu_s for r in ebpf), operations):.2f} over the whole run "
+                  "(start, imports, attach, final flush and compaction included)")
             print(f"  tcpdump -w                 : {dump_tps:9.0f} ops/s   ratio {dump_tps / baseline:.3f}")
             print(f"    {sum(r.packets for r in dump)} packets, {sum(r.dropped_packets for r in dump)} dropped by "
-                  f"the kernel; tcpdump CPU {per_op_us(sum(r.tcpdump_cpu_s for r in dump), pcap_operations):.2f} "
+                  f"the kernel; tcpdump CPU {per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations):.2f} "
                   f"us/operation + `membench record FILE.pcap` CPU "
                   f"{per_op_us(sum(r.ingest_cpu_s for r in dump), pcap_operations):.2f} us/operation "
                   f"({pcap_operations} operations)")
 
+            membench_live = per_op_us(sum(r.live_cpu_s for r in ebpf), operations)
+            tcpdump_live = per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations)
+            print(f"  CPU per operation while capturing, membench / tcpdump: {membench_live / tcpdump_live:.1f}x "
+                  "(goal <= 2x)")
             print("load sweep, membench record ebpf:any (bpf_stats on: BPF time is kernel time in the traced "
                   "syscalls):")
             stats_flag.write_text("1")
@@ -183,7 +204,7 @@ def main() -> None:
                 if run.dropped_events == 0:
                     best_clean = max(best_clean, run.tps)
                 print(f"  c={concurrency:3d}: {run.tps:9.0f} ops/s  recorded {run.operations:8d}  dropped "
-                      f"{run.dropped_events:6d} events  membench CPU {per_op_us(run.cpu_s, run.operations):.2f} "
+                      f"{run.dropped_events:6d} events  membench CPU {per_op_us(run.live_cpu_s, run.operations):.2f} "
                       f"us/op  BPF {run.bpf_ns / max(run.operations, 1):.0f} ns/op")
                 concurrency *= 2
             print(f"  highest rate recorded with zero dropped events: {best_clean:.0f} ops/s "

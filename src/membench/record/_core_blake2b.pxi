@@ -10,61 +10,48 @@ cdef uint64_t[8] _IV = [
     0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
 ]
 
-cdef uint8_t[12][16] _SIGMA = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-    [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
-    [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4],
-    [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
-    [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13],
-    [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
-    [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11],
-    [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
-    [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
-    [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-    [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
-]
+cdef extern from *:
+    """
+    /* BLAKE2b's compression function (RFC 7693, section 3.2), with the mixing function G as a macro over named
+       locals and the twelve rounds spelled out, so that the compiler keeps the working vector in registers. */
+    #define MB_ROTR64(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+    #define MB_G(a, b, c, d, x, y) do { \
+        a = a + b + (x); d = MB_ROTR64(d ^ a, 32); c = c + d; b = MB_ROTR64(b ^ c, 24); \
+        a = a + b + (y); d = MB_ROTR64(d ^ a, 16); c = c + d; b = MB_ROTR64(b ^ c, 63); } while (0)
+    #define MB_ROUND(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15) do { \
+        MB_G(v0, v4, v8, v12, m[s0], m[s1]); MB_G(v1, v5, v9, v13, m[s2], m[s3]); \
+        MB_G(v2, v6, v10, v14, m[s4], m[s5]); MB_G(v3, v7, v11, v15, m[s6], m[s7]); \
+        MB_G(v0, v5, v10, v15, m[s8], m[s9]); MB_G(v1, v6, v11, v12, m[s10], m[s11]); \
+        MB_G(v2, v7, v8, v13, m[s12], m[s13]); MB_G(v3, v4, v9, v14, m[s14], m[s15]); } while (0)
+    static void mb_blake2b_compress(uint64_t *h, const uint8_t *block, const uint64_t *iv, uint64_t counter,
+                                    int last) {
+        uint64_t m[16];
+        memcpy(m, block, 128); /* little-endian words, as on every machine this builds for */
+        uint64_t v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3], v4 = h[4], v5 = h[5], v6 = h[6], v7 = h[7];
+        uint64_t v8 = iv[0], v9 = iv[1], v10 = iv[2], v11 = iv[3], v12 = iv[4] ^ counter, v13 = iv[5];
+        uint64_t v14 = last ? ~iv[6] : iv[6], v15 = iv[7];
+        MB_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        MB_ROUND(14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3);
+        MB_ROUND(11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4);
+        MB_ROUND(7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8);
+        MB_ROUND(9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13);
+        MB_ROUND(2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9);
+        MB_ROUND(12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11);
+        MB_ROUND(13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10);
+        MB_ROUND(6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5);
+        MB_ROUND(10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0);
+        MB_ROUND(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        MB_ROUND(14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3);
+        h[0] ^= v0 ^ v8; h[1] ^= v1 ^ v9; h[2] ^= v2 ^ v10; h[3] ^= v3 ^ v11;
+        h[4] ^= v4 ^ v12; h[5] ^= v5 ^ v13; h[6] ^= v6 ^ v14; h[7] ^= v7 ^ v15;
+    }
+    """
+    void mb_blake2b_compress(uint64_t* h, const uint8_t* block, const uint64_t* iv, uint64_t counter,
+                             int last) nogil
 
 
-cdef inline uint64_t _rotr(uint64_t x, int n) noexcept nogil:
-    return (x >> n) | (x << (64 - n))
-
-
-cdef inline void _mix(uint64_t* v, int a, int b, int c, int d, uint64_t x, uint64_t y) noexcept nogil:
-    v[a] = v[a] + v[b] + x
-    v[d] = _rotr(v[d] ^ v[a], 32)
-    v[c] = v[c] + v[d]
-    v[b] = _rotr(v[b] ^ v[c], 24)
-    v[a] = v[a] + v[b] + y
-    v[d] = _rotr(v[d] ^ v[a], 16)
-    v[c] = v[c] + v[d]
-    v[b] = _rotr(v[b] ^ v[c], 63)
-
-
-cdef void _compress(uint64_t* h, const uint8_t* block, uint64_t counter, bint last) noexcept nogil:
-    cdef uint64_t[16] v
-    cdef uint64_t[16] m
-    cdef int i
-    cdef const uint8_t* s
-    memcpy(m, block, 128)  # little-endian words, as on every machine this builds for (x86-64, arm64)
-    for i in range(8):
-        v[i] = h[i]
-        v[i + 8] = _IV[i]
-    v[12] ^= counter
-    if last:
-        v[14] = ~v[14]
-    for i in range(12):
-        s = _SIGMA[i]
-        _mix(v, 0, 4, 8, 12, m[s[0]], m[s[1]])
-        _mix(v, 1, 5, 9, 13, m[s[2]], m[s[3]])
-        _mix(v, 2, 6, 10, 14, m[s[4]], m[s[5]])
-        _mix(v, 3, 7, 11, 15, m[s[6]], m[s[7]])
-        _mix(v, 0, 5, 10, 15, m[s[8]], m[s[9]])
-        _mix(v, 1, 6, 11, 12, m[s[10]], m[s[11]])
-        _mix(v, 2, 7, 8, 13, m[s[12]], m[s[13]])
-        _mix(v, 3, 4, 9, 14, m[s[14]], m[s[15]])
-    for i in range(8):
-        h[i] ^= v[i] ^ v[i + 8]
+cdef inline void _compress(uint64_t* h, const uint8_t* block, uint64_t counter, bint last) noexcept nogil:
+    mb_blake2b_compress(h, block, _IV, counter, last)
 
 
 cdef struct KeyedHash:

@@ -6,6 +6,27 @@ from libc.string cimport memcmp
 
 from membench.protocol.text import REQUEST_HANDLERS, RESPONSE_HANDLERS
 
+cdef extern from *:
+    """
+    /* Where the first byte <= 0x20 lies in p[0..n) (n if none): every whitespace byte is one, and they are rare
+       inside words, so a token's end is found eight bytes at a time (a word has such a byte iff
+       (w - 0x21..21) & ~w & 0x80..80 is non-zero, the classic has-less-than test). */
+    static Py_ssize_t mb_first_low(const uint8_t *p, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if ((w - 0x2121212121212121ULL) & ~w & 0x8080808080808080ULL)
+                break;
+        }
+        for (; i < n; i++)
+            if (p[i] <= 0x20)
+                return i;
+        return n;
+    }
+    """
+    Py_ssize_t mb_first_low(const uint8_t* p, Py_ssize_t n) nogil
+
 cdef Py_ssize_t KEY_MAX = 250
 cdef uint64_t INT32_MAX = 0x7FFFFFFF
 cdef enum:
@@ -43,8 +64,11 @@ cdef class Tokens:
             if i >= n:
                 return 0
             start = i
-            while i < n and not _is_space(line[i]):
-                i += 1
+            while True:
+                i += mb_first_low(line + i, n - i)
+                if i >= n or _is_space(line[i]):
+                    break
+                i += 1  # a control byte inside the word
             if self.count == self.capacity:
                 self.capacity *= 2
                 self.starts = <Py_ssize_t*>realloc(self.starts, self.capacity * sizeof(Py_ssize_t))
