@@ -7,8 +7,8 @@ a set of column entries. Lines the twin does not handle itself are decided by th
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcmp, memcpy, memmove
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 include "_core_tables.pxi"
 include "_core_units.pxi"
@@ -34,7 +34,12 @@ cdef class RecordPipeline:
     """See record/pipeline.py: connections, parsers and pairing of one capture."""
 
     cdef KeyedHash hasher
+    cdef MemoSlot* memo
     cdef dict connections
+    # The connections of the latest records, by id: most records find theirs here without a Python int and a dict
+    # lookup. A slot is cleared before its connection leaves `connections`, which keeps the reference alive.
+    cdef uint64_t[256] recent_ids
+    cdef void* recent[256]
     cdef uint32_t connection_count
     cdef PairingCounters counters
     cdef Columns rows
@@ -42,11 +47,18 @@ cdef class RecordPipeline:
 
     def __cinit__(self, bytes salt):
         keyed_hash_init(&self.hasher, salt, len(salt))
+        self.memo = <MemoSlot*>calloc(MEMO_SLOTS, sizeof(MemoSlot))
+        if self.memo == NULL:
+            raise MemoryError()
         self.connections = {}
+        memset(self.recent, 0, sizeof(self.recent))
         self.connection_count = 0
         self.counters = PairingCounters()
         self.rows = Columns()
         self.parser_totals = {}
+
+    def __dealloc__(self):
+        free(self.memo)
 
     @property
     def operations(self):
@@ -80,6 +92,7 @@ cdef class RecordPipeline:
             state.pairer.counters = self.counters
             state.pairer.rows = self.rows
             state.pairer.hasher = &self.hasher
+            state.pairer.memo = self.memo
             state.next_offset[0] = state.next_offset[1] = 0
             self.connections[conn] = state
         return state
@@ -128,6 +141,8 @@ cdef class RecordPipeline:
         cdef int kind, direction
         cdef bint mid_stream
         cdef _Connection state
+        cdef uint64_t conn_id
+        cdef Py_ssize_t slot
         while consumer < producer and records < limit:
             event = base + (consumer & mask)
             length = _u32(event - RING_HEADER)
@@ -138,13 +153,20 @@ cdef class RecordPipeline:
                 continue
             records += 1
             kind = event[AT_TYPE]
-            conn = _u64(event + AT_CONN)
+            conn_id = _u64(event + AT_CONN)
             if kind == EVENT_DATA:
-                state = self.connections.get(conn)
-                if state is None:
-                    state = self._state(conn, True)
-                    opened += 1
-                    mid += 1
+                slot = conn_id & 255
+                if self.recent[slot] != NULL and self.recent_ids[slot] == conn_id:
+                    state = <_Connection>self.recent[slot]
+                else:
+                    conn = conn_id
+                    state = self.connections.get(conn)
+                    if state is None:
+                        state = self._state(conn, True)
+                        opened += 1
+                        mid += 1
+                    self.recent_ids[slot] = conn_id
+                    self.recent[slot] = <void*>state
                 moved = _u32(event + AT_LENGTH)
                 copied = _u32(event + AT_COPIED)
                 direction = event[AT_DIRECTION] if server_side else 1 - event[AT_DIRECTION]
@@ -156,17 +178,22 @@ cdef class RecordPipeline:
                     truncated_bytes += moved - copied
             elif kind == EVENT_OPEN:
                 mid_stream = (_u32(event + AT_FLAGS) & FLAG_MID_STREAM) != 0
-                self._state(conn, mid_stream)
+                self._state(conn_id, mid_stream)
                 opened += 1
                 mid += mid_stream
             elif kind == EVENT_CLOSE:
-                self.close(conn, <int64_t>_u64(event + AT_TIMESTAMP))
+                self.close(conn_id, <int64_t>_u64(event + AT_TIMESTAMP))
         return consumer, records, seen, truncated_events, truncated_bytes, opened, mid
 
     def close(self, conn, int64_t timestamp_ns):
-        cdef _Connection state = self.connections.pop(conn, None)
+        cdef _Connection state = self.connections.get(conn)
+        cdef Py_ssize_t slot
         if state is None:
             return
+        for slot in range(256):
+            if self.recent[slot] == <void*>state:
+                self.recent[slot] = NULL
+        del self.connections[conn]
         state.request_parser.close(timestamp_ns, state.pairer)
         state.response_parser.close(timestamp_ns, state.pairer)
         state.pairer.close()

@@ -42,6 +42,7 @@ cdef class Pairer:
     cdef PairingCounters counters
     cdef Columns rows
     cdef const KeyedHash* hasher
+    cdef MemoSlot* memo
     cdef Pending* queue
     cdef Py_ssize_t head, count, capacity
     cdef uint8_t* arena
@@ -333,7 +334,7 @@ cdef class Pairer:
         rows.protocol[row] = request.protocol
         rows.has_key[row] = slot != NULL
         if slot != NULL:
-            rows.key_hash[row] = keyed_hash(self.hasher, self.arena + slot.offset, slot.length)
+            rows.key_hash[row] = memo_hash(self.hasher, self.memo, self.arena + slot.offset, slot.length)
             rows.key_length[row] = <uint16_t>slot.length
         rows.has_value_length[row] = fitted.value_length.present
         rows.value_length[row] = <uint32_t>fitted.value_length.magnitude
