@@ -56,6 +56,7 @@ def btf_structs() -> dict[str, tuple[int, list[tuple[str, int, int]]]]:
     ("mb_event", events.EVENT_LAYOUT, events.EVENT),
     ("mb_open_info", events.OPEN_INFO_LAYOUT, events.OPEN_INFO),
     ("mb_config", events.CONFIG_LAYOUT, events.CONFIG),
+    ("mb_switch", events.SWITCH_LAYOUT, events.SWITCH),
 ])
 def test_python_layouts_match_the_btf_of_the_object(c_name: str, layout: events.Layout,
                                                     packed: struct.Struct) -> None:

@@ -116,8 +116,8 @@ def ring_of(records: list[tuple[int, bytes]], start: int) -> tuple[bytes, int]:
 
 def event(kind: int, conn: int, direction: int = 0, offset: int = 0, payload: bytes = b"", moved: int = 0,
           flags: int = 0, timestamp: int = 5) -> bytes:
-    fields = {"timestamp_ns": timestamp, "conn": conn, "offset": offset, "tgid": 1, "fd": 3, "length": moved,
-              "copied": len(payload), "syscall": 1, "type": kind, "direction": direction, "flags": flags}
+    fields = {"timestamp_ns": timestamp, "conn": conn, "offset": offset, "length": moved, "copied": len(payload),
+              "type": kind, "direction": direction, "flags": flags, "reserved": 0}
     header = events.EVENT.pack(*(fields[name] for name, _ in events.EVENT_LAYOUT))
     if kind == events.EventType.OPEN:
         return header + events.OPEN_INFO.pack(b"\x7f\0\0\1" + bytes(12), b"\x7f\0\0\1" + bytes(12), 11211, 5000,

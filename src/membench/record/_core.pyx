@@ -177,7 +177,7 @@ cdef class RecordPipeline:
                     truncated_events += 1
                     truncated_bytes += moved - copied
             elif kind == EVENT_OPEN:
-                mid_stream = (_u32(event + AT_FLAGS) & FLAG_MID_STREAM) != 0
+                mid_stream = (_u16(event + AT_FLAGS) & FLAG_MID_STREAM) != 0
                 self._state(conn_id, mid_stream)
                 opened += 1
                 mid += mid_stream

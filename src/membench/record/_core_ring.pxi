@@ -18,6 +18,7 @@ cdef Py_ssize_t AT_COPIED = _FIELD_AT["copied"], AT_TYPE = _FIELD_AT["type"]
 cdef Py_ssize_t AT_DIRECTION = _FIELD_AT["direction"], AT_FLAGS = _FIELD_AT["flags"]
 cdef uint32_t RING_BUSY = BUSY, RING_DISCARD = DISCARD
 cdef Py_ssize_t RING_HEADER = RECORD_HEADER
+assert _struct.calcsize(dict(_events.EVENT_LAYOUT)["flags"]) == 2, "drain_ring reads flags as 16 bits"
 cdef int EVENT_DATA = _events.EventType.DATA, EVENT_OPEN = _events.EventType.OPEN
 cdef int EVENT_CLOSE = _events.EventType.CLOSE
 cdef uint32_t FLAG_MID_STREAM = _events.EventFlag.MID_STREAM
@@ -26,6 +27,12 @@ cdef uint32_t FLAG_MID_STREAM = _events.EventFlag.MID_STREAM
 cdef inline uint64_t _u64(const uint8_t* p) noexcept:
     cdef uint64_t value
     memcpy(&value, p, 8)
+    return value
+
+
+cdef inline uint16_t _u16(const uint8_t* p) noexcept:
+    cdef uint16_t value
+    memcpy(&value, p, 2)
     return value
 
 

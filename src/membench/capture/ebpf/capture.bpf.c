@@ -85,12 +85,8 @@ struct {
 	__uint(max_entries, 32 * 1024 * 1024);
 } events SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct mb_config);
-} config SEC(".maps");
+const volatile struct mb_config mb_config SEC(".rodata.config") = {};
+struct mb_switch mb_switch SEC(".data.switch") = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -154,12 +150,9 @@ struct {
 } next_conn SEC(".maps");
 
 /* The configuration, or NULL while the capture is not yet enabled: every program then does nothing. */
-static __always_inline struct mb_config *get_config(void)
+static __always_inline const volatile struct mb_config *get_config(void)
 {
-	__u32 zero = 0;
-	struct mb_config *cfg = bpf_map_lookup_elem(&config, &zero);
-
-	return cfg && cfg->enabled ? cfg : NULL;
+	return mb_switch.enabled ? &mb_config : NULL;
 }
 
 static __always_inline void count(__u32 counter, __u64 amount)
@@ -170,7 +163,7 @@ static __always_inline void count(__u32 counter, __u64 amount)
 		*value += amount;
 }
 
-static __always_inline bool pid_wanted(const struct mb_config *cfg, __u32 tgid)
+static __always_inline bool pid_wanted(const volatile struct mb_config *cfg, __u32 tgid)
 {
 	return !cfg->filter_pids || bpf_map_lookup_elem(&target_pids, &tgid);
 }
@@ -206,7 +199,7 @@ static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
 /* bpf_ringbuf_output that wakes the consumer only when this record makes the backlog cross a multiple of
  * wakeup_bytes (the consumer also drains on a timer). A wakeup is an irq_work self-IPI, a VM exit under KVM:
  * waking on every record past the threshold until the consumer ran cost more than the rest of the program. */
-static __always_inline long ring_output(const struct mb_config *cfg, void *data, __u64 size)
+static __always_inline long ring_output(const volatile struct mb_config *cfg, void *data, __u64 size)
 {
 	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 step = cfg->wakeup_bytes;
@@ -215,35 +208,32 @@ static __always_inline long ring_output(const struct mb_config *cfg, void *data,
 	return bpf_ringbuf_output(&events, data, size, wakeup);
 }
 
-static __always_inline void fill_header(struct mb_event *header, const struct mb_config *cfg,
-					const struct mb_fd_key *key, __u64 conn, __u8 type, __u16 syscall)
+static __always_inline void fill_header(struct mb_event *header, const volatile struct mb_config *cfg, __u64 conn,
+					__u8 type)
 {
 	header->timestamp_ns = bpf_ktime_get_ns() + cfg->realtime_offset_ns;
 	header->conn = conn;
 	header->offset = 0;
-	header->tgid = key->tgid;
-	header->fd = key->fd;
 	header->length = 0;
 	header->copied = 0;
-	header->syscall = syscall;
 	header->type = type;
 	header->direction = 0;
 	header->flags = 0;
+	header->reserved = 0;
 }
 
-static __always_inline void emit_close(const struct mb_config *cfg, const struct mb_fd_key *key, __u64 conn,
-				       __u16 syscall)
+static __always_inline void emit_close(const volatile struct mb_config *cfg, __u64 conn)
 {
 	struct mb_event header;
 
-	fill_header(&header, cfg, key, conn, MB_EVENT_CLOSE, syscall);
+	fill_header(&header, cfg, conn, MB_EVENT_CLOSE);
 	if (ring_output(cfg, &header, sizeof(header)))
 		count(MB_COUNTER_DROPPED_EVENTS, 1);
 }
 
 /* Start tracking fd if its socket is on a watched port; otherwise remember that it is not. */
-static __always_inline struct mb_connection *track(const struct mb_config *cfg, const struct mb_fd_key *key,
-						   struct sock *sk, __u16 syscall, bool mid_stream)
+static __always_inline struct mb_connection *track(const volatile struct mb_config *cfg, const struct mb_fd_key *key,
+						   struct sock *sk, bool mid_stream)
 {
 	struct mb_connection fresh = {};
 	__u16 local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -277,7 +267,7 @@ static __always_inline struct mb_connection *track(const struct mb_config *cfg, 
 	if (event) {
 		struct mb_open_info *info = &event->open;
 
-		fill_header(&event->header, cfg, key, fresh.conn, MB_EVENT_OPEN, syscall);
+		fill_header(&event->header, cfg, fresh.conn, MB_EVENT_OPEN);
 		event->header.flags = mid_stream ? MB_FLAG_MID_STREAM : 0;
 		__builtin_memset(info, 0, sizeof(*info));
 		info->family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -297,20 +287,20 @@ static __always_inline struct mb_connection *track(const struct mb_config *cfg, 
 }
 
 /* Forget whatever was known about (tgid, fd): the fd number now names something else. */
-static __always_inline void forget(const struct mb_config *cfg, const struct mb_fd_key *key, __u16 syscall)
+static __always_inline void forget(const volatile struct mb_config *cfg, const struct mb_fd_key *key)
 {
 	struct mb_connection *known = bpf_map_lookup_elem(&connections, key);
 
 	if (known) {
-		emit_close(cfg, key, known->conn, syscall);
+		emit_close(cfg, known->conn);
 		bpf_map_delete_elem(&connections, key);
 	}
 	bpf_map_delete_elem(&ignored_fds, key);
 }
 
 /* The connection behind (tgid, fd) if it is watched, deciding lazily for fds opened before the capture. */
-static __always_inline struct mb_connection *watched_connection(const struct mb_config *cfg,
-								const struct mb_fd_key *key, __u16 syscall)
+static __always_inline struct mb_connection *watched_connection(const volatile struct mb_config *cfg,
+								const struct mb_fd_key *key)
 {
 	struct mb_connection *known = bpf_map_lookup_elem(&connections, key);
 	struct sock *sk;
@@ -326,11 +316,11 @@ static __always_inline struct mb_connection *watched_connection(const struct mb_
 		bpf_map_update_elem(&ignored_fds, key, &ignored, BPF_ANY);
 		return NULL;
 	}
-	return track(cfg, key, sk, syscall, true);
+	return track(cfg, key, sk, true);
 }
 
 /* Send the scratch event of this CPU: header plus `copied` bytes. */
-static __always_inline void output(const struct mb_config *cfg, struct scratch_event *event, __u64 offset,
+static __always_inline void output(const volatile struct mb_config *cfg, struct scratch_event *event, __u64 offset,
 				   __u64 length, __u32 copied)
 {
 	if (copied > MB_COPY_MAX)
@@ -349,7 +339,7 @@ static long copy_iovec(__u32 index, void *ctx)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct scratch_event *event = bpf_map_lookup_elem(&scratch, &cpu);
-	struct mb_config *cfg = get_config();
+	const volatile struct mb_config *cfg = get_config();
 	struct iovec_walk *walk;
 	struct user_iovec iov;
 	__u32 position;
@@ -398,7 +388,7 @@ static long copy_iovec(__u32 index, void *ctx)
  * buffer argument (the second) is to be read. */
 static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __u8 kind)
 {
-	struct mb_config *cfg;
+	const volatile struct mb_config *cfg;
 	struct pt_regs *regs;
 	struct mb_fd_key key;
 	struct mb_connection *connection;
@@ -427,7 +417,7 @@ static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __
 	key.fd = (__s32)regs->di;
 	buffer = regs->si;
 	count = regs->dx;
-	connection = watched_connection(cfg, &key, syscall);
+	connection = watched_connection(cfg, &key);
 	if (!connection)
 		return 0;
 	offset = __sync_fetch_and_add(&connection->offset[direction & 1], ret);
@@ -436,7 +426,7 @@ static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __
 	event = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!event)
 		return 0;
-	fill_header(&event->header, cfg, &key, connection->conn, MB_EVENT_DATA, syscall);
+	fill_header(&event->header, cfg, connection->conn, MB_EVENT_DATA);
 	event->header.direction = direction;
 	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
 	if (kind == MB_BUFFER_PLAIN) {
@@ -523,29 +513,29 @@ int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
-	struct mb_config *cfg = get_config();
+	const volatile struct mb_config *cfg = get_config();
 	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ctx->args[0] };
 
 	if (cfg)
-		forget(cfg, &key, MB_SYS_CLOSE);
+		forget(cfg, &key);
 	return 0;
 }
 
 /* A new fd from accept: decide now, so the connection is known from its first byte (not mid-stream). */
 static __always_inline int accepted(long ret)
 {
-	struct mb_config *cfg = get_config();
+	const volatile struct mb_config *cfg = get_config();
 	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
 	struct sock *sk;
 
 	if (!cfg || ret < 0)
 		return 0;
-	forget(cfg, &key, MB_SYS_ACCEPT);
+	forget(cfg, &key);
 	if (!pid_wanted(cfg, key.tgid))
 		return 0;
 	sk = tcp_sock_of_fd(key.fd);
 	if (sk)
-		track(cfg, &key, sk, MB_SYS_ACCEPT, false);
+		track(cfg, &key, sk, false);
 	return 0;
 }
 
@@ -565,7 +555,7 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	struct mb_config *cfg = get_config();
+	const volatile struct mb_config *cfg = get_config();
 	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
 	struct pt_regs *regs;
 	struct sock *sk;
@@ -577,10 +567,10 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	if (!regs)
 		return 0;
 	key.fd = (__s32)regs->di;
-	forget(cfg, &key, MB_SYS_CONNECT);
+	forget(cfg, &key);
 	sk = tcp_sock_of_fd(key.fd);
 	if (sk)
-		track(cfg, &key, sk, MB_SYS_CONNECT, false);
+		track(cfg, &key, sk, false);
 	return 0;
 }
 
@@ -588,11 +578,11 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
  * by exec or dup2 over it) is gone. */
 static __always_inline int fd_reassigned(long ret)
 {
-	struct mb_config *cfg = get_config();
+	const volatile struct mb_config *cfg = get_config();
 	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
 
 	if (cfg && ret >= 0)
-		forget(cfg, &key, MB_SYS_CLOSE);
+		forget(cfg, &key);
 	return 0;
 }
 
@@ -624,11 +614,11 @@ static long close_if_owned(struct bpf_map *map, const void *map_key, void *value
 {
 	const struct mb_fd_key *key = map_key;
 	struct mb_connection *connection = value;
-	struct mb_config *cfg = get_config();
+	const volatile struct mb_config *cfg = get_config();
 
 	if (!cfg || key->tgid != *(__u32 *)ctx)
 		return 0;
-	emit_close(cfg, key, connection->conn, MB_SYS_CLOSE);
+	emit_close(cfg, connection->conn);
 	bpf_map_delete_elem(&connections, key);
 	return 0;
 }

@@ -54,14 +54,12 @@ struct mb_event {
 	__u64 timestamp_ns; /* CLOCK_REALTIME, from the monotonic clock plus mb_config.realtime_offset_ns */
 	__u64 conn;         /* connection id: a generation counter, unique for the whole capture (fd reuse too) */
 	__u64 offset;       /* stream offset of the first byte, per direction, counting every byte moved */
-	__u32 tgid;
-	__s32 fd;
 	__u32 length;       /* bytes the syscall moved */
 	__u32 copied;       /* payload bytes that follow this header */
-	__u16 syscall;      /* enum mb_syscall */
 	__u8 type;          /* enum mb_event_type */
 	__u8 direction;     /* enum mb_direction */
-	__u32 flags;        /* enum mb_flags */
+	__u16 flags;        /* enum mb_flags */
+	__u32 reserved;     /* keeps the payload 8-byte aligned */
 };
 
 /* Payload of MB_EVENT_OPEN. IPv4 addresses are stored in the first 4 bytes. */
@@ -79,7 +77,8 @@ enum mb_side {
 	MB_SIDE_CLIENT = 1, /* watch sockets whose remote port is watched (inside the clients) */
 };
 
-/* Value of the single-entry `config` array map, written by user space before attaching. */
+/* The configuration: a read-only global (section .rodata.config) that user space fills before loading, so
+ * the verifier sees its values as constants and prunes what they rule out (libbpf-bootstrap's pattern). */
 struct mb_config {
 	__s64 realtime_offset_ns;
 	__u32 copy_limit;   /* <= MB_COPY_MAX */
@@ -88,10 +87,15 @@ struct mb_config {
 	__u32 wakeup_bytes;
 	__u8 side;          /* enum mb_side */
 	__u8 filter_pids;   /* 1: only tgids present in `target_pids` */
-	/* 0 until user space has attached every program: a capture that starts with some tracepoints attached
-	 * and others not would see a busy connection's requests without their replies. */
+	__u8 reserved[6];
+};
+
+/* A writable global (section .data.switch), set by user space once every program is attached: a capture that
+ * started with some tracepoints attached and others not would see a busy connection's requests without their
+ * replies. */
+struct mb_switch {
 	__u8 enabled;
-	__u8 reserved[5];
+	__u8 reserved[7];
 };
 
 /* Key of the `connections` and `ignored_fds` hash maps. */

@@ -25,14 +25,12 @@ EVENT_LAYOUT: Layout = (
     ("timestamp_ns", "Q"),
     ("conn", "Q"),
     ("offset", "Q"),
-    ("tgid", "I"),
-    ("fd", "i"),
     ("length", "I"),
     ("copied", "I"),
-    ("syscall", "H"),
     ("type", "B"),
     ("direction", "B"),
-    ("flags", "I"),
+    ("flags", "H"),
+    ("reserved", "I"),
 )
 EVENT = _struct(EVENT_LAYOUT)
 
@@ -52,10 +50,17 @@ CONFIG_LAYOUT: Layout = (
     ("wakeup_bytes", "I"),
     ("side", "B"),
     ("filter_pids", "B"),
-    ("enabled", "B"),
-    ("reserved", "5s"),
+    ("reserved", "6s"),
 )
 CONFIG = _struct(CONFIG_LAYOUT)
+CONFIG_SECTION = ".rodata.config"  # a read-only global: set before load, a constant to the verifier
+
+SWITCH_LAYOUT: Layout = (
+    ("enabled", "B"),
+    ("reserved", "7s"),
+)
+SWITCH = _struct(SWITCH_LAYOUT)
+SWITCH_SECTION = ".data.switch"  # a writable global: set once every program is attached
 
 PORT_KEY = struct.Struct("<H")
 PID_KEY = struct.Struct("<I")

@@ -53,6 +53,7 @@ class _Libbpf:
             "bpf_link__destroy": (i, [p]),
             "bpf_map__fd": (i, [p]),
             "bpf_map__set_max_entries": (i, [p, u32]),
+            "bpf_map__set_initial_value": (i, [p, p, ctypes.c_size_t]),
             "bpf_map_update_elem": (i, [i, p, p, u64]),
             "bpf_map_lookup_elem": (i, [i, p, p]),
             "libbpf_num_possible_cpus": (i, []),
@@ -121,6 +122,12 @@ class BpfMap:
         error = libbpf().lib.bpf_map__set_max_entries(self._handle, entries)
         if error < 0:
             raise _failure(f"sizing map {self.name} to {entries}", error)
+
+    def set_initial_value(self, value: bytes) -> None:
+        """The contents of a global variable's section (.rodata.*, .data.*), before the object is loaded."""
+        error = libbpf().lib.bpf_map__set_initial_value(self._handle, value, len(value))
+        if error:
+            raise _failure(f"setting the initial value of {self.name}", error)
 
     def update(self, key: bytes, value: bytes) -> None:
         error = libbpf().lib.bpf_map_update_elem(self.fd, key, value, 0)

@@ -31,7 +31,7 @@ DISCARD = 1 << 30
 RECORD_HEADER = 8
 # The kernel's record header (its page offset skipped) and the event fields the consumer uses, the others skipped
 # as padding: one unpack per record, no int objects made for nothing.
-_SKIPPED_FIELDS = {"tgid", "fd", "syscall"}
+_SKIPPED_FIELDS = {"reserved"}
 RECORD = struct.Struct("<I4x" + "".join(f"{struct.calcsize('<' + code)}x" if name in _SKIPPED_FIELDS else code
                                         for name, code in events.EVENT_LAYOUT))
 _DATA, _OPEN, _CLOSE = int(EventType.DATA), int(EventType.OPEN), int(EventType.CLOSE)

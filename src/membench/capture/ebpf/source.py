@@ -174,6 +174,9 @@ class EbpfSource:
         ring_map.set_max_entries(ring_bytes)
         self._cpus = possible_cpus()
         obj.map("scratch").set_max_entries(self._cpus)
+        realtime_offset = time.time_ns() - time.monotonic_ns()
+        obj.map(events.CONFIG_SECTION).set_initial_value(events.CONFIG.pack(
+            realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // 4), self.side, 1 if self.pids else 0, b""))
         obj.load()
 
         ports = obj.map("watched_ports")
@@ -203,12 +206,7 @@ class EbpfSource:
             self._links.append(program.attach_tracepoint(category, event))
         # Enabled only now, all programs at once: programs attached one by one while already active saw a busy
         # connection's reads before its writes, and pairing then stayed one reply behind for its whole life.
-        realtime_offset = time.time_ns() - time.monotonic_ns()
-        obj.map("config").update(
-            _U32.pack(0),
-            events.CONFIG.pack(realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // 4), self.side,
-                               1 if self.pids else 0, 1, b""),
-        )
+        obj.map(events.SWITCH_SECTION).update(_U32.pack(0), events.SWITCH.pack(1, b""))
 
     def _live_object(self) -> BpfObject:
         if self._object is None:
