@@ -13,7 +13,7 @@ import struct
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
-from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response
+from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response, request, response
 from membench.protocol.framing import FramedParser, ParserStats
 
 REQUEST_MAGIC = 0x80
@@ -30,8 +30,6 @@ _ARITHMETIC_EXTRAS = struct.Struct(">QQI")  # delta, initial, expiration
 _NO_AUTOVIVIFY = 0xFFFFFFFF  # an arithmetic expiration that says: fail on a missing key, do not create it
 _UINT32 = struct.Struct(">I")
 _BINARY = Protocol.BINARY
-# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per packet.
-_new = tuple.__new__
 # An enum member looked up on its class costs a Python-level attribute access each time; per-packet code uses these.
 _VALUE, _MISS, _NOT_FOUND, _STAT, _END, _OTHER_REPLY, _SERVER_ERROR = (
     Reply.VALUE, Reply.MISS, Reply.NOT_FOUND, Reply.STAT, Reply.END, Reply.OTHER, Reply.SERVER_ERROR)
@@ -291,8 +289,8 @@ class BinaryRequestParser(_PacketParser):
         command = kind.command
         if cas and command in _CAS_CAPABLE:
             command = _CAS  # a binary set or replace with a unique is a compare-and-swap (memcached counts it so)
-        return _new(Request, (_BINARY, command, keys, value_length, flags, ttl, False, kind.quiet, opaque, b"",
-                              start, end, None, delta, initial))
+        return request(protocol=_BINARY, command=command, keys=keys, value_length=value_length, flags=flags, ttl=ttl,
+                       quiet=kind.quiet, opaque=opaque, start_ns=start, end_ns=end, delta=delta, initial=initial)
 
 
 class BinaryResponseParser(_PacketParser):
@@ -327,5 +325,6 @@ class BinaryResponseParser(_PacketParser):
             reply = _MISS if family == "get" or family == "gat" else _NOT_FOUND
         else:
             reply = ERROR_STATUS.get(status, _SERVER_ERROR)
-        return _new(Response, (_BINARY, reply, key, value_length, flags, opaque, opcode, status, start, end,
-                               cas or None))
+        return response(protocol=_BINARY, reply=reply, key=key, value_length=value_length, flags=flags,
+                        opaque=opaque, binary_opcode=opcode, binary_status=status, start_ns=start, end_ns=end,
+                        cas=cas or None)

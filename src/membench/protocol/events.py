@@ -120,6 +120,25 @@ class Response(NamedTuple):
     cas: int | None  # the item's CAS unique, where the reply shows it (text gets, meta c, every binary reply)
 
 
+def request(*, protocol: Protocol, command: Command, start_ns: int, end_ns: int, keys: tuple[bytes, ...] = (),
+            value_length: int | None = None, flags: int | None = None, ttl: int | None = None, noreply: bool = False,
+            quiet: bool = False, opaque: int | bytes | None = None, meta_flags: bytes = b"",
+            effect: Command | None = None, delta: int | None = None, initial: int | None = None) -> Request:
+    """A Request, naming only what the command says: every other field keeps its "not said" value."""
+    return Request(protocol=protocol, command=command, keys=keys, value_length=value_length, flags=flags, ttl=ttl,
+                   noreply=noreply, quiet=quiet, opaque=opaque, meta_flags=meta_flags, start_ns=start_ns,
+                   end_ns=end_ns, effect=effect, delta=delta, initial=initial)
+
+
+def response(*, protocol: Protocol, reply: Reply, start_ns: int, end_ns: int, key: bytes | None = None,
+             value_length: int | None = None, flags: int | None = None, opaque: int | bytes | None = None,
+             binary_opcode: int | None = None, binary_status: int | None = None, cas: int | None = None) -> Response:
+    """A Response, naming only what the reply says."""
+    return Response(protocol=protocol, reply=reply, key=key, value_length=value_length, flags=flags, opaque=opaque,
+                    binary_opcode=binary_opcode, binary_status=binary_status, start_ns=start_ns, end_ns=end_ns,
+                    cas=cas)
+
+
 class Skipped(NamedTuple):
     """Bytes the parser could not attribute to a command or reply: it lost sync and skipped them."""
 

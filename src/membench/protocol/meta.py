@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 from typing import NamedTuple
 
-from membench.protocol.events import Command, Protocol, Reply, Request, Response
+from membench.protocol.events import Command, Protocol, Reply, Request, Response, request, response
 from membench.protocol.text_commands import (
     KEY_MAX,
     UINT64_MAX,
@@ -22,8 +22,6 @@ from membench.protocol.text_commands import (
 
 BASE64_KEY_MAX = 4 * ((KEY_MAX + 2) // 3)
 _META = Protocol.META
-# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
-_new = tuple.__new__
 
 
 class _MetaFlags(NamedTuple):
@@ -135,8 +133,9 @@ def _meta_keyed(t: list[bytes], command: Command, start: int, end: int) -> Reque
     if key is None or not parsed.valid:
         return None
     effect, delta, initial = _meta_effect(command, parsed)
-    return _new(Request, (_META, command, (key,), None, None, parsed.ttl, False, parsed.quiet, parsed.opaque,
-                          parsed.letters, start, end, effect, delta, initial))
+    return request(protocol=_META, command=command, keys=(key,), ttl=parsed.ttl, quiet=parsed.quiet,
+                   opaque=parsed.opaque, meta_flags=parsed.letters, start_ns=start, end_ns=end, effect=effect,
+                   delta=delta, initial=initial)
 
 
 def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -152,13 +151,13 @@ def _meta_set(t: list[bytes], command: Command, start: int, end: int) -> Request
     key = _meta_key(t[1], parsed.base64) or t[1]
     # Unset F and T store 0, as memcached does.
     effect = _meta_effect(command, parsed)[0]
-    return _new(Request, (_META, command, (key,), length, parsed.flags or 0, parsed.ttl or 0, False, parsed.quiet,
-                          parsed.opaque, parsed.letters, start, end, effect, None, None))
+    return request(protocol=_META, command=command, keys=(key,), value_length=length, flags=parsed.flags or 0,
+                   ttl=parsed.ttl or 0, quiet=parsed.quiet, opaque=parsed.opaque, meta_flags=parsed.letters,
+                   start_ns=start, end_ns=end, effect=effect)
 
 
 def _meta_noop(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
-    return _new(Request, (_META, command, (), None, None, None, False, False, None, b"", start, end, None, None,
-                          None))
+    return request(protocol=_META, command=command, start_ns=start, end_ns=end)
 
 
 META_REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
@@ -211,7 +210,8 @@ def _meta_value(t: list[bytes], reply: Reply, start: int, end: int) -> Response 
     if returned is None or length < 0:
         return None
     opaque, key, flags, cas = returned
-    return _new(Response, (_META, reply, key, length, flags, opaque, None, None, start, end, cas))
+    return response(protocol=_META, reply=reply, key=key, value_length=length, flags=flags, opaque=opaque,
+                    start_ns=start, end_ns=end, cas=cas)
 
 
 def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
@@ -220,20 +220,21 @@ def _meta_status(t: list[bytes], reply: Reply, start: int, end: int) -> Response
     if returned is None:
         return None
     opaque, key, flags, cas = returned
-    return _new(Response, (_META, reply, key, None, flags, opaque, None, None, start, end, cas))
+    return response(protocol=_META, reply=reply, key=key, flags=flags, opaque=opaque, start_ns=start, end_ns=end,
+                    cas=cas)
 
 
 def _meta_noop_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     if len(t) != 1:
         return None
-    return _new(Response, (_META, reply, None, None, None, None, None, None, start, end, None))
+    return response(protocol=_META, reply=reply, start_ns=start, end_ns=end)
 
 
 def _meta_debug_reply(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # ME <key> <k>=<v>*
     if len(t) < 2:
         return None
-    return _new(Response, (_META, reply, t[1], None, None, None, None, None, start, end, None))
+    return response(protocol=_META, reply=reply, key=t[1], start_ns=start, end_ns=end)
 
 
 META_RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {

@@ -26,7 +26,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response
+from membench.protocol.events import Command, ParserEvent, Protocol, Reply, Request, Response, request, response
 from membench.protocol.framing import FramedParser, ParserStats
 from membench.protocol.meta import META_REQUEST_HANDLERS, META_RESPONSE_HANDLERS
 from membench.protocol.text_commands import (
@@ -41,8 +41,6 @@ RETRIEVAL_LINE_MAX = 1 << 20
 
 _TEXT = Protocol.TEXT
 _META = Protocol.META
-# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
-_new = tuple.__new__
 _NOREPLY = b"noreply"
 _END_SIZE = len(b"END\r\n")
 _SHORTEST_VALUE = len(b"VALUE k 0 0\r\n\r\n")
@@ -260,8 +258,7 @@ class TextRequestParser(_LineParser):
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Request:
         noreply = len(tokens) > 1 and tokens[0] in _OTHER_WITH_NOREPLY and tokens[-1] == _NOREPLY
-        return _new(Request, (_TEXT, Command.OTHER, (), None, None, None, noreply, False, None, b"", start, end,
-                              None, None, None))
+        return request(protocol=_TEXT, command=Command.OTHER, noreply=noreply, start_ns=start, end_ns=end)
 
     def _long_line_allowed(self, line: bytes | bytearray) -> bool:
         return line.startswith(_RETRIEVAL_PREFIXES)
@@ -276,11 +273,11 @@ class TextResponseParser(_LineParser):
     def _unknown_word(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Response | None:
         # An incr/decr result is a bare number: trusted in sync only, since data blocks are full of numbers.
         if not strict and len(tokens) == 1 and tokens[0].isdigit():
-            return _new(Response, (_TEXT, Reply.NUMBER, None, None, None, None, None, None, start, end, None))
+            return response(protocol=_TEXT, reply=Reply.NUMBER, start_ns=start, end_ns=end)
         return None
 
     def _other(self, tokens: list[bytes], start: int, end: int) -> Response:
-        return _new(Response, (_TEXT, Reply.OTHER, None, None, None, None, None, None, start, end, None))
+        return response(protocol=_TEXT, reply=Reply.OTHER, start_ns=start, end_ns=end)
 
     def receive_hole(self, length: int, timestamp_ns: int) -> list[ParserEvent]:
         # A client reading a big value gets its tail and the closing END in one read, and a capture that copies
@@ -290,10 +287,9 @@ class TextResponseParser(_LineParser):
         pending = self._pending
         excess = length - self._remaining
         if (not self._remaining or not _END_SIZE <= excess < _SHORTEST_VALUE or pending is None
-                or pending.protocol is not _TEXT or pending[1] is not Reply.VALUE):
+                or pending.protocol is not _TEXT or pending.reply is not Reply.VALUE):
             return super().receive_hole(length, timestamp_ns)
         events = super().receive_hole(self._remaining, timestamp_ns)
         self.stats.bytes_missing += _END_SIZE
-        events.append(_new(Response, (_TEXT, Reply.END, None, None, None, None, None, None, timestamp_ns,
-                                      timestamp_ns, None)))
+        events.append(response(protocol=_TEXT, reply=Reply.END, start_ns=timestamp_ns, end_ns=timestamp_ns))
         return events + super().receive_hole(excess - _END_SIZE, timestamp_ns)

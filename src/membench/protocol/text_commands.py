@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from membench.protocol.events import Command, Protocol, Reply, Request, Response
+from membench.protocol.events import Command, Protocol, Reply, Request, Response, request, response
 
 KEY_MAX = 250  # memcached's KEY_MAX_LENGTH: longer keys get CLIENT_ERROR
 UINT32_MAX = (1 << 32) - 1
@@ -20,8 +20,6 @@ _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
 _TEXT = Protocol.TEXT
-# NamedTuple's generated __new__ is a Python function; building the tuple directly saves that call per unit.
-_new = tuple.__new__
 _CAS = Command.CAS  # an enum member looked up on its class costs a Python-level attribute access every time
 _NOREPLY = b"noreply"
 
@@ -74,8 +72,7 @@ def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Reques
         keys = tuple(t[1:])
         if not _keys_ok(keys):
             return None
-    return _new(Request, (_TEXT, command, keys, None, None, None, False, False, None, b"", start, end, None, None,
-                          None))
+    return request(protocol=_TEXT, command=command, keys=keys, start_ns=start, end_ns=end)
 
 
 def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -88,7 +85,7 @@ def _get_and_touch(t: list[bytes], command: Command, start: int, end: int) -> Re
     keys = tuple(t[2:])
     if not _keys_ok(keys):
         return None
-    return _new(Request, (_TEXT, command, keys, None, None, ttl, False, False, None, b"", start, end, None, None, None))
+    return request(protocol=_TEXT, command=command, keys=keys, ttl=ttl, start_ns=start, end_ns=end)
 
 
 def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -110,8 +107,8 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
     if length is None or not 0 <= flags <= UINT32_MAX or not _INT64_MIN <= ttl <= _INT64_MAX or len(key) > KEY_MAX:
         return None
     noreply = n > fixed and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (key,), length, flags, ttl, noreply, False, None, b"", start, end, None,
-                          None, None))
+    return request(protocol=_TEXT, command=command, keys=(key,), value_length=length, flags=flags, ttl=ttl,
+                   noreply=noreply, start_ns=start, end_ns=end)
 
 
 def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -127,8 +124,7 @@ def _delete(t: list[bytes], command: Command, start: int, end: int) -> Request |
         return None
     if len(t[1]) > KEY_MAX:
         return None
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end, None,
-                          None, None))
+    return request(protocol=_TEXT, command=command, keys=(t[1],), noreply=noreply, start_ns=start, end_ns=end)
 
 
 def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -137,8 +133,8 @@ def _arithmetic(t: list[bytes], command: Command, start: int, end: int) -> Reque
         return None
     noreply = n == 4 and t[3] == _NOREPLY
     delta = integer(t[2])
-    return _new(Request, (_TEXT, command, (t[1],), None, None, None, noreply, False, None, b"", start, end, None,
-                          delta if delta <= UINT64_MAX else None, None))
+    return request(protocol=_TEXT, command=command, keys=(t[1],), noreply=noreply, start_ns=start, end_ns=end,
+                   delta=delta if delta <= UINT64_MAX else None)
 
 
 def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -150,8 +146,7 @@ def _touch(t: list[bytes], command: Command, start: int, end: int) -> Request | 
     except ValueError:
         return None
     noreply = n == 4 and t[3] == _NOREPLY
-    return _new(Request, (_TEXT, command, (t[1],), None, None, ttl, noreply, False, None, b"", start, end, None,
-                          None, None))
+    return request(protocol=_TEXT, command=command, keys=(t[1],), ttl=ttl, noreply=noreply, start_ns=start, end_ns=end)
 
 
 def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, high: int) -> Request | None:
@@ -159,8 +154,7 @@ def _keyless(t: list[bytes], command: Command, start: int, end: int, low: int, h
     if n < low or n > high:
         return None
     noreply = n > 1 and t[-1] == _NOREPLY
-    return _new(Request, (_TEXT, command, (), None, None, None, noreply, False, None, b"", start, end, None, None,
-                          None))
+    return request(protocol=_TEXT, command=command, noreply=noreply, start_ns=start, end_ns=end)
 
 
 def _flush_all(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -177,7 +171,7 @@ def _no_arguments(t: list[bytes], command: Command, start: int, end: int) -> Req
 
 def _stats(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
     # stats arguments name a stats group, never a cache key
-    return _new(Request, (_TEXT, command, (), None, None, None, False, False, None, b"", start, end, None, None, None))
+    return request(protocol=_TEXT, command=command, start_ns=start, end_ns=end)
 
 
 TEXT_REQUEST_HANDLERS: dict[bytes, tuple[RequestHandler, Command]] = {
@@ -218,25 +212,26 @@ def _value(t: list[bytes], reply: Reply, start: int, end: int) -> Response | Non
     if length < 0 or flags < 0:
         return None
     cas = int(t[4]) if n == 5 and t[4].isdigit() else None
-    return _new(Response, (_TEXT, reply, t[1], length, flags, None, None, None, start, end, cas))
+    return response(protocol=_TEXT, reply=reply, key=t[1], value_length=length, flags=flags, start_ns=start,
+                    end_ns=end, cas=cas)
 
 
 def _bare(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     if len(t) != 1:
         return None
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
+    return response(protocol=_TEXT, reply=reply, start_ns=start, end_ns=end)
 
 
 def _with_text(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # ERROR [message], CLIENT_ERROR <message>, SERVER_ERROR <message>
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
+    return response(protocol=_TEXT, reply=reply, start_ns=start, end_ns=end)
 
 
 def _with_argument(t: list[bytes], reply: Reply, start: int, end: int) -> Response | None:
     # VERSION <version>, STAT <name> <value>
     if len(t) < 2:
         return None
-    return _new(Response, (_TEXT, reply, None, None, None, None, None, None, start, end, None))
+    return response(protocol=_TEXT, reply=reply, start_ns=start, end_ns=end)
 
 
 TEXT_RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {

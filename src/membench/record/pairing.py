@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from functools import partial
 
 from membench.profile.outcomes import REPLY_STATUS, success_status, suppressed_status
 from membench.profile.schema import Operation, Status
@@ -27,11 +27,6 @@ from membench.record.limits import fit, fits
 KeyHash = Callable[[bytes], int]
 Emit = Callable[[Operation], None]
 
-# NamedTuple's generated __new__ is a Python function; building the row directly saves that call per operation.
-_new = tuple.__new__
-# An enum member's `.value` is a Python-level property; this lookup gives the same string at a fraction of the cost.
-_NAME: dict[StrEnum, str] = {member: member.value for enum in (Command, Protocol, Status) for member in enum}
-_HIT_NAME = Status.HIT.value
 # An enum member looked up on its class costs a Python-level attribute access each time; the per-request and
 # per-reply paths use these module constants instead.
 _TEXT, _META, _BINARY = Protocol.TEXT, Protocol.META, Protocol.BINARY
@@ -273,48 +268,38 @@ class ConnectionPairer:
             hits[index] = response
 
     def _finish(self, pending: _Pending, status: Status, reply_ns: int | None, suppressed: bool = False) -> None:
-        """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest misses."""
-        (protocol, command, keys, value_length, flags, ttl, noreply, quiet, _, _, start_ns, end_ns, effect, delta,
-         initial) = pending.request
-        if reply_ns is None or suppressed:
-            latency = None
-        else:
-            waited = reply_ns - end_ns
-            latency = waited // 1000 if waited > 0 else 0
-        if value_length is None:
-            flags = None  # a request's flags are recorded only with the value they came with
-        if not fits(value_length, flags, ttl, latency):
-            value_length, flags, ttl, latency = self._fit(value_length, flags, ttl, latency)
-        command_name = _NAME[command]
-        protocol_name = _NAME[protocol]
-        status_name = _NAME[status]
-        effect_name = None if effect is None else _NAME[effect]
-        quiet = noreply or quiet
-        connection = self._connection
-        batch = pending.batch
-        emit = self._emit
-        if not keys:
+        """Emit one operation per key; in a multi-get, keys with a VALUE are hits and the rest keep `status`."""
+        request = pending.request
+        latency = None if reply_ns is None or suppressed else max(reply_ns - request.end_ns, 0) // 1000
+        # A request's flags are recorded only with the value they came with.
+        flags = None if request.value_length is None else request.flags
+        value_length, flags, ttl, latency = self._fitted(request.value_length, flags, request.ttl, latency)
+        row = partial(Operation, timestamp_ns=request.start_ns, connection=self._connection,
+                      command=request.command.value, protocol=request.protocol.value, ttl=ttl, latency_us=latency,
+                      batch=pending.batch, quiet=request.noreply or request.quiet,
+                      effect=None if request.effect is None else request.effect.value, delta=request.delta,
+                      initial=request.initial)
+        if not request.keys:
             self._stats.operations += 1
-            emit(_new(Operation, (start_ns, connection, command_name, protocol_name, None, None, value_length, flags,
-                                  ttl, status_name, latency, batch, quiet, effect_name, delta, initial)))
+            self._emit(row(key_hash=None, key_length=None, value_length=value_length, flags=flags,
+                           status=status.value))
             return
-        self._stats.operations += len(keys)
-        key_hash = self._key_hash
-        hits = pending.hits
-        for index, key in enumerate(keys):
-            hit = hits.get(index) if hits else None
+        self._stats.operations += len(request.keys)
+        for index, key in enumerate(request.keys):
+            hit = pending.hits.get(index)
             if hit is None:
-                key_value_length, key_flags, key_status = value_length, flags, status_name
+                self._emit(row(key_hash=self._key_hash(key), key_length=len(key), value_length=value_length,
+                               flags=flags, status=status.value))
             else:
-                key_value_length, key_flags, key_status = hit.value_length, hit.flags, _HIT_NAME
-                if not fits(key_value_length, key_flags, None, None):
-                    key_value_length, key_flags, _, _ = self._fit(key_value_length, key_flags, None, None)
-            emit(_new(Operation, (start_ns, connection, command_name, protocol_name, key_hash(key), len(key),
-                                  key_value_length, key_flags, ttl, key_status, latency, batch, quiet, effect_name,
-                                  delta, initial)))
+                hit_length, hit_flags, _, _ = self._fitted(hit.value_length, hit.flags, None, None)
+                self._emit(row(key_hash=self._key_hash(key), key_length=len(key), value_length=hit_length,
+                               flags=hit_flags, status=Status.HIT.value))
 
-    def _fit(self, value_length: int | None, flags: int | None, ttl: int | None,
-             latency: int | None) -> tuple[int | None, int | None, int | None, int | None]:
+    def _fitted(self, value_length: int | None, flags: int | None, ttl: int | None,
+                latency: int | None) -> tuple[int | None, int | None, int | None, int | None]:
+        """The fields as their columns can hold them (limits.py); each field changed is counted."""
+        if fits(value_length, flags, ttl, latency):
+            return value_length, flags, ttl, latency
         value_length, flags, ttl, latency, changed = fit(value_length, flags, ttl, latency)
         self._stats.values_out_of_range += changed
         return value_length, flags, ttl, latency

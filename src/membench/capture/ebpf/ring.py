@@ -67,7 +67,6 @@ def decode_records(ring: bytes | memoryview, data_start: int, consumer: int, pro
     base = data_start + RECORD_HEADER
     event_size = events.EVENT.size
     unpack_record = RECORD.unpack_from
-    new_tuple = tuple.__new__  # a namedtuple's Python-level __new__ costs about as much as the rest of the work
     while consumer < producer and drained.records < limit:
         position = base + (consumer & mask)
         length, timestamp, conn, offset, moved, copied, kind, direction, flags = unpack_record(
@@ -85,8 +84,8 @@ def decode_records(ring: bytes | memoryview, data_start: int, consumer: int, pro
                 drained.mid_stream_connections += 1
                 yield ConnectionOpened(conn, None, None, Transport.TCP, timestamp, True)
             start = position + event_size
-            yield new_tuple(StreamChunk, (conn, directions[direction], offset, bytes(ring[start:start + copied]),
-                                          moved, timestamp))
+            yield StreamChunk(conn=conn, direction=directions[direction], offset=offset,
+                              data=bytes(ring[start:start + copied]), length=moved, timestamp_ns=timestamp)
             drained.bytes_seen += copied
             if copied < moved:
                 drained.truncated_events += 1
