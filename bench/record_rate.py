@@ -4,8 +4,8 @@ file in the same run, and the per-stage split that shows where the time goes.
 The capture is bench/pcap_ingest.py's (real memcaslap traffic on loopback, cached under /tmp/membench-bench/; made on
 the first run). Stages, each timed over the whole file in this process:
   1. source:               PcapFileSource alone (packets -> stream items, with TCP reassembly)
-  2. + parse:              each chunk through the request/response stream parsers of its connection
-  3. + pair, hash, write:  the Recorder into a ProfileWriter, closing (compacting) the profile included
+  2. + parse, pair, hash:  every item through the record pipeline (the compiled twin where built), rows kept
+  3. + write the profile:  the Recorder into a ProfileWriter, closing (compacting) the profile included
   end to end:              `python -m membench record FILE OUT -p PORT -q` as a user runs it: stage 3 plus the
                            interpreter's start and imports; the headline figure
 Baseline: tshark, told the port carries memcache (`-d tcp.port==P,memcache -Y memcache -T fields -e
@@ -26,31 +26,29 @@ from pathlib import Path
 import pcap_ingest
 
 from membench.capture.pcap import PcapFileSource
-from membench.capture.stream import ConnectionOpened, StreamChunk
+from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamChunk
+from membench.extensions import describe
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.writer import ProfileWriter
-from membench.protocol.events import Request
-from membench.protocol.stream import RequestStreamParser, ResponseStreamParser
 from membench.record.anonymize import KeyHasher
+from membench.record.pipeline import new_pipeline
 from membench.record.recorder import Recorder
 
 
-def source_and_parse(port: int) -> tuple[float, int]:
-    """Seconds to read and parse the whole file, and the number of requests parsed."""
-    parsers: dict[int, tuple[RequestStreamParser, ResponseStreamParser]] = {}
-    requests = 0
+def source_and_pipeline(port: int) -> tuple[float, int]:
+    """Seconds to read the whole file through the record pipeline (parse, pair, hash; rows kept, not written), and
+    the requests it saw."""
+    pipeline = new_pipeline(KeyHasher.random())
     started = time.perf_counter()
     for item in PcapFileSource(pcap_ingest.CAPTURE, [port]):
         if type(item) is StreamChunk:
-            pair = parsers.get(item.conn)
-            if pair is None:
-                # A connection the capture joined without seeing its handshake, as the Recorder treats it.
-                pair = parsers[item.conn] = (RequestStreamParser(True), ResponseStreamParser(True))
-            for event in pair[item.direction].receive(item.data, item.timestamp_ns):
-                requests += type(event) is Request
+            pipeline.chunk(*item)
         elif type(item) is ConnectionOpened:
-            parsers[item.conn] = (RequestStreamParser(item.mid_stream), ResponseStreamParser(item.mid_stream))
-    return time.perf_counter() - started, requests
+            pipeline.open(item.conn, item.mid_stream)
+        elif type(item) is ConnectionClosed:
+            pipeline.close(item.conn, item.timestamp_ns)
+    pipeline.close_all(0)
+    return time.perf_counter() - started, pipeline.health()[1]["requests"]
 
 
 def recorder_in_process(port: int) -> tuple[float, int]:
@@ -76,11 +74,12 @@ def main() -> None:
     else:
         info = json.loads(pcap_ingest.CAPTURE_INFO.read_text())
     port = info["port"]
+    print(f"record pipeline: {describe()}")
     print(f"capture: {pcap_ingest.CAPTURE} ({pcap_ingest.CAPTURE.stat().st_size / 1e6:.0f} MB, "
           f"{info['packets']:,} packets of memcaslap traffic on port {port})")
 
     source_s, packets, items, _ = pcap_ingest.membench_source_rate(port)
-    parse_s, requests = source_and_parse(port)
+    parse_s, requests = source_and_pipeline(port)
     record_s, operations = recorder_in_process(port)
     end_to_end_s, cli_operations = pcap_ingest.record_end_to_end(port)
     if cli_operations != operations:
@@ -89,7 +88,8 @@ def main() -> None:
     print(f"{operations:,} operations ({requests:,} requests) from {packets:,} packets, {items:,} stream items")
     print("in-process stage             seconds   operations/s   µs/op added by the stage")
     previous = 0.0
-    for name, seconds in (("1 source", source_s), ("2 + parse", parse_s), ("3 + pair, hash, write", record_s)):
+    for name, seconds in (("1 source", source_s), ("2 + parse, pair, hash", parse_s),
+                          ("3 + write the profile", record_s)):
         added_us = (seconds - previous) / operations * 1e6
         print(f"{name:<28} {seconds:9.2f} {operations / seconds:14,.0f} {added_us:10.2f}")
         previous = seconds
