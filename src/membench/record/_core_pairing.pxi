@@ -255,12 +255,12 @@ cdef class Pairer:
 
     cdef void _reserve(self, Py_ssize_t size, Py_ssize_t keys) except *:
         if self.arena_size + size > self.arena_capacity:
-            self.arena_capacity = max(4096, (self.arena_size + size) * 2)
+            self.arena_capacity = max(256, (self.arena_size + size) * 2)
             self.arena = <uint8_t*>realloc(self.arena, self.arena_capacity)
             if self.arena == NULL:
                 raise MemoryError()
         if self.slot_count + keys > self.slot_capacity:
-            self.slot_capacity = max(64, (self.slot_count + keys) * 2)
+            self.slot_capacity = max(8, (self.slot_count + keys) * 2)
             self.slots = <KeySlot*>realloc(self.slots, self.slot_capacity * sizeof(KeySlot))
             if self.slots == NULL:
                 raise MemoryError()
@@ -269,7 +269,7 @@ cdef class Pairer:
         cdef Pending* grown
         cdef Py_ssize_t i
         if self.count == self.capacity:
-            grown = <Pending*>malloc(max(16, self.capacity * 2) * sizeof(Pending))
+            grown = <Pending*>malloc(max(4, self.capacity * 2) * sizeof(Pending))
             if grown == NULL:
                 raise MemoryError()
             for i in range(self.count):
@@ -277,7 +277,7 @@ cdef class Pairer:
             free(self.queue)
             self.queue = grown
             self.head = 0
-            self.capacity = max(16, self.capacity * 2)
+            self.capacity = max(4, self.capacity * 2)
         self.queue[(self.head + self.count) % self.capacity] = pending[0]
         self.count += 1
 

@@ -44,7 +44,7 @@ cdef class Tokens:
     cdef const uint8_t* line
 
     def __cinit__(self):
-        self.capacity = 32
+        self.capacity = 8
         self.starts = <Py_ssize_t*>realloc(NULL, self.capacity * sizeof(Py_ssize_t))
         self.lengths = <Py_ssize_t*>realloc(NULL, self.capacity * sizeof(Py_ssize_t))
         if self.starts == NULL or self.lengths == NULL:

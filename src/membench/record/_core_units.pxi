@@ -159,7 +159,7 @@ cdef class UnitBytes:
     cdef void _offset(self, uint32_t value) except *:
         cdef Py_ssize_t wanted = self.pieces + 1
         if wanted > self.offset_capacity:
-            self.offset_capacity = max(16, wanted * 2)
+            self.offset_capacity = max(4, wanted * 2)
             self.offsets = <uint32_t*>realloc(self.offsets, self.offset_capacity * sizeof(uint32_t))
             if self.offsets == NULL:
                 raise MemoryError()
@@ -167,7 +167,7 @@ cdef class UnitBytes:
 
     cdef void add(self, const uint8_t* p, Py_ssize_t n) except *:
         if self.size + n > self.capacity:
-            self.capacity = max(256, (self.size + n) * 2)
+            self.capacity = max(64, (self.size + n) * 2)
             self.data = <uint8_t*>realloc(self.data, self.capacity)
             if self.data == NULL:
                 raise MemoryError()
