@@ -18,6 +18,7 @@ Usage, h11 style (no I/O; timestamps are data):
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 
 from membench.protocol.binary import (
     REQUEST_MAGIC,
@@ -37,8 +38,16 @@ _Parser = TextRequestParser | TextResponseParser | BinaryRequestParser | BinaryR
 DETECTION_WINDOW = 64 * 1024
 
 
+class Detection(Enum):
+    """How far a stream parser is in knowing its protocol."""
+
+    FIRST_BYTE = "first byte"  # the stream starts at a unit boundary: its first byte names the protocol
+    SEARCHING = "searching"  # joined mid-way or past a hole: held bytes are searched for a strictly valid unit
+    DECIDED = "decided"  # every byte now goes to the chosen parser
+
+
 class _StreamParser:
-    __slots__ = ("_binary_class", "_held", "_magic", "_parser", "_text_class", "_unsure", "receive", "stats")
+    __slots__ = ("_binary_class", "_held", "_magic", "_parser", "_text_class", "detection", "receive", "stats")
 
     def __init__(self, text_class: type[TextRequestParser | TextResponseParser],
                  binary_class: type[BinaryRequestParser | BinaryResponseParser], magic: int,
@@ -47,9 +56,9 @@ class _StreamParser:
         self._text_class = text_class
         self._binary_class = binary_class
         self._magic = magic
-        self._parser: FramedParser | None = None
-        self._unsure = mid_stream  # the stream may not start at a unit boundary
-        self._held: list[tuple[bytes, int]] = []  # chunks seen while the protocol is undecided (only when unsure)
+        self._parser: FramedParser | None = None  # set when `detection` is DECIDED
+        self.detection = Detection.SEARCHING if mid_stream else Detection.FIRST_BYTE
+        self._held: list[tuple[bytes, int]] = []  # chunks seen while SEARCHING
         # `receive(data, timestamp_ns) -> events`. Once the protocol is known this is the chosen parser's own
         # bound method, so every later chunk goes straight to it instead of through a forwarding call.
         self.receive: Callable[[bytes, int], list[ParserEvent]] = self._receive_undecided
@@ -62,12 +71,13 @@ class _StreamParser:
     def _receive_undecided(self, data: bytes, timestamp_ns: int) -> list[ParserEvent]:
         if not data:
             return []
-        if not self._unsure:
+        if self.detection is Detection.FIRST_BYTE:
             parser_class = self._binary_class if data[0] == self._magic else self._text_class
             return self._decide(parser_class(self.stats)).receive(data, timestamp_ns)
         return self._detect(bytes(data), timestamp_ns)
 
     def _decide(self, parser: _Parser) -> _Parser:
+        self.detection = Detection.DECIDED
         self._parser = parser
         self.receive = parser.receive
         return parser
@@ -79,7 +89,7 @@ class _StreamParser:
             return []
         self.stats.bytes_missing += length
         held = self._drop_held()
-        self._unsure = True
+        self.detection = Detection.SEARCHING
         return [Skipped(held + length, "hole", timestamp_ns)]
 
     def close(self, timestamp_ns: int) -> list[ParserEvent]:
