@@ -40,6 +40,7 @@ from membench.replay.requests import (
     INTERNAL_SLOT,
 )
 from membench.replay.stats import LOST, NOREPLY, TIMEOUT
+from membench.replay.targets import Target, connect
 
 if TYPE_CHECKING:
     from membench.replay.runner import Runner
@@ -64,7 +65,7 @@ def _drain_group(binary: bool) -> Group:
 class Link(asyncio.Protocol):
     """One socket replaying one stream, across reconnects and loops."""
 
-    def __init__(self, runner: Runner, stream: Stream, address: tuple[str, int], memo: ReplyMemo | None) -> None:
+    def __init__(self, runner: Runner, stream: Stream, address: Target, memo: ReplyMemo | None) -> None:
         self._runner = runner
         self._feeder = runner.feeder
         self._loop = asyncio.get_running_loop()
@@ -137,11 +138,10 @@ class Link(asyncio.Protocol):
     # driving
 
     async def connect(self) -> None:
-        host, port = self.address
         try:
-            await self._loop.create_connection(lambda: self, host, port)
+            await connect(self._loop, lambda: self, self.address)
         except OSError as error:
-            raise MembenchError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+            raise MembenchError(f"cannot connect to {self.address}: {error.strerror or error}") from None
 
     def begin(self, base_ns: int) -> asyncio.Future[None]:
         """Start one pass; the future resolves when every request is answered or written off."""
@@ -215,12 +215,11 @@ class Link(asyncio.Protocol):
         self._loop.create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        host, port = self.address
         deadline = time.monotonic() + self._runner.options.reconnect_timeout
         delay = _FIRST_BACKOFF_S
         while not self._closing:
             try:
-                await self._loop.create_connection(lambda: self, host, port)
+                await connect(self._loop, lambda: self, self.address)
                 self._meter.reconnects += 1
                 self._reconnecting = False
                 self.poke()  # connection_made pumped while still reconnecting: the pass may be complete now

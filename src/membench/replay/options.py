@@ -77,16 +77,6 @@ class ReplayOptions:
         check_writable(self.hdr_log_path, "--hdr-log")
 
 
-def parse_target(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, 11211
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise MembenchError(f"bad --target {text!r}: expected HOST:PORT")
-    return host, int(port)
-
-
 def _loops(text: str) -> int | None:
     if text == "forever":
         return None
@@ -97,9 +87,9 @@ def _loops(text: str) -> int | None:
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("profile", type=Path, help="the profile directory written by `membench record`")
-    parser.add_argument("--target", action="append", metavar="HOST:PORT", dest="targets",
-                        help=f"a memcached server (repeat for several: keys are spread with libmemcached's "
-                             f"ketama); default {DEFAULT_TARGET}")
+    parser.add_argument("--target", action="append", metavar="HOST:PORT|unix:PATH", dest="targets",
+                        help=f"a memcached server, on TCP or a unix socket (repeat for several: keys are spread "
+                             f"with libmemcached's ketama); default {DEFAULT_TARGET}")
     parser.add_argument("--protocol", choices=[p.value for p in Protocol],
                         help="speak this protocol on every connection (default: what each connection was "
                              "recorded with)")

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -25,12 +24,13 @@ from membench.outputs import write_result
 from membench.profile.schema import Status
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
-from membench.replay.options import ReplayOptions, Timing, parse_target
+from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import ReplayResult, hdr_log, render
 from membench.replay.runner import Runner
 from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
+from membench.replay.targets import Target, connect_blocking, parse_target
 from membench.replay.warm import WarmResult, warm_up
 
 _RETRIEVAL_NAMES = frozenset(command.value for command in RETRIEVALS)
@@ -52,8 +52,8 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     """Replay the rows `source` gives (a fresh iterator of schema.SCHEMA batches per call); `problems` tells what
     the source could not read (a corrupt part), which the result reports as warnings."""
     targets = [parse_target(target) for target in options.targets]
-    for host, port in targets:
-        _check_reachable(host, port, options.timeout)
+    for target in targets:
+        _check_reachable(target, options.timeout)
     profile = survey(source)
     if profile.rows == 0:
         raise MembenchError("the profile holds no operations: nothing to replay")
@@ -79,12 +79,12 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     return result
 
 
-def _check_reachable(host: str, port: int, timeout: float) -> None:
+def _check_reachable(target: Target, timeout: float) -> None:
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with connect_blocking(target, timeout):
             pass
     except OSError as error:
-        raise MembenchError(f"cannot connect to target {host}:{port}: {error.strerror or error}") from None
+        raise MembenchError(f"cannot connect to target {target}: {error.strerror or error}") from None
 
 
 class _Progress:

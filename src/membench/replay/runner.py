@@ -13,10 +13,11 @@ from collections.abc import Callable
 from membench.protocol.events import Command
 from membench.replay.engine import Link, ReplyMemo
 from membench.replay.feeder import Feeder
-from membench.replay.options import ReplayOptions, Timing, parse_target
+from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import Planner
 from membench.replay.stats import Meter, reply_table, suppressed_status
 from membench.replay.survey import BatchSource
+from membench.replay.targets import parse_target
 
 _TICK_S = 1.0
 perf_ns = time.perf_counter_ns

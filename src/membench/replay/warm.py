@@ -6,7 +6,6 @@ to measure. An `mn` at the end makes the server show it has handled every set be
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +13,7 @@ import numpy as np
 from membench.errors import MembenchError
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer, ValueSource
+from membench.replay.targets import Target, connect_blocking
 
 _CHUNK_KEYS = 2048
 _END = b"MN\r\n"
@@ -26,7 +26,7 @@ class WarmResult:
 
 
 def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: Continuum,
-            targets: list[tuple[str, int]], timeout: float) -> WarmResult:
+            targets: list[Target], timeout: float) -> WarmResult:
     values = ValueSource()
     per_target: list[list[bytes]] = [[] for _ in targets]
     pairs = sorted(sizes.items())
@@ -36,15 +36,15 @@ def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: 
         request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
         per_target[continuum.server_of(key)].append(request)
     result = WarmResult(keys=len(sizes))
-    for (host, port), requests in zip(targets, per_target, strict=True):
+    for target, requests in zip(targets, per_target, strict=True):
         if requests:
-            result.errors += _load(host, port, requests, timeout)
+            result.errors += _load(target, requests, timeout)
     return result
 
 
-def _load(host: str, port: int, requests: list[bytes], timeout: float) -> int:
+def _load(target: Target, requests: list[bytes], timeout: float) -> int:
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with connect_blocking(target, timeout) as sock:
             for start in range(0, len(requests), _CHUNK_KEYS):
                 sock.sendall(b"".join(requests[start : start + _CHUNK_KEYS]))
             sock.sendall(b"mn\r\n")
@@ -52,8 +52,8 @@ def _load(host: str, port: int, requests: list[bytes], timeout: float) -> int:
             while not received.endswith(_END):
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise MembenchError(f"warm-up: {host}:{port} closed the connection")
+                    raise MembenchError(f"warm-up: {target} closed the connection")
                 received += chunk
     except OSError as error:
-        raise MembenchError(f"warm-up: cannot load {host}:{port}: {error.strerror or error}") from None
+        raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
     return received.count(b"\r\n") - 1
