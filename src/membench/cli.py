@@ -57,6 +57,14 @@ examples:
 """
 
 
+MERGE_EXAMPLES = """\
+examples (each node recorded with the same salt):
+  membench merge node1.profile node2.profile node3.profile -o fleet.profile
+  membench analyze fleet.profile
+  membench replay fleet.profile --target 10.0.0.5:11211 --target 10.0.0.6:11211
+"""
+
+
 class _OneLineErrorParser(argparse.ArgumentParser):
     """Wrong arguments get the same one-line error as every other mistake, pointing at --help."""
 
@@ -113,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn a profile back into load, keeping connections, per-connection order and timing.",
     )
     _add_replay_arguments(replay)
+
+    merge = commands.add_parser(
+        "merge", help="join the profiles of several nodes into one", epilog=MERGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Join profiles recorded node by node with one salt: connections renumbered per node, rows "
+                    "on one time axis, health summed.",
+    )
+    merge.add_argument("profiles", type=Path, nargs="+", metavar="PROFILE")
+    merge.add_argument("--output", "-o", type=Path, required=True, help="profile directory to create")
+    merge.add_argument("--force", action="store_true", help="overwrite an existing profile")
     return parser
 
 
@@ -146,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _record(args, console)
         if args.command == "analyze":
             return _analyze(args)
+        if args.command == "merge":
+            return _merge(args, console)
         return _replay(args, console)
     except MembenchError as error:
         console.print(f"membench: {error}", markup=False)
@@ -231,6 +251,15 @@ def _analyze(args: argparse.Namespace) -> int:
         write_json(report, args.json)
     if args.html:
         write_html(report, args.html)
+    return 0
+
+
+def _merge(args: argparse.Namespace, console: Console) -> int:
+    from membench.profile.merge import merge_profiles
+
+    summary = merge_profiles(args.profiles, args.output, overwrite=args.force)
+    console.print(f"merged {summary.operations:,} operations of {summary.nodes} nodes ({summary.connections:,} "
+                  f"connections) -> {args.output}", markup=False)
     return 0
 
 

@@ -1,0 +1,150 @@
+"""`membench merge`: the profiles of a fleet, recorded node by node with one salt, as one profile.
+
+Key hashes only join across profiles hashed with the same salt, so the salt fingerprints must match. Each source's
+connections and request numbers are shifted past the previous sources', so no two nodes share a connection or a
+batch; the metadata lists which connection range came from which node (`extra["nodes"]`). Timestamps are epoch
+nanoseconds, one axis for all nodes: rows are merged in time order, a window at a time, so a profile of any size
+merges in bounded memory. Health counters are summed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from membench.errors import MembenchError
+from membench.profile.metadata import ProfileMetadata, ProfileWarning
+from membench.profile.reader import ProfileReader
+from membench.profile.writer import ProfileWriter
+
+
+@dataclass
+class _Source:
+    reader: ProfileReader
+    connection_offset: int
+    batch_offset: int
+    connections: int
+
+
+@dataclass
+class MergeSummary:
+    operations: int
+    nodes: int
+    connections: int
+
+
+def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False) -> MergeSummary:
+    if len(paths) < 2:
+        raise MembenchError("merge needs at least two profiles")
+    readers = [ProfileReader(path) for path in paths]
+    fingerprint = _common_fingerprint(readers)
+    sources = _sources(readers)
+    metadata = ProfileMetadata(
+        source="merge:" + ",".join(str(reader.path) for reader in readers),
+        ports=sorted({port for reader in readers for port in reader.metadata.ports}),
+        salt_fingerprint=fingerprint, salt_kdf=readers[0].metadata.salt_kdf,
+        extra={"nodes": [_node(source) for source in sources]},
+    )
+    for reader in readers:
+        if not reader.metadata.complete:
+            warnings.warn(f"{reader.path}: its recording did not end cleanly; merged as it is", ProfileWarning,
+                          stacklevel=2)
+    with ProfileWriter(output, metadata, overwrite=overwrite) as writer:
+        for table in _in_time_order(sources):
+            writer.write_batch(table)
+        writer.set_health(_summed_health(readers))
+    return MergeSummary(operations=sum(reader.num_rows for reader in readers), nodes=len(readers),
+                        connections=sum(source.connections for source in sources))
+
+
+def _common_fingerprint(readers: list[ProfileReader]) -> str:
+    fingerprints = {reader.metadata.salt_fingerprint for reader in readers}
+    if len(fingerprints) != 1 or None in fingerprints:
+        named = ", ".join(f"{reader.path} {reader.metadata.salt_fingerprint or '(none)'}" for reader in readers)
+        raise MembenchError(f"the profiles were hashed with different salts ({named}): their keys cannot be "
+                            "joined; record every node with the same --salt-file")
+    return fingerprints.pop() or ""
+
+
+def _sources(readers: list[ProfileReader]) -> list[_Source]:
+    """Each reader with the shifts that put its connections and request numbers after the previous ones'."""
+    sources = []
+    connection_offset = batch_offset = 0
+    for reader in readers:
+        connections = batches = 0
+        for batch in reader.batches(["connection", "batch"]):
+            if batch.num_rows:
+                connections = max(connections, pc.max(batch["connection"]).as_py() + 1)
+                batches = max(batches, pc.max(batch["batch"]).as_py())
+        sources.append(_Source(reader, connection_offset, batch_offset, connections))
+        connection_offset += connections
+        batch_offset += batches
+    return sources
+
+
+def _node(source: _Source) -> dict[str, Any]:
+    metadata = source.reader.metadata
+    return {"profile": str(source.reader.path), "source": metadata.source, "created": metadata.created,
+            "operations": source.reader.num_rows,
+            "connections": [source.connection_offset, source.connection_offset + source.connections]}
+
+
+def _shifted(source: _Source) -> Iterator[pa.Table]:
+    for batch in source.reader.batches():
+        table = pa.Table.from_batches([batch])
+        table = table.set_column(table.schema.get_field_index("connection"), "connection",
+                                 pc.add(table["connection"], pa.scalar(source.connection_offset, pa.uint32())))
+        table = table.set_column(table.schema.get_field_index("batch"), "batch",
+                                 pc.add(table["batch"], pa.scalar(source.batch_offset, pa.uint64())))
+        yield table
+
+
+def _in_time_order(sources: list[_Source]) -> Iterator[pa.Table]:
+    """The rows of all sources in timestamp order, a window at a time: the rows up to the earliest of the latest
+    timestamps the sources have given so far, none of which a later batch of a source can precede (rows of one
+    profile are close to time order; a straggler is merged with the window it arrives in)."""
+    streams = [_shifted(source) for source in sources]
+    held: list[pa.Table | None] = [None] * len(sources)
+    live = list(range(len(sources)))
+    while live or any(table is not None and table.num_rows for table in held):
+        for index in list(live):
+            if held[index] is None or held[index].num_rows == 0:
+                table = next(streams[index], None)
+                if table is None:
+                    live.remove(index)
+                else:
+                    held[index] = table if held[index] is None else pa.concat_tables([held[index], table])
+        waiting = [held[index] for index in live if held[index] is not None and held[index].num_rows]
+        watermark = min((pc.max(table["timestamp_ns"]).as_py() for table in waiting), default=None)
+        ready = []
+        for index, table in enumerate(held):
+            if table is None or table.num_rows == 0:
+                continue
+            if watermark is None:
+                ready.append(table)
+                held[index] = None
+                continue
+            early = pc.less_equal(table["timestamp_ns"], watermark)
+            ready.append(table.filter(early))
+            held[index] = table.filter(pc.invert(early))
+        if not ready:
+            continue
+        merged = pa.concat_tables(ready)
+        if merged.num_rows:
+            yield merged.take(pc.sort_indices(merged, sort_keys=[("timestamp_ns", "ascending")]))
+
+
+def _summed_health(readers: list[ProfileReader]) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for reader in readers:
+        for section, counters in reader.metadata.health.items():
+            into = total.setdefault(section, {})
+            for name, value in counters.items():
+                into[name] = into.get(name, 0) + value
+    return total

@@ -1,0 +1,73 @@
+"""`membench merge` on profiles recorded from real captures: rows, connections, request numbers and health of
+every node kept apart and whole; profiles of different salts refused in one line."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from membench.profile.reader import ProfileReader
+from tests.conftest import PCAP_CORPUS, run_membench
+
+TEXT = "memcache_text_tcp_multi_store_load.pcap"
+BINARY = "memcache_bin_tcp_multi_store_load.pcap"
+DEEPFLOW = "deepflow_app_traffic.pcap"
+
+
+def record(tmp_path: Path, capture: str, salt: str) -> Path:
+    salt_file = tmp_path / f"{salt}.salt"
+    salt_file.write_text(salt)
+    out = tmp_path / f"{capture}-{salt}.profile"
+    run_membench("record", str(PCAP_CORPUS / capture), str(out), "--salt-file", str(salt_file), "--quiet",
+                 check=True)
+    return out
+
+
+def test_merge_keeps_every_node_apart_and_whole(tmp_path: Path) -> None:
+    nodes = [record(tmp_path, capture, "fleet") for capture in (TEXT, BINARY, DEEPFLOW)]
+    merged = tmp_path / "fleet.profile"
+    proc = run_membench("merge", *map(str, nodes), "-o", str(merged), check=True)
+    readers = [ProfileReader(node) for node in nodes]
+    assert f"merged {sum(r.num_rows for r in readers):,} operations of 3 nodes" in proc.stderr
+
+    result = ProfileReader(merged)
+    table = result.read_table()
+    assert table.num_rows == sum(reader.num_rows for reader in readers)
+    assert result.metadata.salt_fingerprint == readers[0].metadata.salt_fingerprint
+    timestamps = table["timestamp_ns"].to_pylist()
+    assert timestamps == sorted(timestamps)
+    ranges = [node["connections"] for node in result.metadata.extra["nodes"]]
+    assert [node["profile"] for node in result.metadata.extra["nodes"]] == list(map(str, nodes))
+    for reader, (first, end) in zip(readers, ranges, strict=True):
+        source = reader.read_table()
+        rows = table.filter(pc.and_(pc.greater_equal(table["connection"], first),
+                                    pc.less(table["connection"], end)))
+        # every row of a node is there, in the node's own connection range, with its own hashes and outcomes
+        columns = ["key_hash", "command", "status", "value_length"]
+        assert Counter(tuple(r.values()) for r in rows.select(columns).to_pylist()) == Counter(
+            tuple(r.values()) for r in source.select(columns).to_pylist())
+        assert end - first == len(set(source["connection"].to_pylist()))
+    batches_per_node = [set(table.filter(pc.and_(pc.greater_equal(table["connection"], first),
+                                                 pc.less(table["connection"], end)))["batch"].to_pylist())
+                        for first, end in ranges]
+    assert not set.intersection(*batches_per_node[:2]) and not set.intersection(*batches_per_node[1:])
+    for section in ("parser", "pairing"):
+        for name, value in result.metadata.health[section].items():
+            assert value == sum(reader.metadata.health[section].get(name, 0) for reader in readers)
+
+    report = tmp_path / "report.json"
+    run_membench("analyze", str(merged), "--json", str(report), check=True)
+    assert json.loads(report.read_text())["operations"] == table.num_rows
+
+
+def test_merge_refuses_profiles_of_different_salts(tmp_path: Path) -> None:
+    first, second = record(tmp_path, TEXT, "one"), record(tmp_path, BINARY, "two")
+    proc = run_membench("merge", str(first), str(second), "-o", str(tmp_path / "out.profile"))
+    assert proc.returncode != 0
+    assert "hashed with different salts" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.profile").exists()
+    alone = run_membench("merge", str(first), "-o", str(tmp_path / "out.profile"))
+    assert alone.returncode != 0 and "at least two profiles" in alone.stderr
