@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ class Recording:
     dropped_events: int
     cpu_s: float  # the whole run: start, imports, attach, capture, final flush and compaction
     live_cpu_s: float  # while the load ran: the steady per-operation cost
+    server_operations: int  # what memcached itself counted meanwhile (cmd_get + cmd_set)
     bpf_ns: int = 0
 
 
@@ -77,6 +79,17 @@ def cpu_seconds(usage: os.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def server_operations(port: int) -> int:
+    """memcached's own count of gets and sets so far."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"stats\r\n")
+        reply = b""
+        while not reply.endswith(b"END\r\n"):
+            reply += sock.recv(65536)
+    stats = dict(line.split()[1:3] for line in reply.decode().splitlines() if line.startswith("STAT "))
+    return int(stats["cmd_get"]) + int(stats["cmd_set"])
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU of a running process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -93,7 +106,9 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
         if not line.startswith("recording"):
             raise RuntimeError(f"membench record did not start: {line}{recorder.stderr.read()}")
         live_start = process_cpu_s(recorder.pid)
+        server_before = server_operations(port)
         tps = memcaslap(port, seconds, concurrency)
+        served = server_operations(port) - server_before
         time.sleep(POLL_S)  # what the load left in the ring is drained within one poll interval
         live_cpu_s = process_cpu_s(recorder.pid) - live_start
         bpf_ns = bpf_run_ns(recorder.pid)
@@ -108,7 +123,7 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
         raise RuntimeError(f"membench record failed: {recorder.stderr.read()}")
     meta = json.loads((profile / "_profile.json").read_text())
     return Recording(tps, meta["operations"], meta["health"]["capture"]["dropped_events"], cpu_seconds(usage),
-                     live_cpu_s, bpf_ns)
+                     live_cpu_s, served, bpf_ns)
 
 
 def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) -> PcapRecording:
@@ -179,6 +194,9 @@ def main() -> None:
             print(f"  without capture            : {baseline:9.0f} ops/s")
             print(f"  membench record ebpf:any   : {ebpf_tps:9.0f} ops/s   ratio {ebpf_tps / baseline:.3f} "
                   "(goal >= 0.95)")
+            served = sum(r.server_operations for r in ebpf)
+            print(f"    the profiles hold {operations} of the {served} operations memcached counted (cmd_get + "
+                  f"cmd_set): {operations / served:.2%} (goal >= 99%)")
             print(f"    recorded {operations} operations, dropped {dropped} events at memcached's maximum rate; "
                   f"membench CPU {per_op_us(sum(r.live_cpu_s for r in ebpf), operations):.2f} us/operation while "
                   f"capturing, {per_op_us(sum(r.cpu_s for r in ebpf), operations):.2f} over the whole run "
