@@ -32,6 +32,7 @@ from membench.analyze.report import (
     Throughput,
     ValueSizes,
 )
+from membench.analyze.series import SeriesCollector
 from membench.profile.health import losses as health_losses
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
@@ -47,7 +48,7 @@ _MERGE_KEYS_AT = 1 << 22  # pending per-batch key counts are merged once they ex
 
 
 def analyze_profile(reader: ProfileReader) -> AnalysisReport:
-    accumulator = _Accumulator(expected_operations=reader.num_rows)
+    accumulator = _Accumulator(reader.num_rows, SeriesCollector(reader.metadata.start_ns, reader.metadata.end_ns))
     for batch in _read_ahead(reader.batches(COLUMNS)):
         accumulator.add(batch)
     return accumulator.report(reader)
@@ -165,8 +166,9 @@ class _SecondCounts:
 
 
 class _Accumulator:
-    def __init__(self, expected_operations: int) -> None:
+    def __init__(self, expected_operations: int, series: SeriesCollector) -> None:
         self.misses = MissRatioCollector(expected_operations)
+        self.series = series
         self.commands = _Codes()
         self.statuses = _Codes()
         self.protocols = _Codes()
@@ -228,8 +230,11 @@ class _Accumulator:
         has_value = _valid(value_length)
         sizes = _filled(value_length, 0)
         storage = [self.commands.code(str(name)) for name in STORAGE_COMMANDS]
-        self.stored_size.add(sizes[has_value & np.isin(command, storage)])
-        self.hit_size.add(sizes[has_value & (status == self.statuses.code(str(Status.HIT)))])
+        stored = np.isin(command, storage)
+        hit = status == self.statuses.code(str(Status.HIT))
+        self.stored_size.add(sizes[has_value & stored])
+        self.hit_size.add(sizes[has_value & hit])
+        self.series.add(batch, hit, status == self.statuses.code(str(Status.MISS)), stored)
 
     def _count_time_and_requests(self, batch: pa.RecordBatch) -> None:
         timestamps = batch.column("timestamp_ns").to_numpy()
@@ -278,6 +283,7 @@ class _Accumulator:
             health=health,
             miss_ratio_curve=self.misses.curve(),
             popularity=popularity(counts),
+            series=self.series.series(),
         )
         report.warnings = _warnings(report, reader.problems)
         return report

@@ -8,6 +8,7 @@ from typing import Any
 from membench.analyze.histogram import Distribution
 from membench.analyze.mrc import MissRatioCurve
 from membench.analyze.popularity import Popularity
+from membench.analyze.series import TimeSeries
 
 
 @dataclass
@@ -120,6 +121,7 @@ class AnalysisReport:
     health: CaptureHealth
     miss_ratio_curve: MissRatioCurve | None = None  # LRU miss ratio by cache size; None without keyed accesses
     popularity: Popularity | None = None  # skew over keys; None without keyed operations
+    series: TimeSeries | None = None  # the profile window by window; None without operations
     warnings: list[str] = field(default_factory=list)  # what makes these numbers less than the whole truth
 
     def to_dict(self) -> dict[str, Any]:

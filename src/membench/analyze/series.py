@@ -1,0 +1,147 @@
+"""The profile over time, window by window: operations, hit ratio, bytes, latency percentiles and the working set.
+
+A window is one second, or longer for long profiles so that a series never has more than MAX_WINDOWS points.
+Everything is counted per batch with numpy: latencies into a log-linear histogram per window (8 buckets per power
+of two, so a percentile is within 12.5% of the exact one: the bucket's upper bound is reported), distinct keys
+into a HyperLogLog per window (1,024 registers, about 3% standard error) over the key hashes, which are already
+uniform 64-bit values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+MAX_WINDOWS = 10_000
+_NS_PER_S = 1_000_000_000
+_SUB_BUCKETS = 8  # per power of two
+_LINEAR = 2 * _SUB_BUCKETS  # values below this have a bucket each
+_BUCKETS = _LINEAR + (32 - 4) * _SUB_BUCKETS  # up to the largest uint32 latency
+_REGISTER_BITS = 10
+_REGISTERS = 1 << _REGISTER_BITS
+_RANK_BITS = 52  # exact in float64, which finds the leading zeros
+_ALPHA = 0.7213 / (1 + 1.079 / _REGISTERS)
+PERCENTILES = (50.0, 99.0, 99.9)
+
+
+@dataclass
+class TimeSeries:
+    window_s: int  # seconds per point
+    start_ns: int  # start of the first window
+    operations: list[int]
+    hit_ratio: list[float | None]  # hits / (hits + misses) in the window; None without either
+    bytes_read: list[int]  # value bytes returned by hits
+    bytes_written: list[int]  # value bytes sent by storage commands
+    latency_p50_us: list[int | None]  # upper bound of the percentile's bucket (<= 12.5% above the exact value)
+    latency_p99_us: list[int | None]
+    latency_p999_us: list[int | None]
+    distinct_keys: list[int]  # working set: distinct keys in the window (HyperLogLog estimate, ~3% error)
+
+
+def latency_bucket(latency_us: np.ndarray) -> np.ndarray:
+    """The log-linear bucket of each latency (non-negative integers below 2**32)."""
+    values = latency_us.astype(np.int64)
+    exponent = np.floor(np.log2(np.maximum(values, 1))).astype(np.int64)
+    shift = np.maximum(exponent - 3, 0)
+    sub = (values >> shift) & (_SUB_BUCKETS - 1)
+    log_bucket = _LINEAR + (exponent - 4) * _SUB_BUCKETS + sub
+    return np.where(values < _LINEAR, values, log_bucket)
+
+
+def bucket_upper_bound(bucket: int) -> int:
+    if bucket < _LINEAR:
+        return bucket
+    exponent = 4 + (bucket - _LINEAR) // _SUB_BUCKETS
+    sub = (bucket - _LINEAR) % _SUB_BUCKETS
+    return ((_SUB_BUCKETS + sub + 1) << (exponent - 3)) - 1
+
+
+class SeriesCollector:
+    def __init__(self, start_ns: int | None, end_ns: int | None) -> None:
+        span_s = (end_ns - start_ns) / _NS_PER_S if start_ns is not None and end_ns is not None else 0
+        self.window_s = max(1, math.ceil(span_s / MAX_WINDOWS))
+        self.window_ns = self.window_s * _NS_PER_S
+        self.start_ns = None if start_ns is None else start_ns - start_ns % self.window_ns
+        self.windows = 0
+        self._counts = np.zeros((0, 4), dtype=np.int64)  # operations, hits, misses, bytes read
+        self._written = np.zeros(0, dtype=np.int64)
+        self._latency = np.zeros((0, _BUCKETS), dtype=np.int64)
+        self._registers = np.zeros((0, _REGISTERS), dtype=np.uint8)
+
+    def add(self, batch: pa.RecordBatch, hit: np.ndarray, miss: np.ndarray, storage: np.ndarray) -> None:
+        """One batch; `hit`, `miss` and `storage` say which of its rows are hits, misses and storage commands."""
+        timestamps = batch.column("timestamp_ns").to_numpy()
+        if self.start_ns is None:
+            self.start_ns = int(timestamps.min()) - int(timestamps.min()) % self.window_ns
+        window = np.maximum((timestamps - self.start_ns) // self.window_ns, 0).astype(np.intp)
+        self._grow(int(window.max()) + 1)
+        sizes = _filled(batch.column("value_length"))
+        for column, rows in enumerate((None, hit, miss)):
+            chosen = window if rows is None else window[rows]
+            counted = np.bincount(chosen, minlength=self.windows)
+            self._counts[:, column] += counted
+        self._counts[:, 3] += np.bincount(window[hit], weights=sizes[hit], minlength=self.windows).astype(np.int64)
+        self._written += np.bincount(window[storage], weights=sizes[storage],
+                                     minlength=self.windows).astype(np.int64)
+        latency = batch.column("latency_us")
+        answered = np.asarray(latency.is_valid())
+        if answered.any():
+            cells = window[answered] * _BUCKETS + latency_bucket(_filled(latency)[answered])
+            self._latency += np.bincount(cells, minlength=self.windows * _BUCKETS).reshape(self.windows, _BUCKETS)
+        hashes = batch.column("key_hash")
+        keyed = np.asarray(hashes.is_valid())
+        if keyed.any():
+            self._count_keys(window[keyed], _filled(hashes)[keyed].astype(np.uint64))
+
+    def _count_keys(self, window: np.ndarray, hashes: np.ndarray) -> None:
+        register = (hashes >> np.uint64(64 - _REGISTER_BITS)).astype(np.intp)
+        rest = (hashes & np.uint64((1 << _RANK_BITS) - 1)).astype(np.float64)
+        rank = np.where(rest > 0, _RANK_BITS - np.floor(np.log2(np.maximum(rest, 1))), _RANK_BITS + 1)
+        np.maximum.at(self._registers.reshape(-1), window * _REGISTERS + register, rank.astype(np.uint8))
+
+    def _grow(self, windows: int) -> None:
+        if windows <= self.windows:
+            return
+        extra = windows - self.windows
+        self._counts = np.vstack([self._counts, np.zeros((extra, 4), dtype=np.int64)])
+        self._written = np.concatenate([self._written, np.zeros(extra, dtype=np.int64)])
+        self._latency = np.vstack([self._latency, np.zeros((extra, _BUCKETS), dtype=np.int64)])
+        self._registers = np.vstack([self._registers, np.zeros((extra, _REGISTERS), dtype=np.uint8)])
+        self.windows = windows
+
+    def series(self) -> TimeSeries | None:
+        if self.start_ns is None or self.windows == 0:
+            return None
+        operations, hits, misses, read = (self._counts[:, column] for column in range(4))
+        looked_up = hits + misses
+        ratio = [None if total == 0 else round(float(h) / float(total), 6) for h, total in zip(hits, looked_up,
+                                                                                              strict=True)]
+        percentiles = [self._percentile(p) for p in PERCENTILES]
+        return TimeSeries(window_s=self.window_s, start_ns=self.start_ns, operations=operations.tolist(),
+                          hit_ratio=ratio, bytes_read=read.tolist(), bytes_written=self._written.tolist(),
+                          latency_p50_us=percentiles[0], latency_p99_us=percentiles[1],
+                          latency_p999_us=percentiles[2], distinct_keys=self._distinct())
+
+    def _percentile(self, percent: float) -> list[int | None]:
+        cumulative = np.cumsum(self._latency, axis=1)
+        totals = cumulative[:, -1]
+        wanted = np.ceil(totals * percent / 100.0)
+        buckets = (cumulative < wanted[:, None]).sum(axis=1)
+        return [None if total == 0 else bucket_upper_bound(int(bucket)) for bucket, total in
+                zip(buckets, totals, strict=True)]
+
+    def _distinct(self) -> list[int]:
+        registers = self._registers.astype(np.float64)
+        raw = _ALPHA * _REGISTERS ** 2 / np.power(2.0, -registers).sum(axis=1)
+        zeros = (self._registers == 0).sum(axis=1)
+        small = (raw <= 2.5 * _REGISTERS) & (zeros > 0)
+        linear = _REGISTERS * np.log(_REGISTERS / np.maximum(zeros, 1))
+        estimate = np.where(small, linear, raw)
+        return [int(value + 0.5) if empty < _REGISTERS else 0 for value, empty in zip(estimate, zeros, strict=True)]
+
+
+def _filled(column: pa.Array) -> np.ndarray:
+    return column.fill_null(0).to_numpy(zero_copy_only=False)

@@ -1,0 +1,80 @@
+"""The per-window series of `analyze`: exact counts, latency percentiles within their bucket, and working-set
+estimates within the HyperLogLog's error, on profiles written the way the recorder writes them."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from membench.analyze import analyze_profile
+from membench.analyze.series import bucket_upper_bound, latency_bucket
+from membench.profile.metadata import ProfileMetadata
+from membench.profile.reader import ProfileReader
+from membench.profile.schema import Operation
+from membench.profile.writer import ProfileWriter
+
+START_NS = 1_700_000_000_000_000_000  # a whole second
+
+
+def write(path: Path, rows: list[Operation]) -> ProfileReader:
+    with ProfileWriter(path, ProfileMetadata(source="test")) as writer:
+        writer.write_many(rows)
+    return ProfileReader(path)
+
+
+def key_hash(key: int) -> int:
+    """A key's hash as a profile holds it: uniform 64 bits."""
+    return int.from_bytes(hashlib.blake2b(key.to_bytes(8, "little"), digest_size=8).digest(), "little")
+
+
+def get(at_ns: int, key: int, hit: bool, latency: int, batch: int) -> Operation:
+    return Operation(at_ns, 0, "get", "text", key, 8, 100 if hit else None, None, None, "hit" if hit else "miss",
+                     latency, batch, False)
+
+
+def test_counts_per_second_are_exact_and_percentiles_within_their_bucket(tmp_path: Path) -> None:
+    rows = []
+    for second in range(10):
+        for i in range(100 * (second + 1)):
+            at = START_NS + second * 10**9 + i * 1000
+            rows.append(get(at, key=key_hash(i), hit=i % 4 != 0, latency=(i % 100) + 1, batch=len(rows) + 1))
+        rows.append(Operation(START_NS + second * 10**9 + 5, 0, "set", "text", 1, 8, 1000 * second, 0, 0,
+                              "stored", 7, len(rows) + 1, False))
+    series = analyze_profile(write(tmp_path / "p.profile", rows)).series
+    assert series is not None and series.window_s == 1 and series.start_ns == START_NS
+    assert series.operations == [100 * (second + 1) + 1 for second in range(10)]
+    assert series.hit_ratio == [0.75] * 10
+    assert series.bytes_read == [75 * (second + 1) * 100 for second in range(10)]
+    assert series.bytes_written == [1000 * second for second in range(10)]
+    for p50, p99 in zip(series.latency_p50_us, series.latency_p99_us, strict=True):
+        assert 50 <= p50 <= 50 * 1.125 + 1 and 99 <= p99 <= 100 * 1.125 + 1
+    for second, distinct in enumerate(series.distinct_keys):
+        exact = 100 * (second + 1)
+        assert abs(distinct - exact) <= max(3, 0.1 * exact)
+
+
+def test_working_set_estimate_and_long_profiles(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    hashes = [rng.getrandbits(64) for _ in range(40_000)]
+    rows = [get(START_NS + i * 10_000, key, True, 10, i + 1) for i, key in enumerate(hashes)]
+    rows += [get(START_NS + 3 * 10**9 + i, key, True, 10, 50_000 + i) for i, key in enumerate(hashes[:5] * 100)]
+    rows.append(get(START_NS + 50_000 * 10**9, 1, False, 10, 10**6))  # a profile spanning about 14 hours
+    series = analyze_profile(write(tmp_path / "p.profile", rows)).series
+    assert series is not None and series.window_s == 5  # at most 10,000 windows
+    assert abs(series.distinct_keys[0] - 40_000) <= 0.07 * 40_000  # about 2 standard errors of 3.25%
+    assert series.operations[0] == 40_000 + 500 and series.operations[-1] == 1
+    assert len(series.operations) == 50_000 // 5 + 1
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=200))
+def test_a_latency_lies_in_its_bucket_whose_bound_is_at_most_an_eighth_above(values: list[int]) -> None:
+    buckets = latency_bucket(np.array(values, dtype=np.int64))
+    for value, bucket in zip(values, buckets.tolist(), strict=True):
+        upper = bucket_upper_bound(bucket)
+        assert value <= upper <= value * 1.125 + 1
+        assert bucket == 0 or bucket_upper_bound(bucket - 1) < value
