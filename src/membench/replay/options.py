@@ -42,6 +42,7 @@ class ReplayOptions:
     distribution: Distribution = Distribution.KETAMA
     json_path: Path | None = None
     hdr_log_path: Path | None = None
+    memtier_json_path: Path | None = None  # the result again, in memtier_benchmark's JSON shape
     progress: bool = True
     # Failed operations (lost, timed out, server errors the recording did not have, garbage replies) above this
     # share of all make the replay a failure: a result over a broken target must not pass for a measurement.
@@ -75,6 +76,7 @@ class ReplayOptions:
             raise MembenchError(f"--max-error-ratio must be between 0 and 1, not {self.max_error_ratio}")
         check_writable(self.json_path, "--json")
         check_writable(self.hdr_log_path, "--hdr-log")
+        check_writable(self.memtier_json_path, "--memtier-json")
 
 
 def _loops(text: str) -> int | None:
@@ -128,6 +130,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write every figure of the run as JSON")
     parser.add_argument("--hdr-log", type=Path, metavar="FILE", dest="hdr_log_path",
                         help="write per-second latency histograms in the HdrHistogram interval log format")
+    parser.add_argument("--memtier-json", type=Path, metavar="FILE", dest="memtier_json_path",
+                        help="also write the result in memtier_benchmark's JSON shape (ALL STATS: Gets, Sets, "
+                             "Totals with a per-second Time-Serie; latencies in ms), for dashboards that read it")
     parser.add_argument("--max-error-ratio", type=float, default=0.01, metavar="R",
                         help="fail (exit 1) when more than this share of the operations failed: lost, timed out, "
                              "server errors the recording did not have (default 0.01)")
@@ -157,6 +162,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         distribution=Distribution(args.distribution),
         json_path=args.json_path,
         hdr_log_path=args.hdr_log_path,
+        memtier_json_path=args.memtier_json_path,
         progress=args.progress,
         max_error_ratio=args.max_error_ratio,
         key_order=args.order == "key",

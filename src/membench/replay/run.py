@@ -24,6 +24,7 @@ from membench.outputs import write_result
 from membench.profile.schema import Status
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
+from membench.replay.memtier import memtier_document
 from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import ReplayResult, hdr_log, render
@@ -76,6 +77,9 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
         write_result(options.hdr_log_path, hdr_log(totals), "--hdr-log")
     if options.json_path is not None:
         write_result(options.json_path, json.dumps(result.to_dict(), indent=2) + "\n", "--json")
+    if options.memtier_json_path is not None:
+        document = memtier_document(totals, elapsed)
+        write_result(options.memtier_json_path, json.dumps(document, indent=2) + "\n", "--memtier-json")
     return result
 
 
