@@ -135,13 +135,15 @@ def test_hit_ratio_with_warm_up_is_the_recorded_one(memcached):
             profile.add("delete", [key], status="deleted" if key in present else "not_found",
                         connection=rng.randrange(8))
             present.discard(key)
-    # Connections share hot keys, so only the recorded schedule keeps the interleaving that made each outcome.
-    warm = replay(profile.source(), ReplayOptions(targets=[memcached.address], timing=Timing.ORIGINAL))
+    # Connections share hot keys: the default order (each key's requests in the recorded order across connections)
+    # keeps the interleaving that made each outcome, where the recorded schedule kept it only as far as the
+    # machine kept pace with it (it flaked on a busy two-core machine).
+    warm = replay(profile.source(), ReplayOptions(targets=[memcached.address]))
     assert abs(warm.hit_ratio["replayed"] - warm.hit_ratio["recorded"]) < 0.01
     memcached.stop()
     fresh = start_memcached()
     try:
-        cold = replay(profile.source(), ReplayOptions(targets=[fresh.address], timing=Timing.ORIGINAL, warm=False))
+        cold = replay(profile.source(), ReplayOptions(targets=[fresh.address], warm=False))
     finally:
         fresh.stop()
     assert cold.hit_ratio["replayed"] < warm.hit_ratio["recorded"] - 0.05  # the warm-up is what made it match
