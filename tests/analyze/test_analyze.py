@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from membench.analyze import analyze_profile, compute, render_terminal, write_html, write_json
+from membench.analyze import analyze_profile, counting, render_terminal, write_html, write_json
 from membench.analyze.histogram import DENSE_LIMIT, CountHistogram
 from membench.profile.reader import ProfileReader
 from membench.profile.schema import Operation
@@ -46,12 +46,12 @@ def report_dict(ops, tmp_path_factory):
     profile = tmp_path_factory.mktemp("analyze") / "p"
     with ProfileWriter(profile, metadata(), part_rows=1500, compact=False) as writer:
         writer.write_many(ops)
-    merge_at = compute._MERGE_KEYS_AT
-    compute._MERGE_KEYS_AT = 1000  # merge the per-part key counts many times over
+    merge_at = counting._MERGE_KEYS_AT
+    counting._MERGE_KEYS_AT = 1000  # merge the per-part key counts many times over
     try:
         return analyze_profile(ProfileReader(profile)).to_dict()
     finally:
-        compute._MERGE_KEYS_AT = merge_at
+        counting._MERGE_KEYS_AT = merge_at
 
 
 def test_load_requests_connections_and_duration(ops, report_dict):

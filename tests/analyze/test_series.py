@@ -78,3 +78,13 @@ def test_a_latency_lies_in_its_bucket_whose_bound_is_at_most_an_eighth_above(val
         upper = bucket_upper_bound(bucket)
         assert value <= upper <= value * 1.125 + 1
         assert bucket == 0 or bucket_upper_bound(bucket - 1) < value
+
+
+def test_expiration_times_are_told_apart_by_how_memcached_reads_them(tmp_path: Path) -> None:
+    ttls = [0, 0, -1, 60, 60, 3600, 2_592_000, 2_592_001, 1_900_000_000, None]
+    rows = [Operation(START_NS + i, 0, "set", "text", key_hash(i), 8, 10, 0, ttl, "stored", 5, i + 1, False)
+            for i, ttl in enumerate(ttls)]
+    ttl = analyze_profile(write(tmp_path / "p.profile", rows)).ttl
+    assert ttl is not None and ttl.operations == 9
+    assert (ttl.never, ttl.immediate, ttl.absolute) == (2, 1, 2)
+    assert ttl.relative_s.count == 4 and ttl.relative_s.min == 60 and ttl.relative_s.max == 2_592_000

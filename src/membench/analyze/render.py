@@ -14,6 +14,7 @@ from rich.text import Text
 
 from membench.analyze.histogram import Distribution
 from membench.analyze.report import AnalysisReport
+from membench.analyze.ttl import TtlStats
 from membench.outputs import write_result
 
 _PERCENTILE_HEADERS = ("count", "p50", "p90", "p99", "p99.9", "max", "mean")
@@ -33,6 +34,8 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
     if report.hit_ratios:
         console.print(_hit_ratios(report))
     console.print(_sizes(report))
+    if report.ttl is not None and report.ttl.operations:
+        console.print(_expirations(report.ttl))
     console.print(_key_summary(report))
     if report.popularity is not None:
         console.print(_popularity(report))
@@ -117,6 +120,15 @@ def _sizes(report: AnalysisReport) -> Table:
     _distribution_row(table, "values stored", report.value_sizes.stored)
     _distribution_row(table, "values returned by hits", report.value_sizes.hit)
     return table
+
+
+def _expirations(ttl: TtlStats) -> Text:
+    relative = ttl.relative_s
+    durations = (f"; in seconds p50 {relative.p50:,}, p99 {relative.p99:,}, max {relative.max:,}"
+                 if relative.count else "")
+    return Text(f"Expiration times: {ttl.operations:,} operations carried one: {ttl.never:,} never expire, "
+                f"{ttl.immediate:,} expire at once, {ttl.absolute:,} as Unix times, {relative.count:,} as "
+                f"durations{durations}")
 
 
 def _key_summary(report: AnalysisReport) -> Text:

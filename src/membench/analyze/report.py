@@ -9,6 +9,7 @@ from membench.analyze.histogram import Distribution
 from membench.analyze.mrc import MissRatioCurve
 from membench.analyze.popularity import Popularity
 from membench.analyze.series import TimeSeries
+from membench.analyze.ttl import TtlStats
 
 
 @dataclass
@@ -122,6 +123,7 @@ class AnalysisReport:
     miss_ratio_curve: MissRatioCurve | None = None  # LRU miss ratio by cache size; None without keyed accesses
     popularity: Popularity | None = None  # skew over keys; None without keyed operations
     series: TimeSeries | None = None  # the profile window by window; None without operations
+    ttl: TtlStats | None = None  # expiration times of the operations that carried one
     warnings: list[str] = field(default_factory=list)  # what makes these numbers less than the whole truth
 
     def to_dict(self) -> dict[str, Any]:
