@@ -12,7 +12,7 @@ from types import FrameType
 
 import pytest
 
-from membench.capture.pcap import LiveInterfaceSource
+from membench.capture.interface import LiveInterfaceSource
 from membench.capture.stream import Direction, StreamItem, Transport
 from tests.capture.capture_builders import closed, opened, streams
 from tests.conftest import Memcached, is_root
@@ -94,7 +94,7 @@ def test_stop_from_a_signal_handler(memcached: Memcached) -> None:
 
 
 def test_without_capture_privilege_the_error_says_so() -> None:
-    code = ("from membench.capture.pcap import LiveInterfaceSource\n"
+    code = ("from membench.capture.interface import LiveInterfaceSource\n"
             "from membench.errors import MembenchError\n"
             "try:\n    LiveInterfaceSource('lo', [11311])\n"
             "except MembenchError as error:\n    print(error)\n")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from membench.capture.pcap import LiveInterfaceSource, PcapFileSource
+from membench.capture.interface import LiveInterfaceSource
+from membench.capture.pcap import PcapFileSource
 from membench.capture.stream import ConnectionClosed, Direction
 from membench.errors import MembenchError
 from tests.capture.capture_builders import (

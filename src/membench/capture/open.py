@@ -28,7 +28,7 @@ def open_source(spec: str, ports: Sequence[int], side: str = "server",
     if path.exists():
         raise MembenchError(f"not a capture file: {spec}")
     if spec == "any" or Path("/sys/class/net", spec).exists():
-        from membench.capture.pcap import LiveInterfaceSource
+        from membench.capture.interface import LiveInterfaceSource
 
         return LiveInterfaceSource(spec, ports, duration=duration)
     raise MembenchError(f"no such capture file or network interface: {spec}")

@@ -1,28 +1,24 @@
-"""Capture sources over libpcap data: pcap/pcapng files and live interfaces.
+"""`PcapFileSource`: pcap and pcapng files as a StreamSource (live interfaces are capture/interface.py).
 
-Both decode packets (capture.packet), keep those to or from the watched ports, and hand them to TCP reassembly
-(capture.tcp) or memcached UDP framing (capture.udp). Files are memory-mapped and walked with precompiled structs,
-so the per-packet work is a few `unpack_from` calls and the slice that becomes the chunk's bytes.
+Packets are decoded (capture.packet), kept if to or from the watched ports, and handed to TCP reassembly
+(capture.tcp) or memcached UDP framing (capture.udp) through capture.demux. Files are memory-mapped and walked
+with precompiled structs, so the per-packet work is a few `unpack_from` calls and the slice that becomes the
+chunk's bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import itertools
 import math
 import mmap
-import select
 import struct
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from membench.capture.packet import FRAGMENT, MALFORMED, SUPPORTED_LINK_TYPES, Buffer, decode
+from membench.capture.demux import Demultiplexer, check_ports
+from membench.capture.packet import decode
 from membench.capture.stream import CaptureHealth, StreamItem, Transport
-from membench.capture.tcp import TcpReassembler
-from membench.capture.udp import UdpReassembler
 from membench.errors import MembenchError
 
 _PCAP_MAGIC: Final = {  # first four bytes -> (byte order, nanoseconds per timestamp fraction unit)
@@ -45,52 +41,6 @@ _ISB_OPTION_IFDROP: Final = 5
 _MAX_RECORD: Final = 1 << 26  # no link layer has 64 MiB frames: a larger record length means a corrupt file
 _YIELD_BATCH: Final = 64  # items gathered before yielding: a file has no latency to keep, only overhead
 _FRAGMENTS_KEY: Final = "ip_fragments_unsupported"
-
-
-def _check_ports(ports: Sequence[int]) -> tuple[int, ...]:
-    checked = tuple(ports)
-    if not checked:
-        raise MembenchError("no memcached port given to capture")
-    for port in checked:
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise MembenchError(f"invalid port {port!r}: ports are numbers from 1 to 65535")
-    return checked
-
-
-class _Demultiplexer:
-    """Routes decoded packets to TCP reassembly or UDP framing; what they emit collects in `out`."""
-
-    def __init__(self, ports: tuple[int, ...], health: CaptureHealth) -> None:
-        self.out: list[StreamItem] = []
-        self.ports = frozenset(ports)
-        self._health = health
-        conn_ids = itertools.count(1)
-        self.tcp = TcpReassembler(self.ports, health, self.out, conn_ids)
-        self.udp = UdpReassembler(self.ports, health, self.out, conn_ids)
-        self._reported_link_types: set[int] = set()
-
-    def packet(self, link: int, buf: Buffer, start: int, end: int, timestamp_ns: int) -> None:
-        decoded = decode(link, buf, start, end, self.ports)
-        if isinstance(decoded, int):
-            self.undecoded(link, decoded)
-        elif decoded[0] is Transport.TCP:
-            self.tcp.segment(timestamp_ns, decoded, buf)
-        else:
-            self.udp.datagram(timestamp_ns, decoded, buf)
-
-    def undecoded(self, link: int, code: int) -> None:
-        """Count a packet `decode()` answered with a code rather than a segment."""
-        if code == MALFORMED:
-            self._health.malformed_packets += 1
-            if link not in SUPPORTED_LINK_TYPES and link not in self._reported_link_types:
-                self._reported_link_types.add(link)
-                self._health.extra[f"unsupported_link_type_{link}"] = 1
-        elif code == FRAGMENT:
-            self._health.extra[_FRAGMENTS_KEY] = self._health.extra.get(_FRAGMENTS_KEY, 0) + 1
-
-    def finish(self, timestamp_ns: int) -> None:
-        self.tcp.finish(timestamp_ns)
-        self.udp.finish(timestamp_ns)
 
 
 class _Interface(NamedTuple):
@@ -120,7 +70,7 @@ class PcapFileSource:
     def __init__(self, path: Path, ports: Sequence[int]) -> None:
         self.path = Path(path)
         self.name = f"pcap:{self.path}"
-        self.ports = _check_ports(ports)
+        self.ports = check_ports(ports)
         self.health = CaptureHealth()
         self._stopping = False
         try:
@@ -153,7 +103,7 @@ class PcapFileSource:
 
     def __iter__(self) -> Iterator[StreamItem]:
         # The readers are the generators themselves (no wrapper generator): every item passes one frame less.
-        demux = _Demultiplexer(self.ports, self.health)
+        demux = Demultiplexer(self.ports, self.health)
         return self._pcapng_packets(demux) if self._pcapng else self._pcap_packets(demux)
 
     @contextlib.contextmanager
@@ -165,7 +115,7 @@ class PcapFileSource:
         except OSError as error:
             raise MembenchError(f"cannot read capture file {self.path}: {error.strerror}") from None
 
-    def _pcap_packets(self, demux: _Demultiplexer) -> Iterator[StreamItem]:
+    def _pcap_packets(self, demux: Demultiplexer) -> Iterator[StreamItem]:
         with self._mapped() as mapped:
             byte_order, fraction_ns = _PCAP_MAGIC[mapped[:4]]
             link = struct.unpack_from(byte_order + "I", mapped, 20)[0] & 0xFFFF
@@ -199,7 +149,7 @@ class PcapFileSource:
                     break
                 packets += 1
                 timestamp_ns = seconds * 1_000_000_000 + fraction * fraction_ns
-                # _Demultiplexer.packet, inlined: this loop is the file ingest hot path.
+                # Demultiplexer.packet, inlined: this loop is the file ingest hot path.
                 decoded = decode(link, mapped, start, at, ports)
                 if decoded.__class__ is not tuple_type:
                     undecoded(link, decoded)
@@ -213,7 +163,7 @@ class PcapFileSource:
                     out.clear()
             yield from self._finish(demux, packets, timestamp_ns)
 
-    def _pcapng_packets(self, demux: _Demultiplexer) -> Iterator[StreamItem]:
+    def _pcapng_packets(self, demux: Demultiplexer) -> Iterator[StreamItem]:
         with self._mapped() as mapped:
             handle = demux.packet
             ports = demux.ports
@@ -278,7 +228,7 @@ class PcapFileSource:
                     link, _, multiplier, divisor, offset_ns = interfaces[interface_id]
                     timestamp_ns = (high << 32 | low) * multiplier // divisor + offset_ns
                     packets += 1
-                    # _Demultiplexer.packet, inlined as in the pcap loop.
+                    # Demultiplexer.packet, inlined as in the pcap loop.
                     decoded = decode(link, mapped, start, start + captured, ports)
                     if decoded.__class__ is not tuple_type:
                         undecoded(link, decoded)
@@ -345,185 +295,8 @@ class PcapFileSource:
             yield code, mapped[at + 4:at + 4 + length]
             at += 4 + (length + 3) // 4 * 4
 
-    def _finish(self, demux: _Demultiplexer, packets: int, timestamp_ns: int) -> Iterator[StreamItem]:
+    def _finish(self, demux: Demultiplexer, packets: int, timestamp_ns: int) -> Iterator[StreamItem]:
         self.health.packets = packets
         demux.finish(timestamp_ns)
         yield from demux.out
         demux.out.clear()
-
-
-class _PacketHeader(ctypes.Structure):
-    _fields_ = (("seconds", ctypes.c_long), ("fraction", ctypes.c_long), ("captured", ctypes.c_uint32),
-                ("length", ctypes.c_uint32))
-
-
-class _BpfProgram(ctypes.Structure):
-    _fields_ = (("length", ctypes.c_uint), ("instructions", ctypes.c_void_p))
-
-
-class _PcapStats(ctypes.Structure):
-    _fields_ = (("received", ctypes.c_uint), ("dropped", ctypes.c_uint), ("interface_dropped", ctypes.c_uint))
-
-
-_PCAP_ERRBUF_SIZE: Final = 256
-_PCAP_NETMASK_UNKNOWN: Final = 0xFFFFFFFF
-_PCAP_TSTAMP_PRECISION_NANO: Final = 1
-_PCAP_ERROR_NO_SUCH_DEVICE: Final = -5
-_PCAP_ERROR_PERM_DENIED: Final = -8
-_LIVE_SNAPLEN: Final = 262144
-_LIVE_BUFFER_BYTES: Final = 32 << 20
-_LIVE_POLL_S: Final = 0.1  # how often a blocked read looks at stop() and the duration
-_LIVE_STATS_EVERY_S: Final = 1.0
-
-
-def _libpcap() -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL("libpcap.so.0.8")
-    except OSError:
-        raise MembenchError("libpcap is not installed (Debian package libpcap0.8)") from None
-    handle = ctypes.c_void_p
-    for name, result, arguments in (
-        ("pcap_create", handle, (ctypes.c_char_p, ctypes.c_char_p)),
-        ("pcap_set_snaplen", ctypes.c_int, (handle, ctypes.c_int)),
-        ("pcap_set_promisc", ctypes.c_int, (handle, ctypes.c_int)),
-        ("pcap_set_timeout", ctypes.c_int, (handle, ctypes.c_int)),
-        ("pcap_set_immediate_mode", ctypes.c_int, (handle, ctypes.c_int)),
-        ("pcap_set_buffer_size", ctypes.c_int, (handle, ctypes.c_int)),
-        ("pcap_set_tstamp_precision", ctypes.c_int, (handle, ctypes.c_int)),
-        ("pcap_get_tstamp_precision", ctypes.c_int, (handle,)),
-        ("pcap_activate", ctypes.c_int, (handle,)),
-        ("pcap_geterr", ctypes.c_char_p, (handle,)),
-        ("pcap_datalink", ctypes.c_int, (handle,)),
-        ("pcap_compile", ctypes.c_int, (handle, ctypes.POINTER(_BpfProgram), ctypes.c_char_p, ctypes.c_int,
-                                        ctypes.c_uint32)),
-        ("pcap_setfilter", ctypes.c_int, (handle, ctypes.POINTER(_BpfProgram))),
-        ("pcap_freecode", None, (ctypes.POINTER(_BpfProgram),)),
-        ("pcap_setnonblock", ctypes.c_int, (handle, ctypes.c_int, ctypes.c_char_p)),
-        ("pcap_get_selectable_fd", ctypes.c_int, (handle,)),
-        ("pcap_next_ex", ctypes.c_int, (handle, ctypes.POINTER(ctypes.POINTER(_PacketHeader)),
-                                        ctypes.POINTER(ctypes.c_void_p))),
-        ("pcap_stats", ctypes.c_int, (handle, ctypes.POINTER(_PcapStats))),
-        ("pcap_close", None, (handle,)),
-    ):
-        function = getattr(lib, name)
-        function.restype = result
-        function.argtypes = arguments
-    return lib
-
-
-class LiveInterfaceSource:
-    """Captures on a network interface through libpcap, with a kernel BPF filter on the watched ports.
-
-    The interface is opened (and errors raised) at construction. Iteration reads until `stop()`, until `duration`
-    seconds have passed, or until the interface goes away; libpcap's drop counters become `health.dropped_events`.
-    """
-
-    def __init__(self, interface: str, ports: Sequence[int], duration: float | None = None) -> None:
-        self.ports = _check_ports(ports)
-        if duration is not None and duration <= 0:
-            raise MembenchError(f"capture duration must be positive, not {duration}")
-        self.name = f"interface:{interface}"
-        self.health = CaptureHealth()
-        self.interface = interface
-        self.duration = duration
-        self._stopping = False
-        self._lib = _libpcap()
-        self._handle = self._open(interface)
-
-    def stop(self) -> None:
-        self._stopping = True
-
-    def _open(self, interface: str) -> int:
-        lib = self._lib
-        errbuf = ctypes.create_string_buffer(_PCAP_ERRBUF_SIZE)
-        handle = lib.pcap_create(interface.encode(), errbuf)
-        if not handle:
-            raise MembenchError(f"cannot capture on {interface}: {errbuf.value.decode(errors='replace')}")
-        try:
-            lib.pcap_set_snaplen(handle, _LIVE_SNAPLEN)
-            lib.pcap_set_promisc(handle, 0)
-            lib.pcap_set_timeout(handle, int(_LIVE_POLL_S * 1000))
-            lib.pcap_set_immediate_mode(handle, 1)
-            lib.pcap_set_buffer_size(handle, _LIVE_BUFFER_BYTES)
-            lib.pcap_set_tstamp_precision(handle, _PCAP_TSTAMP_PRECISION_NANO)
-            status = lib.pcap_activate(handle)
-            if status == _PCAP_ERROR_NO_SUCH_DEVICE:
-                raise MembenchError(f"no such network interface: {interface}")
-            if status == _PCAP_ERROR_PERM_DENIED:
-                raise MembenchError(f"no permission to capture on {interface}: run as root or grant CAP_NET_RAW")
-            if status < 0:
-                raise MembenchError(f"cannot capture on {interface}: {self._error(handle)}")
-            program = _BpfProgram()
-            expression = " or ".join(f"tcp port {port} or udp port {port}" for port in self.ports)
-            if lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, _PCAP_NETMASK_UNKNOWN) < 0:
-                raise MembenchError(f"cannot compile capture filter on {interface}: {self._error(handle)}")
-            try:
-                if lib.pcap_setfilter(handle, ctypes.byref(program)) < 0:
-                    raise MembenchError(f"cannot set capture filter on {interface}: {self._error(handle)}")
-            finally:
-                lib.pcap_freecode(ctypes.byref(program))
-            if lib.pcap_setnonblock(handle, 1, errbuf) < 0:
-                raise MembenchError(f"cannot capture on {interface}: {errbuf.value.decode(errors='replace')}")
-        except MembenchError:
-            lib.pcap_close(handle)
-            raise
-        return handle
-
-    def _error(self, handle: int) -> str:
-        return (self._lib.pcap_geterr(handle) or b"unknown libpcap error").decode(errors="replace")
-
-    def __iter__(self) -> Iterator[StreamItem]:
-        if not self._handle:
-            raise MembenchError(f"capture on {self.interface} already ran: open a new source")
-        lib = self._lib
-        handle = self._handle
-        health = self.health
-        demux = _Demultiplexer(self.ports, health)
-        out = demux.out
-        link = lib.pcap_datalink(handle)
-        fraction_ns = 1 if lib.pcap_get_tstamp_precision(handle) == _PCAP_TSTAMP_PRECISION_NANO else 1000
-        selectable = lib.pcap_get_selectable_fd(handle)
-        header = ctypes.POINTER(_PacketHeader)()
-        data = ctypes.c_void_p()
-        started = time.monotonic()
-        deadline = started + self.duration if self.duration is not None else None
-        next_stats = started + _LIVE_STATS_EVERY_S
-        timestamp_ns = time.time_ns()
-        try:
-            while not self._stopping:
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    break
-                if now >= next_stats:
-                    self._read_stats()
-                    next_stats = now + _LIVE_STATS_EVERY_S
-                wait = _LIVE_POLL_S if deadline is None else min(_LIVE_POLL_S, deadline - now)
-                select.select([selectable], [], [], wait)
-                while not self._stopping:
-                    status = lib.pcap_next_ex(handle, ctypes.byref(header), ctypes.byref(data))
-                    if status == 0:
-                        break
-                    if status < 0:
-                        if status == -2:  # PCAP_ERROR_BREAK: nothing more will come
-                            self._stopping = True
-                            break
-                        raise MembenchError(f"capture on {self.interface} failed: {self._error(handle)}")
-                    packet = header.contents
-                    timestamp_ns = packet.seconds * 1_000_000_000 + packet.fraction * fraction_ns
-                    health.packets += 1
-                    demux.packet(link, ctypes.string_at(data, packet.captured), 0, packet.captured, timestamp_ns)
-                    if out:
-                        yield from out
-                        out.clear()
-            self._read_stats()
-            demux.finish(max(timestamp_ns, time.time_ns()))
-            yield from out
-            out.clear()
-        finally:
-            lib.pcap_close(handle)
-            self._handle = 0
-
-    def _read_stats(self) -> None:
-        stats = _PcapStats()
-        if self._lib.pcap_stats(self._handle, ctypes.byref(stats)) == 0:
-            self.health.dropped_events = stats.dropped + stats.interface_dropped
