@@ -104,3 +104,19 @@ def test_profile_files_are_private_whatever_the_umask(tmp_path):
     assert (tmp_path / "p").stat().st_mode & 0o777 == 0o700
     for entry in (tmp_path / "p").iterdir():
         assert entry.stat().st_mode & 0o777 == 0o600, entry.name
+
+
+def test_metadata_a_full_disk_refuses_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path, "64k") as disk:
+        profile = disk / "p.profile"
+        profile.mkdir()
+        old = metadata()
+        old.write_atomic(profile)
+        before = (profile / METADATA_FILE).read_text()
+        fill(disk)
+        grown = metadata()
+        grown.extra["padding"] = "x" * 65536  # more than any block the full disk might still have
+        with pytest.raises(OSError):
+            grown.write_atomic(profile)
+        assert sorted(entry.name for entry in profile.iterdir()) == [METADATA_FILE]
+        assert (profile / METADATA_FILE).read_text() == before

@@ -101,11 +101,16 @@ class ProfileMetadata:
         """Replace `_profile.json` so that a reader (or a crash) sees either the old or the new file, whole."""
         target = directory / METADATA_FILE
         temporary = directory / f".{METADATA_FILE}.tmp"
-        with open(temporary, "w", encoding="utf-8", opener=private) as handle:
-            handle.write(self.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        try:
+            with open(temporary, "w", encoding="utf-8", opener=private) as handle:
+                handle.write(self.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except OSError:
+            # A full disk can refuse the metadata as well as a part: the old file stays, and no stray temporary.
+            temporary.unlink(missing_ok=True)
+            raise
         fsync_directory(directory)
 
 
