@@ -203,6 +203,10 @@ cdef class RecordPipeline:
         for conn in list(self.connections):
             self.close(conn, timestamp_ns)
 
+    def packet_feed(self, ports, health, conn_ids):
+        """A PacketFeed: packets of a capture decoded, reassembled and parsed into this pipeline."""
+        return PacketFeed(self, ports, health, conn_ids)
+
     def flush_to(self, sink):
         if self.rows.size:
             sink.write_columns(self.rows.take())
@@ -221,3 +225,9 @@ cdef _add_parser_stats(dict totals, _Connection state):
     for parser, prefix in ((state.request_parser, "request_"), (state.response_parser, "response_")):
         for name, value in parser.stats().items():
             totals[prefix + name] = totals.get(prefix + name, 0) + value
+
+
+# The capture side of the twin follows the pipeline it feeds (it calls the pipeline's C methods).
+include "_core_decode.pxi"
+include "_core_tcp.pxi"
+include "_core_capture.pxi"

@@ -16,7 +16,7 @@ from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamCh
 from membench.errors import MembenchError
 from membench.profile.writer import ProfileWriteError, ProfileWriter
 from membench.record.anonymize import KeyHasher
-from membench.record.pipeline import new_pipeline
+from membench.record.pipeline import RecordPipeline, new_pipeline
 
 FLUSH_INTERVAL_S = 0.5
 
@@ -67,8 +67,9 @@ class Recorder:
     def _record(self, ticker: threading.Thread) -> RecordSummary:
         try:
             feed = getattr(self._source, "feed", None)
-            if feed is not None and hasattr(self._pipeline, "drain_ring"):
-                feed(self._pipeline, self._lock)  # the compiled pipeline decodes the ring's records itself
+            if feed is not None and not isinstance(self._pipeline, RecordPipeline):
+                # The compiled pipeline decodes the source's records (ring records, packets) itself.
+                feed(self._pipeline, self._lock)
             else:
                 self._consume_items()
         finally:
