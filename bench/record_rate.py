@@ -3,11 +3,13 @@ file in the same run, and the per-stage split that shows where the time goes.
 
 The capture is bench/pcap_ingest.py's (real memcaslap traffic on loopback, cached under /tmp/membench-bench/; made on
 the first run). Stages, each timed over the whole file in this process:
-  1. source:               PcapFileSource alone (packets -> stream items, with TCP reassembly)
-  2. + parse, pair, hash:  every item through the record pipeline (the compiled twin where built), rows kept
-  3. + write the profile:  the Recorder into a ProfileWriter, closing (compacting) the profile included
-  end to end:              `python -m membench record FILE OUT -p PORT -q` as a user runs it: stage 3 plus the
-                           interpreter's start and imports; the headline figure
+  1. walk, parse, pair, hash: the compiled path: PcapFileSource.feed into the compiled pipeline (packets decoded,
+                              reassembled and parsed in C), rows kept, not written
+  2. + write the profile:     the Recorder into a ProfileWriter, closing (compacting) the profile included
+  end to end:                 `python -m membench record FILE OUT -p PORT -q` as a user runs it: stage 2 plus the
+                              interpreter's start and imports; the headline figure
+For reference, the Python specification's path on the same file (PcapFileSource's stream items into the Python
+RecordPipeline, as MEMBENCH_NO_EXTENSIONS=1 runs it) is timed too.
 Baseline: tshark, told the port carries memcache (`-d tcp.port==P,memcache -Y memcache -T fields -e
 memcache.command`), decodes the same packets. It does less than membench (no pairing, no anonymizing, no profile),
 so the ratio understates membench's lead.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,14 +34,24 @@ from membench.extensions import describe
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.writer import ProfileWriter
 from membench.record.anonymize import KeyHasher
-from membench.record.pipeline import new_pipeline
+from membench.record.pipeline import RecordPipeline, new_pipeline
 from membench.record.recorder import Recorder
 
 
-def source_and_pipeline(port: int) -> tuple[float, int]:
-    """Seconds to read the whole file through the record pipeline (parse, pair, hash; rows kept, not written), and
-    the requests it saw."""
+def compiled_walk(port: int) -> tuple[float, int]:
+    """Seconds for the compiled path over the whole file (rows kept, not written), and the requests it saw."""
     pipeline = new_pipeline(KeyHasher.random())
+    if isinstance(pipeline, RecordPipeline):
+        raise SystemExit("the compiled twins are not built (or MEMBENCH_NO_EXTENSIONS is set)")
+    started = time.perf_counter()
+    PcapFileSource(pcap_ingest.CAPTURE, [port]).feed(pipeline, threading.Lock())
+    pipeline.close_all(0)
+    return time.perf_counter() - started, pipeline.health()[1]["requests"]
+
+
+def specification_path(port: int) -> tuple[float, int]:
+    """Seconds for the Python specification over the whole file (stream items into the Python pipeline)."""
+    pipeline = RecordPipeline(KeyHasher.random())
     started = time.perf_counter()
     for item in PcapFileSource(pcap_ingest.CAPTURE, [port]):
         if type(item) is StreamChunk:
@@ -78,21 +91,25 @@ def main() -> None:
     print(f"capture: {pcap_ingest.CAPTURE} ({pcap_ingest.CAPTURE.stat().st_size / 1e6:.0f} MB, "
           f"{info['packets']:,} packets of memcaslap traffic on port {port})")
 
-    source_s, packets, items, _ = pcap_ingest.membench_source_rate(port)
-    parse_s, requests = source_and_pipeline(port)
+    packets = info["packets"]
+    walk_s, requests = compiled_walk(port)
     record_s, operations = recorder_in_process(port)
+    specification_s, specification_requests = specification_path(port)
+    if specification_requests != requests:
+        raise SystemExit(f"the specification saw {specification_requests:,} requests, the compiled path {requests:,}")
     end_to_end_s, cli_operations = pcap_ingest.record_end_to_end(port)
     if cli_operations != operations:
         raise SystemExit(f"the CLI recorded {cli_operations:,} operations, the in-process run {operations:,}")
 
-    print(f"{operations:,} operations ({requests:,} requests) from {packets:,} packets, {items:,} stream items")
+    print(f"{operations:,} operations ({requests:,} requests) from {packets:,} packets")
     print("in-process stage             seconds   operations/s   µs/op added by the stage")
     previous = 0.0
-    for name, seconds in (("1 source", source_s), ("2 + parse, pair, hash", parse_s),
-                          ("3 + write the profile", record_s)):
+    for name, seconds in (("1 walk, parse, pair, hash", walk_s), ("2 + write the profile", record_s)):
         added_us = (seconds - previous) / operations * 1e6
         print(f"{name:<28} {seconds:9.2f} {operations / seconds:14,.0f} {added_us:10.2f}")
         previous = seconds
+    print(f"(the Python specification's path, for reference: {specification_s:.2f} s = "
+          f"{operations / specification_s:,.0f} operations/s)")
     rate = operations / end_to_end_s
     print(f"membench record end to end (CLI, interpreter start included): {end_to_end_s:.2f} s = {rate:,.0f} "
           "operations/s")
