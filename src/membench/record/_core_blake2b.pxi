@@ -119,6 +119,23 @@ cdef inline uint64_t _memo_index(const uint8_t* key, size_t length) noexcept nog
     return (h ^ (h >> 29)) & (MEMO_SLOTS - 1)
 
 
+cdef extern from *:
+    """
+    #define MB_PREFETCH(address) __builtin_prefetch(address)
+    """
+    void MB_PREFETCH(const void* address) noexcept nogil
+
+
+cdef inline void memo_prefetch(MemoSlot* memo, const uint8_t* key, size_t length) noexcept nogil:
+    """Start loading the key's slot when the request is read: the reply comes later, and by the time its row is
+    made the slot is in the cache instead of a memory access away (the memo is larger than the caches)."""
+    cdef const uint8_t* slot
+    if 0 < length <= MEMO_KEY_MAX:
+        slot = <const uint8_t*>&memo[_memo_index(key, length)]
+        MB_PREFETCH(slot)
+        MB_PREFETCH(slot + 64)
+
+
 cdef uint64_t memo_hash(const KeyedHash* state, MemoSlot* memo, const uint8_t* key, size_t length) noexcept nogil:
     """keyed_hash, remembered for keys of up to MEMO_KEY_MAX bytes."""
     cdef MemoSlot* slot

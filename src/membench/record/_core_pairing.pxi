@@ -230,6 +230,7 @@ cdef class Pairer:
             self.slots[self.slot_count + i].offset = self.arena_size + pieces.offsets[i]
             self.slots[self.slot_count + i].length = pieces.piece_length(i)
             self.slots[self.slot_count + i].hit = 0
+            memo_prefetch(self.memo, pieces.data + pieces.offsets[i], pieces.piece_length(i))
         pending.opaque_offset = self.arena_size + pieces.offsets[keys]
         pending.opaque_length = pieces.size - pieces.offsets[keys]
         self.arena_size += pieces.size
