@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # compiler, llvm-strip and the bpf/*.h headers); bpftool (the layout test reads the object's BTF); tcpdump and
 # tshark (peers in tests and benchmarks); libmemcached-tools (memcaslap load); libpcap0.8 (live capture);
 # libmemcached-dev and zlib1g-dev (build pylibmc, a real client in the tests); util-linux (setpriv, unshare in the
-# privilege tests); gcc (pip compiles membench's Cython twins with it, against the running Python's headers).
+# privilege tests); gcc (pip compiles membench's Cython twins with it, against the running Python's headers); tmux
+# (the terminal `membench top` is tested in).
 packages=(memcached libbpf1 libbpf-dev clang llvm bpftool tcpdump tshark libmemcached-tools libpcap0.8
-          libmemcached-dev zlib1g-dev util-linux gcc)
+          libmemcached-dev zlib1g-dev util-linux gcc tmux)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,7 +16,7 @@ from typing import NoReturn, TextIO
 from rich.console import Console
 
 from membench import __version__
-from membench.argtypes import port, positive_float
+from membench.argtypes import port, positive_float, positive_int
 from membench.errors import MembenchError
 from membench.extensions import describe
 
@@ -56,6 +56,18 @@ examples:
   membench replay out.profile --protocol meta --loop 3 --json result.json
 """
 
+
+TOP_EXAMPLES = """\
+keys while it runs:
+  k   sort the hottest keys by ops, bytes or misses      c   sort the connections by ops, bytes or p99
+  q   quit (also Ctrl+C)
+
+examples:
+  sudo membench top ebpf:any                       # every process's memcached traffic on port 11211
+  sudo membench top ebpf:pid=1234 --port 11212
+  sudo membench top lo --port 11211 --interval 2
+  sudo membench top ebpf:any --show-keys            # real keys on screen (never written anywhere)
+"""
 
 MERGE_EXAMPLES = """\
 examples (each node recorded with the same salt):
@@ -122,6 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_replay_arguments(replay)
 
+    top = commands.add_parser(
+        "top", help="watch live traffic: rates, hit ratio, latency, hot keys", epilog=TOP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A live view of memcached traffic, refreshed every interval; nothing is written to disk.",
+    )
+    top.add_argument("source", help="ebpf:any, ebpf:pid=PID[,PID...], or an interface")
+    top.add_argument("--port", "-p", type=port, action="append", dest="ports", metavar="PORT",
+                     help=f"memcached server port to watch (repeatable; default {DEFAULT_PORT})")
+    top.add_argument("--interval", "-i", type=positive_float, default=1.0, metavar="SECONDS",
+                     help="refresh every SECONDS (default 1)")
+    top.add_argument("--limit", "-n", type=positive_int, default=10, metavar="ROWS", help="rows per table (default 10)")
+    top.add_argument("--duration", "-d", type=positive_float, metavar="SECONDS", help="stop after SECONDS")
+    top.add_argument("--side", choices=("server", "client"), default="server",
+                     help="eBPF: watch the server's sockets (default) or the clients'")
+    top.add_argument("--show-keys", action="store_true",
+                     help="show real keys instead of hashes (hot keys only; on screen, never written)")
+
     merge = commands.add_parser(
         "merge", help="join the profiles of several nodes into one", epilog=MERGE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -166,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "merge":
             return _merge(args, console)
+        if args.command == "top":
+            return _top(args)
         return _replay(args, console)
     except MembenchError as error:
         console.print(f"membench: {error}", markup=False)
@@ -214,6 +245,22 @@ def _record(args: argparse.Namespace, console: Console) -> int:
     if status is not None:
         status.clear()
     print_summary(console, args.output, summary)
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    from membench.capture.open import open_source
+    from membench.record.anonymize import KeyHasher
+    from membench.top.run import TopOptions, run_top
+
+    ports = tuple(args.ports or (DEFAULT_PORT,))
+    if Path(args.source).is_file():
+        raise MembenchError(f"top watches live traffic; for the capture file {args.source} use `membench record` "
+                            "and `membench analyze`")
+    source = open_source(args.source, ports, side=args.side, duration=args.duration)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends the view as Ctrl+C does
+    options = TopOptions(interval_s=args.interval, limit=args.limit, show_keys=args.show_keys)
+    run_top(source, KeyHasher.random(), options, Console())
     return 0
 
 

@@ -143,6 +143,11 @@ class ProfileWriter:
         for offset in range(0, table.num_rows, self._part_rows):
             self._write_part(table.slice(offset, self._part_rows))
 
+    @property
+    def operations_written(self) -> int:
+        """Rows that reached a part on disk."""
+        return self.metadata.operations
+
     def set_health(self, counters: dict[str, dict[str, int]]) -> None:
         """Capture, parser and pairing counters, as of now; written with the next part, tick and close."""
         health = {section: dict(values) for section, values in counters.items()}

@@ -214,6 +214,16 @@ cdef class RecordPipeline:
     def take_rows(self):
         return [tuple(row.values()) for row in self.rows.take().to_pylist()]
 
+    def keys_for(self, hashes):
+        """The keys behind `hashes` still in the memo (see KeyHasher.keys_for)."""
+        cdef set wanted = set(hashes)
+        cdef dict found = {}
+        cdef Py_ssize_t i
+        for i in range(MEMO_SLOTS):
+            if self.memo[i].length and self.memo[i].value in wanted:
+                found[self.memo[i].value] = PyBytes_FromStringAndSize(<char*>self.memo[i].key, self.memo[i].length)
+        return found
+
     def health(self):
         parser = dict(self.parser_totals)
         for state in self.connections.values():

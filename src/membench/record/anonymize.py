@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,6 +87,12 @@ class KeyHasher:
             cache.clear()
         cache[key] = value
         return value
+
+    def keys_for(self, hashes: Iterable[int]) -> dict[int, bytes]:
+        """The keys behind `hashes` among those still remembered (hot keys are): for `membench top --show-keys`,
+        which shows them on screen and writes them nowhere."""
+        wanted = set(hashes)
+        return {value: key for key, value in self._cache.items() if value in wanted}
 
     def __repr__(self) -> str:
         return f"KeyHasher(fingerprint={self._fingerprint})"

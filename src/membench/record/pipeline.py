@@ -10,6 +10,7 @@ MEMBENCH_NO_EXTENSIONS=1 is set, and the differential tests hold the two equal r
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any, Protocol
 
@@ -124,6 +125,10 @@ class RecordPipeline:
     def take_rows(self) -> list[tuple[Any, ...]]:
         """The buffered rows as plain tuples, in profile column order (for tests that compare pipelines)."""
         return [tuple(row) for row in self._take()]
+
+    def keys_for(self, hashes: Iterable[int]) -> dict[int, bytes]:
+        """The remembered keys behind `hashes` (see KeyHasher.keys_for)."""
+        return self._hasher.keys_for(hashes)
 
     def health(self) -> tuple[dict[str, int], dict[str, int]]:
         """(parser, pairing) counters, as of now."""

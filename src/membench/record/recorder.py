@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamChunk, StreamSource
 from membench.errors import MembenchError
-from membench.profile.writer import ProfileWriteError, ProfileWriter
+from membench.profile.writer import ProfileWriteError
 from membench.record.anonymize import KeyHasher
-from membench.record.pipeline import RecordPipeline, new_pipeline
+from membench.record.pipeline import RecordPipeline, RowSink, new_pipeline
 
 FLUSH_INTERVAL_S = 0.5
+
+
+class ProfileSink(RowSink, Protocol):
+    """Where a recording's rows go: the profile writer, or `membench top`'s window."""
+
+    rows_rejected: int
+
+    @property
+    def operations_written(self) -> int: ...
+
+    def set_health(self, counters: dict[str, dict[str, int]]) -> None: ...
+
+    def tick(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -44,7 +58,7 @@ class RecordSummary:
 class Recorder:
     """Records one source into one profile writer. `run()` returns when the source ends or is stopped."""
 
-    def __init__(self, source: StreamSource, writer: ProfileWriter, hasher: KeyHasher,
+    def __init__(self, source: StreamSource, writer: ProfileSink, hasher: KeyHasher,
                  on_progress: Callable[[Progress], None] | None = None) -> None:
         self._source = source
         self._writer = writer
@@ -106,6 +120,11 @@ class Recorder:
             finally:
                 release()
 
+    def keys_for(self, hashes: Iterable[int]) -> dict[int, bytes]:
+        """The keys behind `hashes` that the pipeline's hasher still remembers (for `membench top --show-keys`)."""
+        with self._lock:
+            return self._pipeline.keys_for(hashes)
+
     def stop(self) -> None:
         """Safe from a signal handler: the source ends its iteration and run() finishes the profile."""
         self._source.stop()
@@ -131,7 +150,7 @@ class Recorder:
 
     def _stopped_by(self, error: MembenchError) -> MembenchError:
         return MembenchError(f"{error}; recording stopped, the profile keeps the "
-                             f"{self._writer.metadata.operations:,} operations written before")
+                             f"{self._writer.operations_written:,} operations written before")
 
     def _progress(self) -> Progress:
         health = self._source.health
