@@ -22,6 +22,11 @@ from membench.extensions import describe
 
 DEFAULT_PORT = 11211
 
+# membench does no linear algebra, yet OpenBLAS (numpy loads it) starts a worker thread per core, and those spin
+# for a while after loading: on a small machine that is CPU taken from memcached and the capture. Set before any
+# subcommand imports numpy; a user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 RECORD_EXAMPLES = """\
 sources:
   ebpf:any             every process's TCP sockets on the watched ports (socket-level eBPF, root)
