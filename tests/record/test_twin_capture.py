@@ -49,10 +49,12 @@ LINKS = [1, 113, 276, 0, 108, 101, 228]
 
 def specification(path: Path, port: int) -> tuple[Any, ...]:
     """Rows and health from the Python specification, and the error that ended the file, if any."""
-    source = PcapFileSource(path, (port,))
     pipeline = RecordPipeline(KeyHasher(SALT))
+    health = CaptureHealth()
     error = None
     try:
+        source = PcapFileSource(path, (port,))
+        health = source.health
         for item in source:
             if type(item) is StreamChunk:
                 pipeline.chunk(*item)
@@ -63,19 +65,21 @@ def specification(path: Path, port: int) -> tuple[Any, ...]:
     except MembenchError as failure:
         error = str(failure)
     pipeline.close_all(0)
-    return pipeline.take_rows(), pipeline.health(), source.health.as_dict(), error
+    return pipeline.take_rows(), pipeline.health(), health.as_dict(), error
 
 
 def twin(path: Path, port: int) -> tuple[Any, ...]:
-    source = PcapFileSource(path, (port,))
     pipeline = CORE.RecordPipeline(SALT)
+    health = CaptureHealth()
     error = None
     try:
+        source = PcapFileSource(path, (port,))
+        health = source.health
         source.feed(pipeline, threading.Lock())
     except MembenchError as failure:
         error = str(failure)
     pipeline.close_all(0)
-    return pipeline.take_rows(), pipeline.health(), source.health.as_dict(), error
+    return pipeline.take_rows(), pipeline.health(), health.as_dict(), error
 
 
 def segments(conversation: TcpConversation, direction: Direction, data: bytes, rng: random.Random,
