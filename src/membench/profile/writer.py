@@ -61,6 +61,16 @@ _PARQUET_OPTIONS: dict[str, Any] = {
     "dictionary_pagesize_limit": 8 << 20,
     "write_statistics": ["timestamp_ns"],
 }
+# Parts written while recording are rewritten by compaction when the profile closes, so they are encoded for the
+# writer's CPU rather than for size: lz4, and no dictionary for the columns of many distinct values (key hashes,
+# latencies), which cost the most to build. Measured on 600k memcaslap rows: 0.16 µs per row instead of 0.35,
+# 8.1 MB instead of 5.6 MB until compaction.
+_LIVE_PARQUET_OPTIONS: dict[str, Any] = {
+    **_PARQUET_OPTIONS,
+    "use_dictionary": [name for name in _DICTIONARY_COLUMNS if name not in ("key_hash", "latency_us")],
+    "compression": "lz4",
+    "compression_level": None,
+}
 
 
 _ROW_TYPE = pa.struct(list(SCHEMA))
@@ -275,7 +285,7 @@ class ProfileWriter:
         temporary = self.path / f".{name}.tmp"
         try:
             with open(temporary, "wb", opener=private) as handle:
-                with pq.ParquetWriter(handle, self._schema_with_metadata(), **_PARQUET_OPTIONS) as writer:
+                with pq.ParquetWriter(handle, self._schema_with_metadata(), **_LIVE_PARQUET_OPTIONS) as writer:
                     writer.write_table(table, row_group_size=row_group_rows)
                 handle.flush()
                 os.fsync(handle.fileno())
