@@ -8,14 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import pytest
+from pymemcache.client.base import Client
 
 from membench.capture.interface import LiveInterfaceSource
 from membench.capture.stream import Direction, StreamItem, Transport
 from tests.capture.capture_builders import closed, opened, streams
-from tests.conftest import Memcached, is_root
+from tests.conftest import Memcached, is_root, profile_counters, read_profile, stats_delta
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(not is_root(), reason="live capture needs root")]
 
@@ -102,3 +104,37 @@ def test_without_capture_privilege_the_error_says_so() -> None:
                              sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout == "no permission to capture on lo: run as root or grant CAP_NET_RAW\n"
     assert result.stderr == ""
+
+
+def test_recording_a_live_interface_gives_memcacheds_counts(memcached: Memcached, tmp_path: Path) -> None:
+    """`membench record lo` as a user runs it (the compiled pipeline decodes the packets itself where built, the
+    specification's items otherwise): the profile moves memcached's stats exactly as the traffic did."""
+    output = tmp_path / "live.profile"
+    recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "lo", str(output), "--port",
+                                 str(memcached.port), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        wait_until_capturing(recorder)
+        before = memcached.stats()
+        client = Client((memcached.host, memcached.port))
+        for index in range(300):
+            client.set(f"key{index}", b"v" * index, noreply=False)
+            client.get(f"key{index}")
+            client.get(f"missing{index}")
+        client.delete("key1", noreply=False)
+        client.close()
+        after = memcached.stats()
+        time.sleep(0.5)
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        _, error = recorder.communicate(timeout=60)
+    assert recorder.returncode == 0, error
+    assert profile_counters(read_profile(output)) == stats_delta(before, after)
+
+
+def wait_until_capturing(recorder: subprocess.Popen[str]) -> None:
+    """libpcap is active once the CLI printed its first line (the source opens before it)."""
+    assert recorder.stderr is not None
+    line = recorder.stderr.readline()
+    assert line.startswith("recording"), line
+    time.sleep(0.5)

@@ -7,12 +7,15 @@ files (capture.demux); libpcap's drop counters become the health's dropped event
 from __future__ import annotations
 
 import ctypes
+import itertools
 import select
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Final
 
 from membench.capture.demux import Demultiplexer, check_ports
+from membench.capture.pcap import PacketConsumer
 from membench.capture.stream import CaptureHealth, StreamItem
 from membench.errors import MembenchError
 
@@ -94,6 +97,7 @@ class LiveInterfaceSource:
         self._stopping = False
         self._lib = _libpcap()
         self._handle = self._open(interface)
+        self._link = self._lib.pcap_datalink(self._handle)
 
     def stop(self) -> None:
         self._stopping = True
@@ -138,14 +142,39 @@ class LiveInterfaceSource:
         return (self._lib.pcap_geterr(handle) or b"unknown libpcap error").decode(errors="replace")
 
     def __iter__(self) -> Iterator[StreamItem]:
+        demux = Demultiplexer(self.ports, self.health)
+        latest_ns = time.time_ns()
+        for batch in self._batches():
+            for timestamp_ns, frame in batch:
+                self.health.packets += 1
+                demux.packet(self._link, frame, 0, len(frame), timestamp_ns)
+                latest_ns = timestamp_ns
+            yield from demux.out
+            demux.out.clear()
+        demux.finish(max(latest_ns, time.time_ns()))
+        yield from demux.out
+        demux.out.clear()
+
+    def feed(self, pipeline: PacketConsumer, lock: AbstractContextManager[object]) -> None:
+        """The packets into a compiled record pipeline, which decodes and reassembles them itself (as for files:
+        see PcapFileSource.feed), a batch per lock."""
+        packets = pipeline.packet_feed(self.ports, self.health, itertools.count(1))
+        latest_ns = time.time_ns()
+        for batch in self._batches():
+            with lock:
+                for timestamp_ns, frame in batch:
+                    packets.packet(self._link, frame, 0, len(frame), timestamp_ns)
+            if batch:
+                latest_ns = batch[-1][0]
+        with lock:
+            packets.finish(max(latest_ns, time.time_ns()))
+
+    def _batches(self) -> Iterator[list[tuple[int, bytes]]]:
+        """The captured frames, as (timestamp, bytes), a batch per wake-up, until stopped or the duration ends."""
         if not self._handle:
             raise MembenchError(f"capture on {self.interface} already ran: open a new source")
         lib = self._lib
         handle = self._handle
-        health = self.health
-        demux = Demultiplexer(self.ports, health)
-        out = demux.out
-        link = lib.pcap_datalink(handle)
         fraction_ns = 1 if lib.pcap_get_tstamp_precision(handle) == _PCAP_TSTAMP_PRECISION_NANO else 1000
         selectable = lib.pcap_get_selectable_fd(handle)
         header = ctypes.POINTER(_PacketHeader)()
@@ -153,7 +182,6 @@ class LiveInterfaceSource:
         started = time.monotonic()
         deadline = started + self.duration if self.duration is not None else None
         next_stats = started + _LIVE_STATS_EVERY_S
-        timestamp_ns = time.time_ns()
         try:
             while not self._stopping:
                 now = time.monotonic()
@@ -162,8 +190,9 @@ class LiveInterfaceSource:
                 if now >= next_stats:
                     self._read_stats()
                     next_stats = now + _LIVE_STATS_EVERY_S
-                wait = _LIVE_POLL_S if deadline is None else min(_LIVE_POLL_S, deadline - now)
-                select.select([selectable], [], [], wait)
+                select.select([selectable], [], [], _LIVE_POLL_S if deadline is None else
+                              min(_LIVE_POLL_S, deadline - now))
+                batch = []
                 while not self._stopping:
                     status = lib.pcap_next_ex(handle, ctypes.byref(header), ctypes.byref(data))
                     if status == 0:
@@ -174,16 +203,10 @@ class LiveInterfaceSource:
                             break
                         raise MembenchError(f"capture on {self.interface} failed: {self._error(handle)}")
                     packet = header.contents
-                    timestamp_ns = packet.seconds * 1_000_000_000 + packet.fraction * fraction_ns
-                    health.packets += 1
-                    demux.packet(link, ctypes.string_at(data, packet.captured), 0, packet.captured, timestamp_ns)
-                    if out:
-                        yield from out
-                        out.clear()
+                    batch.append((packet.seconds * 1_000_000_000 + packet.fraction * fraction_ns,
+                                  ctypes.string_at(data, packet.captured)))
+                yield batch
             self._read_stats()
-            demux.finish(max(timestamp_ns, time.time_ns()))
-            yield from out
-            out.clear()
         finally:
             lib.pcap_close(handle)
             self._handle = 0
