@@ -7,6 +7,7 @@ both file formats and byte orders, malformed packets and UDP datagrams; and for 
 from __future__ import annotations
 
 import random
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,36 @@ def connection_packets(draw: st.DrawFn, index: int) -> list[bytes]:
 
 
 @st.composite
+def udp_packets(draw: st.DrawFn, index: int) -> list[bytes]:
+    """One UDP flow: each message in datagrams of memcached's frame, some lost, repeated or reordered, and now
+    and then a request id reused with another datagram count."""
+    requests, replies = draw(conversations)
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    client_port = 41000 + index
+    packets = []
+    for request_id, (direction, data) in enumerate(((0, requests), (1, replies), (0, requests[:40]))):
+        pieces = [data[at:at + 60] for at in range(0, len(data), 60)] or [b""]
+        count = len(pieces) + (1 if rng.random() < 0.1 else 0)
+        for sequence, piece in enumerate(pieces):
+            fault = rng.choice(["none"] * 5 + ["lost", "repeated"])
+            frame = struct.pack("!HHHH", request_id, sequence, count, 0) + piece
+            ports = (client_port, SERVER_PORT) if direction == 0 else (SERVER_PORT, client_port)
+            hosts = ("10.0.0.1", "10.0.0.2") if direction == 0 else ("10.0.0.2", "10.0.0.1")
+            packet = ip(*hosts, 17, udp(*ports, frame))
+            if fault != "lost":
+                packets.append(packet)
+            if fault == "repeated":
+                packets.insert(rng.randrange(len(packets) + 1), packet)
+    return packets
+
+
+@st.composite
 def captures(draw: st.DrawFn) -> list[bytes]:
-    """The IP packets of up to three connections, interleaved, with a stray malformed or UDP packet now and then."""
+    """The IP packets of up to three connections, interleaved, with a UDP flow, and a stray malformed or UDP packet
+    now and then."""
     per_connection = [draw(connection_packets(index)) for index in range(draw(st.integers(1, 3)))]
+    if draw(st.booleans()):
+        per_connection.append(draw(udp_packets(len(per_connection))))
     rng = random.Random(draw(st.integers(0, 2**32)))
     merged: list[bytes] = []
     while any(per_connection):

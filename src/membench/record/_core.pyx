@@ -254,3 +254,4 @@ cdef _add_parser_stats(dict totals, _Connection state):
 include "_core_decode.pxi"
 include "_core_tcp.pxi"
 include "_core_capture.pxi"
+include "_core_udp.pxi"

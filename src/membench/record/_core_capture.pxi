@@ -1,13 +1,11 @@
 # capture/pcap.py's packet loops and capture/demux.py's routing, feeding this pipeline directly: a pcap file's
 # records (and a pcapng file's packet blocks) are walked in C, decoded, reassembled and parsed without a Python
 # object per packet. Blocks that describe rather than carry packets go back to pcap.py, which reads them as the
-# specification does. UDP datagrams take the specification's UdpReassembler (memcached over UDP is rare).
+# specification does.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 from membench.capture.packet import SUPPORTED_LINK_TYPES
-from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamChunk, Transport
-from membench.capture.udp import UdpReassembler
 
 cdef enum:
     WALK_MORE = 0  # the batch limit was reached
@@ -59,7 +57,8 @@ cdef class PacketFeed:
     cdef uint8_t[8192] ports  # a bit per port number
     cdef CaptureCounters counters
     cdef TcpTwin tcp
-    cdef object udp, udp_out, health
+    cdef UdpTwin udp
+    cdef object health
     cdef set reported_link_types
     cdef readonly int64_t last_timestamp_ns
 
@@ -81,8 +80,15 @@ cdef class PacketFeed:
         self.tcp.max_pending_bytes = 4 << 20
         self.tcp.max_pending_segments = 1024
         self.tcp.max_wait_ns = 2000000000
-        self.udp_out = []
-        self.udp = UdpReassembler(frozenset(ports), health, self.udp_out, conn_ids)
+        self.udp = UdpTwin.__new__(UdpTwin)
+        self.udp.pipeline = pipeline
+        self.udp.counters = self.counters
+        self.udp.conn_ids = conn_ids
+        self.udp.flows = {}
+        self.udp.all_flows = []
+        self.udp.ports = self.ports
+        self.udp.max_pending_messages = 64
+        self.udp.max_wait_ns = 1000000000
         self.reported_link_types = set()
         self.last_timestamp_ns = 0
 
@@ -171,7 +177,6 @@ cdef class PacketFeed:
         """The capture ended: every gap is final and every connection closes (Demultiplexer.finish)."""
         self.tcp.finish(timestamp_ns)
         self.udp.finish(timestamp_ns)
-        self._drain_udp()
         self.counters.add_to(self.health)
 
     cdef int _packet(self, int link, const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, int64_t ts) except -1:
@@ -180,7 +185,7 @@ cdef class PacketFeed:
         if code == PACKET_TCP:
             self.tcp.segment(ts, &segment, buf)
         elif code == PACKET_UDP:
-            self._datagram(ts, &segment, buf)
+            self.udp.datagram(ts, &segment, buf)
         elif code == PACKET_MALFORMED:
             self.counters.malformed_packets += 1
             if link not in SUPPORTED_LINK_TYPES and link not in self.reported_link_types:
@@ -188,22 +193,4 @@ cdef class PacketFeed:
                 self.health.extra[f"unsupported_link_type_{link}"] = 1
         elif code == PACKET_FRAGMENT:
             self.counters.fragments += 1
-        return 0
-
-    cdef int _datagram(self, int64_t ts, Segment* s, const uint8_t* buf) except -1:
-        payload = _slice(buf, s)
-        key = PyBytes_FromStringAndSize(<char*>s.key, s.key_size)
-        self.udp.datagram(ts, (Transport.UDP, key, s.sport, s.dport, 0, 0, 0, 0, len(payload), s.length), payload)
-        self._drain_udp()
-        return 0
-
-    cdef int _drain_udp(self) except -1:
-        for item in self.udp_out:
-            if type(item) is StreamChunk:
-                self.pipeline.chunk(*item)
-            elif type(item) is ConnectionOpened:
-                self.pipeline.open(item.conn, item.mid_stream)
-            elif type(item) is ConnectionClosed:
-                self.pipeline.close(item.conn, item.timestamp_ns)
-        self.udp_out.clear()
         return 0
