@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from membench.analyze.connections import ConnectionCollector
 from membench.analyze.counting import Codes, KeyCounter, SecondCounts
 from membench.analyze.histogram import CountHistogram
 from membench.analyze.mrc import MissRatioCollector
@@ -23,7 +24,6 @@ from membench.analyze.report import (
     AnalysisReport,
     CaptureHealth,
     CommandStats,
-    Connections,
     HitRatio,
     HotKey,
     KeyStats,
@@ -100,7 +100,7 @@ class _Accumulator:
         self.stored_size = CountHistogram()
         self.hit_size = CountHistogram()
         self.keys = KeyCounter()
-        self.per_connection = np.zeros(0, dtype=np.int64)
+        self.connections = ConnectionCollector()
         self.seconds = SecondCounts()
         self.operations = 0
         self.requests = 0
@@ -153,7 +153,12 @@ class _Accumulator:
         hit = status == self.statuses.code(str(Status.HIT))
         self.stored_size.add(sizes[has_value & stored])
         self.hit_size.add(sizes[has_value & hit])
-        self.series.add(batch, hit, status == self.statuses.code(str(Status.MISS)), stored)
+        miss = status == self.statuses.code(str(Status.MISS))
+        self.series.add(batch, hit, miss, stored)
+        latency = batch.column("latency_us")
+        self.connections.add(batch.column("connection").to_numpy(), batch.column("timestamp_ns").to_numpy(), hit,
+                             miss, np.where(hit, sizes, 0), np.where(stored, sizes, 0), _filled(latency, 0),
+                             _valid(latency))
 
     def _count_time_and_requests(self, batch: pa.RecordBatch) -> None:
         timestamps = batch.column("timestamp_ns").to_numpy()
@@ -161,13 +166,6 @@ class _Accumulator:
         self.first_ns = low if self.first_ns is None else min(self.first_ns, low)
         self.last_ns = high if self.last_ns is None else max(self.last_ns, high)
         self.seconds.add(timestamps)
-        connection = batch.column("connection").to_numpy()
-        counts = np.bincount(connection)
-        if counts.size > self.per_connection.size:
-            counts[: self.per_connection.size] += self.per_connection
-            self.per_connection = counts.astype(np.int64)
-        else:
-            self.per_connection[: counts.size] += counts
         # The operations of one request (a multi-key get) are written together and share its number.
         numbers = batch.column("batch").to_numpy()
         self.requests += int(np.count_nonzero(numbers[1:] != numbers[:-1]))
@@ -190,7 +188,7 @@ class _Accumulator:
             requests=self.requests,
             duration_s=duration_s,
             ops_per_s=self.operations / duration_s if duration_s > 0 else None,
-            connections=self._connections(),
+            connections=self.connections.connections(),
             protocols={self.protocols.names[code]: count for code, count in
                        sorted(self.protocol_operations.items(), key=lambda item: (-item[1], item[0]))},
             commands=self._command_stats(),
@@ -204,17 +202,10 @@ class _Accumulator:
             popularity=popularity(counts),
             series=self.series.series(),
             ttl=self.ttl.stats(),
+            working_set=self.misses.working_set(self.series.start_ns, self.series.window_s, self.series.windows),
         )
         report.warnings = _warnings(report, reader.problems)
         return report
-
-    def _connections(self) -> Connections:
-        used = self.per_connection[self.per_connection > 0]
-        spread = CountHistogram()
-        spread.add(used)
-        return Connections(count=int(used.size),
-                           busiest_share=int(used.max()) / self.operations if used.size else None,
-                           operations_per_connection=spread.distribution())
 
     def _command_stats(self) -> list[CommandStats]:
         per_command: dict[int, dict[str, int]] = {}

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from membench.analyze.histogram import CountHistogram, Distribution
 from membench.analyze.stack import stack_distances
+from membench.analyze.working_set import WorkingSet, working_set
 from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command
 
 SAMPLED_ACCESSES = 2_000_000
@@ -91,6 +92,14 @@ class MissRatioCollector:
         key_lengths = batch.column("key_length").cast(pa.int64()).fill_null(1).to_numpy()[rows]
         # -1 - key length marks a size still to be learned from the key's other accesses (see _sizes_filled).
         self._sizes.append(np.where(sizes >= 0, sizes, -1 - key_lengths))
+
+    def working_set(self, start_ns: int | None, window_s: int, windows: int) -> WorkingSet | None:
+        """The sampled accesses window by window (see working_set.py), on the time series' windows."""
+        if not self._hashes or start_ns is None or windows == 0:
+            return None
+        keys = np.unique(np.concatenate(self._hashes), return_inverse=True)[1].astype(np.int64)
+        sizes = _sizes_filled(keys, np.concatenate(self._sizes), np.argsort(keys, kind="stable"))
+        return working_set(keys, np.concatenate(self._times), sizes, self.rate, start_ns, window_s, windows)
 
     def _smallest(self, mean_size: float) -> float:
         return 0.0 if self.rate >= 1.0 else _SMALLEST_SAMPLED * mean_size / self.rate

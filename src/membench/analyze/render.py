@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from membench.analyze.histogram import Distribution
+from membench.analyze.render_breakdown import busiest_connections, working_set_line
 from membench.analyze.report import AnalysisReport
 from membench.analyze.ttl import TtlStats
 from membench.outputs import write_result
@@ -28,6 +29,8 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
         console.print("The profile holds no operations.")
         return
     console.print(_overview(report))
+    if report.connections.busiest:
+        console.print(busiest_connections(report.connections))
     console.print(_commands(report))
     console.print(Text("Protocols: " + ", ".join(f"{name} {count / report.operations:.1%}"
                                                  for name, count in report.protocols.items())))
@@ -37,6 +40,8 @@ def render_terminal(report: AnalysisReport, console: Console) -> None:
     if report.ttl is not None and report.ttl.operations:
         console.print(_expirations(report.ttl))
     console.print(_key_summary(report))
+    if report.working_set is not None and report.working_set.distinct_keys:
+        console.print(working_set_line(report.working_set))
     if report.popularity is not None:
         console.print(_popularity(report))
     if report.keys.hottest:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from membench.analyze.connections import Connections
 from membench.analyze.histogram import Distribution
 from membench.analyze.mrc import MissRatioCurve
 from membench.analyze.popularity import Popularity
 from membench.analyze.series import TimeSeries
 from membench.analyze.ttl import TtlStats
+from membench.analyze.working_set import WorkingSet
 
 
 @dataclass
@@ -87,13 +89,6 @@ class Throughput:
 
 
 @dataclass
-class Connections:
-    count: int
-    busiest_share: float | None  # of operations, on the busiest connection
-    operations_per_connection: Distribution
-
-
-@dataclass
 class CaptureHealth:
     complete: bool
     lossy: bool
@@ -124,6 +119,7 @@ class AnalysisReport:
     popularity: Popularity | None = None  # skew over keys; None without keyed operations
     series: TimeSeries | None = None  # the profile window by window; None without operations
     ttl: TtlStats | None = None  # expiration times of the operations that carried one
+    working_set: WorkingSet | None = None  # distinct keys, bytes and one-hit wonders per window of the series
     warnings: list[str] = field(default_factory=list)  # what makes these numbers less than the whole truth
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,95 @@
+"""Per-connection breakdown: what each recorded connection did, counted per batch with numpy.
+
+Memory is a few arrays indexed by the profile's connection number (dense from 0), so bounded by the number of
+connections, not of operations. The busiest connections are reported in full; the rest only in the distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from membench.analyze.histogram import CountHistogram, Distribution
+
+BUSIEST_REPORTED = 20
+_NS_PER_S = 1_000_000_000
+# Columns of the per-connection table: operations, hits, misses, value bytes read by hits, value bytes written by
+# storage commands, latency sum (µs), answered operations.
+_OPERATIONS, _HITS, _MISSES, _READ, _WRITTEN, _LATENCY_SUM, _ANSWERED = range(7)
+_COLUMNS = 7
+
+
+@dataclass
+class ConnectionLine:
+    connection: int  # the profile's connection number
+    operations: int
+    share: float  # of all operations
+    hit_ratio: float | None  # hits / (hits + misses); None without either
+    bytes_read: int  # value bytes returned by hits
+    bytes_written: int  # value bytes sent by storage commands
+    mean_latency_us: float | None  # over the operations that saw a reply
+    first_ns: int
+    last_ns: int
+
+
+@dataclass
+class Connections:
+    count: int
+    busiest_share: float | None  # of operations, on the busiest connection
+    operations_per_connection: Distribution
+    busiest: list[ConnectionLine]  # the BUSIEST_REPORTED connections with the most operations, busiest first
+
+
+class ConnectionCollector:
+    def __init__(self) -> None:
+        self._table = np.zeros((0, _COLUMNS), dtype=np.int64)
+        self._first = np.zeros(0, dtype=np.int64)
+        self._last = np.zeros(0, dtype=np.int64)
+        self.operations = 0
+
+    def add(self, connection: np.ndarray, timestamps: np.ndarray, hit: np.ndarray, miss: np.ndarray,
+            read: np.ndarray, written: np.ndarray, latency: np.ndarray, answered: np.ndarray) -> None:
+        """One batch, row-aligned arrays: `read` and `written` hold each row's value bytes (0 where none),
+        `latency` its latency (0 where `answered` is False)."""
+        self._grow(int(connection.max()) + 1)
+        size = len(self._first)
+        self.operations += len(connection)
+        for column, weights in ((_OPERATIONS, None), (_HITS, hit), (_MISSES, miss), (_READ, read),
+                                (_WRITTEN, written), (_LATENCY_SUM, latency), (_ANSWERED, answered)):
+            counted = np.bincount(connection, weights=weights, minlength=size)
+            self._table[:, column] += np.rint(counted).astype(np.int64)
+        np.minimum.at(self._first, connection, timestamps)
+        np.maximum.at(self._last, connection, timestamps)
+
+    def _grow(self, size: int) -> None:
+        extra = size - len(self._first)
+        if extra <= 0:
+            return
+        self._table = np.vstack([self._table, np.zeros((extra, _COLUMNS), dtype=np.int64)])
+        self._first = np.concatenate([self._first, np.full(extra, np.iinfo(np.int64).max, dtype=np.int64)])
+        self._last = np.concatenate([self._last, np.full(extra, np.iinfo(np.int64).min, dtype=np.int64)])
+
+    def connections(self) -> Connections:
+        operations = self._table[:, _OPERATIONS]
+        used = np.flatnonzero(operations > 0)
+        spread = CountHistogram()
+        spread.add(operations[used])
+        busiest = used[np.lexsort((used, -operations[used]))][:BUSIEST_REPORTED]
+        return Connections(
+            count=int(used.size),
+            busiest_share=int(operations[used].max()) / self.operations if used.size else None,
+            operations_per_connection=spread.distribution(),
+            busiest=[self._line(int(number)) for number in busiest],
+        )
+
+    def _line(self, number: int) -> ConnectionLine:
+        row = self._table[number]
+        looked_up = int(row[_HITS] + row[_MISSES])
+        return ConnectionLine(
+            connection=number, operations=int(row[_OPERATIONS]), share=int(row[_OPERATIONS]) / self.operations,
+            hit_ratio=int(row[_HITS]) / looked_up if looked_up else None,
+            bytes_read=int(row[_READ]), bytes_written=int(row[_WRITTEN]),
+            mean_latency_us=int(row[_LATENCY_SUM]) / int(row[_ANSWERED]) if row[_ANSWERED] else None,
+            first_ns=int(self._first[number]), last_ns=int(self._last[number]),
+        )
