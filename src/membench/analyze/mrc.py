@@ -69,6 +69,7 @@ class MissRatioCollector:
         self._sizes: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
         self.accesses = 0
+        self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def add(self, batch: pa.RecordBatch) -> None:
         command = batch.column("command")
@@ -97,9 +98,18 @@ class MissRatioCollector:
         """The sampled accesses window by window (see working_set.py), on the time series' windows."""
         if not self._hashes or start_ns is None or windows == 0:
             return None
-        keys = np.unique(np.concatenate(self._hashes), return_inverse=True)[1].astype(np.int64)
-        sizes = _sizes_filled(keys, np.concatenate(self._sizes), np.argsort(keys, kind="stable"))
-        return working_set(keys, np.concatenate(self._times), sizes, self.rate, start_ns, window_s, windows)
+        keys, _, sizes, times = self._sample()
+        return working_set(keys, times, sizes, self.rate, start_ns, window_s, windows)
+
+    def _sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The sampled accesses, in order: key codes, the order that puts each key's accesses together, sizes
+        (unknown ones filled in), times. Computed once for the curve and the working set."""
+        if self._prepared is None:
+            keys = np.unique(np.concatenate(self._hashes), return_inverse=True)[1].astype(np.int64)
+            by_key = np.argsort(keys, kind="stable")  # each key's accesses together, in order
+            sizes = _sizes_filled(keys, np.concatenate(self._sizes), by_key)
+            self._prepared = (keys, by_key, sizes, np.concatenate(self._times))
+        return self._prepared
 
     def _smallest(self, mean_size: float) -> float:
         return 0.0 if self.rate >= 1.0 else _SMALLEST_SAMPLED * mean_size / self.rate
@@ -107,10 +117,7 @@ class MissRatioCollector:
     def curve(self) -> MissRatioCurve | None:
         if not self._hashes:
             return None
-        hashes = np.concatenate(self._hashes)
-        keys = np.unique(hashes, return_inverse=True)[1].astype(np.int64)
-        by_key = np.argsort(keys, kind="stable")  # each key's accesses together, in order
-        sizes = _sizes_filled(keys, np.concatenate(self._sizes), by_key)
+        keys, by_key, sizes, times = self._sample()
         by_bytes, by_objects = stack_distances(keys, sizes)
         # Only the data of other keys is sampled: the key's own size (its previous one) stays as it is.
         own = _previous_sizes(keys, sizes, by_key)
@@ -124,7 +131,7 @@ class MissRatioCollector:
         total = sampled if self.rate >= 1.0 else max(1.0, self.accesses * self.rate)
         cold = min(1.0, float(np.count_nonzero(~warm)) / total)
         reuse_time = CountHistogram()
-        reuse_time.add(_reuse_times_ms(np.concatenate(self._times), keys, by_key)[warm])
+        reuse_time.add(_reuse_times_ms(times, keys, by_key)[warm])
         reuse_distance = CountHistogram()
         reuse_distance.add(np.rint(by_objects[warm] - 1).astype(np.int64))
         return MissRatioCurve(

@@ -1,8 +1,8 @@
 """The working set window by window: distinct keys, their bytes, and one-hit wonders, from the miss-ratio curve's
 key sample (SHARDS: every access of a fixed fraction of the keys), scaled by its rate; exact when the rate is 1.
 
-Within a window, a key's bytes are the size of its last access there (a miss takes the size the key had or will
-have, as for the curve); a one-hit wonder is a key accessed exactly once in the window.
+Within a window, a key's bytes are the size of its latest recorded access there (a miss takes the size the key had
+or will have, as for the curve); a one-hit wonder is a key accessed exactly once in the window.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ class WorkingSet:
 
 def working_set(keys: np.ndarray, times: np.ndarray, sizes: np.ndarray, rate: float, start_ns: int,
                 window_s: int, windows: int) -> WorkingSet:
-    """`keys` (small integer codes), `times` and `sizes` of the sampled accesses, in any order."""
+    """`keys` (integer codes from 0), `times` and `sizes` of the sampled accesses, in recorded order."""
     window = np.clip((times - start_ns) // (window_s * 1_000_000_000), 0, max(windows - 1, 0)).astype(np.int64)
-    order = np.lexsort((times, keys, window))  # by window, then key, then time
+    # One stable sort on (window, key): a group's accesses keep their recorded order, so its last is the latest.
+    order = np.argsort(window * (int(keys.max(initial=0)) + 1) + keys, kind="stable")
     window, keys, sizes = window[order], keys[order], sizes[order]
     starts = np.ones(len(order), dtype=bool)
     starts[1:] = (window[1:] != window[:-1]) | (keys[1:] != keys[:-1])
