@@ -9,6 +9,11 @@ sample of the profile read with pyarrow; the ratio is analyze's rate over the lo
 
 from __future__ import annotations
 
+import os
+
+# As the membench CLI does (cli.py): numpy's OpenBLAS threads would spin beside the measured work.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import math
 import resource

@@ -19,6 +19,11 @@ so the ratio understates membench's lead.
 
 from __future__ import annotations
 
+import os
+
+# As the membench CLI does (cli.py): numpy's OpenBLAS threads would spin beside the measured work.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import json
 import tempfile

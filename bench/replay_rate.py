@@ -14,6 +14,11 @@ profile, so these figures stand alone.
 
 from __future__ import annotations
 
+import os
+
+# As the membench CLI does (cli.py): numpy's OpenBLAS threads would spin beside the measured work.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import asyncio
 import re

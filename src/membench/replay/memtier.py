@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from membench.profile.schema import Status
 from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS
-from membench.replay.stats import STATUS_NAMES, Totals, new_histogram
+from membench.replay.stats import STATUS_NAMES, Totals, mean_value, new_histogram, values_at_percentiles
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 _HIT, _MISS = STATUS_NAMES.index(Status.HIT.value), STATUS_NAMES.index(Status.MISS.value)
@@ -58,8 +58,8 @@ def _latencies(histogram: HdrHistogram) -> dict[str, Any]:
         values = dict.fromkeys(PERCENTILES, 0)
         mean = maximum = 0.0
     else:
-        values = histogram.get_percentile_to_value_dict(list(PERCENTILES))
-        mean, maximum = histogram.get_mean_value(), histogram.get_max_value()
+        values = values_at_percentiles(histogram, PERCENTILES)
+        mean, maximum = mean_value(histogram), histogram.get_max_value()
     return {"Latency": round(mean / 1000, 5), "Average Latency": round(mean / 1000, 5),
             "Max Latency": round(maximum / 1000, 5),
             "Percentile Latencies": {f"p{p:.2f}": round(values[p] / 1000, 5) for p in PERCENTILES}}
