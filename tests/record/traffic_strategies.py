@@ -15,7 +15,8 @@ keys = st.sampled_from([b"k", b"a2V5", b"a2U=", b"!!!!", b"x" * 250, b"x" * 251]
 words = st.sampled_from([b"get", b"gets", b"gat", b"set", b"cas", b"append", b"delete", b"incr", b"touch", b"mg",
                          b"ms", b"md", b"ma", b"mn", b"flush_all", b"VALUE", b"VA", b"HD", b"EN", b"NF", b"END",
                          b"STORED", b"CLIENT_ERROR", b"MN", b"12"])
-flag_tokens = st.sampled_from([b"q", b"b", b"v", b"k", b"C", b"MR", b"N", b"T", b"F", b"O", b"f", b"t", b"s"])
+flag_tokens = st.sampled_from([b"q", b"b", b"v", b"k", b"C", b"MR", b"N", b"T", b"F", b"O", b"f", b"t", b"s", b"Ma",
+                               b"M+", b"MI", b"ME", b"M-", b"D", b"J", b"c"])
 
 
 @st.composite

@@ -65,6 +65,9 @@ cdef Py_ssize_t _line(DirectionParser p, const uint8_t* line, Py_ssize_t n, int6
         else:
             result = text_response(p.tokens, &p.unit, p.pieces, start, ts, not synced)
         if result == LINE_UNHANDLED:
+            result = (meta_request(p.tokens, &p.unit, p.pieces, start, ts) if p.is_request
+                      else meta_response(p.tokens, &p.unit, p.pieces, start, ts))
+        if result == LINE_UNHANDLED:
             result = spec_line((<const char*>line)[:n], p.is_request, not synced, &p.unit, p.pieces, start, ts)
     if result == LINE_INVALID:
         if synced and is_printable(line, n):
