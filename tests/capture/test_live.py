@@ -129,7 +129,7 @@ def test_recording_a_live_interface_gives_memcacheds_counts(memcached: Memcached
         recorder.send_signal(signal.SIGINT)
         _, error = recorder.communicate(timeout=60)
     assert recorder.returncode == 0, error
-    assert profile_counters(read_profile(output)) == stats_delta(before, after)
+    assert profile_counters(read_profile(output)) == stats_delta(before, after), error
 
 
 def wait_until_capturing(recorder: subprocess.Popen[str]) -> None:

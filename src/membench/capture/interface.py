@@ -42,6 +42,8 @@ _LIVE_SNAPLEN: Final = 262144
 _LIVE_BUFFER_BYTES: Final = 32 << 20
 _LIVE_POLL_S: Final = 0.1  # how often a blocked read looks at stop() and the duration
 _LIVE_STATS_EVERY_S: Final = 1.0
+_BATCH_PACKETS: Final = 4096  # packets read per wake-up at most, so a flood cannot keep the reader from yielding
+_DRAIN_S: Final = 1.0  # after a stop, the longest spent reading what libpcap still holds
 
 
 def _libpcap() -> ctypes.CDLL:
@@ -98,6 +100,8 @@ class LiveInterfaceSource:
         self._lib = _libpcap()
         self._handle = self._open(interface)
         self._link = self._lib.pcap_datalink(self._handle)
+        nanoseconds = self._lib.pcap_get_tstamp_precision(self._handle) == _PCAP_TSTAMP_PRECISION_NANO
+        self._fraction_ns = 1 if nanoseconds else 1000
 
     def stop(self) -> None:
         self._stopping = True
@@ -112,7 +116,10 @@ class LiveInterfaceSource:
             lib.pcap_set_snaplen(handle, _LIVE_SNAPLEN)
             lib.pcap_set_promisc(handle, 0)
             lib.pcap_set_timeout(handle, int(_LIVE_POLL_S * 1000))
-            lib.pcap_set_immediate_mode(handle, 1)
+            # Not immediate mode: there every packet takes a whole TPACKET_V3 block of the kernel's ring (a block
+            # per snaplen), so a reader starved of CPU for a moment saw the ring overflow after a few hundred
+            # packets. Blocks now fill up, handed over when full or after the timeout.
+            lib.pcap_set_immediate_mode(handle, 0)
             lib.pcap_set_buffer_size(handle, _LIVE_BUFFER_BYTES)
             lib.pcap_set_tstamp_precision(handle, _PCAP_TSTAMP_PRECISION_NANO)
             status = lib.pcap_activate(handle)
@@ -170,46 +177,56 @@ class LiveInterfaceSource:
             packets.finish(max(latest_ns, time.time_ns()))
 
     def _batches(self) -> Iterator[list[tuple[int, bytes]]]:
-        """The captured frames, as (timestamp, bytes), a batch per wake-up, until stopped or the duration ends."""
+        """The captured frames, as (timestamp, bytes), a batch per wake-up, until stopped or the duration ends;
+        what libpcap already holds then is still read (for at most _DRAIN_S), so Ctrl+C loses no captured packet."""
         if not self._handle:
             raise MembenchError(f"capture on {self.interface} already ran: open a new source")
-        lib = self._lib
-        handle = self._handle
-        fraction_ns = 1 if lib.pcap_get_tstamp_precision(handle) == _PCAP_TSTAMP_PRECISION_NANO else 1000
-        selectable = lib.pcap_get_selectable_fd(handle)
-        header = ctypes.POINTER(_PacketHeader)()
-        data = ctypes.c_void_p()
+        selectable = self._lib.pcap_get_selectable_fd(self._handle)
         started = time.monotonic()
         deadline = started + self.duration if self.duration is not None else None
         next_stats = started + _LIVE_STATS_EVERY_S
+        drain_until: float | None = None
         try:
-            while not self._stopping:
+            while True:
                 now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    break
+                if drain_until is None and (self._stopping or (deadline is not None and now >= deadline)):
+                    drain_until = now + _DRAIN_S
+                    time.sleep(_LIVE_POLL_S * 1.5)  # the kernel hands over a partly filled block at the timeout
                 if now >= next_stats:
                     self._read_stats()
                     next_stats = now + _LIVE_STATS_EVERY_S
-                select.select([selectable], [], [], _LIVE_POLL_S if deadline is None else
-                              min(_LIVE_POLL_S, deadline - now))
-                batch = []
-                while not self._stopping:
-                    status = lib.pcap_next_ex(handle, ctypes.byref(header), ctypes.byref(data))
-                    if status == 0:
-                        break
-                    if status < 0:
-                        if status == -2:  # PCAP_ERROR_BREAK: nothing more will come
-                            self._stopping = True
-                            break
-                        raise MembenchError(f"capture on {self.interface} failed: {self._error(handle)}")
-                    packet = header.contents
-                    batch.append((packet.seconds * 1_000_000_000 + packet.fraction * fraction_ns,
-                                  ctypes.string_at(data, packet.captured)))
-                yield batch
+                if drain_until is None:
+                    select.select([selectable], [], [], _LIVE_POLL_S if deadline is None else
+                                  min(_LIVE_POLL_S, deadline - now))
+                batch = self._available()
+                if batch:
+                    yield batch
+                if drain_until is not None and (len(batch) < _BATCH_PACKETS or now >= drain_until):
+                    break
             self._read_stats()
         finally:
-            lib.pcap_close(handle)
+            self._lib.pcap_close(self._handle)
             self._handle = 0
+
+    def _available(self) -> list[tuple[int, bytes]]:
+        """The frames libpcap holds now, up to _BATCH_PACKETS."""
+        lib, handle = self._lib, self._handle
+        header = ctypes.POINTER(_PacketHeader)()
+        data = ctypes.c_void_p()
+        batch: list[tuple[int, bytes]] = []
+        while len(batch) < _BATCH_PACKETS:
+            status = lib.pcap_next_ex(handle, ctypes.byref(header), ctypes.byref(data))
+            if status == 0:
+                break
+            if status == -2:  # PCAP_ERROR_BREAK: nothing more will come
+                self._stopping = True
+                break
+            if status < 0:
+                raise MembenchError(f"capture on {self.interface} failed: {self._error(handle)}")
+            packet = header.contents
+            batch.append((packet.seconds * 1_000_000_000 + packet.fraction * self._fraction_ns,
+                          ctypes.string_at(data, packet.captured)))
+        return batch
 
     def _read_stats(self) -> None:
         stats = _PcapStats()
