@@ -8,6 +8,7 @@ python3 -m pytest -q "$@"
 if [ $# -eq 0 ]; then
     # The recording tests against real memcached and real clients once more on the Python specification: the
     # compiled twin runs by default, and both must give memcached's own counts.
-    MEMBENCH_NO_EXTENSIONS=1 python3 -m pytest -q tests/record tests/fidelity \
-        --ignore tests/record/test_twin.py --ignore tests/record/test_fuzz_rows.py
+    MEMBENCH_NO_EXTENSIONS=1 python3 -m pytest -q tests/record tests/fidelity tests/capture/test_live.py \
+        --ignore tests/record/test_twin.py --ignore tests/record/test_twin_capture.py \
+        --ignore tests/record/test_fuzz_rows.py
 fi
