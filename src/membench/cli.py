@@ -139,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_replay_arguments(replay)
 
+    _add_top_parser(commands)
+
+    _add_merge_parser(commands)
+    return parser
+
+
+def _add_merge_parser(commands: argparse._SubParsersAction[_OneLineErrorParser]) -> None:
+    merge = commands.add_parser(
+        "merge", help="join the profiles of several nodes into one", epilog=MERGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Join profiles recorded node by node with one salt: connections renumbered per node, rows "
+                    "on one time axis, health summed.",
+    )
+    merge.add_argument("profiles", type=Path, nargs="+", metavar="PROFILE")
+    merge.add_argument("--output", "-o", type=Path, required=True, help="profile directory to create")
+    merge.add_argument("--force", action="store_true", help="overwrite an existing profile")
+
+
+def _add_top_parser(commands: argparse._SubParsersAction[_OneLineErrorParser]) -> None:
     top = commands.add_parser(
         "top", help="watch live traffic: rates, hit ratio, latency, hot keys", epilog=TOP_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -155,17 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="eBPF: watch the server's sockets (default) or the clients'")
     top.add_argument("--show-keys", action="store_true",
                      help="show real keys instead of hashes (hot keys only; on screen, never written)")
-
-    merge = commands.add_parser(
-        "merge", help="join the profiles of several nodes into one", epilog=MERGE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Join profiles recorded node by node with one salt: connections renumbered per node, rows "
-                    "on one time axis, health summed.",
-    )
-    merge.add_argument("profiles", type=Path, nargs="+", metavar="PROFILE")
-    merge.add_argument("--output", "-o", type=Path, required=True, help="profile directory to create")
-    merge.add_argument("--force", action="store_true", help="overwrite an existing profile")
-    return parser
 
 
 def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
