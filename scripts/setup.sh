@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 # tshark (peers in tests and benchmarks); libmemcached-tools (memcaslap load); libpcap0.8 (live capture);
 # libmemcached-dev and zlib1g-dev (build pylibmc, a real client in the tests); util-linux (setpriv, unshare in the
 # privilege tests); gcc (pip compiles membench's Cython twins with it, against the running Python's headers); tmux
-# (the terminal `membench top` is tested in).
+# (the terminal `membench top` is tested in); chromium (renders `analyze --html` pages headless in the tests).
 packages=(memcached libbpf1 libbpf-dev clang llvm bpftool tcpdump tshark libmemcached-tools libpcap0.8
-          libmemcached-dev zlib1g-dev util-linux gcc tmux)
+          libmemcached-dev zlib1g-dev util-linux gcc tmux chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

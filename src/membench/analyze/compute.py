@@ -194,7 +194,9 @@ class _Accumulator:
             commands=self._command_stats(),
             hit_ratios=self._hit_ratios(),
             keys=self._key_stats(hashes, counts),
-            value_sizes=ValueSizes(stored=self.stored_size.distribution(), hit=self.hit_size.distribution()),
+            value_sizes=ValueSizes(stored=self.stored_size.distribution(), hit=self.hit_size.distribution(),
+                                   stored_histogram=self.stored_size.power_of_two_buckets(),
+                                   hit_histogram=self.hit_size.power_of_two_buckets()),
             latency=self._latencies(),
             throughput=self._throughput(),
             health=health,
@@ -245,6 +247,7 @@ class _Accumulator:
             hottest_10pct_share=_top_share(counts, 0.10, keyed),
             hottest=[HotKey(f"{int(hashes[i]):016x}", int(counts[i]), int(counts[i]) / keyed) for i in top],
             key_size=self.key_size.distribution(),
+            key_size_histogram=self.key_size.power_of_two_buckets(),
         )
 
     def _latencies(self) -> list[Latency]:

@@ -84,3 +84,21 @@ class CountHistogram:
             index = int(np.searchsorted(cumulative * denominator, total * numerator, side="left"))
             ranks[name] = int(values[index])
         return Distribution(count=total, min=int(values[0]), mean=self._sum / total, max=int(values[-1]), **ranks)
+
+    def power_of_two_buckets(self) -> list[SizeBucket]:
+        """Counts per power-of-two range (the bucket of `upper` holds values up to it, above the previous one's):
+        what a size histogram draws."""
+        values, counts = self.value_counts()
+        if not len(values):
+            return []
+        exponents = np.ceil(np.log2(np.maximum(values.astype(np.float64), 1.0))).astype(np.int64)
+        per_exponent = np.bincount(exponents, weights=counts.astype(np.float64))
+        return [SizeBucket(upper=1 << int(exponent), count=int(count))
+                for exponent, count in enumerate(per_exponent) if count]
+
+
+@dataclass
+class SizeBucket:
+    upper: int  # values above the previous bucket's upper, up to this one (0 and 1 in the first)
+    count: int
+

@@ -8,11 +8,12 @@ keys seen at least twice (all ranks if fewer than _MIN_FIT_RANKS are), and repor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 _MIN_FIT_RANKS = 10
+_CURVE_POINTS = 200
 
 
 @dataclass
@@ -22,6 +23,14 @@ class Popularity:
     zipf_fit_ranks: list[int] | None  # [first, last] rank the fit used, 1-based
     one_hit_wonders: int  # keys with exactly one operation
     one_hit_wonder_ratio: float  # of distinct keys
+    # The rank/frequency curve at up to _CURVE_POINTS log-spaced ranks (what a log-log popularity chart draws).
+    rank_frequency: list[RankCount] = field(default_factory=list)
+
+
+@dataclass
+class RankCount:
+    rank: int  # 1 = the hottest key
+    operations: int
 
 
 def popularity(counts: np.ndarray) -> Popularity | None:
@@ -41,5 +50,8 @@ def popularity(counts: np.ndarray) -> Popularity | None:
         spread = float(((y - y.mean()) ** 2).sum())
         alpha, r2, ranks = float(-slope) + 0.0, (1.0 - residual / spread) if spread else 1.0, [1, last]
     once = int(np.count_nonzero(counts == 1))
+    curve_ranks = np.unique(np.geomspace(1, ordered.size, min(_CURVE_POINTS, ordered.size)).round().astype(np.int64))
     return Popularity(zipf_alpha=alpha, zipf_r2=r2, zipf_fit_ranks=ranks, one_hit_wonders=once,
-                      one_hit_wonder_ratio=once / counts.size)
+                      one_hit_wonder_ratio=once / counts.size,
+                      rank_frequency=[RankCount(rank=int(rank), operations=int(ordered[rank - 1]))
+                                      for rank in curve_ranks])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,10 +58,10 @@ def write_json(report: AnalysisReport, path: Path) -> None:
 
 
 def write_html(report: AnalysisReport, path: Path) -> None:
-    """The terminal report as one HTML file with inline styles: no script, nothing fetched from anywhere."""
-    console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True, highlight=False)
-    render_terminal(report, console)
-    write_result(path, console.export_html(inline_styles=True, clear=True), "--html")
+    """The report as one self-contained HTML page with charts (html.py); plotly loads only when asked for."""
+    from membench.analyze.html import html_page
+
+    write_result(path, html_page(report), "--html")
 
 
 def _header(report: AnalysisReport) -> Panel:

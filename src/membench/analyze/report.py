@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from membench.analyze.connections import Connections
-from membench.analyze.histogram import Distribution
+from membench.analyze.histogram import Distribution, SizeBucket
 from membench.analyze.mrc import MissRatioCurve
 from membench.analyze.popularity import Popularity
 from membench.analyze.series import TimeSeries
@@ -62,12 +62,15 @@ class KeyStats:
     hottest_10pct_share: float | None
     hottest: list[HotKey]
     key_size: Distribution  # bytes, over keyed operations
+    key_size_histogram: list[SizeBucket] = field(default_factory=list)  # operations per power-of-two key length
 
 
 @dataclass
 class ValueSizes:
     stored: Distribution  # bytes sent by storage commands
     hit: Distribution  # bytes returned by hits
+    stored_histogram: list[SizeBucket] = field(default_factory=list)  # operations per power-of-two size
+    hit_histogram: list[SizeBucket] = field(default_factory=list)
 
 
 @dataclass
