@@ -74,6 +74,16 @@ examples:
   sudo membench top ebpf:any --show-keys            # real keys on screen (never written anywhere)
 """
 
+IMPORT_EXAMPLES = """\
+examples:
+  membench import twitter cluster52.sort trace.profile --salt-file team.salt
+  membench import oracle-general w44.oracleGeneral trace.profile
+  membench import kvtrace kvcache_traces_1.csv trace.profile
+  membench analyze trace.profile
+  membench export out.profile oracle-general out.oracleGeneral   # for libCacheSim's cachesim
+  membench export out.profile csv out.csv
+"""
+
 MERGE_EXAMPLES = """\
 examples (each node recorded with the same salt):
   membench merge node1.profile node2.profile node3.profile -o fleet.profile
@@ -142,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_top_parser(commands)
 
     _add_merge_parser(commands)
+    _add_trace_parsers(commands)
     return parser
 
 
@@ -155,6 +166,28 @@ def _add_merge_parser(commands: argparse._SubParsersAction[_OneLineErrorParser])
     merge.add_argument("profiles", type=Path, nargs="+", metavar="PROFILE")
     merge.add_argument("--output", "-o", type=Path, required=True, help="profile directory to create")
     merge.add_argument("--force", action="store_true", help="overwrite an existing profile")
+
+
+def _add_trace_parsers(commands: argparse._SubParsersAction[_OneLineErrorParser]) -> None:
+    importing = commands.add_parser(
+        "import", help="turn a public cache trace into a profile", epilog=IMPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a libCacheSim oracleGeneral, Twitter cache-trace or CacheLib kvtrace file into a profile "
+                    "that analyze and replay take.")
+    importing.add_argument("format", choices=("oracle-general", "twitter", "kvtrace"))
+    importing.add_argument("trace", type=Path)
+    importing.add_argument("output", type=Path, help="profile directory to create")
+    salt = importing.add_mutually_exclusive_group()
+    salt.add_argument("--salt-file", type=Path, metavar="FILE", help="hash the trace's keys with this passphrase")
+    salt.add_argument("--salt", metavar="PASSPHRASE", help="the same from the command line (visible in ps)")
+    importing.add_argument("--force", action="store_true", help="overwrite an existing profile")
+    exporting = commands.add_parser(
+        "export", help="write a profile as a public cache trace", epilog=IMPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a profile's keyed operations as libCacheSim oracleGeneral or Twitter-style CSV.")
+    exporting.add_argument("profile", type=Path)
+    exporting.add_argument("format", choices=("oracle-general", "csv"))
+    exporting.add_argument("output", type=Path, help="trace file to create")
 
 
 def _add_top_parser(commands: argparse._SubParsersAction[_OneLineErrorParser]) -> None:
@@ -210,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _merge(args, console)
         if args.command == "top":
             return _top(args)
+        if args.command in ("import", "export"):
+            return _traces(args, console)
         return _replay(args, console)
     except MembenchError as error:
         console.print(f"membench: {error}", markup=False)
@@ -258,6 +293,23 @@ def _record(args: argparse.Namespace, console: Console) -> int:
     if status is not None:
         status.clear()
     print_summary(console, args.output, summary)
+    return 0
+
+
+def _traces(args: argparse.Namespace, console: Console) -> int:
+    from membench.record.anonymize import KeyHasher
+    from membench.traces.load import export_profile, import_trace
+
+    if args.command == "export":
+        written = export_profile(args.format, args.profile, args.output)
+        console.print(f"wrote {written:,} requests to {args.output}", markup=False)
+        return 0
+    passphrase = _passphrase(args, console)
+    hasher = KeyHasher.random() if passphrase is None else KeyHasher.from_passphrase(passphrase)
+    summary = import_trace(args.format, args.trace, args.output, hasher, args.force)
+    problems = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in summary.health.items())
+    console.print(f"imported {summary.operations:,} operations into {args.output}"
+                  + (f"; not imported: {problems}" if problems else ""), markup=False)
     return 0
 
 

@@ -1,0 +1,30 @@
+"""`membench import` and `membench export`: which format is read or written by what, and the checks before work."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from membench.errors import MembenchError
+from membench.profile.reader import ProfileReader
+from membench.record.anonymize import KeyHasher
+from membench.traces import export, formats
+from membench.traces.rows import ImportSummary, ProfileRows, TraceRow
+
+Importer = Callable[[Path, Counter[str]], Iterator[TraceRow]]
+IMPORTERS: dict[str, Importer] = {"oracle-general": formats.oracle_general, "twitter": formats.twitter,
+                                  "kvtrace": formats.kvtrace}
+EXPORTERS: dict[str, Callable[[ProfileReader, Path], int]] = {"oracle-general": export.export_oracle_general,
+                                                              "csv": export.export_csv}
+
+
+def import_trace(kind: str, trace: Path, output: Path, hasher: KeyHasher, overwrite: bool) -> ImportSummary:
+    if not trace.is_file():
+        raise MembenchError(f"no such trace file: {trace}")
+    rows = ProfileRows(output, f"{kind}:{trace}", hasher, overwrite)
+    return rows.add_all(IMPORTERS[kind](trace, rows.problems))
+
+
+def export_profile(kind: str, profile: Path, output: Path) -> int:
+    return EXPORTERS[kind](ProfileReader(profile), output)
