@@ -268,7 +268,7 @@ def _record(args: argparse.Namespace, console: Console) -> int:
     from membench.profile.writer import ProfileWriter
     from membench.record.anonymize import KeyHasher, SaltKdf
     from membench.record.recorder import Recorder
-    from membench.record.status import StatusLine, print_summary
+    from membench.record.status import RecordStatus, print_summary
 
     ports = tuple(args.ports or (DEFAULT_PORT,))
     passphrase = _passphrase(args, console)
@@ -277,7 +277,7 @@ def _record(args: argparse.Namespace, console: Console) -> int:
     source = open_source(args.source, ports, side=args.side, duration=args.duration)
     metadata = ProfileMetadata(source=source.name, ports=list(ports), salt_fingerprint=hasher.fingerprint,
                                salt_kdf=None if kdf is None else kdf.as_dict())
-    status = None if args.quiet or not sys.stderr.isatty() else StatusLine(console)
+    status = None if args.quiet or not sys.stderr.isatty() else RecordStatus(console)
     with ProfileWriter(args.output, metadata, overwrite=args.force) as writer:
         recorder = Recorder(source, writer, hasher, on_progress=status)
 

@@ -8,31 +8,25 @@ from rich.console import Console
 
 from membench.profile.health import losses as profile_losses
 from membench.record.recorder import Progress, RecordSummary
+from membench.status_line import StatusLine
 
 
-class StatusLine:
-    """Rewrites one terminal line each second: operations/s, connections, bytes, drops."""
+class RecordStatus:
+    """`membench record`'s live line: operations/s, connections, bytes, drops."""
 
     def __init__(self, console: Console) -> None:
-        self._console = console
-        self._last_ops = 0
-        self._last_elapsed = 0.0
+        self._line = StatusLine(console)
 
     def __call__(self, progress: Progress) -> None:
-        interval = progress.elapsed_s - self._last_elapsed
-        if interval < 0.9:
+        rate = self._line.rate(progress.elapsed_s, progress.operations)
+        if rate is None:
             return
-        rate = (progress.operations - self._last_ops) / interval
-        self._last_ops, self._last_elapsed = progress.operations, progress.elapsed_s
-        line = (f"{progress.elapsed_s:7.1f}s  {rate:10,.0f} ops/s  {progress.operations:12,} ops  "
-                f"{progress.connections_open:5} conns open ({progress.connections_total} seen)  "
-                f"{_bytes(progress.bytes_seen):>9}  drops {progress.dropped_events:,}")
-        self._console.file.write("\r" + line[: self._console.width - 1])
-        self._console.file.flush()
+        self._line.show(f"{progress.elapsed_s:7.1f}s  {rate:10,.0f} ops/s  {progress.operations:12,} ops  "
+                        f"{progress.connections_open:5} conns open ({progress.connections_total} seen)  "
+                        f"{_bytes(progress.bytes_seen):>9}  drops {progress.dropped_events:,}")
 
     def clear(self) -> None:
-        self._console.file.write("\r" + " " * (self._console.width - 1) + "\r")
-        self._console.file.flush()
+        self._line.clear()
 
 
 # Readable names for the losses a user meets most; the others are shown by their counter name.

@@ -33,6 +33,7 @@ from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, p
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.targets import Target, connect_blocking, parse_target
 from membench.replay.warm import WarmResult, warm_up
+from membench.status_line import StatusLine
 
 _RETRIEVAL_NAMES = frozenset(command.value for command in RETRIEVALS)
 _PROGRESS_AFTER_S = 2.0  # short runs print only the final table
@@ -92,28 +93,20 @@ def _check_reachable(target: Target, timeout: float) -> None:
 
 
 class _Progress:
-    """One rewritten line a second on long runs: elapsed, ops/s, ops, errors."""
+    """`membench replay`'s live line on long runs: elapsed, ops/s, ops, errors."""
 
     def __init__(self, console: Console) -> None:
         self._console = console
-        self._shown = False
-        self._last = (0.0, 0)
+        self._line = StatusLine(console)
 
     def update(self, elapsed_s: float, ops: int, errors: int) -> None:
-        last_elapsed, last_ops = self._last
-        self._last = (elapsed_s, ops)
-        if elapsed_s < _PROGRESS_AFTER_S or not self._console.is_terminal:
+        rate = self._line.rate(elapsed_s, ops)
+        if rate is None or elapsed_s < _PROGRESS_AFTER_S or not self._console.is_terminal:
             return
-        rate = (ops - last_ops) / max(elapsed_s - last_elapsed, 1e-9)
-        line = f"{elapsed_s:7.1f}s  {rate:10,.0f} ops/s  {ops:12,} ops  {errors:8,} errors"
-        self._console.file.write("\r" + line[: self._console.width - 1])
-        self._console.file.flush()
-        self._shown = True
+        self._line.show(f"{elapsed_s:7.1f}s  {rate:10,.0f} ops/s  {ops:12,} ops  {errors:8,} errors")
 
     def clear(self) -> None:
-        if self._shown:
-            self._console.file.write("\r" + " " * (self._console.width - 1) + "\r")
-            self._console.file.flush()
+        self._line.clear()
 
 
 def _run_here(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
