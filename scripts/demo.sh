@@ -33,8 +33,8 @@ kill -INT "$recorder"
 wait "$recorder"
 
 echo "== analyzing"
-membench analyze "$out/traffic.profile" --json "$out/analysis.json"
+membench analyze "$out/traffic.profile" --json "$out/analysis.json" --html "$out/report.html"
 
 echo "== replaying against a fresh memcached on port $replay_port"
 membench replay "$out/traffic.profile" --target "127.0.0.1:$replay_port" --json "$out/replay.json"
-echo "== done: $out/traffic.profile, $out/analysis.json, $out/replay.json"
+echo "== done: $out/traffic.profile, $out/analysis.json, $out/report.html (charts), $out/replay.json"
