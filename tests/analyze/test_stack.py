@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from membench.analyze import stack
-from membench.analyze.mrc import MissRatioCollector
+from membench.analyze.mrc import SAMPLED_ACCESSES, MissRatioCollector
 from membench.extensions import DISABLED, compiled
 from membench.profile.schema import SCHEMA
 
@@ -66,11 +66,16 @@ def test_distances_give_the_misses_of_an_exact_lru_cache(keys: list[int], capaci
     assert distance_misses(by_objects, objects) == lru_misses(keys, sizes, objects, by_objects=True)
 
 
-def zipf_batch(accesses: int, keys: int, seed: int) -> pa.RecordBatch:
+def zipf_batch(accesses: int, keys: int, seed: int, exponent: float = 1.1, skewed_sizes: bool = False
+               ) -> pa.RecordBatch:
+    """Gets of keys with Zipf popularity (ranks drawn by the inverse of the popularity's CDF), sizes fixed per key:
+    spread evenly, or log-normal (most values small, a few large) as a cache's values often are."""
     rng = np.random.default_rng(seed)
-    ranks = np.minimum(rng.zipf(1.1, accesses), keys) - 1
+    popularity = np.cumsum(1.0 / np.arange(1, keys + 1) ** exponent)
+    ranks = np.minimum(np.searchsorted(popularity / popularity[-1], rng.random(accesses)), keys - 1)
     hashes = (ranks.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) & np.uint64(2**64 - 1)
-    sizes = 50 + (ranks * 7919) % 2000
+    sizes = (np.clip(rng.lognormal(6.0, 1.2, keys), 1, 1 << 20).astype(np.int64)[ranks] if skewed_sizes
+             else 50 + (ranks * 7919) % 2000)
     columns = {"timestamp_ns": pa.array(1_700_000_000_000_000_000 + np.arange(accesses) * 1_000_000, pa.int64()),
                "command": pa.array(["get"] * accesses), "key_hash": pa.array(hashes, pa.uint64()),
                "key_length": pa.array(np.full(accesses, 12), pa.uint16()),
@@ -80,11 +85,14 @@ def zipf_batch(accesses: int, keys: int, seed: int) -> pa.RecordBatch:
 
 
 def test_sampled_curve_is_within_one_point_of_the_exact_simulation() -> None:
-    batch = zipf_batch(400_000, 50_000, seed=5)
-    sampled = MissRatioCollector(expected_operations=batch.num_rows * 20)  # a rate of about 0.25
+    # Many keys, a mild skew and log-normal sizes: the sample's error at small sizes shows (a sampled key's size
+    # weighs a lot in a small distance).
+    # (With seed 6, reporting from 32 sampled keys instead of 2,000 puts the smallest size 1.2 points off.)
+    batch = zipf_batch(1_000_000, 500_000, seed=6, exponent=0.99, skewed_sizes=True)
+    sampled = MissRatioCollector(expected_operations=SAMPLED_ACCESSES * 10)  # a rate of 0.1
     sampled.add(batch)
     curve = sampled.curve()
-    assert curve is not None and curve.sample_rate < 0.3
+    assert curve is not None and curve.sample_rate == 0.1
     hashes = batch.column("key_hash").to_numpy()
     keys = np.unique(hashes, return_inverse=True)[1].astype(np.int64)
     by_bytes, _ = stack.stack_distances(keys, batch.column("value_length").to_numpy().astype(np.int64))

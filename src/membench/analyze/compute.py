@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from membench.analyze.batch import BatchView, ColumnCodes, batch_view
 from membench.analyze.connections import ConnectionCollector
-from membench.analyze.counting import Codes, KeyCounter, SecondCounts
+from membench.analyze.counting import KeyCounter, SecondCounts
 from membench.analyze.histogram import CountHistogram
 from membench.analyze.mrc import MissRatioCollector
 from membench.analyze.popularity import popularity
@@ -38,7 +39,7 @@ from membench.profile.health import losses as health_losses
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
 from membench.profile.schema import Status
-from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS
+from membench.protocol.events import RETRIEVAL_COMMANDS
 
 COLUMNS = ("timestamp_ns", "connection", "command", "protocol", "key_hash", "key_length", "value_length", "ttl",
            "status", "latency_us", "batch", "quiet")
@@ -47,15 +48,18 @@ _NS_PER_S = 1_000_000_000
 
 
 def analyze_profile(reader: ProfileReader) -> AnalysisReport:
-    accumulator = _Accumulator(reader.num_rows, SeriesCollector(reader.metadata.start_ns, reader.metadata.end_ns))
-    for batch in _read_ahead(reader.batches(COLUMNS)):
-        accumulator.add(batch)
+    codes = ColumnCodes()
+    accumulator = _Accumulator(reader.num_rows, SeriesCollector(reader.metadata.start_ns, reader.metadata.end_ns),
+                               codes)
+    for view in _read_ahead(reader.batches(COLUMNS), codes):
+        accumulator.add(view)
     return accumulator.report(reader)
 
 
-def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Decodes the next batches in a thread while this one is counted: both Parquet and numpy release the GIL."""
-    ready: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=depth)
+def _read_ahead(batches: Iterator[pa.RecordBatch], codes: ColumnCodes, depth: int = 2) -> Iterator[BatchView]:
+    """Decodes the next batches and builds their views in a thread while this one is counted: Parquet, pyarrow
+    and numpy release the GIL, so the two share the work on two cores."""
+    ready: queue.Queue[BatchView | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
@@ -63,7 +67,8 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
             for batch in batches:
                 if stop.is_set():
                     return
-                ready.put(batch)
+                if batch.num_rows:
+                    ready.put(batch_view(batch, codes))
             ready.put(None)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
             ready.put(exc)
@@ -83,13 +88,13 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[p
 
 
 class _Accumulator:
-    def __init__(self, expected_operations: int, series: SeriesCollector) -> None:
+    def __init__(self, expected_operations: int, series: SeriesCollector, codes: ColumnCodes) -> None:
         self.misses = MissRatioCollector(expected_operations)
         self.series = series
         self.ttl = TtlCollector()
-        self.commands = Codes()
-        self.statuses = Codes()
-        self.protocols = Codes()
+        self.commands = codes.commands
+        self.statuses = codes.statuses
+        self.protocols = codes.protocols
         self.command_status: dict[tuple[int, int], int] = {}
         self.protocol_operations: dict[int, int] = {}
         self.quiet: dict[int, int] = {}
@@ -108,21 +113,20 @@ class _Accumulator:
         self.first_ns: int | None = None
         self.last_ns: int | None = None
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        self.operations += batch.num_rows
-        command = self.commands.of(batch.column("command"))
-        status = self.statuses.of(batch.column("status"))
-        _add_counts(self.protocol_operations, np.bincount(self.protocols.of(batch.column("protocol"))))
-        self._count_commands(command, status, _filled(batch.column("quiet"), False))
-        self._count_latency(command, batch.column("latency_us"))
-        self._count_sizes(command, status, batch)
-        hashes = batch.column("key_hash")
-        self.keys.add(hashes.drop_null() if hashes.null_count else hashes)
-        self._count_time_and_requests(batch)
-        self.misses.add(batch)
-        self.ttl.add(batch.column("ttl"))
+    def add(self, view: BatchView) -> None:
+        self.operations += len(view.timestamps)
+        _add_counts(self.protocol_operations, np.bincount(view.protocol))
+        self._count_commands(view.command, view.status, view.quiet)
+        self._count_latency(view)
+        self.key_size.add(_present(view.batch.column("key_length")))
+        self.stored_size.add(view.value_length[view.has_value & view.stored])
+        self.hit_size.add(view.value_length[view.has_value & view.hit])
+        self.series.add(view)
+        self.connections.add(view)
+        self.keys.add(view.key_counts)
+        self._count_time_and_requests(view)
+        self.misses.add(view.batch)
+        self.ttl.add(view.batch.column("ttl"))
 
     def _count_commands(self, command: np.ndarray, status: np.ndarray, quiet: np.ndarray) -> None:
         width = len(self.statuses.names)
@@ -132,42 +136,28 @@ class _Accumulator:
             self.command_status[key] = self.command_status.get(key, 0) + int(pairs[pair])
         _add_counts(self.quiet, np.bincount(command[quiet]))
 
-    def _count_latency(self, command: np.ndarray, column: pa.Array) -> None:
-        answered = _valid(column)
-        latency = _filled(column, 0)
-        self.latency_all.add(latency[answered])
-        for code in np.flatnonzero(np.bincount(command)):
-            rows = command == code
-            self.latency.setdefault(int(code), CountHistogram()).add(latency[rows & answered])
-            unanswered = int(np.count_nonzero(rows & ~answered))
+    def _count_latency(self, view: BatchView) -> None:
+        answered = view.answered.all()
+        self.latency_all.add(view.latency_us if answered else view.latency_us[view.answered])
+        commands = np.bincount(view.command)
+        if np.count_nonzero(commands) == 1 and answered:
+            only = int(np.flatnonzero(commands)[0])
+            self.latency.setdefault(only, CountHistogram()).add(view.latency_us)
+            return
+        for code in np.flatnonzero(commands):
+            rows = view.command == code
+            self.latency.setdefault(int(code), CountHistogram()).add(view.latency_us[rows & view.answered])
+            unanswered = int(np.count_nonzero(rows & ~view.answered))
             self.without_reply[int(code)] = self.without_reply.get(int(code), 0) + unanswered
 
-    def _count_sizes(self, command: np.ndarray, status: np.ndarray, batch: pa.RecordBatch) -> None:
-        key_length = batch.column("key_length")
-        self.key_size.add(_filled(key_length, 0)[_valid(key_length)])
-        value_length = batch.column("value_length")
-        has_value = _valid(value_length)
-        sizes = _filled(value_length, 0)
-        storage = [self.commands.code(str(name)) for name in STORAGE_COMMANDS]
-        stored = np.isin(command, storage)
-        hit = status == self.statuses.code(str(Status.HIT))
-        self.stored_size.add(sizes[has_value & stored])
-        self.hit_size.add(sizes[has_value & hit])
-        miss = status == self.statuses.code(str(Status.MISS))
-        self.series.add(batch, hit, miss, stored)
-        latency = batch.column("latency_us")
-        self.connections.add(batch.column("connection").to_numpy(), batch.column("timestamp_ns").to_numpy(), hit,
-                             miss, np.where(hit, sizes, 0), np.where(stored, sizes, 0), _filled(latency, 0),
-                             _valid(latency))
-
-    def _count_time_and_requests(self, batch: pa.RecordBatch) -> None:
-        timestamps = batch.column("timestamp_ns").to_numpy()
+    def _count_time_and_requests(self, view: BatchView) -> None:
+        timestamps = view.timestamps
         low, high = int(timestamps.min()), int(timestamps.max())
         self.first_ns = low if self.first_ns is None else min(self.first_ns, low)
         self.last_ns = high if self.last_ns is None else max(self.last_ns, high)
         self.seconds.add(timestamps)
         # The operations of one request (a multi-key get) are written together and share its number.
-        numbers = batch.column("batch").to_numpy()
+        numbers = view.batch.column("batch").to_numpy()
         self.requests += int(np.count_nonzero(numbers[1:] != numbers[:-1]))
         self.requests += int(self.last_batch is None or int(numbers[0]) != self.last_batch)
         self.last_batch = int(numbers[-1])
@@ -279,16 +269,9 @@ def _add_counts(totals: dict[int, int], counts: np.ndarray) -> None:
         totals[int(code)] = totals.get(int(code), 0) + int(counts[code])
 
 
-def _valid(column: pa.Array) -> np.ndarray:
-    if column.null_count == 0:
-        return np.ones(len(column), dtype=bool)
-    return column.is_valid().to_numpy(zero_copy_only=False)
-
-
-def _filled(column: pa.Array, fill: int | bool) -> np.ndarray:
-    if column.null_count:
-        column = column.fill_null(fill)
-    return column.to_numpy(zero_copy_only=False)
+def _present(column: pa.Array) -> np.ndarray:
+    """The column's non-null values."""
+    return (column.drop_null() if column.null_count else column).to_numpy()
 
 
 def _hit_ratio(command: str, hits: int, misses: int, other: int) -> HitRatio:

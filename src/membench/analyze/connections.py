@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from membench.analyze.batch import BatchView
 from membench.analyze.histogram import CountHistogram, Distribution
 
 BUSIEST_REPORTED = 20
@@ -48,19 +49,23 @@ class ConnectionCollector:
         self._last = np.zeros(0, dtype=np.int64)
         self.operations = 0
 
-    def add(self, connection: np.ndarray, timestamps: np.ndarray, hit: np.ndarray, miss: np.ndarray,
-            read: np.ndarray, written: np.ndarray, latency: np.ndarray, answered: np.ndarray) -> None:
-        """One batch, row-aligned arrays: `read` and `written` hold each row's value bytes (0 where none),
-        `latency` its latency (0 where `answered` is False)."""
+    def add(self, view: BatchView) -> None:
+        connection = view.connection.astype(np.intp, copy=False)
         self._grow(int(connection.max()) + 1)
         size = len(self._first)
         self.operations += len(connection)
-        for column, weights in ((_OPERATIONS, None), (_HITS, hit), (_MISSES, miss), (_READ, read),
-                                (_WRITTEN, written), (_LATENCY_SUM, latency), (_ANSWERED, answered)):
-            counted = np.bincount(connection, weights=weights, minlength=size)
-            self._table[:, column] += np.rint(counted).astype(np.int64)
-        np.minimum.at(self._first, connection, timestamps)
-        np.maximum.at(self._last, connection, timestamps)
+        outcome = view.hit.astype(np.intp) + 2 * view.miss
+        cells = np.bincount(connection * 3 + outcome, minlength=3 * size).reshape(size, 3)
+        self._table[:, _OPERATIONS] += cells.sum(axis=1)
+        self._table[:, _HITS] += cells[:, 1]
+        self._table[:, _MISSES] += cells[:, 2]
+        for column, weights in ((_READ, view.bytes_read), (_WRITTEN, view.bytes_written),
+                                (_LATENCY_SUM, view.latency_us)):
+            self._table[:, column] += np.rint(np.bincount(connection, weights=weights, minlength=size)).astype(
+                np.int64)
+        self._table[:, _ANSWERED] += np.bincount(connection[view.answered], minlength=size)
+        np.minimum.at(self._first, connection, view.timestamps)
+        np.maximum.at(self._last, connection, view.timestamps)
 
     def _grow(self, size: int) -> None:
         extra = size - len(self._first)

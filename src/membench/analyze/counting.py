@@ -45,13 +45,12 @@ class KeyCounter:
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
 
-    def add(self, hashes: pa.Array) -> None:
-        counted = pc.value_counts(hashes)
-        if len(counted) == 0:
+    def add(self, counted: pa.Table) -> None:
+        """One batch's counts, as `count_keys` gives them."""
+        if counted.num_rows == 0:
             return
-        self._pending.append(pa.table({"key": counted.field("values"),
-                                       "count": counted.field("counts").cast(pa.int64())}))
-        self._pending_rows += len(counted)
+        self._pending.append(counted)
+        self._pending_rows += counted.num_rows
         if self._pending_rows >= max(_MERGE_KEYS_AT, self._merged.num_rows if self._merged else 0):
             self._merge()
 
@@ -69,6 +68,12 @@ class KeyCounter:
         self._merged = merged.rename_columns(["key", "count"]).combine_chunks()
         self._pending = []
         self._pending_rows = 0
+
+
+def count_keys(hashes: pa.Array) -> pa.Table:
+    """Operations per distinct key hash of one batch (rows without a key left out): "key" and "count" columns."""
+    counted = pc.value_counts(hashes.drop_null() if hashes.null_count else hashes)
+    return pa.table({"key": counted.field("values"), "count": counted.field("counts").cast(pa.int64())})
 
 
 class SecondCounts:

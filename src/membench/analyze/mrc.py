@@ -25,9 +25,11 @@ from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Comma
 SAMPLED_ACCESSES = 2_000_000
 _HASH_SPACE = 1 << 24  # sampling compares the low 24 bits of the keyed hash with rate * this
 _POINTS = 48  # cache sizes reported, log-spaced between the smallest and the largest useful size
-# A sampled curve is reported from this many average sampling intervals up: below, too few sampled keys fall
-# between two accesses for their distance to estimate the whole workload's (an exact curve starts at the bottom).
-_SMALLEST_SAMPLED = 32
+# A sampled curve is reported from the size that holds this many sampled keys of average size. Below, few sampled
+# keys fall between two accesses and whether a hot or a large key is in the sample sways the estimate: on a Zipf
+# 0.99 profile with log-normal sizes, 10M operations at a rate of 0.2, five salts gave errors up to 4 points at 32
+# keys, 1 at 1,000 and 0.64 at 2,000 (bench/mrc_scale.py measures it). An exact curve (rate 1) starts at the bottom.
+_SMALLEST_SAMPLED = 2000
 _ACCESSES = frozenset(c.value for c in (*RETRIEVAL_COMMANDS, *STORAGE_COMMANDS, Command.TOUCH))
 
 
@@ -57,6 +59,19 @@ class MissRatioCurve:
     # distinct other keys were accessed in between (its LRU stack depth, scaled like the curve).
     reuse_time_ms: Distribution
     reuse_distance_keys: Distribution
+
+
+@dataclass
+class ScaledDistances:
+    """Each sampled access's LRU distance (-1: a first access, cold at any size), scaled by the sampling rate: an
+    access misses in a cache smaller than its distance. Miss ratios are taken over `total` accesses."""
+
+    by_bytes: np.ndarray  # float64
+    by_objects: np.ndarray
+    total: float
+
+    def miss_ratio(self, cache_bytes: int) -> float:
+        return min(1.0, int(np.count_nonzero((self.by_bytes < 0) | (self.by_bytes > cache_bytes))) / self.total)
 
 
 class MissRatioCollector:
@@ -105,8 +120,15 @@ class MissRatioCollector:
         """The sampled accesses, in order: key codes, the order that puts each key's accesses together, sizes
         (unknown ones filled in), times. Computed once for the curve and the working set."""
         if self._prepared is None:
-            keys = np.unique(np.concatenate(self._hashes), return_inverse=True)[1].astype(np.int64)
-            by_key = np.argsort(keys, kind="stable")  # each key's accesses together, in order
+            hashes = np.concatenate(self._hashes)
+            by_key = np.argsort(hashes, kind="stable")  # each key's accesses together, in order
+            # Dense codes from the same sort: a code per run of equal hashes.
+            ordered = hashes[by_key]
+            starts = np.empty(len(ordered), dtype=np.int64)
+            starts[:1] = 0
+            np.not_equal(ordered[1:], ordered[:-1], out=starts[1:], casting="unsafe")
+            keys = np.empty(len(ordered), dtype=np.int64)
+            keys[by_key] = np.cumsum(starts)
             sizes = _sizes_filled(keys, np.concatenate(self._sizes), by_key)
             self._prepared = (keys, by_key, sizes, np.concatenate(self._times))
         return self._prepared
@@ -114,33 +136,40 @@ class MissRatioCollector:
     def _smallest(self, mean_size: float) -> float:
         return 0.0 if self.rate >= 1.0 else _SMALLEST_SAMPLED * mean_size / self.rate
 
-    def curve(self) -> MissRatioCurve | None:
+    def distances(self) -> ScaledDistances | None:
+        """The sampled accesses' LRU distances, scaled to the whole workload."""
         if not self._hashes:
             return None
-        keys, by_key, sizes, times = self._sample()
+        keys, by_key, sizes, _ = self._sample()
         by_bytes, by_objects = stack_distances(keys, sizes)
         # Only the data of other keys is sampled: the key's own size (its previous one) stays as it is.
         own = _previous_sizes(keys, sizes, by_key)
         warm = by_bytes >= 0
-        by_bytes = np.where(warm, own + (by_bytes - own) / self.rate, -1.0)
-        by_objects = np.where(warm, 1 + (by_objects - 1) / self.rate, -1.0)
-        sampled = len(keys)
         # SHARDS-adj: a skewed workload puts more (or fewer) accesses in the sample than the rate promises; the
         # difference are accesses to hot keys, hits at any useful size, so the curve is taken over the expected
         # count instead (Waldspurger et al., section 3.2).
-        total = sampled if self.rate >= 1.0 else max(1.0, self.accesses * self.rate)
-        cold = min(1.0, float(np.count_nonzero(~warm)) / total)
+        total = len(keys) if self.rate >= 1.0 else max(1.0, self.accesses * self.rate)
+        return ScaledDistances(by_bytes=np.where(warm, own + (by_bytes - own) / self.rate, -1.0),
+                               by_objects=np.where(warm, 1 + (by_objects - 1) / self.rate, -1.0), total=total)
+
+    def curve(self) -> MissRatioCurve | None:
+        distances = self.distances()
+        if distances is None:
+            return None
+        keys, by_key, sizes, times = self._sample()
+        warm = distances.by_bytes >= 0
         reuse_time = CountHistogram()
         reuse_time.add(_reuse_times_ms(times, keys, by_key)[warm])
         reuse_distance = CountHistogram()
-        reuse_distance.add(np.rint(by_objects[warm] - 1).astype(np.int64))
+        reuse_distance.add(np.rint(distances.by_objects[warm] - 1).astype(np.int64))
         return MissRatioCurve(
-            sample_rate=self.rate, accesses=self.accesses, sampled_accesses=sampled, cold_miss_ratio=cold,
+            sample_rate=self.rate, accesses=self.accesses, sampled_accesses=len(keys),
+            cold_miss_ratio=min(1.0, float(np.count_nonzero(~warm)) / distances.total),
             reuse_time_ms=reuse_time.distribution(), reuse_distance_keys=reuse_distance.distribution(),
-            by_bytes=[MissRatioPoint(cache_bytes=size, miss_ratio=ratio)
-                      for size, ratio in _points(by_bytes, total, self._smallest(sizes.mean()))],
-            by_objects=[ObjectMissRatioPoint(cache_objects=size, miss_ratio=ratio)
-                        for size, ratio in _points(by_objects, total, self._smallest(1.0))])
+            by_bytes=[MissRatioPoint(cache_bytes=size, miss_ratio=ratio) for size, ratio in
+                      _points(distances.by_bytes, distances.total, self._smallest(sizes.mean()))],
+            by_objects=[ObjectMissRatioPoint(cache_objects=size, miss_ratio=ratio) for size, ratio in
+                        _points(distances.by_objects, distances.total, self._smallest(1.0))])
 
 
 def _sizes_filled(keys: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.ndarray:

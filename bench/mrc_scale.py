@@ -1,0 +1,105 @@
+"""The miss-ratio curve at scale: its error against an exact LRU simulation, and a 100M-operation analysis.
+
+1. Accuracy: on a generated Zipf profile (10M operations by default), the sampled curve `analyze` reports (SHARDS,
+   at most SAMPLED_ACCESSES accesses kept) beside the exact simulation of every access, measured in the same run:
+   the largest difference in miss ratio at any cache size the curve reports, and the two computations' times.
+2. Scale: `membench analyze --json` on a generated 100M-operation profile, as a user runs it, with every analytic;
+   its wall time and the analyzing process's peak RSS (the profile is read in batches, so memory stays bounded).
+
+    python bench/mrc_scale.py [--accuracy-ops 10000000] [--ops 100000000] [--keys 1000000] [--dir DIR]
+
+The 100M-operation profile takes about 1 GB and a minute and a half to generate; `--ops 0` skips part 2.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As the membench CLI does (cli.py): numpy's OpenBLAS threads would spin beside the measured work.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from analyze_rate import generate
+
+from membench.analyze.mrc import MissRatioCollector
+from membench.profile.reader import ProfileReader
+
+MRC_COLUMNS = ("timestamp_ns", "command", "key_hash", "key_length", "value_length")
+
+
+def collect(reader: ProfileReader, expected_operations: int) -> MissRatioCollector:
+    collector = MissRatioCollector(expected_operations)
+    for batch in reader.batches(MRC_COLUMNS):
+        collector.add(batch)
+    return collector
+
+
+def accuracy(path: Path) -> None:
+    reader = ProfileReader(path)
+    began = time.perf_counter()
+    sampled = collect(reader, reader.num_rows)
+    curve = sampled.curve()
+    sampled_s = time.perf_counter() - began
+    began = time.perf_counter()
+    exact = collect(reader, 0).distances()  # a rate of 1: every access simulated
+    exact_s = time.perf_counter() - began
+    assert curve is not None and exact is not None
+    errors = [abs(point.miss_ratio - exact.miss_ratio(point.cache_bytes)) for point in curve.by_bytes]
+    worst = max(range(len(errors)), key=errors.__getitem__)
+    point = curve.by_bytes[worst]
+    print(f"sampled curve: {curve.sampled_accesses:,} of {curve.accesses:,} accesses (rate {curve.sample_rate:.4f}),"
+          f" {len(errors)} cache sizes from {curve.by_bytes[0].cache_bytes:,} to {curve.by_bytes[-1].cache_bytes:,}"
+          f" bytes, in {sampled_s:.2f} s")
+    print(f"exact LRU simulation of all {curve.accesses:,} accesses: {exact_s:.2f} s")
+    print(f"largest error: {errors[worst] * 100:.3f} points (at {point.cache_bytes:,} bytes: sampled "
+          f"{point.miss_ratio:.4f}, exact {exact.miss_ratio(point.cache_bytes):.4f}); mean "
+          f"{sum(errors) / len(errors) * 100:.3f} points; target <= 1 point")
+    print(f"ratio: the sampled curve takes {sampled_s / exact_s:.2f}x the exact simulation's time")
+
+
+def scale(path: Path, ops: int) -> None:
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "membench", "analyze", "--json", str(path)], capture_output=True,
+                          text=True, check=True)
+    wall_s = time.perf_counter() - began
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report = json.loads(done.stdout)
+    curve = report["miss_ratio_curve"]
+    assert report["operations"] == ops
+    print(f"membench analyze --json on {ops:,} operations: {wall_s:.1f} s wall ({ops / wall_s:,.0f} ops/s), peak "
+          f"RSS {peak_mib:,.0f} MiB; curve from {curve['sampled_accesses']:,} sampled accesses, "
+          f"{len(curve['by_bytes'])} points; target <= 30 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accuracy-ops", type=int, default=10_000_000)
+    parser.add_argument("--ops", type=int, default=100_000_000)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, help="keep the generated profiles here (default: a temp dir)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        where = args.dir or Path(tmp)
+        for ops, run in ((args.accuracy_ops, accuracy), (args.ops, None)):
+            if ops == 0:
+                continue
+            path = where / f"zipf-{ops}.profile"
+            began = time.perf_counter()
+            generate(path, ops, args.keys)
+            print(f"generated {ops:,} operations over {args.keys:,} keys in {time.perf_counter() - began:.0f} s")
+            if run is not None:
+                run(path)
+            else:
+                scale(path, ops)
+
+
+if __name__ == "__main__":
+    main()
