@@ -67,10 +67,11 @@ def test_a_sampled_working_set_estimates_the_whole() -> None:
     times = np.sort(np.array([START_NS + rng.randrange(2 * 10**9) for _ in range(len(keys))], dtype=np.int64))
     sizes = np.full(len(keys), 100, dtype=np.int64)
     codes = np.unique(keys, return_inverse=True)[1].astype(np.int64)
-    exact = working_set(codes, times, sizes, 1.0, START_NS, 1, 2)
+    exact = working_set(codes, np.argsort(codes, kind="stable"), times, sizes, 1.0, START_NS, 1, 2)
     rate = 0.1
     sampled = (keys & np.uint64((1 << 24) - 1)) < int(rate * (1 << 24))
-    estimate = working_set(codes[sampled], times[sampled], sizes[sampled], rate, START_NS, 1, 2)
+    estimate = working_set(codes[sampled], np.argsort(codes[sampled], kind="stable"), times[sampled],
+                           sizes[sampled], rate, START_NS, 1, 2)
     for name in ("distinct_keys", "bytes", "one_hit_wonders"):
         for true, guess in zip(getattr(exact, name), getattr(estimate, name), strict=True):
             assert abs(guess - true) <= 0.05 * true, (name, true, guess)

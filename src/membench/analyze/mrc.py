@@ -113,8 +113,8 @@ class MissRatioCollector:
         """The sampled accesses window by window (see working_set.py), on the time series' windows."""
         if not self._hashes or start_ns is None or windows == 0:
             return None
-        keys, _, sizes, times = self._sample()
-        return working_set(keys, times, sizes, self.rate, start_ns, window_s, windows)
+        keys, by_key, sizes, times = self._sample()
+        return working_set(keys, by_key, times, sizes, self.rate, start_ns, window_s, windows)
 
     def _sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The sampled accesses, in order: key codes, the order that puts each key's accesses together, sizes
@@ -175,25 +175,28 @@ class MissRatioCollector:
 def _sizes_filled(keys: np.ndarray, sizes: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Unknown sizes (negative) take the key's previous known size, else its next, else its key length; `order`
     lists each key's accesses together, in order."""
-    ordered_keys, ordered = keys[order], sizes[order].copy()
-    known = ordered >= 0
+    ordered_keys, ordered = keys[order], sizes[order]
+    unknown = np.flatnonzero(ordered < 0)
+    if not len(unknown):
+        return sizes
+    index = np.arange(len(order))
     starts = np.ones(len(order), dtype=bool)
     starts[1:] = ordered_keys[1:] != ordered_keys[:-1]
-    group = np.cumsum(starts) - 1
-    index = np.arange(len(order))
-    for direction in (1, -1):
-        # The nearest known position within the key's accesses, looking back (then ahead).
-        marks = np.where(known, index, -1 if direction == 1 else len(order))
-        nearest = (np.maximum.accumulate(marks) if direction == 1
-                   else np.minimum.accumulate(marks[::-1])[::-1])
-        inside = (nearest >= 0) & (nearest < len(order))
-        inside[inside] &= group[nearest[inside]] == group[inside]
-        fill = ~known & inside
-        ordered[fill] = ordered[nearest[fill]]
-        known |= fill
-    ordered[~known] = -1 - ordered[~known]  # back to the key length stored as -1 - length
+    ends = np.append(starts[1:], True)
+    known = ordered >= 0
+    # Per position: its key's first and last position, and the nearest known position looking back and ahead;
+    # a known position outside the key's own run belongs to another key.
+    first = np.maximum.accumulate(np.where(starts, index, 0))[unknown]
+    last = np.minimum.accumulate(np.where(ends, index, len(order))[::-1])[::-1][unknown]
+    before = np.maximum.accumulate(np.where(known, index, -1))[unknown]
+    after = np.minimum.accumulate(np.where(known, index, len(order))[::-1])[::-1][unknown]
+    source = np.where(before >= first, before, np.where(after <= last, after, -1))
+    filled_ordered = ordered.copy()
+    found = source >= 0
+    filled_ordered[unknown[found]] = ordered[source[found]]
+    filled_ordered[unknown[~found]] = -1 - ordered[unknown[~found]]  # back to the key length stored as -1 - length
     filled = np.empty_like(sizes)
-    filled[order] = ordered
+    filled[order] = filled_ordered
     return filled
 
 

@@ -23,12 +23,14 @@ class WorkingSet:
     one_hit_wonder_ratio: list[float | None]  # of the window's distinct keys; None for an empty window
 
 
-def working_set(keys: np.ndarray, times: np.ndarray, sizes: np.ndarray, rate: float, start_ns: int,
-                window_s: int, windows: int) -> WorkingSet:
-    """`keys` (integer codes from 0), `times` and `sizes` of the sampled accesses, in recorded order."""
+def working_set(keys: np.ndarray, by_key: np.ndarray, times: np.ndarray, sizes: np.ndarray, rate: float,
+                start_ns: int, window_s: int, windows: int) -> WorkingSet:
+    """`keys` (integer codes from 0), `times` and `sizes` of the sampled accesses, in recorded order; `by_key`
+    lists each key's accesses together, in order."""
     window = np.clip((times - start_ns) // (window_s * 1_000_000_000), 0, max(windows - 1, 0)).astype(np.int64)
-    # One stable sort on (window, key): a group's accesses keep their recorded order, so its last is the latest.
-    order = np.argsort(window * (int(keys.max(initial=0)) + 1) + keys, kind="stable")
+    # In key order a key's accesses keep their recorded order, so its windows ascend: each (key, window) group is
+    # one run, whose last access is the latest.
+    order = by_key
     window, keys, sizes = window[order], keys[order], sizes[order]
     starts = np.ones(len(order), dtype=bool)
     starts[1:] = (window[1:] != window[:-1]) | (keys[1:] != keys[:-1])
