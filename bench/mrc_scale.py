@@ -67,11 +67,12 @@ def accuracy(path: Path) -> None:
 
 def scale(path: Path, ops: int) -> None:
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "membench", "analyze", "--json", str(path)], capture_output=True,
-                          text=True, check=True)
+    written = path.with_suffix(".json")
+    subprocess.run([sys.executable, "-m", "membench", "analyze", "--json", str(written), str(path)],
+                   stdout=subprocess.DEVNULL, check=True)
     wall_s = time.perf_counter() - began
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    report = json.loads(done.stdout)
+    report = json.loads(written.read_text())
     curve = report["miss_ratio_curve"]
     assert report["operations"] == ops
     print(f"membench analyze --json on {ops:,} operations: {wall_s:.1f} s wall ({ops / wall_s:,.0f} ops/s), peak "
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--accuracy-ops", type=int, default=10_000_000)
     parser.add_argument("--ops", type=int, default=100_000_000)
     parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--dir", type=Path, help="keep the generated profiles here (default: a temp dir)")
+    parser.add_argument("--dir", type=Path, help="keep the generated profiles here, and use them again (default: a "
+                        "temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         where = args.dir or Path(tmp)
@@ -92,9 +94,10 @@ def main() -> None:
             if ops == 0:
                 continue
             path = where / f"zipf-{ops}.profile"
-            began = time.perf_counter()
-            generate(path, ops, args.keys)
-            print(f"generated {ops:,} operations over {args.keys:,} keys in {time.perf_counter() - began:.0f} s")
+            if not path.exists():  # a kept profile (--dir) is used again
+                began = time.perf_counter()
+                generate(path, ops, args.keys)
+                print(f"generated {ops:,} operations over {args.keys:,} keys in {time.perf_counter() - began:.0f} s")
             if run is not None:
                 run(path)
             else:

@@ -17,6 +17,7 @@ from membench.protocol.events import Command, Request
 from membench.protocol.stream import RequestStreamParser
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing
+from membench.replay.result import HitRatios
 from membench.replay.run import replay
 from membench.replay.survey import logical_command
 from tests.conftest import Memcached, free_port, run_membench, start_memcached
@@ -52,12 +53,12 @@ def test_server_counters_match_the_profile(memcached, recorded):
     result = replay(mixed_profile(recorded).source(), ReplayOptions(targets=[memcached.address]))
     assert delta(memcached, before) == expected_for(recorded)
     assert result.completed and result.errors == {}
-    assert result.hit_ratio == {"recorded": round(52 / 103, 6), "replayed": round(52 / 103, 6)}
-    assert result.commands["get"]["hits"] == 52 and result.commands["get"]["misses"] == 51
-    assert result.commands["delete"]["statuses"] == {"deleted": 10, "not_found": 1}
+    assert result.hit_ratio == HitRatios(recorded=round(52 / 103, 6), replayed=round(52 / 103, 6))
+    assert result.commands["get"].hits == 52 and result.commands["get"].misses == 51
+    assert result.commands["delete"].statuses == {"deleted": 10, "not_found": 1}
     quiet_sets = {"stored": 30, "noreply": 10} if recorded == "text" else {"stored": 40}
-    assert result.commands["set"]["statuses"] == quiet_sets
-    assert result.details["unexpected_replies"] == 0
+    assert result.commands["set"].statuses == quiet_sets
+    assert result.unexpected_replies == 0
 
 
 @pytest.mark.parametrize("protocol", ["text", "meta", "binary"])
@@ -66,7 +67,7 @@ def test_any_protocol_replays_any_profile(memcached, protocol):
     options = ReplayOptions(targets=[memcached.address], protocol=protocol)
     result = replay(mixed_profile("text").source(), options)
     assert delta(memcached, before) == expected_for(protocol)
-    assert result.errors == {} and result.details["unexpected_replies"] == 0
+    assert result.errors == {} and result.unexpected_replies == 0
 
 
 def requests_of(data: bytes) -> list[tuple[str, tuple[bytes, ...]]]:
@@ -139,14 +140,14 @@ def test_hit_ratio_with_warm_up_is_the_recorded_one(memcached):
     # keeps the interleaving that made each outcome, where the recorded schedule kept it only as far as the
     # machine kept pace with it (it flaked on a busy two-core machine).
     warm = replay(profile.source(), ReplayOptions(targets=[memcached.address]))
-    assert abs(warm.hit_ratio["replayed"] - warm.hit_ratio["recorded"]) < 0.01
+    assert abs(warm.hit_ratio.replayed - warm.hit_ratio.recorded) < 0.01
     memcached.stop()
     fresh = start_memcached()
     try:
         cold = replay(profile.source(), ReplayOptions(targets=[fresh.address], warm=False))
     finally:
         fresh.stop()
-    assert cold.hit_ratio["replayed"] < warm.hit_ratio["recorded"] - 0.05  # the warm-up is what made it match
+    assert cold.hit_ratio.replayed < warm.hit_ratio.recorded - 0.05  # the warm-up is what made it match
 
 
 def test_original_timing_keeps_the_schedule(memcached):
@@ -159,8 +160,9 @@ def test_original_timing_keeps_the_schedule(memcached):
     result = replay(profile.source(), ReplayOptions(targets=[memcached.address], timing=Timing.ORIGINAL, speed=2))
     elapsed = time.monotonic() - started
     assert 0.57 <= result.duration_s < 0.9 and elapsed < 5
-    assert result.details["lateness_us"]["p99"] < 20_000
-    assert result.commands["get"]["latency_from_intended_us"]["max"] >= result.commands["get"]["latency_us"]["p50"]
+    assert result.lateness is not None and result.lateness.p99 < 20_000
+    intended = result.commands["get"].latency_from_intended
+    assert intended is not None and intended.max >= result.commands["get"].latency.p50
 
 
 def test_fixed_rate_is_open_loop(memcached):
@@ -170,7 +172,7 @@ def test_fixed_rate_is_open_loop(memcached):
     result = replay(profile.source(), ReplayOptions(targets=[memcached.address], timing=Timing.RATE, rate=2000))
     assert 0.19 <= result.duration_s < 0.5
     assert result.ops == 400
-    assert result.details["lateness_us"]["p99"] < 20_000
+    assert result.lateness is not None and result.lateness.p99 < 20_000
 
 
 def test_memcached_killed_and_restarted_mid_replay():
@@ -201,10 +203,10 @@ def test_memcached_killed_and_restarted_mid_replay():
             late.stop()
     # It runs to its end, but a quarter of its operations were lost: that is no measurement (--max-error-ratio).
     assert not result.interrupted and not result.completed
-    assert result.details["error_ratio"] > options.max_error_ratio
+    assert result.error_ratio > options.max_error_ratio
     assert result.errors.get("lost", 0) > 0
-    assert result.details["reconnects"] >= 4
-    statuses = result.commands["get"]["statuses"]
+    assert result.reconnects >= 4
+    statuses = result.commands["get"].statuses
     assert sum(statuses.values()) == 4000  # every operation is accounted for: answered or counted lost
     assert statuses.get("miss", 0) > 1000
 
@@ -230,7 +232,7 @@ def test_several_workers_split_the_connections(memcached):
     result = replay(mixed_profile("binary", connections=6).source(),
                     ReplayOptions(targets=[memcached.address], workers=2))
     assert delta(memcached, before) == MIXED_EXPECTED
-    assert result.ops == sum(entry["ops"] for entry in result.commands.values())
+    assert result.ops == sum(entry.ops for entry in result.commands.values())
     assert result.completed
 
 
@@ -322,7 +324,7 @@ def test_empty_and_foreign_profiles_are_refused(memcached):
         replay(source([]), ReplayOptions(targets=[memcached.address]))
     skipped = [Operation(T0, 0, "quit", "text", None, None, None, None, None, "ok", None, 1, False)]
     result = replay(source(skipped), ReplayOptions(targets=[memcached.address]))
-    assert result.ops == 0 and result.details["profile"]["skipped_commands"] == {"quit": 1}
+    assert result.ops == 0 and result.profile.skipped_commands == {"quit": 1}
 
 
 def test_more_workers_than_connections_and_nothing_to_send_do_not_spin(memcached):

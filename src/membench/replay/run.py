@@ -10,7 +10,6 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -21,15 +20,15 @@ from rich.console import Console
 
 from membench.errors import MembenchError
 from membench.outputs import write_result
-from membench.profile.schema import Status
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.memtier import memtier_document
-from membench.replay.options import ReplayOptions, Timing
+from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
-from membench.replay.report import ReplayResult, hdr_log, render
+from membench.replay.report import hdr_log, render
+from membench.replay.result import ReplayResult, build_result
 from membench.replay.runner import Runner
-from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Meter, Totals, percentiles
+from membench.replay.stats import Meter, Totals
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.targets import Target, connect_blocking, parse_target
 from membench.replay.warm import WarmResult, warm_up
@@ -69,8 +68,8 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
         totals, loops, interrupted, elapsed = _run_workers(source, profile, options, continuum, keys, progress)
     if progress is not None:
         progress.clear()
-    result = _result(profile, options, keys, warmed, totals, loops, interrupted, elapsed)
-    result.details["warnings"] = list(problems()) if problems is not None else []
+    result = build_result(profile, options, keys, warmed, totals, loops, interrupted, elapsed)
+    result.warnings = list(problems()) if problems is not None else []
     if console is not None:
         render(result, console)
     # The table is out before the files: if writing them fails, the result is still in front of the user.
@@ -206,100 +205,3 @@ def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, c
             if process.is_alive():
                 process.kill()
     return totals, min(loops), interrupted, elapsed
-
-
-def _hit_ratio(counts: dict[str, Counter[str]] | dict[str, list[int]], by_name: bool) -> float | None:
-    hits = misses = 0
-    for command, statuses in counts.items():
-        if command not in _RETRIEVAL_NAMES:
-            continue
-        if by_name:
-            assert isinstance(statuses, Counter)
-            hits += statuses[Status.HIT.value]
-            misses += statuses[Status.MISS.value]
-        else:
-            assert isinstance(statuses, list)
-            hits += statuses[STATUS_NAMES.index(Status.HIT.value)]
-            misses += statuses[STATUS_NAMES.index(Status.MISS.value)]
-    return round(hits / (hits + misses), 6) if hits + misses else None
-
-
-def _failures(commands: dict[str, dict[str, Any]], loops: int) -> int:
-    """Operations that failed: lost, timed out, or an error status beyond what the recording itself had."""
-    failed = 0
-    for entry in commands.values():
-        for status, count in entry["statuses"].items():
-            if status in ERROR_STATUSES:
-                failed += max(0, count - entry["recorded_statuses"].get(status, 0) * max(1, loops))
-    return failed
-
-
-def _result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, warmed: WarmResult, totals: Totals,
-            loops: int, interrupted: bool, elapsed: float) -> ReplayResult:
-    commands: dict[str, dict[str, Any]] = {}
-    errors: Counter[str] = Counter()
-    open_loop = options.timing is not Timing.ASAP
-    for name, counts in sorted(totals.counts.items()):
-        statuses = {STATUS_NAMES[i]: count for i, count in enumerate(counts) if count}
-        ops = sum(counts)
-        entry: dict[str, Any] = {
-            "ops": ops,
-            "requests": totals.requests[name],
-            "ops_per_s": round(ops / elapsed, 1) if elapsed else 0.0,
-            "statuses": statuses,
-            "recorded_statuses": dict(profile.recorded.get(name, {})),
-            "latency_us": percentiles(totals.histograms[name]),
-        }
-        if name in _RETRIEVAL_NAMES:
-            entry["hits"] = statuses.get(Status.HIT.value, 0)
-            entry["misses"] = statuses.get(Status.MISS.value, 0)
-        if open_loop:
-            entry["latency_from_intended_us"] = percentiles(totals.intended_histograms[name])
-        commands[name] = entry
-        for status, count in statuses.items():
-            if status in ERROR_STATUSES:
-                errors[status] += count
-    ops = sum(entry["ops"] for entry in commands.values())
-    failures = _failures(commands, loops)  # garbage replies cost the operations in flight: counted lost
-    error_ratio = failures / ops if ops else 0.0
-    details: dict[str, Any] = {
-        "failures": failures,
-        "error_ratio": round(error_ratio, 6),
-        "max_error_ratio": options.max_error_ratio,
-        "options": {
-            "targets": options.targets, "protocol": options.protocol.value if options.protocol else "recorded",
-            "timing": options.timing.value, "order": "key" if options.key_order else "connection",
-            "speed": options.speed, "rate": options.rate,
-            "connections": options.connections, "pipeline": options.pipeline, "warm": options.warm,
-            "loops": options.loops, "duration_s": options.duration, "workers": options.workers,
-            "timeout_s": options.timeout,
-            "distribution": options.distribution.value,
-        },
-        "profile": {
-            "rows": profile.rows, "requests": profile.requests,
-            "connections": len(profile.connection_protocols),
-            "duration_s": round((profile.last_ns - profile.first_ns) / 1e9, 6),
-            "skipped_commands": dict(profile.skipped),
-        },
-        "warm": {"keys": warmed.keys, "errors": warmed.errors},
-        "keys": {"merged_short_keys": keys.merged},
-        "unexpected_replies": totals.unexpected_replies,
-        "reconnects": totals.reconnects,
-        "client_cpu_s": round(totals.cpu_s, 3),
-        "client_cpu_us_per_op": round(totals.cpu_s * 1e6 / ops, 2) if ops else None,
-        "series": totals.series_with_latency(),
-    }
-    if open_loop:
-        details["lateness_us"] = percentiles(totals.lateness)
-    return ReplayResult(
-        completed=not interrupted and error_ratio <= options.max_error_ratio,
-        interrupted=interrupted,
-        loops=loops,
-        duration_s=round(elapsed, 6),
-        ops=ops,
-        requests=sum(entry["requests"] for entry in commands.values()),
-        commands=commands,
-        hit_ratio={"recorded": _hit_ratio(profile.recorded, True), "replayed": _hit_ratio(totals.counts, False)},
-        errors=dict(errors),
-        details=details,
-    )
