@@ -11,6 +11,7 @@ import math
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -167,7 +168,11 @@ class _Accumulator:
         duration_s = ((self.last_ns - self.first_ns) / _NS_PER_S
                       if self.first_ns is not None and self.last_ns is not None else 0.0)
         health = _health(metadata)
-        hashes, counts = self.keys.counts()  # merged once: key stats and popularity share them
+        # The curve (sorting and simulating the key sample, GIL released) runs beside the key-count merge.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="membench-analyze-mrc") as pool:
+            curve = pool.submit(self.misses.curve)
+            hashes, counts = self.keys.counts()  # merged once: key stats and popularity share them
+            miss_ratio_curve = curve.result()
         report = AnalysisReport(
             profile=ProfileSummary(
                 path=str(reader.path), source=metadata.source, ports=list(metadata.ports),
@@ -190,7 +195,7 @@ class _Accumulator:
             latency=self._latencies(),
             throughput=self._throughput(),
             health=health,
-            miss_ratio_curve=self.misses.curve(),
+            miss_ratio_curve=miss_ratio_curve,
             popularity=popularity(counts),
             series=self.series.series(),
             ttl=self.ttl.stats(),
