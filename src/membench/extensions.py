@@ -15,14 +15,14 @@ from types import ModuleType
 DISABLED = os.environ.get("MEMBENCH_NO_EXTENSIONS", "") not in ("", "0")
 
 
-TWINS = ("membench.record._core", "membench.analyze._stack")
+TWINS = ("membench.record._core", "membench.analyze._stack", "membench.analyze._series")
 
 
 def describe() -> str:
     """Which implementation runs, for `membench --version`."""
     if DISABLED:
         return "pure Python: MEMBENCH_NO_EXTENSIONS is set"
-    built = [name.rsplit(".", 2)[1] for name in TWINS if compiled(name) is not None]
+    built = list(dict.fromkeys(name.rsplit(".", 2)[1] for name in TWINS if compiled(name) is not None))
     if not built:
         return "pure Python: the compiled twins were not built"
     return "compiled twins: " + ", ".join(built)

@@ -8,11 +8,14 @@ import random
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from membench.analyze import analyze_profile
+from membench.analyze import analyze_profile, series
+from membench.analyze.batch import BatchView
 from membench.analyze.series import bucket_upper_bound, latency_bucket
+from membench.extensions import DISABLED, compiled
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
 from membench.profile.schema import Operation
@@ -88,3 +91,44 @@ def test_expiration_times_are_told_apart_by_how_memcached_reads_them(tmp_path: P
     assert ttl is not None and ttl.operations == 9
     assert (ttl.never, ttl.immediate, ttl.absolute) == (2, 1, 2)
     assert ttl.relative_s.count == 4 and ttl.relative_s.min == 60 and ttl.relative_s.max == 2_592_000
+
+
+def test_the_compiled_series_twin_is_built_unless_extensions_are_off() -> None:
+    assert DISABLED or compiled("membench.analyze._series") is not None, "run pip install -e . to build it"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_compiled_and_specification_count_the_same_tables(data: st.DataObject) -> None:
+    twin = compiled("membench.analyze._series")
+    if twin is None:
+        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
+    rows = data.draw(st.integers(1, 60))
+    windows = data.draw(st.integers(1, 4))
+
+    def column(strategy: st.SearchStrategy, dtype: type) -> np.ndarray:
+        return np.array(data.draw(st.lists(strategy, min_size=rows, max_size=rows)), dtype=dtype)
+
+    outcome = column(st.integers(0, 2), np.int64)  # neither, hit, miss
+    value_length = column(st.integers(0, 2**32 - 1), np.int64)
+    stored = column(st.booleans(), bool)
+    # Hashes at the edges of the rank's range: all low bits zero, one bit, or any.
+    hashes = column(st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**52, 2**52 - 1, 2**64 - 1]),
+                              st.integers(0, 63).map(lambda bit: 1 << bit)), np.uint64)
+    view = BatchView(
+        batch=None, timestamps=np.zeros(rows, np.int64), connection=np.zeros(rows, np.int64),
+        command=np.zeros(rows, np.int64), status=np.zeros(rows, np.int64), protocol=np.zeros(rows, np.int64),
+        quiet=np.zeros(rows, bool), hit=outcome == 1, miss=outcome == 2, stored=stored,
+        value_length=value_length, has_value=np.ones(rows, bool),
+        latency_us=column(st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1)), np.int64),
+        answered=column(st.booleans(), bool), key_hash=hashes, keyed=column(st.booleans(), bool),
+        bytes_read=np.where(outcome == 1, value_length, 0), bytes_written=np.where(stored, value_length, 0),
+        key_counts=None)
+    window = column(st.integers(0, windows - 1), np.intp)
+    tables = [(np.zeros((windows, 4), np.int64), np.zeros(windows, np.int64),
+               np.zeros((windows, series._BUCKETS), np.int64), np.zeros((windows, series._REGISTERS), np.uint8))
+              for _ in range(2)]
+    series.specification(window, view, *tables[0])
+    twin.count_rows(window, view, *tables[1])
+    for expected, got in zip(*tables, strict=True):
+        assert expected.tolist() == got.tolist()

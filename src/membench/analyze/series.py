@@ -10,11 +10,13 @@ uniform 64-bit values.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from membench.analyze.batch import BatchView
+from membench.extensions import compiled
 
 MAX_WINDOWS = 10_000
 _NS_PER_S = 1_000_000_000
@@ -70,6 +72,32 @@ def bucket_upper_bound(bucket: int) -> int:
     return ((_SUB_BUCKETS + sub + 1) << (exponent - 3)) - 1
 
 
+def specification(window: np.ndarray, view: BatchView, counts: np.ndarray, written: np.ndarray,
+                  latency: np.ndarray, registers: np.ndarray) -> None:
+    """Adds a batch's rows to the per-window tables, in place: `counts` (operations, hits, misses, bytes read),
+    `written` (bytes), `latency` (a log-linear histogram per window), `registers` (a HyperLogLog per window);
+    `window` is each row's window. The compiled twin (_series.pyx) does the same in one pass over the rows."""
+    windows = len(counts)
+    # Each row in one cell of (window, neither/hit/miss): one count instead of one per mask.
+    outcome = view.hit.astype(np.intp) + 2 * view.miss
+    cells = np.bincount(window * 3 + outcome, minlength=3 * windows).reshape(windows, 3)
+    counts[:, 0] += cells.sum(axis=1)
+    counts[:, 1:3] += cells[:, 1:]
+    counts[:, 3] += np.bincount(window, weights=view.bytes_read, minlength=windows).astype(np.int64)
+    written += np.bincount(window, weights=view.bytes_written, minlength=windows).astype(np.int64)
+    answered = view.answered.all()
+    latency_window = window if answered else window[view.answered]
+    if latency_window.size:
+        values = view.latency_us if answered else view.latency_us[view.answered]
+        cells = latency_window * _BUCKETS + latency_bucket(values)
+        latency += np.bincount(cells, minlength=windows * _BUCKETS).reshape(windows, _BUCKETS)
+    keyed_window, hashes = (window, view.key_hash) if view.keyed.all() else (window[view.keyed],
+                                                                             view.key_hash[view.keyed])
+    if hashes.size:
+        register = (hashes >> np.uint64(64 - _REGISTER_BITS)).astype(np.intp)
+        np.maximum.at(registers.reshape(-1), keyed_window * _REGISTERS + register, _rank(hashes))
+
+
 class SeriesCollector:
     def __init__(self, start_ns: int | None, end_ns: int | None) -> None:
         span_s = (end_ns - start_ns) / _NS_PER_S if start_ns is not None and end_ns is not None else 0
@@ -88,27 +116,7 @@ class SeriesCollector:
             self.start_ns = low - low % self.window_ns
         window = np.maximum((view.timestamps - self.start_ns) // self.window_ns, 0).astype(np.intp)
         self._grow(int(window.max()) + 1)
-        # Each row in one cell of (window, neither/hit/miss): one count instead of one per mask.
-        outcome = view.hit.astype(np.intp) + 2 * view.miss
-        cells = np.bincount(window * 3 + outcome, minlength=3 * self.windows).reshape(self.windows, 3)
-        self._counts[:, 0] += cells.sum(axis=1)
-        self._counts[:, 1:3] += cells[:, 1:]
-        self._counts[:, 3] += np.bincount(window, weights=view.bytes_read, minlength=self.windows).astype(np.int64)
-        self._written += np.bincount(window, weights=view.bytes_written, minlength=self.windows).astype(np.int64)
-        answered = view.answered.all()
-        latency_window = window if answered else window[view.answered]
-        if latency_window.size:
-            latency = view.latency_us if answered else view.latency_us[view.answered]
-            cells = latency_window * _BUCKETS + latency_bucket(latency)
-            self._latency += np.bincount(cells, minlength=self.windows * _BUCKETS).reshape(self.windows, _BUCKETS)
-        if view.keyed.all():
-            self._count_keys(window, view.key_hash)
-        elif view.keyed.any():
-            self._count_keys(window[view.keyed], view.key_hash[view.keyed])
-
-    def _count_keys(self, window: np.ndarray, hashes: np.ndarray) -> None:
-        register = (hashes >> np.uint64(64 - _REGISTER_BITS)).astype(np.intp)
-        np.maximum.at(self._registers.reshape(-1), window * _REGISTERS + register, _rank(hashes))
+        count_rows(window, view, self._counts, self._written, self._latency, self._registers)
 
     def _grow(self, windows: int) -> None:
         if windows <= self.windows:
@@ -169,3 +177,8 @@ def _rank_by_formula(rest: np.ndarray) -> np.ndarray:
 
 
 _RANK_TABLE = _rank_by_formula(np.arange(1 << 16, dtype=np.uint64) << np.uint64(_RANK_BITS - 16))
+
+
+_twin = compiled("membench.analyze._series")
+count_rows: Callable[[np.ndarray, BatchView, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] = (
+    specification if _twin is None else _twin.count_rows)
