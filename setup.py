@@ -4,7 +4,8 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-TWINS = ["membench.analyze._series", "membench.analyze._stack", "membench.record._core"]
+TWINS = ["membench.analyze._connections", "membench.analyze._series", "membench.analyze._stack",
+         "membench.record._core"]
 
 setup(
     ext_modules=cythonize(

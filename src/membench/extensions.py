@@ -15,7 +15,8 @@ from types import ModuleType
 DISABLED = os.environ.get("MEMBENCH_NO_EXTENSIONS", "") not in ("", "0")
 
 
-TWINS = ("membench.record._core", "membench.analyze._stack", "membench.analyze._series")
+TWINS = ("membench.record._core", "membench.analyze._stack", "membench.analyze._series",
+         "membench.analyze._connections")
 
 
 def describe() -> str:

@@ -8,11 +8,15 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from membench.analyze import analyze_profile
+from membench.analyze import analyze_profile, connections
 from membench.analyze.working_set import working_set
+from membench.extensions import DISABLED, compiled
 from membench.profile.schema import Operation
-from tests.analyze.test_series import START_NS, key_hash, write
+from tests.analyze.test_series import START_NS, drawn_view, key_hash, write
 
 
 def op(at_ns: int, connection: int, command: str, key: int, status: str, size: int | None, latency: int | None,
@@ -75,3 +79,25 @@ def test_a_sampled_working_set_estimates_the_whole() -> None:
     for name in ("distinct_keys", "bytes", "one_hit_wonders"):
         for true, guess in zip(getattr(exact, name), getattr(estimate, name), strict=True):
             assert abs(guess - true) <= 0.05 * true, (name, true, guess)
+
+
+def test_the_compiled_connections_twin_is_built_unless_extensions_are_off() -> None:
+    assert DISABLED or compiled("membench.analyze._connections") is not None, "run pip install -e . to build it"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_compiled_and_specification_count_the_same_connections(data: st.DataObject) -> None:
+    twin = compiled("membench.analyze._connections")
+    if twin is None:
+        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
+    rows = data.draw(st.integers(1, 60))
+    size = data.draw(st.integers(1, 5))
+    view = drawn_view(data, rows)
+    connection = np.array(data.draw(st.lists(st.integers(0, size - 1), min_size=rows, max_size=rows)), np.intp)
+    tables = [(np.zeros((size, connections._COLUMNS), np.int64), np.full(size, np.iinfo(np.int64).max),
+               np.full(size, np.iinfo(np.int64).min)) for _ in range(2)]
+    connections.specification(connection, view, *tables[0])
+    twin.count_rows(connection, view, *tables[1])
+    for expected, got in zip(*tables, strict=True):
+        assert expected.tolist() == got.tolist()

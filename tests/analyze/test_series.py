@@ -97,14 +97,8 @@ def test_the_compiled_series_twin_is_built_unless_extensions_are_off() -> None:
     assert DISABLED or compiled("membench.analyze._series") is not None, "run pip install -e . to build it"
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_compiled_and_specification_count_the_same_tables(data: st.DataObject) -> None:
-    twin = compiled("membench.analyze._series")
-    if twin is None:
-        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
-    rows = data.draw(st.integers(1, 60))
-    windows = data.draw(st.integers(1, 4))
+def drawn_view(data: st.DataObject, rows: int) -> BatchView:
+    """A batch view of `rows` rows with every per-row field drawn, for the compiled twins' differential tests."""
 
     def column(strategy: st.SearchStrategy, dtype: type) -> np.ndarray:
         return np.array(data.draw(st.lists(strategy, min_size=rows, max_size=rows)), dtype=dtype)
@@ -115,16 +109,28 @@ def test_compiled_and_specification_count_the_same_tables(data: st.DataObject) -
     # Hashes at the edges of the rank's range: all low bits zero, one bit, or any.
     hashes = column(st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**52, 2**52 - 1, 2**64 - 1]),
                               st.integers(0, 63).map(lambda bit: 1 << bit)), np.uint64)
-    view = BatchView(
-        batch=None, timestamps=np.zeros(rows, np.int64), connection=np.zeros(rows, np.int64),
+    answered = column(st.booleans(), bool)
+    return BatchView(
+        batch=None, timestamps=column(st.integers(0, 2**62), np.int64), connection=np.zeros(rows, np.int64),
         command=np.zeros(rows, np.int64), status=np.zeros(rows, np.int64), protocol=np.zeros(rows, np.int64),
         quiet=np.zeros(rows, bool), hit=outcome == 1, miss=outcome == 2, stored=stored,
         value_length=value_length, has_value=np.ones(rows, bool),
-        latency_us=column(st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1)), np.int64),
-        answered=column(st.booleans(), bool), key_hash=hashes, keyed=column(st.booleans(), bool),
+        latency_us=np.where(answered, column(st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1)), np.int64), 0),
+        answered=answered, key_hash=hashes, keyed=column(st.booleans(), bool),
         bytes_read=np.where(outcome == 1, value_length, 0), bytes_written=np.where(stored, value_length, 0),
         key_counts=None)
-    window = column(st.integers(0, windows - 1), np.intp)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_compiled_and_specification_count_the_same_tables(data: st.DataObject) -> None:
+    twin = compiled("membench.analyze._series")
+    if twin is None:
+        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
+    rows = data.draw(st.integers(1, 60))
+    windows = data.draw(st.integers(1, 4))
+    view = drawn_view(data, rows)
+    window = np.array(data.draw(st.lists(st.integers(0, windows - 1), min_size=rows, max_size=rows)), np.intp)
     tables = [(np.zeros((windows, 4), np.int64), np.zeros(windows, np.int64),
                np.zeros((windows, series._BUCKETS), np.int64), np.zeros((windows, series._REGISTERS), np.uint8))
               for _ in range(2)]

@@ -6,12 +6,14 @@ connections, not of operations. The busiest connections are reported in full; th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from membench.analyze.batch import BatchView
 from membench.analyze.histogram import CountHistogram, Distribution
+from membench.extensions import compiled
 
 BUSIEST_REPORTED = 20
 _NS_PER_S = 1_000_000_000
@@ -42,6 +44,25 @@ class Connections:
     busiest: list[ConnectionLine]  # the BUSIEST_REPORTED connections with the most operations, busiest first
 
 
+def specification(connection: np.ndarray, view: BatchView, table: np.ndarray, first: np.ndarray,
+                  last: np.ndarray) -> None:
+    """Adds a batch's rows to the per-connection tables, in place: `table` (the _COLUMNS counts and sums), `first`
+    and `last` (the earliest and latest timestamp); `connection` is each row's connection number. The compiled
+    twin (_connections.pyx) does the same in one pass over the rows."""
+    size = len(first)
+    outcome = view.hit.astype(np.intp) + 2 * view.miss
+    cells = np.bincount(connection * 3 + outcome, minlength=3 * size).reshape(size, 3)
+    table[:, _OPERATIONS] += cells.sum(axis=1)
+    table[:, _HITS] += cells[:, 1]
+    table[:, _MISSES] += cells[:, 2]
+    for column, weights in ((_READ, view.bytes_read), (_WRITTEN, view.bytes_written),
+                            (_LATENCY_SUM, view.latency_us)):
+        table[:, column] += np.rint(np.bincount(connection, weights=weights, minlength=size)).astype(np.int64)
+    table[:, _ANSWERED] += np.bincount(connection[view.answered], minlength=size)
+    np.minimum.at(first, connection, view.timestamps)
+    np.maximum.at(last, connection, view.timestamps)
+
+
 class ConnectionCollector:
     def __init__(self) -> None:
         self._table = np.zeros((0, _COLUMNS), dtype=np.int64)
@@ -52,20 +73,8 @@ class ConnectionCollector:
     def add(self, view: BatchView) -> None:
         connection = view.connection.astype(np.intp, copy=False)
         self._grow(int(connection.max()) + 1)
-        size = len(self._first)
         self.operations += len(connection)
-        outcome = view.hit.astype(np.intp) + 2 * view.miss
-        cells = np.bincount(connection * 3 + outcome, minlength=3 * size).reshape(size, 3)
-        self._table[:, _OPERATIONS] += cells.sum(axis=1)
-        self._table[:, _HITS] += cells[:, 1]
-        self._table[:, _MISSES] += cells[:, 2]
-        for column, weights in ((_READ, view.bytes_read), (_WRITTEN, view.bytes_written),
-                                (_LATENCY_SUM, view.latency_us)):
-            self._table[:, column] += np.rint(np.bincount(connection, weights=weights, minlength=size)).astype(
-                np.int64)
-        self._table[:, _ANSWERED] += np.bincount(connection[view.answered], minlength=size)
-        np.minimum.at(self._first, connection, view.timestamps)
-        np.maximum.at(self._last, connection, view.timestamps)
+        count_rows(connection, view, self._table, self._first, self._last)
 
     def _grow(self, size: int) -> None:
         extra = size - len(self._first)
@@ -98,3 +107,8 @@ class ConnectionCollector:
             mean_latency_us=int(row[_LATENCY_SUM]) / int(row[_ANSWERED]) if row[_ANSWERED] else None,
             first_ns=int(self._first[number]), last_ns=int(self._last[number]),
         )
+
+
+_twin = compiled("membench.analyze._connections")
+count_rows: Callable[[np.ndarray, BatchView, np.ndarray, np.ndarray, np.ndarray], None] = (
+    specification if _twin is None else _twin.count_rows)
