@@ -29,16 +29,17 @@ from pathlib import Path
 
 from analyze_rate import generate
 
+from membench.analyze.batch import ColumnCodes, batch_view
+from membench.analyze.compute import COLUMNS
 from membench.analyze.mrc import MissRatioCollector
 from membench.profile.reader import ProfileReader
-
-MRC_COLUMNS = ("timestamp_ns", "command", "key_hash", "key_length", "value_length")
 
 
 def collect(reader: ProfileReader, expected_operations: int) -> MissRatioCollector:
     collector = MissRatioCollector(expected_operations)
-    for batch in reader.batches(MRC_COLUMNS):
-        collector.add(batch)
+    codes = ColumnCodes()
+    for batch in reader.batches(COLUMNS):
+        collector.add(batch_view(batch, codes))
     return collector
 
 

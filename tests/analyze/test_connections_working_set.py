@@ -16,7 +16,7 @@ from membench.analyze import analyze_profile, connections
 from membench.analyze.working_set import working_set
 from membench.extensions import DISABLED, compiled
 from membench.profile.schema import Operation
-from tests.analyze.test_series import START_NS, drawn_view, key_hash, write
+from tests.analyze.test_series import START_NS, assert_same_tables, drawn_view, key_hash, write
 
 
 def op(at_ns: int, connection: int, command: str, key: int, status: str, size: int | None, latency: int | None,
@@ -95,9 +95,6 @@ def test_compiled_and_specification_count_the_same_connections(data: st.DataObje
     size = data.draw(st.integers(1, 5))
     view = drawn_view(data, rows)
     connection = np.array(data.draw(st.lists(st.integers(0, size - 1), min_size=rows, max_size=rows)), np.intp)
-    tables = [(np.zeros((size, connections._COLUMNS), np.int64), np.full(size, np.iinfo(np.int64).max),
-               np.full(size, np.iinfo(np.int64).min)) for _ in range(2)]
-    connections.specification(connection, view, *tables[0])
-    twin.count_rows(connection, view, *tables[1])
-    for expected, got in zip(*tables, strict=True):
-        assert expected.tolist() == got.tolist()
+    assert_same_tables(connections.specification, twin.count_rows, connection, view, lambda: (
+        np.zeros((size, connections._COLUMNS), np.int64), np.full(size, np.iinfo(np.int64).max),
+        np.full(size, np.iinfo(np.int64).min)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,8 @@ def drawn_view(data: st.DataObject, rows: int) -> BatchView:
     answered = column(st.booleans(), bool)
     return BatchView(
         batch=None, timestamps=column(st.integers(0, 2**62), np.int64), connection=np.zeros(rows, np.int64),
-        command=np.zeros(rows, np.int64), status=np.zeros(rows, np.int64), protocol=np.zeros(rows, np.int64),
+        command=np.zeros(rows, np.int64), command_names=("get",), status=np.zeros(rows, np.int64),
+        protocol=np.zeros(rows, np.int64),
         quiet=np.zeros(rows, bool), hit=outcome == 1, miss=outcome == 2, stored=stored,
         value_length=value_length, has_value=np.ones(rows, bool),
         latency_us=np.where(answered, column(st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1)), np.int64), 0),
@@ -131,10 +133,16 @@ def test_compiled_and_specification_count_the_same_tables(data: st.DataObject) -
     windows = data.draw(st.integers(1, 4))
     view = drawn_view(data, rows)
     window = np.array(data.draw(st.lists(st.integers(0, windows - 1), min_size=rows, max_size=rows)), np.intp)
-    tables = [(np.zeros((windows, 4), np.int64), np.zeros(windows, np.int64),
-               np.zeros((windows, series._BUCKETS), np.int64), np.zeros((windows, series._REGISTERS), np.uint8))
-              for _ in range(2)]
-    series.specification(window, view, *tables[0])
-    twin.count_rows(window, view, *tables[1])
-    for expected, got in zip(*tables, strict=True):
-        assert expected.tolist() == got.tolist()
+    assert_same_tables(series.specification, twin.count_rows, window, view, lambda: (
+        np.zeros((windows, 4), np.int64), np.zeros(windows, np.int64),
+        np.zeros((windows, series._BUCKETS), np.int64), np.zeros((windows, series._REGISTERS), np.uint8)))
+
+
+def assert_same_tables(specification: Callable[..., None], twin: Callable[..., None], index: np.ndarray,
+                       view: BatchView, new_tables: Callable[[], tuple[np.ndarray, ...]]) -> None:
+    """A compiled twin fills fresh tables exactly as its specification does, from the same rows."""
+    expected, got = new_tables(), new_tables()
+    specification(index, view, *expected)
+    twin(index, view, *got)
+    for want, have in zip(expected, got, strict=True):
+        assert want.tolist() == have.tolist()

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from membench.analyze import stack
+from membench.analyze.batch import ColumnCodes, batch_view
 from membench.analyze.mrc import SAMPLED_ACCESSES, MissRatioCollector
 from membench.extensions import DISABLED, compiled
 from membench.profile.schema import SCHEMA
@@ -79,7 +80,9 @@ def zipf_batch(accesses: int, keys: int, seed: int, exponent: float = 1.1, skewe
     columns = {"timestamp_ns": pa.array(1_700_000_000_000_000_000 + np.arange(accesses) * 1_000_000, pa.int64()),
                "command": pa.array(["get"] * accesses), "key_hash": pa.array(hashes, pa.uint64()),
                "key_length": pa.array(np.full(accesses, 12), pa.uint16()),
-               "value_length": pa.array(sizes, pa.uint32())}
+               "value_length": pa.array(sizes, pa.uint32()), "connection": pa.array(np.zeros(accesses), pa.uint32()),
+               "protocol": pa.array(["text"] * accesses), "status": pa.array(["hit"] * accesses),
+               "batch": pa.array(np.arange(accesses), pa.uint64()), "quiet": pa.array(np.zeros(accesses, bool))}
     return pa.RecordBatch.from_arrays([columns.get(f.name, pa.nulls(accesses, f.type)).cast(f.type) if f.name in
                                        columns else pa.nulls(accesses, f.type) for f in SCHEMA], schema=SCHEMA)
 
@@ -90,7 +93,7 @@ def test_sampled_curve_is_within_one_point_of_the_exact_simulation() -> None:
     # (With seed 6, reporting from 32 sampled keys instead of 2,000 puts the smallest size 1.2 points off.)
     batch = zipf_batch(1_000_000, 500_000, seed=6, exponent=0.99, skewed_sizes=True)
     sampled = MissRatioCollector(expected_operations=SAMPLED_ACCESSES * 10)  # a rate of 0.1
-    sampled.add(batch)
+    sampled.add(batch_view(batch, ColumnCodes()))
     curve = sampled.curve()
     assert curve is not None and curve.sample_rate == 0.1
     hashes = batch.column("key_hash").to_numpy()
@@ -126,7 +129,7 @@ def test_reuse_is_the_time_and_the_distinct_keys_between_two_accesses_to_a_key()
     hashes = pa.array(np.array(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), pa.uint64())
     batch = batch.set_column(batch.schema.get_field_index("key_hash"), "key_hash", hashes)
     collector = MissRatioCollector(expected_operations=6)
-    collector.add(batch)
+    collector.add(batch_view(batch, ColumnCodes()))
     curve = collector.curve()
     assert curve is not None
     # Warm accesses: 1 after 3 ms (2 others between), 2 after 3 ms (2 others), 2 after 1 ms (none).

@@ -31,6 +31,7 @@ class BatchView:
     timestamps: np.ndarray  # int64 ns
     connection: np.ndarray  # the profile's connection numbers
     command: np.ndarray  # global codes (Codes) of the command column
+    command_names: tuple[str, ...]  # the name of each command code, as far as this batch needs them
     status: np.ndarray  # global codes of the status column
     protocol: np.ndarray  # global codes of the protocol column
     quiet: np.ndarray  # bool: a quiet request (false in parts written before the column existed)
@@ -52,8 +53,9 @@ def batch_view(batch: pa.RecordBatch, codes: ColumnCodes) -> BatchView:
     commands, statuses = codes.commands, codes.statuses
     command = commands.of(batch.column("command"))
     status = statuses.of(batch.column("status"))
-    storage = np.zeros(len(commands.names) + len(STORAGE_COMMANDS), dtype=bool)
-    storage[[commands.code(str(name)) for name in STORAGE_COMMANDS]] = True
+    storage_codes = [commands.code(str(name)) for name in STORAGE_COMMANDS]
+    storage = np.zeros(len(commands.names), dtype=bool)
+    storage[storage_codes] = True
     value_length, has_value = filled_and_valid(batch.column("value_length"))
     latency, answered = filled_and_valid(batch.column("latency_us"))
     key_hash, keyed = filled_and_valid(batch.column("key_hash"))
@@ -66,6 +68,7 @@ def batch_view(batch: pa.RecordBatch, codes: ColumnCodes) -> BatchView:
         timestamps=batch.column("timestamp_ns").to_numpy(),
         connection=batch.column("connection").to_numpy(),
         command=command,
+        command_names=tuple(commands.names),
         status=status,
         protocol=codes.protocols.of(batch.column("protocol")),
         quiet=(quiet.fill_null(False) if quiet.null_count else quiet).to_numpy(zero_copy_only=False),

@@ -126,7 +126,7 @@ class _Accumulator:
         self.connections.add(view)
         self.keys.add(view.key_counts)
         self._count_time_and_requests(view)
-        self.misses.add(view.batch)
+        self.misses.add(view)
         self.ttl.add(view.batch.column("ttl"))
 
     def _count_commands(self, command: np.ndarray, status: np.ndarray, quiet: np.ndarray) -> None:
@@ -140,12 +140,7 @@ class _Accumulator:
     def _count_latency(self, view: BatchView) -> None:
         answered = view.answered.all()
         self.latency_all.add(view.latency_us if answered else view.latency_us[view.answered])
-        commands = np.bincount(view.command)
-        if np.count_nonzero(commands) == 1 and answered:
-            only = int(np.flatnonzero(commands)[0])
-            self.latency.setdefault(only, CountHistogram()).add(view.latency_us)
-            return
-        for code in np.flatnonzero(commands):
+        for code in np.flatnonzero(np.bincount(view.command)):
             rows = view.command == code
             self.latency.setdefault(int(code), CountHistogram()).add(view.latency_us[rows & view.answered])
             unanswered = int(np.count_nonzero(rows & ~view.answered))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from membench.analyze.batch import BatchView
 from membench.analyze.histogram import CountHistogram, Distribution
 from membench.analyze.stack import stack_distances
 from membench.analyze.working_set import WorkingSet, working_set
@@ -86,28 +87,21 @@ class MissRatioCollector:
         self.accesses = 0
         self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        command = batch.column("command")
-        if not pa.types.is_dictionary(command.type):
-            command = command.dictionary_encode()
-        # Decided once per dictionary entry, then looked up per row: no string per row.
-        accessing = np.array([name in _ACCESSES for name in command.dictionary.to_pylist()], dtype=bool)
-        access = accessing[command.indices.fill_null(0).to_numpy(zero_copy_only=False)] if len(accessing) else \
-            np.zeros(len(command), dtype=bool)
-        access &= np.asarray(batch.column("key_hash").is_valid())
-        self.accesses += int(access.sum())
-        hashes = batch.column("key_hash").fill_null(0).to_numpy()
+    def add(self, view: BatchView) -> None:
+        # Decided once per command name, then looked up per row: no string per row.
+        accessing = np.array([name in _ACCESSES for name in view.command_names], dtype=bool)
+        access = accessing[view.command] & view.keyed
+        self.accesses += int(np.count_nonzero(access))
         if self.rate < 1.0:
-            access &= (hashes & (_HASH_SPACE - 1)) < self._threshold
+            access &= (view.key_hash & (_HASH_SPACE - 1)) < self._threshold
         rows = np.flatnonzero(access)
         if not len(rows):
             return
-        self._hashes.append(hashes[rows])
-        self._times.append(batch.column("timestamp_ns").to_numpy()[rows])
-        sizes = batch.column("value_length").cast(pa.int64()).fill_null(-1).to_numpy()[rows]
-        key_lengths = batch.column("key_length").cast(pa.int64()).fill_null(1).to_numpy()[rows]
+        self._hashes.append(view.key_hash[rows])
+        self._times.append(view.timestamps[rows])
+        key_lengths = view.batch.column("key_length").take(rows).cast(pa.int64()).fill_null(1).to_numpy()
         # -1 - key length marks a size still to be learned from the key's other accesses (see _sizes_filled).
-        self._sizes.append(np.where(sizes >= 0, sizes, -1 - key_lengths))
+        self._sizes.append(np.where(view.has_value[rows], view.value_length[rows], -1 - key_lengths))
 
     def working_set(self, start_ns: int | None, window_s: int, windows: int) -> WorkingSet | None:
         """The sampled accesses window by window (see working_set.py), on the time series' windows."""

@@ -25,7 +25,7 @@ _LINEAR = 2 * _SUB_BUCKETS  # values below this have a bucket each
 _BUCKETS = _LINEAR + (32 - 4) * _SUB_BUCKETS  # up to the largest uint32 latency
 _REGISTER_BITS = 10
 _REGISTERS = 1 << _REGISTER_BITS
-_RANK_BITS = 52  # exact in float64, which finds the leading zeros
+_RANK_BITS = 52  # exact in float64, whose exponent finds the leading zeros
 _ALPHA = 0.7213 / (1 + 1.079 / _REGISTERS)
 PERCENTILES = (50.0, 99.0, 99.9)
 
@@ -47,21 +47,11 @@ class TimeSeries:
 def latency_bucket(latency_us: np.ndarray) -> np.ndarray:
     """The log-linear bucket of each latency (non-negative integers below 2**32)."""
     values = latency_us.astype(np.int64, copy=False)
-    if values.size and int(values.max()) < _TABLE.size:
-        return _TABLE[values]
-    return _bucket_by_formula(values)
-
-
-def _bucket_by_formula(values: np.ndarray) -> np.ndarray:
     exponent = np.floor(np.log2(np.maximum(values, 1))).astype(np.int64)
     shift = np.maximum(exponent - 3, 0)
     sub = (values >> shift) & (_SUB_BUCKETS - 1)
     log_bucket = _LINEAR + (exponent - 4) * _SUB_BUCKETS + sub
     return np.where(values < _LINEAR, values, log_bucket)
-
-
-# Latencies are nearly always below 65 ms: a table lookup is 20x the formula's speed there.
-_TABLE = _bucket_by_formula(np.arange(1 << 16, dtype=np.int64))
 
 
 def bucket_upper_bound(bucket: int) -> int:
@@ -161,22 +151,11 @@ class SeriesCollector:
 
 def _rank(hashes: np.ndarray) -> np.ndarray:
     """HyperLogLog's rank of each hash: 1 + the leading zeros of its low _RANK_BITS bits (_RANK_BITS + 1 if all
-    are zero). Read from a table on the top 16 of those bits; the rare hash with all 16 zero takes the formula."""
-    rest = hashes & np.uint64((1 << _RANK_BITS) - 1)
-    rank = _RANK_TABLE[(rest >> np.uint64(_RANK_BITS - 16)).astype(np.intp)]
-    low = np.flatnonzero(rank > 16)
-    if low.size:
-        rank[low] = _rank_by_formula(rest[low])
-    return rank
-
-
-def _rank_by_formula(rest: np.ndarray) -> np.ndarray:
-    as_float = rest.astype(np.float64)  # exact: below 2**53
-    rank = np.where(as_float > 0, _RANK_BITS - np.floor(np.log2(np.maximum(as_float, 1))), _RANK_BITS + 1)
-    return rank.astype(np.uint8)
-
-
-_RANK_TABLE = _rank_by_formula(np.arange(1 << 16, dtype=np.uint64) << np.uint64(_RANK_BITS - 16))
+    are zero)."""
+    rest = (hashes & np.uint64((1 << _RANK_BITS) - 1)).astype(np.float64)  # exact: below 2**53
+    # frexp's exponent is the bit length, exactly; log2 rounds 2**52 - 1 up to 52.
+    _, bit_length = np.frexp(rest)
+    return np.where(rest > 0, _RANK_BITS + 1 - bit_length, _RANK_BITS + 1).astype(np.uint8)
 
 
 _twin = compiled("membench.analyze._series")
