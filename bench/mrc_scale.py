@@ -20,7 +20,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -66,13 +65,20 @@ def accuracy(path: Path) -> None:
     print(f"ratio: the sampled curve takes {sampled_s / exact_s:.2f}x the exact simulation's time")
 
 
+# The analysis runs as `membench analyze` does, in a process of its own that reports its own peak RSS: a child's
+# ru_maxrss seen from here would include this process's pages, copied at fork, after generating the profile.
+_ANALYZE_AND_REPORT_RSS = (
+    "import resource, sys; from membench.cli import main; code = main(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
 def scale(path: Path, ops: int) -> None:
     began = time.perf_counter()
     written = path.with_suffix(".json")
-    subprocess.run([sys.executable, "-m", "membench", "analyze", "--json", str(written), str(path)],
-                   stdout=subprocess.DEVNULL, check=True)
+    done = subprocess.run([sys.executable, "-c", _ANALYZE_AND_REPORT_RSS, "analyze", "--json", str(written),
+                           str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
     wall_s = time.perf_counter() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mib = int(done.stderr.strip().splitlines()[-1]) / 1024
     report = json.loads(written.read_text())
     curve = report["miss_ratio_curve"]
     assert report["operations"] == ops

@@ -118,9 +118,7 @@ class MissRatioCollector:
             by_key = np.argsort(hashes, kind="stable")  # each key's accesses together, in order
             # Dense codes from the same sort: a code per run of equal hashes.
             ordered = hashes[by_key]
-            starts = np.empty(len(ordered), dtype=np.int64)
-            starts[:1] = 0
-            np.not_equal(ordered[1:], ordered[:-1], out=starts[1:], casting="unsafe")
+            starts = np.concatenate(([0], ordered[1:] != ordered[:-1])).astype(np.int64)
             keys = np.empty(len(ordered), dtype=np.int64)
             keys[by_key] = np.cumsum(starts)
             sizes = _sizes_filled(keys, np.concatenate(self._sizes), by_key)

@@ -30,12 +30,11 @@ def working_set(keys: np.ndarray, by_key: np.ndarray, times: np.ndarray, sizes: 
     window = np.clip((times - start_ns) // (window_s * 1_000_000_000), 0, max(windows - 1, 0)).astype(np.int64)
     # In key order a key's accesses keep their recorded order, so its windows ascend: each (key, window) group is
     # one run, whose last access is the latest.
-    order = by_key
-    window, keys, sizes = window[order], keys[order], sizes[order]
-    starts = np.ones(len(order), dtype=bool)
+    window, keys, sizes = window[by_key], keys[by_key], sizes[by_key]
+    starts = np.ones(len(by_key), dtype=bool)
     starts[1:] = (window[1:] != window[:-1]) | (keys[1:] != keys[:-1])
     first = np.flatnonzero(starts)
-    last = np.append(first[1:] - 1, len(order) - 1) if len(first) else first
+    last = np.append(first[1:] - 1, len(by_key) - 1) if len(first) else first
     accesses = last - first + 1
     distinct = np.bincount(window[first], minlength=windows)
     size_sum = np.bincount(window[last], weights=sizes[last], minlength=windows)
