@@ -6,7 +6,7 @@ a set of column entries. Lines the twin does not handle itself are decided by th
 (see _core_text.pxi). MEMBENCH_NO_EXTENSIONS=1 selects the specification instead.
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.mman cimport MADV_HUGEPAGE, madvise
@@ -26,6 +26,7 @@ include "_core_parser.pxi"
 include "_core_lines.pxi"
 include "_core_packets.pxi"
 include "_core_ring.pxi"
+include "_core_replay.pxi"
 
 
 cdef class _Connection:

@@ -1,11 +1,11 @@
 # text.py's _LineParser: lines, data blocks counted down, over-long lines dropped, resynchronization.
 
 cdef int receive_lines(DirectionParser p, const uint8_t* data, Py_ssize_t size, int64_t ts,
-                       Pairer pairer) except -1:
+                       UnitSink sink) except -1:
     cdef Py_ssize_t pos = 0
     cdef const uint8_t* newline
     if p.remaining or p.discarding or p.tail_size:
-        pos = _resume(p, data, size, ts, pairer)
+        pos = _resume(p, data, size, ts, sink)
     while pos < size:
         newline = <const uint8_t*>memchr(data + pos, 10, size - pos)
         if newline == NULL:
@@ -13,19 +13,19 @@ cdef int receive_lines(DirectionParser p, const uint8_t* data, Py_ssize_t size, 
             p.tail_ts = ts
             _check_tail_bound(p)
             break
-        pos = _line(p, data + pos, newline - data - pos, ts, newline - data + 1, size, ts, pairer)
+        pos = _line(p, data + pos, newline - data - pos, ts, newline - data + 1, size, ts, sink)
         if p.remaining:
             break
     return 0
 
 
 cdef Py_ssize_t _resume(DirectionParser p, const uint8_t* data, Py_ssize_t size, int64_t ts,
-                        Pairer pairer) except -1:
+                        UnitSink sink) except -1:
     """Finish what the previous chunk left open; returns where parsing of `data` continues."""
     cdef Py_ssize_t pos = 0, end
     cdef const uint8_t* newline
     if p.remaining:
-        pos = p._continue_payload(size, ts, pairer)
+        pos = p._continue_payload(size, ts, sink)
         if p.remaining:
             return size
     if p.discarding and pos < size:
@@ -43,14 +43,14 @@ cdef Py_ssize_t _resume(DirectionParser p, const uint8_t* data, Py_ssize_t size,
         p._keep_tail(data + pos, newline - data - pos)
         line = (<const char*>p.tail)[:p.tail_size]  # the line outlives the tail, which _line may refill
         p.tail_size = 0
-        pos = _line(p, <const uint8_t*><const char*>line, len(line), p.tail_ts, newline - data + 1, size, ts, pairer)
+        pos = _line(p, <const uint8_t*><const char*>line, len(line), p.tail_ts, newline - data + 1, size, ts, sink)
         if p.remaining:
             return size
     return pos
 
 
 cdef Py_ssize_t _line(DirectionParser p, const uint8_t* line, Py_ssize_t n, int64_t start, Py_ssize_t after,
-                      Py_ssize_t size, int64_t ts, Pairer pairer) except -1:
+                      Py_ssize_t size, int64_t ts, UnitSink sink) except -1:
     """One complete line, ending just before `after` in the chunk; returns where parsing continues."""
     cdef int result = LINE_INVALID
     cdef bint synced = p.synced
@@ -77,16 +77,16 @@ cdef Py_ssize_t _line(DirectionParser p, const uint8_t* line, Py_ssize_t n, int6
             return after
     elif not synced:
         p.synced = True
-        p._flush_skip(pairer)
+        p._flush_skip(sink)
     if not p.unit.value_length.present:
         p.bytes_parsed += n + 1
-        p._emit(&p.unit, p.pieces, pairer)
+        p._emit(&p.unit, p.pieces, sink)
         return after
     length = num_payload(p.unit.value_length)
     end = after + length + 2
     if end <= size:
         p.bytes_parsed += n + 1 + length + 2
-        p._emit(&p.unit, p.pieces, pairer)
+        p._emit(&p.unit, p.pieces, sink)
         return end
     p._start_payload(n + 1 + size - after, end - size)
     return size

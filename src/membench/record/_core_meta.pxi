@@ -121,7 +121,7 @@ cdef void _meta_unit(Unit* unit, int command, MetaFlags* m, int64_t start, int64
     unit.opaque_number = 0
     unit.letters = m.letters
     unit.keys = 0
-    unit.value_length = unit.flags = unit.ttl = num_none()
+    unit.value_length = unit.flags = unit.ttl = unit.cas = num_none()
     unit.start_ns = start
     unit.end_ns = end
     _meta_effect(command, m, unit)
@@ -219,6 +219,8 @@ cdef int _meta_return_flags(Tokens t, Py_ssize_t first, Unit* unit, UnitBytes pi
             return LINE_UNHANDLED
         elif token[0] == 102 and not parse_integer(token + 1, t.lengths[i] - 1, &unit.flags):  # f
             return LINE_INVALID
+        elif token[0] == 99 and all_digits(token + 1, t.lengths[i] - 1):  # c
+            parse_integer(token + 1, t.lengths[i] - 1, &unit.cas)
     if key >= 0:
         pieces.add(t.at(key) + 1, t.lengths[key] - 1)
         unit.keys = 1

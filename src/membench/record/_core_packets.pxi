@@ -13,13 +13,13 @@ cdef inline uint64_t _be64(const uint8_t* p) noexcept:
 
 
 cdef int receive_packets(DirectionParser p, const uint8_t* data, Py_ssize_t size, int64_t ts,
-                         Pairer pairer) except -1:
+                         UnitSink sink) except -1:
     cdef Py_ssize_t pos = 0, tail_length, total, head
     cdef int64_t tail_ts = p.tail_ts, start
     cdef const uint8_t* h
     cdef uint64_t body
     if p.remaining:
-        pos = p._continue_payload(size, ts, pairer)
+        pos = p._continue_payload(size, ts, sink)
     tail_length = p.tail_size
     if tail_length:
         # A head continues here (never while a payload is pending): joined with this chunk, the loop stays simple.
@@ -42,14 +42,14 @@ cdef int receive_packets(DirectionParser p, const uint8_t* data, Py_ssize_t size
         h = data + pos
         body = _be32(h + 8)
         if not p.synced or h[0] != p.magic or h[4] + _be16(h + 2) > body or body > BODY_MAX:
-            pos = _resync(p, data, size, pos, tail_length, tail_ts, ts, pairer)
+            pos = _resync(p, data, size, pos, tail_length, tail_ts, ts, sink)
             continue
         total = HEADER_SIZE + body
         head = HEADER_SIZE + h[4] + _be16(h + 2)
         if pos + total <= size:
             p.bytes_parsed += total
             _packet_unit(p, h, start, ts)
-            p._emit(&p.unit, p.pieces, pairer)
+            p._emit(&p.unit, p.pieces, sink)
             pos += total
         elif pos + head <= size:
             _packet_unit(p, h, start, ts)
@@ -63,7 +63,7 @@ cdef int receive_packets(DirectionParser p, const uint8_t* data, Py_ssize_t size
 
 
 cdef Py_ssize_t _resync(DirectionParser p, const uint8_t* data, Py_ssize_t size, Py_ssize_t pos,
-                        Py_ssize_t tail_length, int64_t tail_ts, int64_t ts, Pairer pairer) except -1:
+                        Py_ssize_t tail_length, int64_t tail_ts, int64_t ts, UnitSink sink) except -1:
     """Skip to the next strictly plausible header after `pos`, or keep a possible header's prefix as tail."""
     cdef Py_ssize_t candidate = pos
     cdef const uint8_t* found
@@ -84,7 +84,7 @@ cdef Py_ssize_t _resync(DirectionParser p, const uint8_t* data, Py_ssize_t size,
             return size
         if _plausible(p, data + candidate):
             p._skip_seen(candidate - pos)
-            p._flush_skip(pairer)
+            p._flush_skip(sink)
             p.synced = True
             return candidate
         candidate += 1
@@ -164,3 +164,5 @@ cdef void _packet_unit(DirectionParser p, const uint8_t* h, int64_t start, int64
         if reply == NONE:
             reply = R_SERVER_ERROR
     unit.reply = reply
+    if _be64(h + 16):
+        unit.cas = num_of(_be64(h + 16))

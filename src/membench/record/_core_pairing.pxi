@@ -37,7 +37,7 @@ cdef class PairingCounters:
                 "unexpected_values": self.unexpected_values, "values_out_of_range": self.values_out_of_range}
 
 
-cdef class Pairer:
+cdef class Pairer(UnitSink):
     cdef uint32_t connection
     cdef PairingCounters counters
     cdef Columns rows

@@ -1,5 +1,6 @@
 # One direction of one connection: stream.py's protocol detection, framing.py's bookkeeping, text.py's line framing
-# and binary.py's packet framing, copied rule for rule; each unit goes straight to the connection's pairer.
+# and binary.py's packet framing, copied rule for rule; each unit goes straight to a UnitSink: record's pairer,
+# or replay's in-flight matcher.
 
 from libc.string cimport memchr
 
@@ -60,23 +61,23 @@ cdef class DirectionParser:
 
     # -- stream.py: which protocol ---------------------------------------------------------------------------
 
-    cdef int receive(self, const uint8_t* data, Py_ssize_t size, int64_t ts, Pairer pairer) except -1:
+    cdef int receive(self, const uint8_t* data, Py_ssize_t size, int64_t ts, UnitSink sink) except -1:
         if self.mode == TEXT:
-            return receive_lines(self, data, size, ts, pairer)
+            return receive_lines(self, data, size, ts, sink)
         if self.mode == BINARY:
-            return receive_packets(self, data, size, ts, pairer)
+            return receive_packets(self, data, size, ts, sink)
         if size == 0:
             return 0
         if not self.unsure:
             self._decide(BINARY if data[0] == self.magic else TEXT)
-            return self.receive(data, size, ts, pairer)
-        return self._detect((<const char*>data)[:size], ts, pairer)
+            return self.receive(data, size, ts, sink)
+        return self._detect((<const char*>data)[:size], ts, sink)
 
     cdef void _decide(self, int mode) noexcept:
         self.mode = mode
         self.synced = not self.unsure
 
-    cdef int _detect(self, bytes data, int64_t ts, Pairer pairer) except -1:
+    cdef int _detect(self, bytes data, int64_t ts, UnitSink sink) except -1:
         cdef bytes chunk
         cdef int64_t chunk_ts
         held = self.held
@@ -96,17 +97,17 @@ cdef class DirectionParser:
                 dropped = len(held.pop(0)[0])
                 window = window[dropped:]
                 self.bytes_skipped += dropped
-                self._skipped(pairer)
+                self._skipped(sink)
             return 0
         use_binary = text_at is None or (binary_at is not None and (binary_at < text_at
                                                                      or binary.chained(window, binary_at)))
         self._decide(BINARY if use_binary else TEXT)
         self.held = []
         for chunk, chunk_ts in held:
-            self.receive(<const uint8_t*><const char*>chunk, len(chunk), chunk_ts, pairer)
+            self.receive(<const uint8_t*><const char*>chunk, len(chunk), chunk_ts, sink)
         return 0
 
-    cdef int receive_hole(self, int64_t length, int64_t ts, Pairer pairer) except -1:
+    cdef int receive_hole(self, int64_t length, int64_t ts, UnitSink sink) except -1:
         cdef int64_t excess
         if self.mode == UNDECIDED:
             if length <= 0:
@@ -114,35 +115,35 @@ cdef class DirectionParser:
             self.bytes_missing += length
             self._drop_held()
             self.unsure = True
-            self._skipped(pairer)
+            self._skipped(sink)
             return 0
         if self.mode == BINARY:
-            return self._framed_hole(length, ts, pairer)
+            return self._framed_hole(length, ts, sink)
         if length > 0 and not self.remaining:
             self.discarding = False
         excess = length - self.remaining
         # text.TextResponseParser.receive_hole: a hole ending just past a text VALUE's data block held its END.
         if (self.is_request or not self.remaining or not END_SIZE <= excess < SHORTEST_VALUE
                 or not self.has_pending or self.pending.protocol != P_TEXT or self.pending.reply != R_VALUE):
-            return self._framed_hole(length, ts, pairer)
-        self._framed_hole(self.remaining, ts, pairer)
+            return self._framed_hole(length, ts, sink)
+        self._framed_hole(self.remaining, ts, sink)
         self.bytes_missing += END_SIZE
         self.pieces.reset()
         _text_unit(&self.unit, False, R_END, ts, ts)
-        pairer.on_response(&self.unit, self.pieces)
-        return self._framed_hole(excess - END_SIZE, ts, pairer)
+        sink.on_response(&self.unit, self.pieces)
+        return self._framed_hole(excess - END_SIZE, ts, sink)
 
-    cdef int close(self, int64_t ts, Pairer pairer) except -1:
+    cdef int close(self, int64_t ts, UnitSink sink) except -1:
         cdef int64_t partial
         if self.mode == UNDECIDED:
             if self._drop_held():
-                self._skipped(pairer)
+                self._skipped(sink)
             return 0
-        self._flush_skip(pairer)
+        self._flush_skip(sink)
         partial = self.tail_size + (self.pending_seen if self.remaining else 0)
         if partial:
             self.bytes_skipped += partial
-            self._skipped(pairer)
+            self._skipped(sink)
         self.tail_size = 0
         self.has_pending = False
         self.remaining = 0
@@ -157,12 +158,12 @@ cdef class DirectionParser:
 
     # -- framing.py: holes, payloads, skips ------------------------------------------------------------------
 
-    cdef inline void _skipped(self, Pairer pairer) noexcept:
+    cdef inline void _skipped(self, UnitSink sink) noexcept:
         """A Skipped event: only the reply direction's tell pairing anything (replies may be lost)."""
         if not self.is_request:
-            pairer.on_reply_hole()
+            sink.on_reply_hole()
 
-    cdef int _framed_hole(self, int64_t length, int64_t ts, Pairer pairer) except -1:
+    cdef int _framed_hole(self, int64_t length, int64_t ts, UnitSink sink) except -1:
         if length <= 0:
             return 0
         self.bytes_missing += length
@@ -171,7 +172,7 @@ cdef class DirectionParser:
                 self.remaining -= length
                 return 0
             length -= self.remaining
-            self._complete_pending(ts, pairer)
+            self._complete_pending(ts, sink)
             if not length:
                 return 0
         self.bytes_skipped += self.tail_size
@@ -179,16 +180,16 @@ cdef class DirectionParser:
         if self.synced:
             self.resyncs += 1
             self.synced = False
-        self._skipped(pairer)
+        self._skipped(sink)
         self.skip = 0
         return 0
 
-    cdef Py_ssize_t _continue_payload(self, Py_ssize_t size, int64_t ts, Pairer pairer) except -1:
+    cdef Py_ssize_t _continue_payload(self, Py_ssize_t size, int64_t ts, UnitSink sink) except -1:
         cdef int64_t take = min(self.remaining, <int64_t>size)
         self.remaining -= take
         self.pending_seen += take
         if not self.remaining:
-            self._complete_pending(ts, pairer)
+            self._complete_pending(ts, sink)
         return take
 
     cdef void _start_payload(self, int64_t seen, int64_t remaining) noexcept:
@@ -198,30 +199,30 @@ cdef class DirectionParser:
         self.pending_seen = seen
         self.remaining = remaining
 
-    cdef int _complete_pending(self, int64_t ts, Pairer pairer) except -1:
+    cdef int _complete_pending(self, int64_t ts, UnitSink sink) except -1:
         self.remaining = 0
         self.bytes_parsed += self.pending_seen
         self.pending_seen = 0
         if self.has_pending:
             self.has_pending = False
             self.pending.end_ns = ts
-            self._emit(&self.pending, self.pending_pieces, pairer)
+            self._emit(&self.pending, self.pending_pieces, sink)
         return 0
 
-    cdef inline int _emit(self, Unit* unit, UnitBytes pieces, Pairer pairer) except -1:
+    cdef inline int _emit(self, Unit* unit, UnitBytes pieces, UnitSink sink) except -1:
         if unit.is_request:
-            pairer.on_request(unit, pieces)
+            sink.on_request(unit, pieces)
         else:
-            pairer.on_response(unit, pieces)
+            sink.on_response(unit, pieces)
         return 0
 
     cdef inline void _skip_seen(self, int64_t length) noexcept:
         self.skip += length
         self.bytes_skipped += length
 
-    cdef inline void _flush_skip(self, Pairer pairer) noexcept:
+    cdef inline void _flush_skip(self, UnitSink sink) noexcept:
         if self.skip:
-            self._skipped(pairer)
+            self._skipped(sink)
             self.skip = 0
 
     cdef inline void _lose_sync(self) noexcept:

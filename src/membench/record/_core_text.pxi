@@ -115,7 +115,7 @@ cdef inline void _text_unit(Unit* unit, bint is_request, int code, int64_t start
     unit.opaque_number = 0
     unit.letters = 0
     unit.keys = 0
-    unit.value_length = unit.flags = unit.ttl = unit.delta = unit.initial = num_none()
+    unit.value_length = unit.flags = unit.ttl = unit.delta = unit.initial = unit.cas = num_none()
     unit.start_ns = start
     unit.end_ns = end
 
@@ -228,6 +228,8 @@ cdef int text_response(Tokens t, Unit* unit, UnitBytes pieces, int64_t start, in
             return LINE_INVALID
         if unit.value_length.negative or unit.flags.negative:
             return LINE_INVALID
+        if n == 5 and all_digits(t.at(4), t.lengths[4]):
+            parse_integer(t.at(4), t.lengths[4], &unit.cas)
         pieces.add(t.at(1), t.lengths[1])
         unit.keys = 1
         return LINE_UNIT

@@ -126,6 +126,7 @@ cdef struct Unit:
     Num ttl
     Num delta
     Num initial
+    Num cas  # responses: the item's CAS unique, where the reply shows it
     int64_t start_ns
     int64_t end_ns
 
@@ -183,6 +184,19 @@ cdef class UnitBytes:
         return self.offsets[i + 1] - self.offsets[i]
 
 
+cdef class UnitSink:
+    """Where a direction parser hands its units: record's pairer, or replay's in-flight matcher."""
+
+    cdef void on_request(self, Unit* unit, UnitBytes pieces) except *:
+        pass
+
+    cdef void on_response(self, Unit* unit, UnitBytes pieces) except *:
+        pass
+
+    cdef void on_reply_hole(self) noexcept:
+        pass
+
+
 cdef int unit_from_python(object event, Unit* unit, UnitBytes pieces, bint is_request) except -1:
     """A Request or Response of the specification's handlers, as a Unit (the rare lines the twin leaves to them)."""
     cdef bytes key
@@ -227,6 +241,7 @@ cdef int unit_from_python(object event, Unit* unit, UnitBytes pieces, bint is_re
     elif opaque is not None:
         unit.opaque_kind = 2
         pieces.add(opaque, len(opaque))
+    unit.cas = num_none() if is_request else num_from_python(event.cas)
     unit.start_ns = event.start_ns
     unit.end_ns = event.end_ns
     return 0

@@ -10,10 +10,8 @@ coordinated-omission corrected figure) and from the actual send. A lost connecti
 (counted `lost`); the link reconnects with backoff and goes on with the next request. A reply later than the
 timeout counts every request in flight as `timeout` and reopens the connection, so nothing ever waits forever.
 
-Replies go through the one response parser of the project. A text link whose parser holds nothing partial
-reuses the events an identical reply chunk parsed into before (the parser is sans-IO, so the same bytes in the
-same state give the same events): most replies of a replay repeat, and parsing is the largest share of an
-operation's Python time.
+Replies go through the one response parser of the project, inside the in-flight matcher: its compiled twin
+parses and attributes a whole read in one call, with no Python object per reply.
 """
 
 from __future__ import annotations
@@ -25,9 +23,8 @@ from typing import TYPE_CHECKING, cast
 
 from membench.errors import MembenchError
 from membench.protocol.encode import META_NOOP, binary_noop
-from membench.protocol.events import Command, ParserEvent, Skipped
-from membench.protocol.stream import ResponseStreamParser
-from membench.replay.inflight import InFlight
+from membench.protocol.events import Command
+from membench.replay.inflight import new_inflight
 from membench.replay.options import Timing
 from membench.replay.plan import Group, Stream
 from membench.replay.requests import (
@@ -35,7 +32,6 @@ from membench.replay.requests import (
     CAS_PLACEHOLDER,
     CAS_STALE,
     EXPECT_NONE,
-    EXPECT_QUIET,
     EXPECT_UNITS,
     INTERNAL_SLOT,
 )
@@ -49,11 +45,7 @@ _EARLY_NS = 100_000  # an open-loop request due within this is sent now: a timer
 _SEND_BUDGET = 256  # requests one pump may send before yielding, so a connection that never waits cannot hog
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 1.0
-_MEMO_ENTRIES = 32_768  # distinct reply chunks remembered; the memo starts over when full
-_MEMO_BYTES = 512  # longer chunks hold several replies (pipelined): they rarely repeat, hashing them is waste
 _perf_ns = time.perf_counter_ns
-
-ReplyMemo = dict[bytes, list[ParserEvent]]
 
 
 def _drain_group(binary: bool) -> Group:
@@ -65,7 +57,7 @@ def _drain_group(binary: bool) -> Group:
 class Link(asyncio.Protocol):
     """One socket replaying one stream, across reconnects and loops."""
 
-    def __init__(self, runner: Runner, stream: Stream, address: Target, memo: ReplyMemo | None) -> None:
+    def __init__(self, runner: Runner, stream: Stream, address: Target) -> None:
         self._runner = runner
         self._feeder = runner.feeder
         self._loop = asyncio.get_running_loop()
@@ -76,7 +68,6 @@ class Link(asyncio.Protocol):
         # Uniques are kept only for a profile with cas: a gets-heavy one would otherwise remember every key.
         self._uniques = runner.uniques if Command.CAS.value in runner.planner.commands else None
         self._drain = _drain_group(stream.binary)
-        self._memo = memo
         self.address = address
         self.queue: deque[list[Group]] = deque()
         self._chunk: list[Group] = []
@@ -84,12 +75,8 @@ class Link(asyncio.Protocol):
         self._pipeline = runner.options.pipeline
         self._timed = runner.options.timing is not Timing.ASAP
         self._timeout_ns = int(runner.options.timeout * 1e9)
-        self._inflight = InFlight(runner.meter, runner.tables, runner.suppressed, self._timed, self._uniques,
-                                  self._answer)
+        self._inflight = new_inflight(runner.tables, runner.suppressed, self._timed, self._uniques)
         self._transport: asyncio.Transport | None = None
-        self._parser = ResponseStreamParser()
-        self._fed = 0  # bytes given to the parser
-        self._clean = True  # the parser holds no partial unit: the memo applies
         self._timer: asyncio.TimerHandle | None = None
         self._base_ns = 0
         self._done: asyncio.Future[None] | None = None
@@ -97,29 +84,23 @@ class Link(asyncio.Protocol):
         self._closing = False
         self._reconnecting = False
         self._given_up = False
-        self.answered = INTERNAL_SLOT  # number of the latest group answered (or written off): they end in order
         self.waiters: list[Link] = []  # links whose next group waits for one of this link's to be answered
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        self._parser = ResponseStreamParser()
-        self._fed = 0
-        self._clean = True
+        self._inflight.reconnected()
         if self._active:
             self._pump()
 
     def data_received(self, data: bytes) -> None:
-        now = _perf_ns()
-        events = None
-        if self._clean and self._memo is not None and len(data) <= _MEMO_BYTES:
-            events = self._memo.get(data)
-        if events is None:
-            events = self._parse(data, now)
-            if events is None:
-                return
-        self._inflight.receive(events, now)
+        if not self._inflight.receive(data, _perf_ns()):
+            # The server's bytes made no sense: nothing after them can be attributed any more.
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        self._wake_waiters()
         self._runner.pump_soon(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -127,6 +108,7 @@ class Link(asyncio.Protocol):
         if self._closing:
             return
         self._inflight.abandon(LOST)
+        self._wake_waiters()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -151,7 +133,7 @@ class Link(asyncio.Protocol):
         self._given_up = False
         self._done = self._loop.create_future()
         self._active = True
-        self.answered = INTERNAL_SLOT
+        self._inflight.answered = INTERNAL_SLOT
         self.waiters = []
         if self._transport is None and not self._reconnecting:
             self._start_reconnect()  # the server was given up on in an earlier pass: try it again
@@ -174,41 +156,28 @@ class Link(asyncio.Protocol):
     def interrupt(self) -> None:
         """The replay stops: requests in flight are not waited for (nor counted: they have no outcome)."""
         self._inflight.drop()
+        self._wake_waiters()
         self._reconnecting = False  # a reconnection still under way ends when the link closes
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._finish_if_done()
 
+    @property
+    def answered(self) -> int:
+        """Number of the latest group answered (or written off): they end in order."""
+        return self._inflight.answered
+
     def check_timeout(self, now: int) -> None:
         inflight = self._inflight
-        if inflight.waiting and now - inflight.entries[0][1] > self._timeout_ns and self._transport is not None:
+        if inflight.waiting and now - inflight.oldest_sent_ns() > self._timeout_ns and self._transport is not None:
             inflight.abandon(TIMEOUT)
+            self._wake_waiters()
             self._transport.abort()
 
-    def _parse(self, data: bytes, now: int) -> list[ParserEvent] | None:
-        """The parser's events for `data`, remembered when it began and ended between units; None once the
-        stream made no sense (the connection is then aborted)."""
-        parser = self._parser
-        stats = parser.stats
-        events = parser.receive(data, now)
-        self._fed += len(data)
-        clean = self._fed == stats.bytes_parsed and not stats.bytes_skipped
-        # The parser reports skipped bytes as an event only once it finds its way again, which garbage may never
-        # let it do: any byte skipped means the server's bytes made no sense, and nothing after them can be
-        # attributed any more.
-        if stats.bytes_skipped or any(event.__class__ is Skipped for event in events):
-            self._meter.unexpected_replies += 1
-            if self._transport is not None:
-                self._transport.abort()
-            return None
-        memo = self._memo
-        if memo is not None and self._clean and clean and events and len(data) <= _MEMO_BYTES:
-            if len(memo) >= _MEMO_ENTRIES:
-                memo.clear()
-            memo[data] = events
-        self._clean = clean
-        return events
+    def collect(self) -> None:
+        """Move what the link measured since the last call into the runner's meter."""
+        self._inflight.collect(self._meter)
 
     def _start_reconnect(self) -> None:
         self._reconnecting = True
@@ -252,9 +221,11 @@ class Link(asyncio.Protocol):
         self._finish_if_done()
 
     def _answer(self, number: int) -> None:
-        """Group `number` is done with: the links waiting for this one may look again."""
-        if number > self.answered:
-            self.answered = number
+        """Group `number` is done with, without a reply: the links waiting for this one may look again."""
+        self._inflight.answer(number)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
         if self.waiters:
             waiters, self.waiters = self.waiters, []
             for link in waiters:
@@ -291,11 +262,10 @@ class Link(asyncio.Protocol):
             return
         chunk, index = self._chunk, self._next
         count = len(chunk)
-        inflight = self._inflight.entries
+        inflight = self._inflight
         stopping = self._runner.stopping
         timed = self._timed
         pipeline = self._pipeline
-        waiting = self._inflight.waiting
         now = _perf_ns()
         budget = _SEND_BUDGET
         payloads = []
@@ -308,7 +278,7 @@ class Link(asyncio.Protocol):
                 index = 0
                 count = len(chunk)
             group = chunk[index]
-            if waiting >= (pipeline or group.outstanding + 1) or (group.after and self._waits(group)):
+            if inflight.waiting >= (pipeline or group.outstanding + 1) or (group.after and self._waits(group)):
                 break
             due = now
             if timed:
@@ -319,25 +289,20 @@ class Link(asyncio.Protocol):
                     break
                 self._meter.lateness.append((now - due) // 1000 if now > due else 0)
             payloads.append(self._with_unique(group) if group.cas else group.payload)
-            expect = group.expect
-            if expect == EXPECT_NONE:
+            if group.expect == EXPECT_NONE:
                 self._counts[group.slot][NOREPLY] += group.rows
                 self._requests[group.slot] += 1
                 self._answer(group.number)
             else:
-                inflight.append([group, now, due, 0])
-                if expect != EXPECT_QUIET:
-                    waiting += 1
+                inflight.sent(group, now, due)
             index += 1
             budget -= 1
         self._next = index
         ending = stopping or (index == count and not self.queue and self._feeder.exhausted)
-        if (ending or self.waiters) and inflight and not waiting:
+        if (ending or self.waiters) and inflight.pending() and not inflight.waiting:
             # Only quiet requests are left in flight: a noop makes the server show they are done.
             payloads.append(self._drain.payload)
-            inflight.append([self._drain, now, now, 0])
-            waiting += 1
-        self._inflight.waiting = waiting
+            inflight.sent(self._drain, now, now)
         if payloads:
             transport.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
         if not budget:
@@ -346,7 +311,7 @@ class Link(asyncio.Protocol):
             self._finish_if_done()
 
     def _finish_if_done(self) -> None:
-        if not self._active or self._inflight.entries or self._reconnecting:
+        if not self._active or self._inflight.pending() or self._reconnecting:
             return
         finished = self._next == len(self._chunk) and not self.queue and self._feeder.exhausted
         if finished or self._runner.stopping:

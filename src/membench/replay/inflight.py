@@ -1,161 +1,256 @@
 """What a replay stream has in flight, and what each reply says of it: replay's counterpart of record's pairing.
 
-Sans-IO: the link hands over the groups it sent and the parser's events of the replies, in order; this module
-attributes each reply to the request it answers, counts the outcome by the same rules recording uses, and records
-the latency. memcached answers a connection's requests in order, so replies are matched first in, first out:
-a text get takes VALUEs up to its END, a group of several units takes that many replies, quiet requests are
-settled by their own reply (matched by opaque) or by silence before a later reply or the closing noop.
+Sans-IO: the link hands over the groups it sends and the bytes of the replies as they come; this module parses
+them with the project's one response parser, attributes each reply to the request it answers, counts the outcome
+by the same rules recording uses, and keeps the latencies. memcached answers a connection's requests in order, so
+replies are matched first in, first out: a text get takes VALUEs up to its END, a group of several units takes
+that many replies, quiet requests are settled by their own reply (matched by opaque) or by silence before a later
+reply or the closing noop. Replies count up to the first byte that makes no sense; after it nothing can be
+attributed, and `receive` says so (the link then drops the connection).
+
+The tallies stay here until `collect` moves them into the process's meter (once a second, and at the end): the
+compiled twin (record/_core_replay.pxi, selected by `new_inflight`) keeps them in C arrays, and both twins have
+one interface, checked equal by tests/replay/test_inflight_twin.py. This class is the readable specification.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Protocol as TypingProtocol
 
-from membench.protocol.events import ParserEvent, Reply, Response
+from membench import extensions
+from membench.protocol.events import Reply, Response, Skipped
+from membench.protocol.stream import ResponseStreamParser
 from membench.replay.plan import Group
-from membench.replay.requests import EXPECT_END, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS
-from membench.replay.stats import HIT, MISS, OK, Meter
+from membench.replay.requests import EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT
+from membench.replay.stats import HIT, MISS, OK, STATUS_NAMES, Meter
 
-_VALUE = Reply.VALUE
-_END = Reply.END
-_STAT = Reply.STAT
-_NOOP = Reply.NOOP
 
-Answered = Callable[[int], None]  # told the number of each group once it is done with
+class Matcher(TypingProtocol):
+    """What a link needs of its in-flight matcher (this module's InFlight, or its compiled twin)."""
+
+    waiting: int
+    answered: int
+
+    def sent(self, group: Group, now: int, due: int) -> None: ...
+    def receive(self, data: bytes, now: int) -> bool: ...
+    def answer(self, number: int) -> None: ...
+    def abandon(self, status: int) -> None: ...
+    def drop(self) -> None: ...
+    def reconnected(self) -> None: ...
+    def pending(self) -> int: ...
+    def oldest_sent_ns(self) -> int: ...
+    def collect(self, meter: Meter) -> None: ...
+
+
+def new_inflight(tables: list[dict[Reply, int]], suppressed: list[int], timed: bool,
+                 uniques: dict[bytes, int] | None) -> Matcher:
+    """The compiled matcher where it is built (and not switched off), else the specification."""
+    core = extensions.compiled("membench.record._core")
+    if core is not None:
+        matcher: Matcher = core.ReplyMatcher(tables, suppressed, timed, uniques)
+        return matcher
+    return InFlight(tables, suppressed, timed, uniques)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One group in flight."""
+
+    group: Group
+    sent_ns: int
+    due_ns: int
+    replies: int = 0  # replies (or values) counted so far
+
+
+@dataclass
+class Tally:
+    """What one stream measured since its last collect, by command slot."""
+
+    slots: int
+    counts: list[list[int]] = field(init=False)
+    requests: list[int] = field(init=False)
+    latencies: list[list[int]] = field(init=False)  # µs from the actual send
+    intended: list[list[int]] = field(init=False)  # µs from the intended send (open loop)
+    unexpected_replies: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [[0] * len(STATUS_NAMES) for _ in range(self.slots)]
+        self.requests = [0] * self.slots
+        self.latencies = [[] for _ in range(self.slots)]
+        self.intended = [[] for _ in range(self.slots)]
 
 
 class InFlight:
     """The requests one stream sent and has not seen answered, oldest first."""
 
-    def __init__(self, meter: Meter, tables: list[dict[Reply, int]], suppressed: list[int], timed: bool,
-                 uniques: dict[bytes, int] | None, answered: Answered) -> None:
-        self._meter = meter
-        self._counts = meter.counts
-        self._requests = meter.requests
-        self._latencies = meter.latencies
-        self._intended = meter.intended
+    def __init__(self, tables: list[dict[Reply, int]], suppressed: list[int], timed: bool,
+                 uniques: dict[bytes, int] | None) -> None:
         self._tables = tables
         self._suppressed = suppressed
         self._timed = timed
         self._uniques = uniques  # key -> the CAS unique its last reply showed, kept for a later cas
-        self._answered = answered
-        self.entries: deque[list[Any]] = deque()  # [group, sent ns, due ns, replies so far]
+        self._parser = ResponseStreamParser()
+        self._tally = Tally(len(tables))
+        self._entries: deque[Entry] = deque()
         self.waiting = 0  # entries that will get a reply of their own (not quiet)
+        self.answered = INTERNAL_SLOT  # number of the latest group answered or written off: they end in order
 
     def sent(self, group: Group, now: int, due: int) -> None:
-        self.entries.append([group, now, due, 0])
+        self._entries.append(Entry(group=group, sent_ns=now, due_ns=due))
         if group.expect != EXPECT_QUIET:
             self.waiting += 1
 
-    def receive(self, events: list[ParserEvent], now: int) -> None:
-        """The replies of one read, in order."""
-        entries = self.entries
-        for event in events:
-            if entries:
-                entry = entries[0]
-                if entry[0].expect == EXPECT_END:
-                    # The text get family, most replies of most replays: its values are counted without a call.
-                    reply = event.reply
-                    if reply is _VALUE:
-                        entry[3] += 1
-                        if event.cas is not None and self._uniques is not None:
-                            self._uniques[event.key] = event.cas
-                    else:
-                        self._on_end(entry, reply, now)
-                    continue
-            self._on_reply(cast(Response, event), now)
+    def receive(self, data: bytes, now: int) -> bool:
+        """The bytes of one read; False once the stream made no sense (nothing after that point is counted)."""
+        parser = self._parser
+        sane = not parser.stats.bytes_skipped
+        for event in parser.receive(data, now):
+            if not sane or isinstance(event, Skipped):
+                break
+            self._on_reply(event, now)
+        # The parser reports skipped bytes as an event only once it finds its way again, which garbage may never
+        # let it do: any byte skipped means the server's bytes made no sense.
+        if parser.stats.bytes_skipped:
+            self._tally.unexpected_replies += 1
+            return False
+        return True
+
+    def answer(self, number: int) -> None:
+        """Group `number` is done with (answered, or ended without a reply)."""
+        if number > self.answered:
+            self.answered = number
 
     def abandon(self, status: int) -> None:
         """The connection is gone: everything in flight ends with `status` (lost, timeout)."""
-        counts = self._counts
-        for entry in self.entries:
-            group = entry[0]
+        counts = self._tally.counts
+        for entry in self._entries:
+            group = entry.group
             if group.slot >= 0:
-                answered = entry[3] if group.expect in (EXPECT_UNITS, EXPECT_NOOP) else 0
+                answered = entry.replies if group.expect in (EXPECT_UNITS, EXPECT_NOOP) else 0
                 counts[group.slot][status] += group.rows - answered
-            self._answered(group.number)
-        self.entries.clear()
+            self.answer(group.number)
+        self._entries.clear()
         self.waiting = 0
 
     def drop(self) -> None:
         """The replay stops: what is in flight has no outcome and is not counted."""
-        for entry in self.entries:
-            self._answered(entry[0].number)
-        self.entries.clear()
+        for entry in self._entries:
+            self.answer(entry.group.number)
+        self._entries.clear()
         self.waiting = 0
 
-    def _record(self, entry: list[Any], now: int) -> None:
-        slot = entry[0].slot
+    def reconnected(self) -> None:
+        """A new connection: its replies start a new stream."""
+        self._parser = ResponseStreamParser()
+
+    def pending(self) -> int:
+        return len(self._entries)
+
+    def oldest_sent_ns(self) -> int:
+        return self._entries[0].sent_ns
+
+    def collect(self, meter: Meter) -> None:
+        """Move this stream's tallies into `meter`."""
+        tally = self._tally
+        for slot in range(tally.slots):
+            for status, count in enumerate(tally.counts[slot]):
+                meter.counts[slot][status] += count
+            meter.requests[slot] += tally.requests[slot]
+            for chunks, values in ((meter.latencies[slot], tally.latencies[slot]),
+                                   (meter.intended[slot], tally.intended[slot])):
+                if values:
+                    chunks.append(values)
+        meter.unexpected_replies += tally.unexpected_replies
+        self._tally = Tally(tally.slots)
+
+    def _record(self, entry: Entry, now: int) -> None:
+        slot = entry.group.slot
         if slot >= 0:
-            self._latencies[slot].append((now - entry[1]) // 1000)
-            self._requests[slot] += 1
+            self._tally.latencies[slot].append((now - entry.sent_ns) // 1000)
+            self._tally.requests[slot] += 1
             if self._timed:
-                self._intended[slot].append((now - entry[2]) // 1000)
+                self._tally.intended[slot].append((now - entry.due_ns) // 1000)
+
+    def _remember_unique(self, response: Response) -> None:
+        if response.cas is not None and response.key is not None and self._uniques is not None:
+            self._uniques[response.key] = response.cas
 
     def _on_reply(self, response: Response, now: int) -> None:
         """A reply to whatever is first in flight; quiet requests it passes over were answered by silence."""
-        entries = self.entries
+        self._remember_unique(response)
+        entries = self._entries
         reply = response.reply
-        if response.cas is not None and response.key is not None and self._uniques is not None:
-            self._uniques[response.key] = response.cas
         while entries:
             entry = entries[0]
-            group: Group = entry[0]
-            expect = group.expect
-            slot = group.slot
-            if expect == EXPECT_QUIET:
+            group = entry.group
+            if group.expect == EXPECT_QUIET:
                 entries.popleft()
-                self._answered(group.number)
-                opaque = response.opaque
-                if opaque is not None and int(opaque) == group.seq:
-                    self._counts[slot][self._tables[slot][reply]] += group.rows
-                    self._record(entry, now)
-                    return
-                self._counts[slot][self._suppressed[slot]] += group.rows
+                self.answer(group.number)
+                own = _opaque_number(response.opaque) == group.seq
+                status = self._tables[group.slot][reply] if own else self._suppressed[group.slot]
+                self._tally.counts[group.slot][status] += group.rows
                 self._record(entry, now)
+                if own:
+                    return
                 continue
-            if expect == EXPECT_UNITS:
-                if slot >= 0:
-                    self._counts[slot][self._tables[slot][reply]] += 1 if group.units > 1 else group.rows
-                entry[3] += 1
-                if entry[3] >= group.units:
-                    self._close(entry, now)
-                return
-            if expect == EXPECT_NOOP:
-                if reply is _NOOP:
-                    self._counts[slot][self._suppressed[slot]] += group.rows - entry[3]
-                    self._close(entry, now)
-                else:
-                    self._counts[slot][self._tables[slot][reply]] += 1
-                    entry[3] += 1
-                return
-            if reply is _VALUE:
-                entry[3] += 1
+            if group.expect == EXPECT_UNITS:
+                self._on_unit(entry, reply, now)
+            elif group.expect == EXPECT_NOOP:
+                self._on_quiet_unit(entry, reply, now)
+            elif reply is Reply.VALUE:
+                entry.replies += 1
             else:
                 self._on_end(entry, reply, now)
             return
-        self._meter.unexpected_replies += 1
+        self._tally.unexpected_replies += 1
 
-    def _on_end(self, entry: list[Any], reply: Reply, now: int) -> None:
+    def _on_unit(self, entry: Entry, reply: Reply, now: int) -> None:
+        """One of the replies a group of `units` replies waits for."""
+        group = entry.group
+        if group.slot >= 0:
+            self._tally.counts[group.slot][self._tables[group.slot][reply]] += 1 if group.units > 1 else group.rows
+        entry.replies += 1
+        if entry.replies >= group.units:
+            self._close(entry, now)
+
+    def _on_quiet_unit(self, entry: Entry, reply: Reply, now: int) -> None:
+        """A reply to quiet keys closed by a noop: a key's own reply, or the noop that ends them."""
+        group = entry.group
+        counts = self._tally.counts[group.slot]
+        if reply is Reply.NOOP:
+            counts[self._suppressed[group.slot]] += group.rows - entry.replies
+            self._close(entry, now)
+        else:
+            counts[self._tables[group.slot][reply]] += 1
+            entry.replies += 1
+
+    def _on_end(self, entry: Entry, reply: Reply, now: int) -> None:
         """A reply other than a value to a text get or stats: a STAT line, or the reply that closes it."""
-        if reply is _STAT:
+        if reply is Reply.STAT:
             return
-        group: Group = entry[0]
-        counts = self._counts[group.slot]
-        if reply is not _END:
+        group = entry.group
+        counts = self._tally.counts[group.slot]
+        if reply is not Reply.END:
             counts[self._tables[group.slot][reply]] += group.rows
         elif group.units:
             counts[OK] += group.rows
         else:
-            counts[HIT] += entry[3]
-            counts[MISS] += group.rows - entry[3]
+            counts[HIT] += entry.replies
+            counts[MISS] += group.rows - entry.replies
         self._close(entry, now)
 
-    def _close(self, entry: list[Any], now: int) -> None:
+    def _close(self, entry: Entry, now: int) -> None:
         """The oldest entry, which had a reply of its own coming, is answered."""
-        self.entries.popleft()
+        self._entries.popleft()
         self.waiting -= 1
         self._record(entry, now)
-        self._answered(entry[0].number)
+        self.answer(entry.group.number)
+
+
+def _opaque_number(opaque: int | bytes | None) -> int | None:
+    """A reply's opaque as the number replay sent (binary: the header's; meta: the O token's digits)."""
+    if isinstance(opaque, int) or opaque is None:
+        return opaque
+    return int(opaque) if opaque.isdigit() else None

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from membench.protocol.events import Command
-from membench.replay.engine import Link, ReplyMemo
+from membench.replay.engine import Link
 from membench.replay.feeder import Feeder
 from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import Planner
@@ -79,9 +79,7 @@ class Runner:
 
     async def run(self, start_ns: int | None = None) -> None:
         loop = asyncio.get_running_loop()
-        memo: ReplyMemo = {}  # shared by the text links: their parsers are alike between units
-        self.links = [Link(self, stream, self._targets[stream.target], None if stream.binary else memo)
-                       for stream in self.planner.streams]
+        self.links = [Link(self, stream, self._targets[stream.target]) for stream in self.planner.streams]
         self.feeder.links = self.links
         # Outside the main thread there is no signal handling: the caller stops the runner itself.
         with contextlib.suppress(RuntimeError, ValueError):
@@ -115,7 +113,7 @@ class Runner:
             end = perf_ns()
             self.elapsed_s = (end - began) / 1e9
             self.meter.cpu_s = time.process_time() - cpu_began
-            self.meter.fold(self._last_tick_s, self.elapsed_s)
+            self._fold(self._last_tick_s, self.elapsed_s)
         finally:
             gc.unfreeze()
             for link in self.links:
@@ -133,8 +131,14 @@ class Runner:
                 link.check_timeout(now)
             elapsed = (now - began) / 1e9
             if elapsed >= next_fold:
-                self.meter.fold(self._last_tick_s, elapsed)
+                self._fold(self._last_tick_s, elapsed)
                 self._last_tick_s = elapsed
                 next_fold += _TICK_S
                 if self._on_tick is not None:
                     self._on_tick(elapsed, self.meter)
+
+    def _fold(self, start_s: float, end_s: float) -> None:
+        """One point of the per-second series, from what every link measured since the last."""
+        for link in self.links:
+            link.collect()
+        self.meter.fold(start_s, end_s)

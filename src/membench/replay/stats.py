@@ -1,8 +1,9 @@
 """What a replay measures: outcomes per command and status, and HDR latency histograms in microseconds.
 
-The hot path only appends a latency to a list; once a second the lists are folded into the histograms with
-numpy (HdrHistogram's per-value `record_value` costs about a microsecond of Python, as much as the rest of an
-operation). Worker processes ship snapshots (counts and encoded histograms) that the parent merges.
+The hot path only appends a latency to its stream's tally; once a second the streams hand their latencies over in
+chunks (lists, or arrays from the compiled matcher), which are folded into the histograms with numpy
+(HdrHistogram's per-value `record_value` costs about a microsecond of Python, as much as the rest of an operation).
+Worker processes ship snapshots (counts and encoded histograms) that the parent merges.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
-def add_values(histogram: HdrHistogram, values: list[int]) -> None:
+def add_values(histogram: HdrHistogram, values: list[int] | np.ndarray) -> None:
     """Record many µs values at once: HdrHistogram's own index arithmetic, vectorized."""
-    if not values:
+    if not len(values):
         return
     array = np.clip(np.asarray(values, dtype=np.int64), 0, HIGHEST_US)
     _, bit_length = np.frexp((array | histogram.sub_bucket_mask).astype(np.float64))
@@ -123,6 +124,13 @@ def _index_values(counts_len: int) -> tuple[np.ndarray, np.ndarray]:
     return highest, median
 
 
+Chunk = list[int] | np.ndarray  # latencies in µs, as a stream hands them over
+
+
+def _joined(chunks: list[Chunk]) -> np.ndarray:
+    return np.concatenate([np.asarray(chunk, dtype=np.int64) for chunk in chunks]) if chunks else np.empty(0, np.int64)
+
+
 @dataclass
 class Meter:
     """One process's measurements. Slots are the plan's command slots."""
@@ -131,8 +139,8 @@ class Meter:
     open_loop: bool
     counts: list[list[int]] = field(init=False)
     requests: list[int] = field(init=False)
-    latencies: list[list[int]] = field(init=False)  # µs from the actual send, since the last fold
-    intended: list[list[int]] = field(init=False)  # µs from the intended send (open loop), since the last fold
+    latencies: list[list[Chunk]] = field(init=False)  # µs from the actual send, since the last fold
+    intended: list[list[Chunk]] = field(init=False)  # µs from the intended send (open loop), since the last fold
     lateness: list[int] = field(default_factory=list)  # µs the send came after its intended time
     histograms: list[HdrHistogram] = field(init=False)
     intended_histograms: list[HdrHistogram] = field(init=False)
@@ -164,15 +172,14 @@ class Meter:
         """Move the values since the last fold into the histograms; one point of the per-second series."""
         interval = new_histogram()
         requests = 0
-        for slot, values in enumerate(self.latencies):
-            if values:
-                add_values(self.histograms[slot], values)
-                add_values(interval, values)
-                requests += len(values)
-                self.latencies[slot] = []
-            if self.intended[slot]:
-                add_values(self.intended_histograms[slot], self.intended[slot])
-                self.intended[slot] = []
+        for slot, chunks in enumerate(self.latencies):
+            values = _joined(chunks)
+            add_values(self.histograms[slot], values)
+            add_values(interval, values)
+            requests += len(values)
+            add_values(self.intended_histograms[slot], _joined(self.intended[slot]))
+            self.latencies[slot] = []
+            self.intended[slot] = []
         if self.lateness:
             add_values(self.lateness_histogram, self.lateness)
             self.lateness = []

@@ -1,0 +1,294 @@
+# replay/inflight.py's InFlight, rule for rule: the same response parser as record (a DirectionParser handing its
+# units here instead of to a pairer), FIFO attribution, and the tallies in C arrays until collect().
+
+from membench.replay.stats import STATUS_NAMES
+
+cdef Py_ssize_t STATUS_COUNT = len(STATUS_NAMES)
+cdef Py_ssize_t REPLY_COUNT = len(REPLIES)
+# Replay's statuses are the profile's, then its own (timeout, lost): the profile's codes index them alike.
+assert STATUS_NAMES[:len(STATUSES)] == [status.value for status in STATUSES]
+cdef int EXPECT_UNITS = 1, EXPECT_END = 2, EXPECT_NOOP = 3, EXPECT_QUIET = 4
+
+
+cdef struct Entry:
+    int64_t sent_ns
+    int64_t due_ns
+    int64_t seq
+    int64_t number
+    int64_t rows
+    int64_t units
+    int64_t replies
+    Py_ssize_t slot
+    int expect
+
+
+cdef class Int64Log:
+    """A growing run of int64 values (one slot's latencies), handed over as bytes for numpy."""
+
+    cdef int64_t* values
+    cdef Py_ssize_t size, capacity
+
+    def __dealloc__(self):
+        free(self.values)
+
+    cdef inline int add(self, int64_t value) except -1:
+        if self.size == self.capacity:
+            self.capacity = max(1024, self.capacity * 2)
+            self.values = <int64_t*>realloc(self.values, self.capacity * sizeof(int64_t))
+            if self.values == NULL:
+                raise MemoryError()
+        self.values[self.size] = value
+        self.size += 1
+        return 0
+
+    cdef bytes take(self):
+        cdef bytes taken = PyBytes_FromStringAndSize(<char*>self.values, self.size * sizeof(int64_t))
+        self.size = 0
+        return taken
+
+
+cdef inline int64_t floor_us(int64_t ns) noexcept:
+    """ns // 1000 as Python rounds it (towards minus infinity)."""
+    cdef int64_t q = ns // 1000
+    if ns % 1000 and ns < 0:
+        q -= 1
+    return q
+
+
+cdef class ReplyMatcher(UnitSink):
+    """See replay/inflight.py: the requests one stream sent and has not seen answered, oldest first."""
+
+    cdef DirectionParser parser
+    cdef Entry* ring
+    cdef Py_ssize_t head, count, capacity
+    cdef Py_ssize_t slots
+    cdef int16_t* table  # [slot][reply] -> status
+    cdef int16_t* suppressed  # [slot] -> status of a quiet request answered by silence
+    cdef int64_t* counts  # [slot][status]
+    cdef int64_t* requests  # [slot]
+    cdef list latencies, intended  # Int64Log per slot
+    cdef bint timed
+    cdef object uniques
+    cdef int64_t now
+    cdef int64_t unexpected
+    cdef public int64_t waiting, answered
+
+    def __cinit__(self, list tables, list suppressed, bint timed, uniques):
+        cdef Py_ssize_t slot, reply
+        self.slots = len(tables)
+        self.table = <int16_t*>calloc(max(1, self.slots * REPLY_COUNT), sizeof(int16_t))
+        self.suppressed = <int16_t*>calloc(max(1, self.slots), sizeof(int16_t))
+        self.counts = <int64_t*>calloc(max(1, self.slots * STATUS_COUNT), sizeof(int64_t))
+        self.requests = <int64_t*>calloc(max(1, self.slots), sizeof(int64_t))
+        if not (self.table and self.suppressed and self.counts and self.requests):
+            raise MemoryError()
+        for slot in range(self.slots):
+            for reply in range(REPLY_COUNT):
+                self.table[slot * REPLY_COUNT + reply] = tables[slot][REPLIES[reply]]
+            self.suppressed[slot] = suppressed[slot]
+        self.latencies = [Int64Log() for _ in range(self.slots)]
+        self.intended = [Int64Log() for _ in range(self.slots)]
+        self.timed = timed
+        self.uniques = uniques
+        self.parser = DirectionParser(False, False)
+        self.answered = -1
+
+    def __dealloc__(self):
+        free(self.ring)
+        free(self.table)
+        free(self.suppressed)
+        free(self.counts)
+        free(self.requests)
+
+    def sent(self, group, int64_t now, int64_t due):
+        cdef Entry entry
+        cdef tuple fields = <tuple>group
+        entry.slot = fields[1]
+        entry.rows = fields[2]
+        entry.expect = fields[3]
+        entry.units = fields[4]
+        entry.seq = fields[7]
+        entry.number = fields[8]
+        entry.sent_ns = now
+        entry.due_ns = due
+        entry.replies = 0
+        self._push(&entry)
+        if entry.expect != EXPECT_QUIET:
+            self.waiting += 1
+
+    def receive(self, bytes data, int64_t now):
+        self.now = now
+        self.parser.receive(<const uint8_t*><const char*>data, len(data), now, self)
+        if self.parser.bytes_skipped:
+            self.unexpected += 1
+            return False
+        return True
+
+    def answer(self, int64_t number):
+        self._answer(number)
+
+    def abandon(self, int status):
+        cdef Entry* entry
+        cdef int64_t answered
+        while self.count:
+            entry = &self.ring[self.head]
+            if entry.slot >= 0:
+                answered = entry.replies if entry.expect == EXPECT_UNITS or entry.expect == EXPECT_NOOP else 0
+                self.counts[entry.slot * STATUS_COUNT + status] += entry.rows - answered
+            self._answer(entry.number)
+            self._pop()
+        self.waiting = 0
+
+    def drop(self):
+        while self.count:
+            self._answer(self.ring[self.head].number)
+            self._pop()
+        self.waiting = 0
+
+    def reconnected(self):
+        self.parser = DirectionParser(False, False)
+
+    def pending(self):
+        return self.count
+
+    def oldest_sent_ns(self):
+        return self.ring[self.head].sent_ns
+
+    def collect(self, meter):
+        cdef Py_ssize_t slot, status
+        cdef list counts = meter.counts, requests = meter.requests
+        cdef list row
+        for slot in range(self.slots):
+            row = counts[slot]
+            for status in range(STATUS_COUNT):
+                if self.counts[slot * STATUS_COUNT + status]:
+                    row[status] += self.counts[slot * STATUS_COUNT + status]
+                    self.counts[slot * STATUS_COUNT + status] = 0
+            requests[slot] += self.requests[slot]
+            self.requests[slot] = 0
+            _hand_over(meter.latencies[slot], <Int64Log>self.latencies[slot])
+            _hand_over(meter.intended[slot], <Int64Log>self.intended[slot])
+        meter.unexpected_replies += self.unexpected
+        self.unexpected = 0
+
+    # -- the ring of entries --------------------------------------------------------------------------------
+
+    cdef int _push(self, Entry* entry) except -1:
+        cdef Entry* grown
+        cdef Py_ssize_t i
+        if self.count == self.capacity:
+            grown = <Entry*>malloc(max(16, self.capacity * 2) * sizeof(Entry))
+            if grown == NULL:
+                raise MemoryError()
+            for i in range(self.count):
+                grown[i] = self.ring[(self.head + i) % self.capacity]
+            free(self.ring)
+            self.ring = grown
+            self.head = 0
+            self.capacity = max(16, self.capacity * 2)
+        self.ring[(self.head + self.count) % self.capacity] = entry[0]
+        self.count += 1
+        return 0
+
+    cdef inline void _pop(self) noexcept:
+        self.head = (self.head + 1) % self.capacity
+        self.count -= 1
+
+    cdef inline void _answer(self, int64_t number) noexcept:
+        if number > self.answered:
+            self.answered = number
+
+    # -- attribution: InFlight._on_reply and what it calls --------------------------------------------------
+
+    cdef void on_reply_hole(self) noexcept:
+        pass  # only skipped bytes make a hole in a reply stream, and receive() reports those
+
+    cdef void on_response(self, Unit* unit, UnitBytes pieces) except *:
+        cdef Entry* entry
+        cdef int reply = unit.reply
+        cdef bint own
+        if self.parser.bytes_skipped:
+            return  # after garbage nothing is attributed (InFlight.receive stops at the first Skipped)
+        if unit.cas.present and not unit.cas.huge and unit.keys and self.uniques is not None:
+            self.uniques[PyBytes_FromStringAndSize(<char*>pieces.piece(0), pieces.piece_length(0))] = \
+                unit.cas.magnitude
+        while self.count:
+            entry = &self.ring[self.head]
+            if entry.expect == EXPECT_QUIET:
+                own = _opaque_number(unit, pieces) == entry.seq
+                self._answer(entry.number)
+                self.counts[entry.slot * STATUS_COUNT
+                            + (self.table[entry.slot * REPLY_COUNT + reply] if own else self.suppressed[entry.slot])
+                            ] += entry.rows
+                self._record(entry)
+                self._pop()
+                if own:
+                    return
+                continue
+            if entry.expect == EXPECT_UNITS:
+                if entry.slot >= 0:
+                    self.counts[entry.slot * STATUS_COUNT + self.table[entry.slot * REPLY_COUNT + reply]] += (
+                        1 if entry.units > 1 else entry.rows)
+                entry.replies += 1
+                if entry.replies >= entry.units:
+                    self._close(entry)
+            elif entry.expect == EXPECT_NOOP:
+                if reply == R_NOOP:
+                    self.counts[entry.slot * STATUS_COUNT + self.suppressed[entry.slot]] += entry.rows - entry.replies
+                    self._close(entry)
+                else:
+                    self.counts[entry.slot * STATUS_COUNT + self.table[entry.slot * REPLY_COUNT + reply]] += 1
+                    entry.replies += 1
+            elif reply == R_VALUE:
+                entry.replies += 1
+            else:
+                self._on_end(entry, reply)
+            return
+        self.unexpected += 1
+
+    cdef void _on_end(self, Entry* entry, int reply) except *:
+        cdef int64_t* counts
+        if reply == R_STAT:
+            return
+        counts = self.counts + entry.slot * STATUS_COUNT
+        if reply != R_END:
+            counts[self.table[entry.slot * REPLY_COUNT + reply]] += entry.rows
+        elif entry.units:
+            counts[S_OK] += entry.rows
+        else:
+            counts[S_HIT] += entry.replies
+            counts[S_MISS] += entry.rows - entry.replies
+        self._close(entry)
+
+    cdef void _close(self, Entry* entry) except *:
+        self.waiting -= 1
+        self._record(entry)
+        self._answer(entry.number)
+        self._pop()
+
+    cdef void _record(self, Entry* entry) except *:
+        if entry.slot >= 0:
+            (<Int64Log>self.latencies[entry.slot]).add(floor_us(self.now - entry.sent_ns))
+            self.requests[entry.slot] += 1
+            if self.timed:
+                (<Int64Log>self.intended[entry.slot]).add(floor_us(self.now - entry.due_ns))
+
+
+cdef int64_t _opaque_number(Unit* unit, UnitBytes pieces) noexcept:
+    """inflight._opaque_number: the binary header's opaque, or a meta O token's digits; -1 for none."""
+    cdef Num number
+    cdef Py_ssize_t at
+    if unit.opaque_kind == 1:
+        return unit.opaque_number
+    if unit.opaque_kind == 2:
+        at = pieces.pieces - 1
+        if (all_digits(pieces.piece(at), pieces.piece_length(at))
+                and parse_integer(pieces.piece(at), pieces.piece_length(at), &number)
+                and num_in_int64(number)):
+            return <int64_t>number.magnitude
+    return -1
+
+
+cdef void _hand_over(list chunks, Int64Log log) except *:
+    if log.size:
+        chunks.append(np.frombuffer(log.take(), np.int64))
