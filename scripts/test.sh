@@ -6,9 +6,9 @@ bash scripts/setup.sh
 python3 -m ruff check .
 python3 -m pytest -q "$@"
 if [ $# -eq 0 ]; then
-    # The recording tests against real memcached and real clients once more on the Python specification: the
-    # compiled twin runs by default, and both must give memcached's own counts.
+    # The recording and replay tests against real memcached and real clients once more on the Python
+    # specification: the compiled twins run by default, and both must give memcached's own counts.
     MEMBENCH_NO_EXTENSIONS=1 python3 -m pytest -q tests/record tests/fidelity tests/capture/test_live.py \
-        --ignore tests/record/test_twin.py --ignore tests/record/test_twin_capture.py \
-        --ignore tests/record/test_fuzz_rows.py
+        tests/replay --ignore tests/record/test_twin.py --ignore tests/record/test_twin_capture.py \
+        --ignore tests/record/test_fuzz_rows.py --ignore tests/replay/test_cluster.py
 fi

@@ -59,6 +59,7 @@ examples:
   membench replay out.profile --timing original --speed 2       # recorded inter-arrival times, twice as fast
   membench replay out.profile --rate 50000                      # open loop at a fixed aggregate rate
   membench replay out.profile --protocol meta --loop 3 --json result.json
+  membench replay /shared/out.profile --cluster ray://head:10001 --target 10.0.0.5:11211   # from every Ray node
 """
 
 

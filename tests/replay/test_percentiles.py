@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from membench.replay.memtier import PERCENTILES
-from membench.replay.stats import HIGHEST_US, add_values, mean_value, new_histogram, values_at_percentiles
+from membench.replay.stats import (
+    HIGHEST_US,
+    Meter,
+    Totals,
+    add_values,
+    mean_value,
+    new_histogram,
+    values_at_percentiles,
+)
 
 latencies = st.lists(st.one_of(st.integers(0, 200), st.integers(0, 100_000), st.integers(0, HIGHEST_US)),
                      min_size=1, max_size=3000)
@@ -28,3 +36,20 @@ def test_a_lognormal_replay_like_sample() -> None:
     histogram = new_histogram()
     add_values(histogram, list(np.random.default_rng(5).lognormal(4, 1.5, 50_000).astype(np.int64)))
     assert values_at_percentiles(histogram, [99.0]) == histogram.get_percentile_to_value_dict([99.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(latencies, min_size=1, max_size=4))
+def test_merged_workers_give_the_percentiles_of_all_their_values_together(parts: list[list[int]]) -> None:
+    """Local workers and cluster actors are merged from their snapshots: losslessly, as one histogram of all."""
+    totals = Totals()
+    for values in parts:
+        meter = Meter(["get"], open_loop=False)
+        meter.latencies[0].append(values)
+        meter.fold(0.0, 1.0)
+        totals.merge(meter.snapshot())
+    together = new_histogram()
+    add_values(together, [value for values in parts for value in values])
+    wanted = [50.0, 90.0, 99.0, 99.9, 100.0]
+    assert values_at_percentiles(totals.histograms["get"], wanted) == values_at_percentiles(together, wanted)
+    assert totals.histograms["get"].get_total_count() == together.get_total_count()

@@ -37,6 +37,7 @@ class ReplayOptions:
     loops: int | None = 1  # None: loop until interrupted (or until `duration`)
     duration: float | None = None  # seconds after which the replay ends, complete (memtier's --test-time)
     workers: int = 1
+    cluster: str | None = None  # a Ray cluster (ray://HOST:PORT, HOST:PORT or auto): one actor per CPU of each node
     timeout: float = 5.0  # seconds a reply may take before the request counts as timed out
     reconnect_timeout: float = 10.0  # give up on a server that stays unreachable this long mid-run
     distribution: Distribution = Distribution.KETAMA
@@ -72,6 +73,8 @@ class ReplayOptions:
                             ("--workers", self.workers), ("--loop", self.loops)):
             if count is not None and count < 1:
                 raise MembenchError(f"{name} must be at least 1, not {count}")
+        if self.cluster is not None and self.workers != 1:
+            raise MembenchError("--workers is for one machine: --cluster runs one actor per CPU of every node")
         if not 0 <= self.max_error_ratio <= 1:
             raise MembenchError(f"--max-error-ratio must be between 0 and 1, not {self.max_error_ratio}")
         check_writable(self.json_path, "--json")
@@ -120,6 +123,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                              "(with --loop N: whichever comes first)")
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="split the connections over N processes (default 1)")
+    parser.add_argument("--cluster", metavar="ray://HOST:PORT|auto",
+                        help="replay from every node of a Ray cluster, one actor per CPU, the profile at the same "
+                             "path on each (needs membench[cluster])")
     parser.add_argument("--timeout", type=positive_float, default=5.0, metavar="SECONDS",
                         help="a reply later than this counts as a timeout and the connection is reopened "
                              "(default 5)")
@@ -158,6 +164,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         loops=args.loops if hasattr(args, "loops") else (None if args.duration else 1),
         duration=args.duration,
         workers=args.workers,
+        cluster=args.cluster,
         timeout=args.timeout,
         distribution=Distribution(args.distribution),
         json_path=args.json_path,

@@ -40,6 +40,10 @@ def render(result: ReplayResult, console: Console) -> None:
         console.print(f"warning: {warning}", markup=False)
     console.print(f"hit ratio: recorded {_percent(result.hit_ratio.recorded)}, replayed "
                   f"{_percent(result.hit_ratio.replayed)}   warm-up: {result.warm.keys:,} keys", markup=False)
+    if result.cluster is not None:
+        cluster = result.cluster
+        console.print(f"cluster {cluster.address}: {cluster.actors} actors on {cluster.nodes} nodes, start skew "
+                      f"{cluster.start_skew_ms:.1f} ms", markup=False)
     if result.lateness is not None:
         late = result.lateness
         console.print(f"latency above is from the intended send time; schedule lateness p50 {_ms(late.p50)} "

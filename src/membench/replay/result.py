@@ -13,6 +13,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from membench.profile.schema import Status
+from membench.replay.cluster import ClusterRun
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing
 from membench.replay.stats import ERROR_STATUSES, STATUS_NAMES, Totals, percentiles
@@ -115,6 +116,7 @@ class ReplayResult:
     series: list[dict[str, Any]]  # one point per second: counts and that second's latency percentiles
     lateness: Latencies | None = None  # open-loop timing: how late sends left against their schedule
     warnings: list[str] = field(default_factory=list)
+    cluster: ClusterRun | None = None  # --cluster: how the replay was spread over the Ray cluster
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -134,6 +136,8 @@ class ReplayResult:
         }
         if self.lateness is not None:
             document["lateness_us"] = self.lateness.to_dict()
+        if self.cluster is not None:
+            document["cluster"] = self.cluster.to_dict()
         document["warnings"] = self.warnings
         return document
 

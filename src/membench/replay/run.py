@@ -20,6 +20,8 @@ from rich.console import Console
 
 from membench.errors import MembenchError
 from membench.outputs import write_result
+from membench.replay.cluster import connect as connect_cluster
+from membench.replay.cluster import run_on_cluster
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.memtier import memtier_document
@@ -45,16 +47,19 @@ def run_replay(profile: Path, options: ReplayOptions, console: Console | None = 
     reader = ProfileReader(profile)
     warned = len(reader.problems)  # opening the profile already warned of these
     return replay(lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, console,
-                  lambda: reader.problems[warned:])
+                  lambda: reader.problems[warned:], profile)
 
 
 def replay(source: BatchSource, options: ReplayOptions, console: Console | None = None,
-           problems: Callable[[], list[str]] | None = None) -> ReplayResult:
+           problems: Callable[[], list[str]] | None = None, path: Path | None = None) -> ReplayResult:
     """Replay the rows `source` gives (a fresh iterator of schema.SCHEMA batches per call); `problems` tells what
-    the source could not read (a corrupt part), which the result reports as warnings."""
+    the source could not read (a corrupt part), which the result reports as warnings; `path` is the profile file
+    the rows come from, which a cluster's actors read themselves."""
     targets = [parse_target(target) for target in options.targets]
     for target in targets:
         _check_reachable(target, options.timeout)
+    if options.cluster is not None:
+        connect_cluster(options.cluster)  # an unreachable cluster fails before the survey, not after
     profile = survey(source)
     if profile.rows == 0:
         raise MembenchError("the profile holds no operations: nothing to replay")
@@ -62,7 +67,13 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     continuum = Continuum(targets, options.distribution)
     warmed = warm_up(profile.warm, keys, continuum, targets, options.timeout) if options.warm else WarmResult()
     progress = _Progress(console) if console is not None and options.progress else None
-    if options.workers == 1:
+    cluster = None
+    if options.cluster is not None:
+        if path is None:
+            raise MembenchError("--cluster replays a profile file, which every node reads")
+        totals, loops, interrupted, elapsed, cluster = run_on_cluster(path, profile, options, continuum, keys,
+                                                                      progress)
+    elif options.workers == 1:
         totals, loops, interrupted, elapsed = _run_here(source, profile, options, continuum, keys, progress)
     else:
         totals, loops, interrupted, elapsed = _run_workers(source, profile, options, continuum, keys, progress)
@@ -70,6 +81,7 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
         progress.clear()
     result = build_result(profile, options, keys, warmed, totals, loops, interrupted, elapsed)
     result.warnings = list(problems()) if problems is not None else []
+    result.cluster = cluster
     if console is not None:
         render(result, console)
     # The table is out before the files: if writing them fails, the result is still in front of the user.

@@ -41,6 +41,7 @@ class Runner:
         self.interrupted = False
         self.loops_done = 0
         self.elapsed_s = 0.0
+        self.began_ns = 0  # perf_counter_ns when the replay began (after connecting, at the start asked for)
         self._on_tick = on_tick
         self._targets = [parse_target(target) for target in options.targets]
         self.links: list[Link] = []
@@ -88,7 +89,7 @@ class Runner:
             await asyncio.gather(*(link.connect() for link in self.links))
             if start_ns is not None:
                 await asyncio.sleep(max(0.0, (start_ns - perf_ns()) / 1e9))
-            began = perf_ns()
+            began = self.began_ns = perf_ns()
             cpu_began = time.process_time()
             ticker = loop.create_task(self._tick(began))
             if self.options.duration is not None:

@@ -1,0 +1,206 @@
+"""`membench replay --cluster`: the one-machine engine on Ray actors, one per CPU of every node of a Ray cluster.
+
+The recorded connections are sharded over the actors as over local workers (a connection lives on one actor, so
+its order is kept; the cross-connection order of the replay holds within an actor, not across actors). Every actor
+reads the profile from the same path, plans its shard, connects, and starts at one wall-clock instant set once all
+are ready (the barrier; nodes' clocks are assumed NTP-synchronized). The driver polls their per-second figures for
+the progress line, and merges their measurements as local workers' are merged: counts added, HDR histograms
+decoded and added (lossless). Ray is an optional extra: `pip install 'membench[cluster]'`.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from membench.errors import MembenchError
+from membench.replay.ketama import Continuum
+from membench.replay.keys import KeySynthesizer
+from membench.replay.options import ReplayOptions
+from membench.replay.stats import Totals
+from membench.replay.survey import Survey
+
+_START_AHEAD_S = 0.5  # the common start lies this far after the last actor is ready: time to connect
+_POLL_S = 0.2
+_CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class ClusterRun:
+    """How the replay was spread over the cluster."""
+
+    address: str
+    nodes: int
+    actors: int
+    start_skew_ms: float  # latest minus earliest actual start of the actors' replays
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "nodes": self.nodes, "actors": self.actors,
+                "start_skew_ms": self.start_skew_ms}
+
+
+@dataclass
+class ShardResult:
+    """What one actor sends back."""
+
+    node: str
+    snapshot: dict[str, Any]
+    loops: int
+    interrupted: bool
+    elapsed_s: float
+    began_wall_ns: int
+
+
+class ReplayShard:
+    """One actor: the local engine on shard `index` of `count` (made a Ray actor class by `run_on_cluster`)."""
+
+    def __init__(self, profile: str, survey: Survey, options: ReplayOptions, continuum: Continuum,
+                 keys: KeySynthesizer, index: int, count: int) -> None:
+        from membench.profile.reader import ProfileReader
+        from membench.replay.plan import SLICE_ROWS, Planner
+        from membench.replay.runner import Runner
+
+        if not Path(profile).exists():
+            raise MembenchError(f"the profile {profile} is not on this node: --cluster needs it at the same path "
+                                "on every node (shared storage, or a copy)")
+        reader = ProfileReader(Path(profile))
+        self._runner = Runner(Planner(survey, options, continuum, keys, index, count),
+                              lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, self._on_tick)
+        self._loop: Any = None
+        self._tick = (0.0, 0, 0)
+
+    def node(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def run(self, start_wall_ns: int) -> ShardResult:
+        import asyncio
+
+        import uvloop
+
+        start_ns = time.perf_counter_ns() + (start_wall_ns - time.time_ns())
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._runner.run(start_ns)
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+            loop_runner.run(main())
+        runner = self._runner
+        return ShardResult(node=self.node(), snapshot=runner.meter.snapshot(), loops=runner.loops_done,
+                           interrupted=runner.interrupted, elapsed_s=runner.elapsed_s,
+                           began_wall_ns=start_wall_ns + (runner.began_ns - start_ns))
+
+    def progress(self) -> tuple[float, int, int]:
+        return self._tick
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._runner.stop)
+
+    def _on_tick(self, elapsed_s: float, meter: Any) -> None:
+        self._tick = (elapsed_s, meter.rows(), meter.errors())
+
+
+def connect(address: str) -> Any:
+    """The ray module, connected to the cluster at `address` (ray://HOST:PORT, HOST:PORT or auto)."""
+    try:
+        import ray
+    except ImportError:
+        raise MembenchError("--cluster needs Ray: pip install 'membench[cluster]'") from None
+    if not ray.is_initialized():
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level="error", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise MembenchError(f"cannot connect to the Ray cluster at {address}: {error}") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, where nothing listens: Ray itself retries an unreachable head for long."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise MembenchError(f"--cluster takes ray://HOST:PORT, HOST:PORT or auto, not {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise MembenchError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error}") from None
+
+
+def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, continuum: Continuum,
+                   keys: KeySynthesizer, progress: Any) -> tuple[Totals, int, bool, float, ClusterRun]:
+    assert options.cluster is not None
+    ray = connect(options.cluster)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) >= 1]
+    if not nodes:
+        raise MembenchError(f"the Ray cluster at {options.cluster} has no node with a CPU to replay on")
+    placements = [node["NodeID"] for node in nodes for _ in range(int(node["Resources"]["CPU"]))]
+    shard_class = ray.remote(num_cpus=1, max_concurrency=2)(ReplayShard)
+    actors = [shard_class.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
+        str(profile.resolve()), survey, options, continuum, keys, index, len(placements))
+        for index, node_id in enumerate(placements)]
+    try:
+        _get(ray, [actor.node.remote() for actor in actors])  # the barrier: every actor built, its plan ready
+        start_wall_ns = time.time_ns() + int(_START_AHEAD_S * 1e9)
+        results = _wait(ray, actors, [actor.run.remote(start_wall_ns) for actor in actors], progress)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    totals = Totals()
+    for result in results:
+        totals.merge(result.snapshot)
+    began = [result.began_wall_ns for result in results]
+    run = ClusterRun(address=options.cluster, nodes=len({result.node for result in results}), actors=len(actors),
+                     start_skew_ms=round((max(began) - min(began)) / 1e6, 3))
+    return (totals, min(result.loops for result in results), any(result.interrupted for result in results),
+            max(result.elapsed_s for result in results), run)
+
+
+def _wait(ray: Any, actors: list[Any], pending: list[Any], progress: Any) -> list[ShardResult]:
+    """The actors' results, showing their progress meanwhile; Ctrl+C stops them all, and what they did counts."""
+    stop = threading.Event()
+
+    def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    stopped = False
+    try:
+        while True:
+            done, _ = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
+            if len(done) == len(pending):
+                return list(_get(ray, pending))
+            if stop.is_set() and not stopped:
+                stopped = True
+                _get(ray, [actor.stop.remote() for actor in actors])
+            if progress is not None:
+                ticks = _get(ray, [actor.progress.remote() for actor in actors])
+                progress.update(max(t[0] for t in ticks), sum(t[1] for t in ticks), sum(t[2] for t in ticks))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+_ERROR_MARK = f"{MembenchError.__module__}.{MembenchError.__name__}: "
+
+
+def _get(ray: Any, refs: list[Any]) -> list[Any]:
+    """ray.get, with an actor's MembenchError passed on as the one-line error it is."""
+    try:
+        return list(ray.get(refs))
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
+        text = str(error)
+        if _ERROR_MARK in text:
+            raise MembenchError(text.rsplit(_ERROR_MARK, 1)[1].strip().splitlines()[0]) from None
+        raise MembenchError(f"a replay actor failed: {text.strip().splitlines()[0]}") from None
