@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.local_ray import ray_nodes
 from tests.conftest import free_port, run_membench, start_memcached, stats_delta
 from tests.replay.profiles import mixed_profile, write_profile
 
@@ -19,45 +17,11 @@ _COUNTERS = ("cmd_get", "cmd_set", "get_hits", "get_misses", "delete_hits", "del
              "incr_misses", "touch_hits", "touch_misses")
 
 
-def _ray(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ray.scripts.scripts", *args]
-
-
-def _active_nodes(gcs: str) -> int:
-    status = subprocess.run(_ray("status", f"--address={gcs}"), capture_output=True, text=True, timeout=30)
-    active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
-    return active.count("node_")
-
-
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """Two Ray nodes on loopback; yields the Ray Client address of the head."""
-    gcs_port, client_port = free_port(), free_port()
-    gcs = f"127.0.0.1:{gcs_port}"
-    common = ["--num-cpus=1", "--object-store-memory=80000000", "--disable-usage-stats", "--block"]
-    head = subprocess.Popen(_ray("start", "--head", f"--port={gcs_port}", f"--ray-client-server-port={client_port}",
-                                 "--include-dashboard=false", "--min-worker-port=21000", "--max-worker-port=21099",
-                                 *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    nodes = [head]
-    try:
-        deadline = time.monotonic() + 90
-        while _active_nodes(gcs) < 1 and time.monotonic() < deadline:
-            time.sleep(1)
-        nodes.append(subprocess.Popen(_ray("start", f"--address={gcs}", "--min-worker-port=21100",
-                                           "--max-worker-port=21199", *common),
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        while _active_nodes(gcs) < 2 and time.monotonic() < deadline:
-            time.sleep(1)
-        assert _active_nodes(gcs) == 2, "the local two-node Ray cluster did not come up"
-        yield f"ray://127.0.0.1:{client_port}"
-    finally:
-        for node in reversed(nodes):
-            node.terminate()
-        for node in nodes:
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
+    """Two Ray nodes on loopback, one CPU each; yields the Ray Client address of the head."""
+    with ray_nodes(nodes=2, cpus=1) as address:
+        yield address
 
 
 def _replay(profile: Path, tmp_path: Path, name: str, *extra: str) -> tuple[dict, dict[str, int]]:
