@@ -60,8 +60,8 @@ class ShardResult:
 class ReplayShard:
     """One actor: the local engine on shard `index` of `count` (made a Ray actor class by `run_on_cluster`)."""
 
-    def __init__(self, profile: str, survey: Survey, options: ReplayOptions, continuum: Continuum,
-                 keys: KeySynthesizer, index: int, count: int) -> None:
+    def __init__(self, profile: str, plan: tuple[Survey, ReplayOptions, Continuum, KeySynthesizer], index: int,
+                 count: int) -> None:
         from membench.profile.reader import ProfileReader
         from membench.replay.plan import SLICE_ROWS, Planner
         from membench.replay.runner import Runner
@@ -69,6 +69,7 @@ class ReplayShard:
         if not Path(profile).exists():
             raise MembenchError(f"the profile {profile} is not on this node: --cluster needs it at the same path "
                                 "on every node (shared storage, or a copy)")
+        survey, options, continuum, keys = plan
         reader = ProfileReader(Path(profile))
         self._runner = Runner(Planner(survey, options, continuum, keys, index, count),
                               lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, self._on_tick)
@@ -148,9 +149,9 @@ def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, contin
         raise MembenchError(f"the Ray cluster at {options.cluster} has no node with a CPU to replay on")
     placements = [node["NodeID"] for node in nodes for _ in range(int(node["Resources"]["CPU"]))]
     shard_class = ray.remote(num_cpus=1, max_concurrency=2)(ReplayShard)
+    plan = ray.put((survey, options, continuum, keys))  # sent once, not once per actor
     actors = [shard_class.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
-        str(profile.resolve()), survey, options, continuum, keys, index, len(placements))
-        for index, node_id in enumerate(placements)]
+        str(profile.resolve()), plan, index, len(placements)) for index, node_id in enumerate(placements)]
     try:
         _get(ray, [actor.node.remote() for actor in actors])  # the barrier: every actor built, its plan ready
         start_wall_ns = time.time_ns() + int(_START_AHEAD_S * 1e9)
