@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +64,25 @@ def test_an_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"membench: cannot connect to the Ray cluster at "
                                                 f"{done.args[-2]}: Connection refused"]
+
+
+def test_ctrl_c_stops_every_actor_and_the_result_is_still_written(ray_cluster: str, tmp_path: Path) -> None:
+    server = start_memcached()
+    try:
+        profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
+        out = tmp_path / "result.json"
+        proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(profile), "--target",
+                                 server.address, "--cluster", ray_cluster, "--loop", "forever", "--no-progress",
+                                 "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while int(server.stats()["cmd_get"]) < 2000 and time.monotonic() < deadline:  # both actors are replaying
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, stderr  # interrupted: not a complete measurement
+    data = json.loads(out.read_text())
+    assert data["interrupted"] is True and data["ops"] > 0 and data["cluster"]["actors"] == 2
+    assert "Traceback" not in stderr

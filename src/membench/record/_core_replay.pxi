@@ -101,6 +101,7 @@ cdef class ReplyMatcher(UnitSink):
         free(self.requests)
 
     def sent(self, group, int64_t now, int64_t due):
+        # By position, not by name: a NamedTuple's attribute is a Python-level lookup (inflight.py checks the order).
         cdef Entry entry
         cdef tuple fields = <tuple>group
         entry.slot = fields[1]
@@ -152,6 +153,8 @@ cdef class ReplyMatcher(UnitSink):
         return self.count
 
     def oldest_sent_ns(self):
+        if not self.count:
+            raise IndexError("nothing in flight")
         return self.ring[self.head].sent_ns
 
     def collect(self, meter):

@@ -44,6 +44,10 @@ class Matcher(TypingProtocol):
     def collect(self, meter: Meter) -> None: ...
 
 
+# The compiled matcher reads a Group's numbers by position.
+assert Group._fields[:9] == ("payload", "slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number")
+
+
 def new_inflight(tables: list[dict[Reply, int]], suppressed: list[int], timed: bool,
                  uniques: dict[bytes, int] | None) -> Matcher:
     """The compiled matcher where it is built (and not switched off), else the specification."""
