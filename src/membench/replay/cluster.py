@@ -23,7 +23,7 @@ from membench.errors import MembenchError
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions
-from membench.replay.stats import Totals
+from membench.replay.stats import MeterSnapshot, Totals
 from membench.replay.survey import Survey
 
 _START_AHEAD_S = 0.5  # the common start lies this far after the last actor is ready: time to connect
@@ -50,7 +50,7 @@ class ShardResult:
     """What one actor sends back."""
 
     node: str
-    snapshot: dict[str, Any]
+    snapshot: MeterSnapshot
     loops: int
     interrupted: bool
     elapsed_s: float

@@ -28,7 +28,7 @@ def memtier_document(totals: Totals, elapsed_s: float) -> dict[str, Any]:
     names = sorted(totals.counts)
     totals_section = _section(totals, names, elapsed_s)
     totals_section["Time-Serie"] = {
-        str(index): {"Count": point["ops"], **_latencies(interval)}
+        str(index): {"Count": point.ops, **_latencies(interval)}
         for index, (point, interval) in enumerate(zip(totals.series, totals.intervals, strict=True))
     }
     return {"ALL STATS": {

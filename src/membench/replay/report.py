@@ -73,12 +73,12 @@ def hdr_log(totals: Totals) -> str:
         writer.output_comment("membench replay: request latency of all commands, in microseconds")
         writer.output_log_format_version()
         # hdrh's output_start_time() misreads its milliseconds as seconds: the line is written here instead.
-        started = time.time() - (totals.series[-1]["end_s"] if totals.series else 0.0)
+        started = time.time() - (totals.series[-1].end_s if totals.series else 0.0)
         stamp = datetime.fromtimestamp(started, UTC).isoformat(" ")
         output.write(f"#[StartTime: {started:.3f} (seconds since epoch), {stamp}]\n")
         writer.output_legend()
         for point, histogram in zip(totals.series, totals.intervals, strict=True):
             # A start of 0 would make hdrh take the histogram's own (unset) timestamps.
-            writer.output_interval_histogram(histogram, point["start_s"] or 1e-9, point["end_s"],
+            writer.output_interval_histogram(histogram, point.start_s or 1e-9, point.end_s,
                                              max_value_unit_ratio=1.0)
         return output.getvalue()

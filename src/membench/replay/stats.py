@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -132,6 +132,40 @@ def _joined(chunks: list[Chunk]) -> np.ndarray:
 
 
 @dataclass
+class SeriesPoint:
+    """One second (one tick) of a replay: what ended in it."""
+
+    start_s: float
+    end_s: float
+    ops: int
+    requests: int
+    errors: int
+
+    def add(self, other: SeriesPoint) -> None:
+        """Another worker's same tick."""
+        self.ops += other.ops
+        self.requests += other.requests
+        self.errors += other.errors
+
+
+@dataclass
+class MeterSnapshot:
+    """Everything one process measured, in picklable values (histograms encoded), for the parent to merge."""
+
+    commands: list[str]
+    counts: list[list[int]]
+    requests: list[int]
+    histograms: list[bytes]
+    intended_histograms: list[bytes]
+    lateness: bytes
+    series: list[SeriesPoint]
+    intervals: list[bytes]  # the encoded latency histogram of each series point
+    unexpected_replies: int
+    reconnects: int
+    cpu_s: float
+
+
+@dataclass
 class Meter:
     """One process's measurements. Slots are the plan's command slots."""
 
@@ -145,7 +179,7 @@ class Meter:
     histograms: list[HdrHistogram] = field(init=False)
     intended_histograms: list[HdrHistogram] = field(init=False)
     lateness_histogram: HdrHistogram = field(default_factory=new_histogram)
-    series: list[dict[str, Any]] = field(default_factory=list)
+    series: list[SeriesPoint] = field(default_factory=list)
     intervals: list[bytes] = field(default_factory=list)  # encoded histogram of each series point
     unexpected_replies: int = 0
     reconnects: int = 0
@@ -184,27 +218,19 @@ class Meter:
             add_values(self.lateness_histogram, self.lateness)
             self.lateness = []
         rows, errors = self.rows(), self.errors()
-        point = {"start_s": round(start_s, 3), "end_s": round(end_s, 3), "ops": rows - self._rows_folded,
-                 "requests": requests, "errors": errors - self._errors_folded}
+        point = SeriesPoint(start_s=round(start_s, 3), end_s=round(end_s, 3), ops=rows - self._rows_folded,
+                            requests=requests, errors=errors - self._errors_folded)
         self._rows_folded, self._errors_folded = rows, errors
         self.series.append(point)
         self.intervals.append(interval.encode())
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything, in plain picklable values, for the parent to merge."""
-        return {
-            "commands": self.commands,
-            "counts": self.counts,
-            "requests": self.requests,
-            "histograms": [h.encode() for h in self.histograms],
-            "intended_histograms": [h.encode() for h in self.intended_histograms],
-            "lateness": self.lateness_histogram.encode(),
-            "series": self.series,
-            "intervals": self.intervals,
-            "unexpected_replies": self.unexpected_replies,
-            "reconnects": self.reconnects,
-            "cpu_s": self.cpu_s,
-        }
+    def snapshot(self) -> MeterSnapshot:
+        return MeterSnapshot(
+            commands=self.commands, counts=self.counts, requests=self.requests,
+            histograms=[h.encode() for h in self.histograms],
+            intended_histograms=[h.encode() for h in self.intended_histograms],
+            lateness=self.lateness_histogram.encode(), series=self.series, intervals=self.intervals,
+            unexpected_replies=self.unexpected_replies, reconnects=self.reconnects, cpu_s=self.cpu_s)
 
 
 @dataclass
@@ -216,35 +242,35 @@ class Totals:
     histograms: dict[str, HdrHistogram] = field(default_factory=dict)
     intended_histograms: dict[str, HdrHistogram] = field(default_factory=dict)
     lateness: HdrHistogram = field(default_factory=new_histogram)
-    series: list[dict[str, Any]] = field(default_factory=list)
+    series: list[SeriesPoint] = field(default_factory=list)
     intervals: list[HdrHistogram] = field(default_factory=list)  # one per series point, all commands
     unexpected_replies: int = 0
     reconnects: int = 0
     cpu_s: float = 0.0
 
-    def merge(self, snapshot: dict[str, Any]) -> None:
-        for slot, name in enumerate(snapshot["commands"]):
+    def merge(self, snapshot: MeterSnapshot) -> None:
+        for slot, name in enumerate(snapshot.commands):
             counts = self.counts.setdefault(name, [0] * len(STATUS_NAMES))
-            for index, count in enumerate(snapshot["counts"][slot]):
+            for index, count in enumerate(snapshot.counts[slot]):
                 counts[index] += count
-            self.requests[name] = self.requests.get(name, 0) + snapshot["requests"][slot]
-            self.histograms.setdefault(name, new_histogram()).decode_and_add(snapshot["histograms"][slot])
+            self.requests[name] = self.requests.get(name, 0) + snapshot.requests[slot]
+            self.histograms.setdefault(name, new_histogram()).decode_and_add(snapshot.histograms[slot])
             self.intended_histograms.setdefault(name, new_histogram()).decode_and_add(
-                snapshot["intended_histograms"][slot])
-        self.lateness.decode_and_add(snapshot["lateness"])
+                snapshot.intended_histograms[slot])
+        self.lateness.decode_and_add(snapshot.lateness)
         # Workers tick on their own, so their n-th seconds line up only within a tick: merged by position.
-        for index, (point, encoded) in enumerate(zip(snapshot["series"], snapshot["intervals"], strict=True)):
+        for index, (point, encoded) in enumerate(zip(snapshot.series, snapshot.intervals, strict=True)):
             if index >= len(self.series):
-                self.series.append(dict(point))
+                self.series.append(replace(point))
                 self.intervals.append(new_histogram())
             else:
-                for name in ("ops", "requests", "errors"):
-                    self.series[index][name] += point[name]
+                self.series[index].add(point)
             self.intervals[index].decode_and_add(encoded)
-        self.unexpected_replies += snapshot["unexpected_replies"]
-        self.reconnects += snapshot["reconnects"]
-        self.cpu_s += snapshot["cpu_s"]
+        self.unexpected_replies += snapshot.unexpected_replies
+        self.reconnects += snapshot.reconnects
+        self.cpu_s += snapshot.cpu_s
 
     def series_with_latency(self) -> list[dict[str, Any]]:
-        return [{**point, **percentiles(interval)} for point, interval in zip(self.series, self.intervals,
-                                                                              strict=True)]
+        """The series as --json writes it: each point's counts and that second's latency percentiles."""
+        return [{**asdict(point), **percentiles(interval)} for point, interval in zip(self.series, self.intervals,
+                                                                                      strict=True)]
