@@ -29,6 +29,8 @@ from membench.replay.survey import Survey
 _START_AHEAD_S = 0.5  # the common start lies this far after the last actor is ready: time to connect
 _POLL_S = 0.2
 _CONNECT_TIMEOUT_S = 5.0
+_CLIENT_ATTEMPTS = 3
+_CLIENT_STARTUP_FAILED = "Initialization failure from server"
 
 
 @dataclass
@@ -116,12 +118,20 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise MembenchError("--cluster needs Ray: pip install 'membench[cluster]'") from None
-    if not ray.is_initialized():
-        _check_reachable(address)
+    if ray.is_initialized():
+        return ray
+    _check_reachable(address)
+    for attempt in range(_CLIENT_ATTEMPTS):
         try:
             ray.init(address=address, logging_level="error", log_to_driver=False)
+            return ray
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise MembenchError(f"cannot connect to the Ray cluster at {address}: {error}") from None
+            # The head's Ray Client proxy sometimes fails to start the server it forks for a new client (seen
+            # here about once in ten connections, with "Initialization failure from server"); a retry gets another.
+            if _CLIENT_STARTUP_FAILED not in str(error) or attempt == _CLIENT_ATTEMPTS - 1:
+                message = str(error).strip().splitlines()[0]
+                raise MembenchError(f"cannot connect to the Ray cluster at {address}: {message}") from None
+            time.sleep(1)
     return ray
 
 
