@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +15,7 @@ from membench.analyze import analyze_profile, connections
 from membench.analyze.working_set import working_set
 from membench.extensions import DISABLED, compiled
 from membench.profile.schema import Operation
-from tests.analyze.test_series import START_NS, assert_same_tables, drawn_view, key_hash, write
+from tests.analyze.test_series import START_NS, assert_twin_matches, key_hash, write
 
 
 def op(at_ns: int, connection: int, command: str, key: int, status: str, size: int | None, latency: int | None,
@@ -88,13 +87,6 @@ def test_the_compiled_connections_twin_is_built_unless_extensions_are_off() -> N
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_compiled_and_specification_count_the_same_connections(data: st.DataObject) -> None:
-    twin = compiled("membench.analyze._connections")
-    if twin is None:
-        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
-    rows = data.draw(st.integers(1, 60))
-    size = data.draw(st.integers(1, 5))
-    view = drawn_view(data, rows)
-    connection = np.array(data.draw(st.lists(st.integers(0, size - 1), min_size=rows, max_size=rows)), np.intp)
-    assert_same_tables(connections.specification, twin.count_rows, connection, view, lambda: (
+    assert_twin_matches(data, "membench.analyze._connections", connections.specification, 5, lambda size: (
         np.zeros((size, connections._COLUMNS), np.int64), np.full(size, np.iinfo(np.int64).max),
         np.full(size, np.iinfo(np.int64).min)))

@@ -126,23 +126,24 @@ def drawn_view(data: st.DataObject, rows: int) -> BatchView:
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_compiled_and_specification_count_the_same_tables(data: st.DataObject) -> None:
-    twin = compiled("membench.analyze._series")
-    if twin is None:
-        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
-    rows = data.draw(st.integers(1, 60))
-    windows = data.draw(st.integers(1, 4))
-    view = drawn_view(data, rows)
-    window = np.array(data.draw(st.lists(st.integers(0, windows - 1), min_size=rows, max_size=rows)), np.intp)
-    assert_same_tables(series.specification, twin.count_rows, window, view, lambda: (
+    assert_twin_matches(data, "membench.analyze._series", series.specification, 4, lambda windows: (
         np.zeros((windows, 4), np.int64), np.zeros(windows, np.int64),
         np.zeros((windows, series._BUCKETS), np.int64), np.zeros((windows, series._REGISTERS), np.uint8)))
 
 
-def assert_same_tables(specification: Callable[..., None], twin: Callable[..., None], index: np.ndarray,
-                       view: BatchView, new_tables: Callable[[], tuple[np.ndarray, ...]]) -> None:
-    """A compiled twin fills fresh tables exactly as its specification does, from the same rows."""
-    expected, got = new_tables(), new_tables()
+def assert_twin_matches(data: st.DataObject, twin_name: str, specification: Callable[..., None], most_groups: int,
+                        new_tables: Callable[[int], tuple[np.ndarray, ...]]) -> None:
+    """A compiled twin fills fresh tables exactly as its specification does, from the same drawn rows spread over
+    up to `most_groups` groups (windows, connections)."""
+    twin = compiled(twin_name)
+    if twin is None:
+        pytest.skip("extensions are off (MEMBENCH_NO_EXTENSIONS=1): nothing to compare")
+    rows = data.draw(st.integers(1, 60))
+    groups = data.draw(st.integers(1, most_groups))
+    view = drawn_view(data, rows)
+    index = np.array(data.draw(st.lists(st.integers(0, groups - 1), min_size=rows, max_size=rows)), np.intp)
+    expected, got = new_tables(groups), new_tables(groups)
     specification(index, view, *expected)
-    twin(index, view, *got)
+    twin.count_rows(index, view, *got)
     for want, have in zip(expected, got, strict=True):
         assert want.tolist() == have.tolist()

@@ -4,6 +4,9 @@
 Parsers, pairing, the keyed hash and the rows are C; a unit becomes a C struct, never a Python object, and a row is
 a set of column entries. Lines the twin does not handle itself are decided by the specification's own handlers
 (see _core_text.pxi). MEMBENCH_NO_EXTENSIONS=1 selects the specification instead.
+
+The same parsers serve replay: _core_replay.pxi's ReplyMatcher, the twin of replay/inflight.py, takes their units
+in place of a pairer (both are UnitSinks), so a reply is framed by one parser whichever side reads it.
 """
 
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t

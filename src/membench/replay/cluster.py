@@ -10,6 +10,7 @@ decoded and added (lossless). Ray is an optional extra: `pip install 'membench[c
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import threading
@@ -19,10 +20,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import uvloop
+
 from membench.errors import MembenchError
+from membench.profile.reader import ProfileReader
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions
+from membench.replay.plan import SLICE_ROWS, Planner
+from membench.replay.runner import Runner
 from membench.replay.stats import MeterSnapshot, Totals
 from membench.replay.survey import Survey
 
@@ -64,10 +70,6 @@ class ReplayShard:
 
     def __init__(self, profile: str, plan: tuple[Survey, ReplayOptions, Continuum, KeySynthesizer], index: int,
                  count: int) -> None:
-        from membench.profile.reader import ProfileReader
-        from membench.replay.plan import SLICE_ROWS, Planner
-        from membench.replay.runner import Runner
-
         if not Path(profile).exists():
             raise MembenchError(f"the profile {profile} is not on this node: --cluster needs it at the same path "
                                 "on every node (shared storage, or a copy)")
@@ -84,10 +86,6 @@ class ReplayShard:
         return str(ray.get_runtime_context().get_node_id())
 
     def run(self, start_wall_ns: int) -> ShardResult:
-        import asyncio
-
-        import uvloop
-
         start_ns = time.perf_counter_ns() + (start_wall_ns - time.time_ns())
 
         async def main() -> None:

@@ -100,7 +100,8 @@ class Link(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.abort()
             return
-        self._wake_waiters()
+        if self.waiters:
+            self._wake_waiters()
         self._runner.pump_soon(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
