@@ -10,8 +10,7 @@ import pytest
 from membench import extensions
 from membench.protocol.events import Command
 from membench.replay.inflight import InFlight, Matcher
-from membench.replay.plan import Group
-from membench.replay.requests import EXPECT_END, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT
+from membench.replay.requests import EXPECT_END, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT, Group
 from membench.replay.stats import HIT, LOST, MISS, STATUS_INDEX, Meter, reply_table, suppressed_status
 
 COMMANDS = [Command.GET, Command.SET]

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from membench import extensions
 from membench.protocol.events import Command
 from membench.replay.inflight import InFlight, Matcher
-from membench.replay.plan import Group
-from membench.replay.requests import EXPECT_END, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT
+from membench.replay.requests import EXPECT_END, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT, Group
 from membench.replay.stats import LOST, TIMEOUT, Meter, reply_table, suppressed_status
 
 CORE = extensions.compiled("membench.record._core")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing
-from membench.replay.plan import Group, Planner, Stream
-from membench.replay.requests import EXPECT_END, EXPECT_NONE, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS
+from membench.replay.plan import Planner, Stream
+from membench.replay.requests import EXPECT_END, EXPECT_NONE, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, Group
 from membench.replay.survey import BatchSource, survey
 from tests.replay.profiles import T0, ProfileBuilder
 

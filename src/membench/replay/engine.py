@@ -26,7 +26,7 @@ from membench.protocol.encode import META_NOOP, binary_noop
 from membench.protocol.events import Command
 from membench.replay.inflight import new_inflight
 from membench.replay.options import Timing
-from membench.replay.plan import Group, Stream
+from membench.replay.plan import Stream
 from membench.replay.requests import (
     CAS_NONE,
     CAS_PLACEHOLDER,
@@ -34,6 +34,7 @@ from membench.replay.requests import (
     EXPECT_NONE,
     EXPECT_UNITS,
     INTERNAL_SLOT,
+    Group,
 )
 from membench.replay.stats import LOST, NOREPLY, TIMEOUT
 from membench.replay.targets import Target, connect

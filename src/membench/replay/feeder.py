@@ -7,7 +7,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
-from membench.replay.plan import Group, Planner
+from membench.replay.plan import Planner
+from membench.replay.requests import Group
 from membench.replay.survey import BatchSource
 
 HIGH_WATER = 65_536  # planned groups queued over all links before planning pauses

@@ -22,8 +22,7 @@ from typing import Protocol as TypingProtocol
 from membench import extensions
 from membench.protocol.events import Reply, Response, Skipped
 from membench.protocol.stream import ResponseStreamParser
-from membench.replay.plan import Group
-from membench.replay.requests import EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT
+from membench.replay.requests import EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT, Group
 from membench.replay.stats import HIT, MISS, OK, STATUS_NAMES, Meter
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from membench.protocol.encode import META_NOOP, binary_noop, encode_binary, encode_meta, encode_text
 from membench.protocol.events import STORAGE_COMMANDS, Command, Protocol
 from membench.replay.keys import ValueSource
+from membench.replay.order import Dependency
 from membench.replay.survey import RETRIEVALS
 
 # How a request group's replies end.
@@ -36,8 +37,25 @@ _GET, _STATS = Command.GET, Command.STATS
 _ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # text has no noreply form of these
 
 Template = tuple[bytes, bytes, int, int]  # head, tail (around the key), expect, units
-UNSEEN: Template | None = (b"", b"", -1, -1)  # a shape not encoded yet (compared by identity)
+_UNSEEN: Template | None = (b"", b"", -1, -1)  # a shape not encoded yet (compared by identity)
 _TEMPLATES = 4096  # request shapes remembered (value sizes vary in real profiles): starts over when full
+
+
+class Group(NamedTuple):
+    """One request as a stream sends it (a multi-key get is one group)."""
+
+    payload: bytes
+    slot: int  # index of the command in Planner.commands, or INTERNAL_SLOT
+    rows: int  # profile rows (key operations) it carries
+    expect: int
+    units: int  # replies that end it, for EXPECT_UNITS
+    at_ns: int  # intended send time from the start of the loop (open-loop timings)
+    outstanding: int  # requests the recording had in flight on its connection when it sent this one
+    seq: int  # opaque of its first request (binary always, meta when quiet)
+    number: int  # its place among the groups this worker plans in one pass (INTERNAL_SLOT for added ones)
+    after: tuple[Dependency, ...]  # (stream, number) of requests on other streams that must be answered first
+    cas: int  # CAS_NONE, or which unique the link puts in the payload's placeholder
+    key: bytes  # the key of a cas (whose unique the link looks up); empty otherwise
 
 
 class RequestShape(NamedTuple):
@@ -56,21 +74,23 @@ class RequestEncoder:
     def __init__(self, uniques_needed: bool) -> None:
         self._values = ValueSource()
         self._uniques_needed = uniques_needed  # the profile has a cas: gets must show the unique it needs
-        self.templates: dict[tuple[Protocol, RequestShape, int], Template | None] = {}
+        self._templates: dict[tuple[Protocol, RequestShape, int], Template | None] = {}
 
-    def template(self, protocol: Protocol, request: RequestShape, key_length: int
-                  ) -> tuple[bytes, bytes, int, int] | None:
+    def template(self, protocol: Protocol, request: RequestShape, key_length: int) -> Template | None:
         """What a one-key request of this shape encodes to around its key (head, tail, expect, units); None when
         it carries an opaque. Requests repeat a few shapes, and concatenating is cheaper than encoding."""
+        template = self._templates.get((protocol, request, key_length), _UNSEEN)
+        if template is not _UNSEEN:
+            return template
         placeholder = b"\x00" * key_length  # a byte no text or meta request holds elsewhere
         payload, expect, units, used = self.encode(protocol, request, [placeholder], 1)
         template = None
         if not used:
             head, _, tail = payload.partition(placeholder)
             template = (head, tail, expect, units)
-        if len(self.templates) >= _TEMPLATES:
-            self.templates.clear()
-        self.templates[protocol, request, key_length] = template
+        if len(self._templates) >= _TEMPLATES:
+            self._templates.clear()
+        self._templates[protocol, request, key_length] = template
         return template
 
     def encode(self, protocol: Protocol, request: RequestShape, keys: list[bytes], seq: int
