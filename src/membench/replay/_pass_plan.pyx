@@ -1,0 +1,405 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled twin of replay/pass_plan.py's PassPlan and of order.py's KeyOrder: the same groups, numbers and
+dependencies from the same rows, with a request's planning in C instead of interpreted Python.
+
+The rows are read as typed columns; the specification's per-request steps (replies due, the replay connection,
+the keys per server, encoding by template, the key order) keep their names here, so the two read side by side.
+What stays Python is what is rare: encoding a shape not seen before, multi-server key placement, the heap of a
+recorded connection's replies due. MEMBENCH_NO_EXTENSIONS=1 selects the specification.
+"""
+
+import heapq
+
+import numpy as np
+
+cimport cython
+
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
+
+cdef extern from "Python.h":
+    object PyType_GenericAlloc(PyTypeObject* type, Py_ssize_t items)
+
+from membench.profile.schema import Status
+from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
+from membench.replay.options import Timing
+from membench.replay.pass_plan import ABSOLUTE_TTL
+from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, Group, RequestShape
+
+cdef int64_t NS_PER_US = 1000
+cdef int64_t NS_PER_S = 1000000000
+cdef Py_ssize_t TEMPLATES = 4096  # shapes remembered before starting over, as the encoder does
+
+cdef enum KeyEffect:
+    EFFECT_NONE = 0  # a keyless request without global effect: orders nothing
+    EFFECT_READ = 1
+    EFFECT_WRITE = 2
+    EFFECT_FLUSH = 3
+
+cdef object _READS = frozenset(RETRIEVAL_COMMANDS | {Command.TOUCH})
+cdef object _UNSEEN = object()
+cdef object _new_tuple = tuple.__new__
+cdef tuple _NO_DEPENDENCIES = ()
+cdef object _BINARY = Protocol.BINARY
+cdef object _TEXT = Protocol.TEXT
+cdef object _CAS = Command.CAS
+cdef object _EXISTS = Status.EXISTS
+cdef bytes _NO_KEY = b""
+cdef Py_ssize_t GROUP_FIELDS = len(Group._fields)
+
+
+cdef int _effect_of(object command, bint keyed):
+    if command is Command.FLUSH_ALL:
+        return EFFECT_FLUSH
+    if command in _READS:
+        return EFFECT_READ
+    return EFFECT_WRITE if keyed else EFFECT_NONE
+
+
+cdef inline dict _after(object request, dict after):
+    """Adds a dependency on `request` (stream, number), making `after` on the first; per stream only the latest
+    counts, since a stream answers in order."""
+    if request is None:
+        return after
+    if after is None:
+        after = {}
+    stream = (<tuple>request)[0]
+    number = (<tuple>request)[1]
+    if number > after.get(stream, -1):
+        after[stream] = number
+    return after
+
+
+@cython.no_gc  # holds ints and a dict of ints only: it can be in no reference cycle
+@cython.final
+cdef class _KeyState:
+    """What one server has been sent on one key: its latest write, and every stream's latest read since."""
+
+    cdef object writer  # (stream, number), or None
+    cdef dict readers  # stream -> number, or None
+
+
+@cython.final
+cdef class _Server:
+    """order.py's _Server, with a key's writer and readers in one entry: one lookup per key instead of three."""
+
+    cdef dict keys  # key -> _KeyState
+    cdef dict last  # stream -> its latest request
+    cdef object barrier  # the latest flush_all, or None
+    cdef set past_barrier
+
+    def __cinit__(self):
+        self.keys = {}
+        self.last = {}
+        self.barrier = None
+        self.past_barrier = set()
+
+    cdef _KeyState key(self, object key):
+        cdef _KeyState state = self.keys.get(key)
+        if state is None:
+            state = _KeyState.__new__(_KeyState)
+            self.keys[key] = state
+        return state
+
+
+@cython.final
+cdef class KeyOrder:
+    """See order.py's KeyOrder."""
+
+    cdef dict _servers
+
+    def __cinit__(self):
+        self._servers = {}
+
+    def dependencies(self, stream, server, number, command, keys):
+        return self.depend(stream, server, number, _effect_of(command, len(keys) > 0), keys)
+
+    cdef tuple depend(self, object stream, object server, object number, int effect, list keys):
+        cdef _Server state = self._servers.get(server)
+        cdef _KeyState key_state
+        cdef dict after = None
+        if state is None:
+            state = _Server()
+            self._servers[server] = state
+        if state.barrier is not None and stream not in state.past_barrier:
+            after = {(<tuple>state.barrier)[0]: (<tuple>state.barrier)[1]}
+            state.past_barrier.add(stream)
+        if effect == EFFECT_FLUSH:
+            if after is None:
+                after = {}
+            after.update(state.last)
+            state.keys.clear()
+            state.barrier = (stream, number)
+            state.past_barrier = {stream}
+        elif effect == EFFECT_READ:
+            for key in keys:
+                key_state = state.key(key)
+                after = _after(key_state.writer, after)
+                if key_state.readers is None:
+                    key_state.readers = {}
+                key_state.readers[stream] = number
+        elif effect == EFFECT_WRITE:
+            for key in keys:
+                key_state = state.key(key)
+                after = _after(key_state.writer, after)
+                if key_state.readers:
+                    for reader in key_state.readers.items():
+                        after = _after(reader, after)
+                key_state.readers = None
+                key_state.writer = (stream, number)
+        state.last[stream] = number
+        if not after:
+            return _NO_DEPENDENCIES
+        after.pop(stream, None)
+        return tuple(after.items()) if after else _NO_DEPENDENCIES
+
+
+cdef class PassPlan:
+    """See pass_plan.py's PassPlan."""
+
+    cdef object _context
+    cdef list _opaques
+    cdef dict _replies_due
+    cdef int64_t _requests
+    cdef int64_t _planned
+    cdef KeyOrder _order
+    cdef bint _original
+    cdef int64_t _first_ns
+    cdef double _speed
+    cdef double _rate_step
+    cdef bint _track_depth
+    cdef dict _first_stream  # replay connection -> its stream to target 0 (its targets' streams follow it)
+    cdef list _binaries
+    cdef object _encoder
+    cdef object _continuum
+    cdef Py_ssize_t _server_count
+    cdef dict _recorded_index
+    cdef int64_t _recorded_count
+    cdef int64_t _replay_count
+    cdef dict _templates  # (protocol, *request shape, key length) -> template
+
+    def __init__(self, context, Py_ssize_t streams, bint ordered):
+        self._context = context
+        self._opaques = [0] * streams
+        self._replies_due = {}
+        self._requests = 0
+        self._planned = 0
+        self._order = KeyOrder() if ordered else None
+        self._original = context.timing is Timing.ORIGINAL
+        self._first_ns = context.first_ns
+        self._speed = context.speed
+        self._rate_step = context.rate_step_ns
+        self._track_depth = context.pipeline is None
+        self._binaries = list(context.binaries)
+        self._encoder = context.encoder
+        self._continuum = context.continuum
+        self._server_count = context.continuum.server_count
+        self._recorded_index = context.connections.recorded_index
+        self._recorded_count = context.connections.recorded_count
+        self._replay_count = context.connections.replay_count
+        self._templates = {}
+        self._first_stream = {}
+        for (connection, target), stream in context.stream_of.items():
+            if target == 0:
+                self._first_stream[connection] = stream
+        for (connection, target), stream in context.stream_of.items():
+            if self._first_stream[connection] + target != stream:
+                raise ValueError("a connection's streams must follow each other, target by target")
+
+    def plan(self, rows, list keys, names):
+        """(stream index, its next groups in order) for the streams this slice gives requests to."""
+        cdef Py_ssize_t count = len(rows.request)
+        cdef const int64_t[::1] timestamp_ns = np.ascontiguousarray(rows.timestamp_ns, dtype=np.int64)
+        cdef const int64_t[::1] connection = np.ascontiguousarray(rows.connection, dtype=np.int64)
+        cdef const int64_t[::1] command_code = np.ascontiguousarray(rows.command, dtype=np.int64)
+        cdef const int64_t[::1] protocol_code = np.ascontiguousarray(rows.protocol, dtype=np.int64)
+        cdef const uint64_t[::1] key_hash = np.ascontiguousarray(rows.key_hash, dtype=np.uint64)
+        cdef const int64_t[::1] latency_us = np.ascontiguousarray(rows.latency_us, dtype=np.int64)
+        cdef const uint8_t[::1] quiet = np.ascontiguousarray(rows.quiet, dtype=np.uint8)
+        cdef const int64_t[::1] status_code = np.ascontiguousarray(rows.status, dtype=np.int64)
+        cdef list value_length = rows.value_length.tolist()
+        cdef list flags = rows.flags.tolist()
+        cdef list ttl = rows.ttl.tolist()
+        cdef list delta = rows.delta.tolist()
+        cdef list initial = rows.initial.tolist()
+        cdef list intended = None
+        cdef list starts = rows.request_starts()
+        cdef dict out = {}
+        cdef Py_ssize_t index, start, end
+        cdef int64_t outstanding, at_ns, code
+        cdef _Slice codes = _Slice(names, self._context.slots)
+        if self._original:
+            intended = ((rows.timestamp_ns - self._first_ns) / self._speed).astype(np.int64).tolist()
+        for index in range(len(starts)):
+            start = starts[index]
+            end = starts[index + 1] if index + 1 < len(starts) else count
+            outstanding = self._outstanding(connection[start], timestamp_ns[start], latency_us[start],
+                                            quiet[start])
+            code = command_code[start]
+            command = codes.commands[code]
+            if command is None:
+                continue
+            if self._rate_step:
+                at_ns = <int64_t>(<double>self._requests * self._rate_step)
+            else:
+                at_ns = intended[start] if intended is not None else 0
+            self._requests += 1
+            key = keys[start]
+            replay = self._replay_connection(connection[start], 0 if key is None else key_hash[start])
+            first_stream = self._first_stream.get(replay)
+            if first_stream is None:
+                continue  # another worker's connection
+            cas = CAS_NONE
+            if command is _CAS:
+                cas = CAS_STALE if codes.statuses[status_code[start]] == _EXISTS else CAS_CURRENT
+            shape = (codes.protocols[protocol_code[start]], command, value_length[start], flags[start],
+                     _ttl_left(ttl[start], timestamp_ns[start]), quiet[start] != 0, delta[start], initial[start])
+            self._plan_request(out, keys[start:end], <int64_t>first_stream, shape, codes.slots[code],
+                               codes.effects[code], cas, at_ns, outstanding)
+        return list(out.items())
+
+    cdef void _plan_request(self, dict out, list keys, int64_t first_stream, tuple shape, object slot,
+                            int effect, object cas, int64_t at_ns, int64_t outstanding) except *:
+        """`shape` is the request's protocol followed by its RequestShape's fields."""
+        cdef list groups, target_keys
+        cdef int64_t number, stream
+        for target, target_keys in self._per_target(keys):
+            stream = first_stream + <int64_t>target
+            number = self._planned
+            self._planned += 1
+            if self._order is None:
+                after = _NO_DEPENDENCIES
+            else:
+                after = self._order.depend(stream, target, number, effect if target_keys or effect == EFFECT_FLUSH
+                                           else EFFECT_NONE, target_keys)
+            groups = out.get(stream)
+            if groups is None:
+                groups = out[stream] = []
+            groups.append(self._group(stream, shape, target_keys, slot, cas, at_ns, outstanding, number, after))
+
+    cdef object _group(self, int64_t stream, tuple shape, list keys, object slot, object cas, int64_t at_ns,
+                       int64_t outstanding, int64_t number, tuple after):
+        """The Group of the request on `stream` (which speaks binary or not whatever the recording spoke), encoded
+        by template where its shape has one; opaques are numbered from its seq."""
+        cdef bint binary = self._binaries[stream]
+        cdef int64_t seq = <int64_t>self._opaques[stream] + 1
+        cdef bytes key
+        protocol = shape[0]
+        if binary != (protocol is _BINARY):
+            protocol = _BINARY if binary else _TEXT
+        template = None
+        if len(keys) == 1:
+            key = keys[0]
+            template = self._template(protocol, shape, len(key))
+        if template is not None:
+            head, tail, expect, units = template
+            payload = _joined(head, key, tail)
+        else:
+            payload, expect, units, used = self._encoder.encode(protocol, _new_tuple(RequestShape, shape[1:]), keys,
+                                                                seq)
+            self._opaques[stream] += used
+        # A NamedTuple is a tuple subclass: allocated and filled as tuple.__new__ would, without the argument tuple.
+        group = PyType_GenericAlloc(<PyTypeObject*>Group, GROUP_FIELDS)
+        _put(group, 0, payload)
+        _put(group, 1, slot)
+        _put(group, 2, len(keys) or 1)
+        _put(group, 3, expect)
+        _put(group, 4, units)
+        _put(group, 5, at_ns)
+        _put(group, 6, outstanding)
+        _put(group, 7, seq)
+        _put(group, 8, number)
+        _put(group, 9, after)
+        _put(group, 10, cas)
+        _put(group, 11, keys[0] if cas else _NO_KEY)
+        return group
+
+    cdef object _template(self, object protocol, tuple shape, Py_ssize_t key_length):
+        cdef tuple cached = (protocol, shape, key_length) if protocol is not shape[0] else (shape, key_length)
+        template = self._templates.get(cached, _UNSEEN)
+        if template is _UNSEEN:
+            template = self._encoder.template(protocol, _new_tuple(RequestShape, shape[1:]), key_length)
+            if len(self._templates) >= TEMPLATES:
+                self._templates.clear()
+            self._templates[cached] = template
+        return template
+
+    cdef int64_t _outstanding(self, int64_t recorded, int64_t timestamp_ns, int64_t latency_us,
+                              uint8_t quiet) except -1:
+        cdef list due
+        if not self._track_depth:
+            return 0
+        due = self._replies_due.get(recorded)
+        if due is None:
+            due = self._replies_due[recorded] = []
+        while due and <int64_t>due[0] <= timestamp_ns:
+            heapq.heappop(due)
+        outstanding = len(due)
+        if latency_us >= 0 and not quiet:
+            heapq.heappush(due, timestamp_ns + latency_us * NS_PER_US)
+        return outstanding
+
+    cdef int64_t _replay_connection(self, int64_t recorded, uint64_t key_hash) except -1:
+        cdef int64_t index = self._recorded_index[recorded]
+        cdef int64_t owned
+        if self._replay_count <= self._recorded_count:
+            return index % self._replay_count
+        owned = (self._replay_count - index + self._recorded_count - 1) // self._recorded_count
+        return index + self._recorded_count * <int64_t>(key_hash % <uint64_t>owned)
+
+    cdef list _per_target(self, list keys):
+        cdef list present
+        cdef dict by_target
+        if keys[0] is None:
+            return [(target, []) for target in range(self._server_count)]
+        present = keys if None not in keys else [key for key in keys if key is not None]
+        if self._server_count == 1:
+            return [(0, present)]
+        by_target = {}
+        for key in present:
+            by_target.setdefault(self._continuum.server_of(key), []).append(key)
+        return list(by_target.items())
+
+
+cdef class _Slice:
+    """What a slice's command and protocol codes stand for, looked up once per slice instead of once per row."""
+
+    cdef list commands
+    cdef list protocols
+    cdef list statuses
+    cdef list slots
+    cdef list effects
+
+    def __cinit__(self, names, dict slots):
+        self.commands = list(names.commands)
+        self.protocols = list(names.protocols)
+        self.statuses = list(names.statuses)
+        self.slots = [None if command is None else slots[command] for command in self.commands]
+        self.effects = [EFFECT_NONE if command is None else _effect_of(command, True) for command in self.commands]
+
+
+cdef inline void _put(object group, Py_ssize_t index, object value):
+    Py_INCREF(value)  # PyTuple_SET_ITEM takes over a reference
+    PyTuple_SET_ITEM(group, index, value)
+
+
+cdef object _ttl_left(object ttl, int64_t timestamp_ns):
+    if ttl <= ABSOLUTE_TTL:
+        return ttl
+    remaining = ttl - (<object>timestamp_ns) // NS_PER_S  # Python's floor division, as the specification
+    return remaining if remaining > 0 else -1
+
+
+cdef bytes _joined(bytes head, bytes key, bytes tail):
+    cdef Py_ssize_t head_length = PyBytes_GET_SIZE(head)
+    cdef Py_ssize_t key_length = PyBytes_GET_SIZE(key)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, head_length + key_length + PyBytes_GET_SIZE(tail))
+    cdef char* at = PyBytes_AS_STRING(out)
+    memcpy(at, PyBytes_AS_STRING(head), head_length)
+    memcpy(at + head_length, PyBytes_AS_STRING(key), key_length)
+    memcpy(at + head_length + key_length, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail))
+    return out
