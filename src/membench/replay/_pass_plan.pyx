@@ -23,6 +23,7 @@ from cpython.tuple cimport PyTuple_SET_ITEM
 
 cdef extern from "Python.h":
     object PyType_GenericAlloc(PyTypeObject* type, Py_ssize_t items)
+    void PyObject_GC_UnTrack(object value)
 
 from membench.profile.schema import Status
 from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
@@ -60,15 +61,11 @@ cdef int _effect_of(object command, bint keyed):
     return EFFECT_WRITE if keyed else EFFECT_NONE
 
 
-cdef inline dict _after(object request, dict after):
-    """Adds a dependency on `request` (stream, number), making `after` on the first; per stream only the latest
+cdef inline dict _after(object stream, object number, dict after):
+    """Adds a dependency on request `number` of `stream`, making `after` on the first; per stream only the latest
     counts, since a stream answers in order."""
-    if request is None:
-        return after
     if after is None:
-        after = {}
-    stream = (<tuple>request)[0]
-    number = (<tuple>request)[1]
+        return {stream: number}
     if number > after.get(stream, -1):
         after[stream] = number
     return after
@@ -79,7 +76,8 @@ cdef inline dict _after(object request, dict after):
 cdef class _KeyState:
     """What one server has been sent on one key: its latest write, and every stream's latest read since."""
 
-    cdef object writer  # (stream, number), or None
+    cdef object writer_stream  # None before the first write
+    cdef object writer_number
     cdef dict readers  # stream -> number, or None
 
 
@@ -138,24 +136,27 @@ cdef class KeyOrder:
         elif effect == EFFECT_READ:
             for key in keys:
                 key_state = state.key(key)
-                after = _after(key_state.writer, after)
+                if key_state.writer_stream is not None:
+                    after = _after(key_state.writer_stream, key_state.writer_number, after)
                 if key_state.readers is None:
                     key_state.readers = {}
                 key_state.readers[stream] = number
         elif effect == EFFECT_WRITE:
             for key in keys:
                 key_state = state.key(key)
-                after = _after(key_state.writer, after)
+                if key_state.writer_stream is not None:
+                    after = _after(key_state.writer_stream, key_state.writer_number, after)
                 if key_state.readers:
-                    for reader in key_state.readers.items():
-                        after = _after(reader, after)
+                    for reader, read in key_state.readers.items():
+                        after = _after(reader, read, after)
                 key_state.readers = None
-                key_state.writer = (stream, number)
+                key_state.writer_stream = stream
+                key_state.writer_number = number
         state.last[stream] = number
         if not after:
             return _NO_DEPENDENCIES
         after.pop(stream, None)
-        return tuple(after.items()) if after else _NO_DEPENDENCIES
+        return _untracked(tuple(after.items())) if after else _NO_DEPENDENCIES
 
 
 cdef class PassPlan:
@@ -316,7 +317,7 @@ cdef class PassPlan:
         _put(group, 9, after)
         _put(group, 10, cas)
         _put(group, 11, keys[0] if cas else _NO_KEY)
-        return group
+        return _untracked(group)
 
     cdef object _template(self, object protocol, tuple shape, Py_ssize_t key_length):
         cdef tuple cached = (protocol, shape, key_length) if protocol is not shape[0] else (shape, key_length)
@@ -380,6 +381,17 @@ cdef class _Slice:
         self.statuses = list(names.statuses)
         self.slots = [None if command is None else slots[command] for command in self.commands]
         self.effects = [EFFECT_NONE if command is None else _effect_of(command, True) for command in self.commands]
+
+
+cdef object _untracked(object value):
+    """A planned group, and its dependencies, hold bytes, ints and tuples of ints: they can be in no reference
+    cycle, so the cyclic collector need not visit the hundreds of thousands a plan keeps (CPython would untrack them
+    itself, but only at the first collection they survive, after visiting them)."""
+    for item in value:
+        if type(item) is tuple:
+            PyObject_GC_UnTrack(item)
+    PyObject_GC_UnTrack(value)
+    return value
 
 
 cdef inline void _put(object group, Py_ssize_t index, object value):
