@@ -12,13 +12,24 @@ from hypothesis import strategies as st
 from membench import extensions
 from membench.protocol.events import Command
 from membench.replay.inflight import InFlight, Matcher
-from membench.replay.requests import EXPECT_END, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT, Group
+from membench.replay.requests import (
+    CAS_CURRENT,
+    CAS_NONE,
+    EXPECT_END,
+    EXPECT_NONE,
+    EXPECT_NOOP,
+    EXPECT_QUIET,
+    EXPECT_UNITS,
+    INTERNAL_SLOT,
+    Group,
+)
 from membench.replay.stats import LOST, TIMEOUT, Meter, reply_table, suppressed_status
 
 CORE = extensions.compiled("membench.record._core")
 pytestmark = pytest.mark.skipif(CORE is None, reason="the compiled core is not built or is off: nothing to compare")
 
 COMMANDS = [Command.GET, Command.SET, Command.INCR]
+OTHER_STREAMS = 3
 
 TEXT_REPLIES = [b"STORED\r\n", b"NOT_STORED\r\n", b"EXISTS\r\n", b"NOT_FOUND\r\n", b"DELETED\r\n", b"TOUCHED\r\n",
                 b"END\r\n", b"VALUE k 0 3 123\r\nabc\r\n", b"VALUE k2 5 0\r\n\r\n", b"VALUE k3 1 2\r\nhi\r\n",
@@ -79,10 +90,22 @@ def reply_streams(draw: st.DrawFn) -> bytes:
 def groups(draw: st.DrawFn, number: int) -> Group:
     expect = draw(st.sampled_from([EXPECT_UNITS, EXPECT_END, EXPECT_NOOP, EXPECT_QUIET]))
     internal = expect == EXPECT_UNITS and draw(st.integers(0, 9)) == 0
-    return Group(payload=b"", slot=INTERNAL_SLOT if internal else draw(st.integers(0, len(COMMANDS) - 1)),
+    return Group(payload=b"%d" % number, slot=INTERNAL_SLOT if internal else draw(st.integers(0, len(COMMANDS) - 1)),
                  rows=draw(st.integers(0 if internal else 1, 4)), expect=expect, units=draw(st.integers(0, 3)),
                  at_ns=0, outstanding=0, seq=draw(st.integers(0, 12)),
                  number=INTERNAL_SLOT if internal else number, after=(), cas=0, key=b"")
+
+
+@st.composite
+def admissible(draw: st.DrawFn, number: int) -> Group:
+    """A group as the planner makes them for an as-fast-as-possible link: a recorded depth, requests it waits for
+    on other streams, and now and then a cas or a noreply request (which the link sends itself)."""
+    group = draw(groups(number))
+    after = tuple(sorted(draw(st.dictionaries(st.integers(0, OTHER_STREAMS - 1), st.integers(0, 8), max_size=2))
+                         .items()))
+    return group._replace(outstanding=draw(st.integers(0, 3)), after=after,
+                          cas=draw(st.sampled_from([CAS_NONE, CAS_NONE, CAS_NONE, CAS_CURRENT])),
+                          expect=draw(st.sampled_from([group.expect] * 5 + [EXPECT_NONE])))
 
 
 @st.composite
@@ -90,7 +113,7 @@ def sessions(draw: st.DrawFn) -> list[tuple]:
     """A link's calls: sends, reads of the drawn reply stream in drawn chunks, and the rarer events."""
     stream = draw(reply_streams())
     kinds = draw(st.lists(st.sampled_from(["send", "read", "send", "read", "answer", "abandon", "drop", "reconnect",
-                                           "collect"]), min_size=1, max_size=60))
+                                           "collect", "admit"]), min_size=1, max_size=60))
     actions: list[tuple] = []
     number, at, now = 0, 0, 0
     for kind in kinds:
@@ -102,6 +125,12 @@ def sessions(draw: st.DrawFn) -> list[tuple]:
             size = draw(st.integers(0, len(stream) - at))
             actions.append(("read", stream[at:at + size], now))
             at += size
+        elif kind == "admit":
+            chunk = [draw(admissible(number + offset)) for offset in range(draw(st.integers(0, 6)))]
+            actions.append(("admit", chunk, draw(st.integers(0, len(chunk))), draw(st.integers(0, 7)), now,
+                            draw(st.sampled_from([0, 1, 3])),
+                            draw(st.lists(st.integers(-1, 8), min_size=OTHER_STREAMS, max_size=OTHER_STREAMS))))
+            number += len(chunk)
         elif kind == "answer":
             actions.append(("answer", draw(st.integers(-1, number))))
         elif kind == "abandon":
@@ -112,13 +141,20 @@ def sessions(draw: st.DrawFn) -> list[tuple]:
     return actions
 
 
-def play(matcher: Matcher, actions: list[tuple], meter: Meter) -> list[object]:
-    """What every call answered, and the matcher's visible state after each."""
+def play(matcher: Matcher, actions: list[tuple], meter: Meter, others: list[Matcher]) -> list[object]:
+    """What every call answered, and the matcher's visible state after each; `others` are the streams an admitted
+    group may wait for."""
     seen: list[object] = []
     for action in actions:
         kind = action[0]
         if kind == "send":
             matcher.sent(*action[1:])
+        elif kind == "admit":
+            chunk, index, budget, now, depth, answered = action[1:]
+            for other, number in zip(others, answered, strict=True):
+                other.answered = number
+            payloads: list[bytes] = []
+            seen.append((matcher.admit(chunk, index, budget, now, depth, others, payloads), payloads))
         elif kind == "read":
             seen.append(matcher.receive(*action[1:]))
         elif kind == "answer":
@@ -150,7 +186,8 @@ def test_the_compiled_matcher_answers_and_tallies_as_the_specification(actions, 
     for factory in (InFlight, CORE.ReplyMatcher):
         meter = Meter([command.value for command in COMMANDS], open_loop=timed)
         uniques: dict[bytes, int] | None = {} if with_uniques else None
-        seen = play(factory(tables, suppressed, timed, uniques), actions, meter)
+        others = [factory(tables, suppressed, timed, uniques) for _ in range(OTHER_STREAMS)]
+        seen = play(factory(tables, suppressed, timed, uniques), actions, meter, others)
         results.append((seen, meter.counts, meter.requests, [joined(c) for c in meter.latencies],
                         [joined(c) for c in meter.intended], meter.unexpected_replies, uniques))
     assert results[0] == results[1]

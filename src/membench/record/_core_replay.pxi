@@ -7,7 +7,8 @@ cdef Py_ssize_t STATUS_COUNT = len(STATUS_NAMES)
 cdef Py_ssize_t REPLY_COUNT = len(REPLIES)
 # Replay's statuses are the profile's, then its own (timeout, lost): the profile's codes index them alike.
 assert STATUS_NAMES[:len(STATUSES)] == [status.value for status in STATUSES]
-cdef int EXPECT_UNITS = 1, EXPECT_END = 2, EXPECT_NOOP = 3, EXPECT_QUIET = 4
+cdef int EXPECT_NONE = 0, EXPECT_UNITS = 1, EXPECT_END = 2, EXPECT_NOOP = 3, EXPECT_QUIET = 4
+cdef int64_t CAS_NONE = 0
 
 
 cdef struct Entry:
@@ -101,9 +102,38 @@ cdef class ReplyMatcher(UnitSink):
         free(self.requests)
 
     def sent(self, group, int64_t now, int64_t due):
+        self._sent(<tuple>group, now, due)
+
+    def admit(self, list chunk, Py_ssize_t index, Py_ssize_t budget, int64_t now, int64_t depth, list streams,
+              list payloads):
+        cdef tuple fields
+        cdef tuple dependency
+        cdef ReplyMatcher other
+        cdef bint blocked
+        cdef Py_ssize_t count = len(chunk)
+        while budget and index < count:
+            fields = <tuple>chunk[index]
+            if <int64_t>fields[10] != CAS_NONE or <int>fields[3] == EXPECT_NONE:
+                break
+            if self.waiting >= (depth if depth else <int64_t>fields[6] + 1):
+                break
+            blocked = False
+            for dependency in <tuple>fields[9]:
+                other = <ReplyMatcher?>streams[<Py_ssize_t>dependency[0]]
+                if other.answered < <int64_t>dependency[1]:
+                    blocked = True
+                    break
+            if blocked:
+                break
+            payloads.append(fields[0])
+            self._sent(fields, now, now)
+            index += 1
+            budget -= 1
+        return index
+
+    cdef void _sent(self, tuple fields, int64_t now, int64_t due) except *:
         # By position, not by name: a NamedTuple's attribute is a Python-level lookup (inflight.py checks the order).
         cdef Entry entry
-        cdef tuple fields = <tuple>group
         entry.slot = fields[1]
         entry.rows = fields[2]
         entry.expect = fields[3]

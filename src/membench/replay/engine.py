@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 from membench.errors import MembenchError
 from membench.protocol.encode import META_NOOP, binary_noop
 from membench.protocol.events import Command
-from membench.replay.inflight import new_inflight
+from membench.replay.inflight import Matcher, new_inflight
 from membench.replay.options import Timing
 from membench.replay.plan import Stream
 from membench.replay.requests import (
@@ -166,6 +166,10 @@ class Link(asyncio.Protocol):
         self._finish_if_done()
 
     @property
+    def matcher(self) -> Matcher:
+        return self._inflight
+
+    @property
     def answered(self) -> int:
         """Number of the latest group answered (or written off): they end in order."""
         return self._inflight.answered
@@ -279,24 +283,14 @@ class Link(asyncio.Protocol):
                 chunk = self._chunk = taken
                 index = 0
                 count = len(chunk)
-            group = chunk[index]
-            if inflight.waiting >= (pipeline or group.outstanding + 1) or (group.after and self._waits(group)):
+            if not timed:
+                admitted = inflight.admit(chunk, index, budget, now, pipeline or 0, self._runner.matchers, payloads)
+                budget -= admitted - index
+                index = admitted
+                if index == count or not budget:
+                    continue
+            if not self._send_one(chunk[index], now, payloads):
                 break
-            due = now
-            if timed:
-                due = self._base_ns + group.at_ns
-                if due - now > _EARLY_NS:
-                    if self._timer is None:
-                        self._timer = self._loop.call_later((due - now) / 1e9, self._on_timer)
-                    break
-                self._meter.lateness.append((now - due) // 1000 if now > due else 0)
-            payloads.append(self._with_unique(group) if group.cas else group.payload)
-            if group.expect == EXPECT_NONE:
-                self._counts[group.slot][NOREPLY] += group.rows
-                self._requests[group.slot] += 1
-                self._answer(group.number)
-            else:
-                inflight.sent(group, now, due)
             index += 1
             budget -= 1
         self._next = index
@@ -311,6 +305,29 @@ class Link(asyncio.Protocol):
             self._loop.call_soon(self._pump)
         elif ending:
             self._finish_if_done()
+
+    def _send_one(self, group: Group, now: int, payloads: list[bytes]) -> bool:
+        """Sends the group the matcher stopped at (open loop: the next group) unless it must wait: for replies (the
+        depth), for other streams' answers, or for its intended time."""
+        inflight = self._inflight
+        if inflight.waiting >= (self._pipeline or group.outstanding + 1) or (group.after and self._waits(group)):
+            return False
+        due = now
+        if self._timed:
+            due = self._base_ns + group.at_ns
+            if due - now > _EARLY_NS:
+                if self._timer is None:
+                    self._timer = self._loop.call_later((due - now) / 1e9, self._on_timer)
+                return False
+            self._meter.lateness.append((now - due) // 1000 if now > due else 0)
+        payloads.append(self._with_unique(group) if group.cas else group.payload)
+        if group.expect == EXPECT_NONE:
+            self._counts[group.slot][NOREPLY] += group.rows
+            self._requests[group.slot] += 1
+            self._answer(group.number)
+        else:
+            inflight.sent(group, now, due)
+        return True
 
     def _finish_if_done(self) -> None:
         if not self._active or self._inflight.pending() or self._reconnecting:

@@ -16,13 +16,22 @@ one interface, checked equal by tests/replay/test_inflight_twin.py. This class i
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
 from membench import extensions
 from membench.protocol.events import Reply, Response, Skipped
 from membench.protocol.stream import ResponseStreamParser
-from membench.replay.requests import EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, INTERNAL_SLOT, Group
+from membench.replay.requests import (
+    CAS_NONE,
+    EXPECT_NONE,
+    EXPECT_NOOP,
+    EXPECT_QUIET,
+    EXPECT_UNITS,
+    INTERNAL_SLOT,
+    Group,
+)
 from membench.replay.stats import HIT, MISS, OK, STATUS_NAMES, Meter
 
 
@@ -33,6 +42,8 @@ class Matcher(TypingProtocol):
     answered: int
 
     def sent(self, group: Group, now: int, due: int) -> None: ...
+    def admit(self, chunk: list[Group], index: int, budget: int, now: int, depth: int, streams: Sequence[Matcher],
+              payloads: list[bytes]) -> int: ...
     def receive(self, data: bytes, now: int) -> bool: ...
     def answer(self, number: int) -> None: ...
     def abandon(self, status: int) -> None: ...
@@ -43,8 +54,9 @@ class Matcher(TypingProtocol):
     def collect(self, meter: Meter) -> None: ...
 
 
-# The compiled matcher reads a Group's numbers by position.
-assert Group._fields[:9] == ("payload", "slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number")
+# The compiled matcher reads a Group's fields by position.
+assert Group._fields[:11] == ("payload", "slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number",
+                              "after", "cas")
 
 
 def new_inflight(tables: list[dict[Reply, int]], suppressed: list[int], timed: bool,
@@ -104,6 +116,28 @@ class InFlight:
         self._entries.append(Entry(group=group, sent_ns=now, due_ns=due))
         if group.expect != EXPECT_QUIET:
             self.waiting += 1
+
+    def admit(self, chunk: list[Group], index: int, budget: int, now: int, depth: int, streams: Sequence[Matcher],
+              payloads: list[bytes]) -> int:
+        """Puts in flight the groups of `chunk` from `index` on that may go at once (their payloads onto
+        `payloads`), at most `budget`: while fewer requests wait for a reply than the depth (`depth`, or the
+        group's recorded depth when 0) and every request it waits for on another stream (`streams`, by index) is
+        answered. Stops at the first group that may not go, or that its link handles itself (a cas, whose unique
+        the link fills in; a noreply request, which it counts); returns the index it stopped at. For an
+        as-fast-as-possible replay: an open-loop link sends each group at its own time instead."""
+        while budget and index < len(chunk):
+            group = chunk[index]
+            if group.cas != CAS_NONE or group.expect == EXPECT_NONE:
+                break
+            if self.waiting >= (depth or group.outstanding + 1):
+                break
+            if any(streams[stream].answered < number for stream, number in group.after):
+                break
+            payloads.append(group.payload)
+            self.sent(group, now, now)
+            index += 1
+            budget -= 1
+        return index
 
     def receive(self, data: bytes, now: int) -> bool:
         """The bytes of one read; False once the stream made no sense (nothing after that point is counted)."""

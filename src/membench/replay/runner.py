@@ -13,6 +13,7 @@ from collections.abc import Callable
 from membench.protocol.events import Command
 from membench.replay.engine import Link
 from membench.replay.feeder import Feeder
+from membench.replay.inflight import Matcher
 from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import Planner
 from membench.replay.stats import Meter, reply_table, suppressed_status
@@ -45,6 +46,7 @@ class Runner:
         self._on_tick = on_tick
         self._targets = [parse_target(target) for target in options.targets]
         self.links: list[Link] = []
+        self.matchers: list[Matcher] = []  # each link's in-flight matcher, by stream: what a group waits for
         self.uniques: dict[bytes, int] = {}  # key -> the CAS unique the servers last showed for it (for cas)
         self._last_tick_s = 0.0
         self.feeder = Feeder(planner, source)
@@ -81,6 +83,7 @@ class Runner:
     async def run(self, start_ns: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.links = [Link(self, stream, self._targets[stream.target]) for stream in self.planner.streams]
+        self.matchers = [link.matcher for link in self.links]
         self.feeder.links = self.links
         # Outside the main thread there is no signal handling: the caller stops the runner itself.
         with contextlib.suppress(RuntimeError, ValueError):
