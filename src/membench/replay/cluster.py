@@ -11,11 +11,14 @@ decoded and added (lossless). Ray is an optional extra: `pip install 'membench[c
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,7 +32,7 @@ from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.runner import Runner
-from membench.replay.stats import MeterSnapshot, Totals
+from membench.replay.stats import Meter, MeterSnapshot, Totals
 from membench.replay.survey import Survey
 
 _START_AHEAD_S = 0.5  # the common start lies this far after the last actor is ready: time to connect
@@ -66,18 +69,25 @@ class ShardResult:
 
 
 class ReplayShard:
-    """One actor: the local engine on shard `index` of `count` (made a Ray actor class by `run_on_cluster`)."""
+    """One actor: the local engine on shard `index` of `count` (made a Ray actor class by `run_on_cluster`).
+
+    The engine runs in a child process of the actor, not in one of its threads: Ray's own threads in the actor take
+    the GIL now and then, and on a busy machine each handover stalled the replay until the other thread was
+    scheduled (13% of an actor's samples waited for the GIL, mid-planning)."""
 
     def __init__(self, profile: str, plan: tuple[Survey, ReplayOptions, Continuum, KeySynthesizer], index: int,
                  count: int) -> None:
         if not Path(profile).exists():
             raise MembenchError(f"the profile {profile} is not on this node: --cluster needs it at the same path "
                                 "on every node (shared storage, or a copy)")
-        survey, options, continuum, keys = plan
-        reader = ProfileReader(Path(profile))
-        self._runner = Runner(Planner(survey, options, continuum, keys, index, count),
-                              lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, self._on_tick)
-        self._loop: Any = None
+        # Forked, so the child has the plan's inputs as they are; it calls nothing of Ray's.
+        context = multiprocessing.get_context("fork")
+        self._channel, child_end = context.Pipe()
+        self._process = context.Process(target=_shard_process, args=(profile, plan, index, count, child_end),
+                                        daemon=True)
+        self._process.start()
+        child_end.close()
+        self._receive()  # ready: its plan is built
         self._tick = (0.0, 0, 0)
 
     def node(self) -> str:
@@ -87,27 +97,72 @@ class ReplayShard:
 
     def run(self, start_wall_ns: int) -> ShardResult:
         start_ns = time.perf_counter_ns() + (start_wall_ns - time.time_ns())
-
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._runner.run(start_ns)
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            loop_runner.run(main())
-        runner = self._runner
-        return ShardResult(node=self.node(), snapshot=runner.meter.snapshot(), loops=runner.loops_done,
-                           interrupted=runner.interrupted, elapsed_s=runner.elapsed_s,
-                           began_wall_ns=start_wall_ns + (runner.began_ns - start_ns))
+        self._channel.send(start_ns)
+        while True:
+            message = self._receive()
+            if message[0] == "tick":
+                self._tick = message[1:]
+                continue
+            snapshot, loops, interrupted, elapsed_s, began_ns = message[1:]
+            self._process.join()
+            return ShardResult(node=self.node(), snapshot=snapshot, loops=loops, interrupted=interrupted,
+                               elapsed_s=elapsed_s, began_wall_ns=start_wall_ns + (began_ns - start_ns))
 
     def progress(self) -> tuple[float, int, int]:
         return self._tick
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._runner.stop)
+        if self._process.pid is not None and self._process.is_alive():
+            os.kill(self._process.pid, signal.SIGINT)
 
-    def _on_tick(self, elapsed_s: float, meter: Any) -> None:
-        self._tick = (elapsed_s, meter.rows(), meter.errors())
+    def _receive(self) -> tuple[Any, ...]:
+        try:
+            message: tuple[Any, ...] = self._channel.recv()
+        except EOFError:
+            raise MembenchError(f"a replay process died (exit code {self._process.exitcode})") from None
+        if message[0] == "error":
+            raise MembenchError(message[1])
+        return message
+
+
+def _shard_process(profile: str, plan: tuple[Survey, ReplayOptions, Continuum, KeySynthesizer], index: int,
+                   count: int, channel: Connection) -> None:
+    """The engine of one actor: plans, says it is ready, starts at the instant it is sent, reports once a second."""
+    # The actor forwards Ctrl+C; until the event loop takes SIGINT over, the default handler must not kill us. The
+    # Ray thread that forked us blocks signals (they are for the actor's main thread): the child takes them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    try:
+        survey, options, continuum, keys = plan
+        reader = ProfileReader(Path(profile))
+
+        def tick(elapsed_s: float, meter: Meter) -> None:
+            channel.send(("tick", elapsed_s, meter.rows(), meter.errors()))
+
+        runner = Runner(Planner(survey, options, continuum, keys, index, count),
+                        lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, tick)
+        channel.send(("ready",))
+        start_ns = channel.recv()
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+
+            def actor_gone() -> None:
+                loop.remove_reader(channel.fileno())
+                runner.stop()
+
+            # The actor sends nothing more: the pipe turns readable only when the actor is gone (killed).
+            loop.add_reader(channel.fileno(), actor_gone)
+            await runner.run(start_ns)
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+            loop_runner.run(main())
+        channel.send(("done", runner.meter.snapshot(), runner.loops_done, runner.interrupted, runner.elapsed_s,
+                      runner.began_ns))
+    except MembenchError as error:
+        channel.send(("error", str(error)))
+    except (EOFError, BrokenPipeError):
+        pass  # the actor is gone: nobody to report to
 
 
 def connect(address: str) -> Any:
