@@ -116,6 +116,18 @@ cdef class KeyOrder:
     def dependencies(self, stream, server, number, command, keys):
         return self.depend(stream, server, number, _effect_of(command, len(keys) > 0), keys)
 
+    cdef tuple _read_one(self, _Server state, object stream, object number, object key):
+        """The common case, without the general case's dict of dependencies: a one-key read waits for the key's
+        latest write, if another stream made it."""
+        cdef _KeyState key_state = state.key(key)
+        if key_state.readers is None:
+            key_state.readers = {}
+        key_state.readers[stream] = number
+        state.last[stream] = number
+        if key_state.writer_stream is None or key_state.writer_stream == stream:
+            return _NO_DEPENDENCIES
+        return _untracked(((key_state.writer_stream, key_state.writer_number),))
+
     cdef tuple depend(self, object stream, object server, object number, int effect, list keys):
         cdef _Server state = self._servers.get(server)
         cdef _KeyState key_state
@@ -126,6 +138,8 @@ cdef class KeyOrder:
         if state.barrier is not None and stream not in state.past_barrier:
             after = {(<tuple>state.barrier)[0]: (<tuple>state.barrier)[1]}
             state.past_barrier.add(stream)
+        elif effect == EFFECT_READ and len(keys) == 1:
+            return self._read_one(state, stream, number, keys[0])
         if effect == EFFECT_FLUSH:
             if after is None:
                 after = {}
@@ -266,21 +280,28 @@ cdef class PassPlan:
     cdef void _plan_request(self, dict out, list keys, int64_t first_stream, tuple shape, object slot,
                             int effect, object cas, int64_t at_ns, int64_t outstanding) except *:
         """`shape` is the request's protocol followed by its RequestShape's fields."""
-        cdef list groups, target_keys
-        cdef int64_t number, stream
+        if self._server_count == 1 and keys[0] is not None and None not in keys:
+            self._plan_on(out, first_stream, 0, keys, shape, slot, effect, cas, at_ns, outstanding)
+            return
         for target, target_keys in self._per_target(keys):
-            stream = first_stream + <int64_t>target
-            number = self._planned
-            self._planned += 1
-            if self._order is None:
-                after = _NO_DEPENDENCIES
-            else:
-                after = self._order.depend(stream, target, number, effect if target_keys or effect == EFFECT_FLUSH
-                                           else EFFECT_NONE, target_keys)
-            groups = out.get(stream)
-            if groups is None:
-                groups = out[stream] = []
-            groups.append(self._group(stream, shape, target_keys, slot, cas, at_ns, outstanding, number, after))
+            self._plan_on(out, first_stream + <int64_t>target, target, target_keys, shape, slot, effect, cas,
+                          at_ns, outstanding)
+
+    cdef void _plan_on(self, dict out, int64_t stream, object target, list keys, tuple shape, object slot,
+                       int effect, object cas, int64_t at_ns, int64_t outstanding) except *:
+        """Plans the request's part for one server (its `keys` there), on that server's stream."""
+        cdef list groups
+        cdef int64_t number = self._planned
+        self._planned += 1
+        if self._order is None:
+            after = _NO_DEPENDENCIES
+        else:
+            after = self._order.depend(stream, target, number, effect if keys or effect == EFFECT_FLUSH
+                                       else EFFECT_NONE, keys)
+        groups = out.get(stream)
+        if groups is None:
+            groups = out[stream] = []
+        groups.append(self._group(stream, shape, keys, slot, cas, at_ns, outstanding, number, after))
 
     cdef object _group(self, int64_t stream, tuple shape, list keys, object slot, object cas, int64_t at_ns,
                        int64_t outstanding, int64_t number, tuple after):
