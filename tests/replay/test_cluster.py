@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def test_a_cluster_replay_counts_as_a_local_one_from_both_nodes(ray_cluster: str
     cluster, cluster_server = _replay(profile, tmp_path, "cluster", "--cluster", ray_cluster)
     assert cluster["cluster"]["nodes"] == 2 and cluster["cluster"]["actors"] == 2
     assert cluster["cluster"]["start_skew_ms"] >= 0
+    # Ray starts its workers at niceness 15; as root the actors' replays run at 0 again, like any other process.
+    assert cluster["cluster"]["niceness"] == (0 if os.geteuid() == 0 else 15)
     assert {name: command["statuses"] for name, command in cluster["commands"].items()} == {
         name: command["statuses"] for name, command in local["commands"].items()}
     assert cluster["ops"] == local["ops"] and cluster["failures"] == 0

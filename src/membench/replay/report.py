@@ -44,6 +44,10 @@ def render(result: ReplayResult, console: Console) -> None:
         cluster = result.cluster
         console.print(f"cluster {cluster.address}: {cluster.actors} actors on {cluster.nodes} nodes, start skew "
                       f"{cluster.start_skew_ms:.1f} ms", markup=False)
+        if cluster.niceness > 0:
+            console.print(f"warning: the actors replayed at niceness {cluster.niceness} (Ray's for its workers), "
+                          "behind every other process of their nodes: start the nodes with RAY_worker_niceness=0",
+                          markup=False)
     if result.lateness is not None:
         late = result.lateness
         console.print(f"latency above is from the intended send time; schedule lateness p50 {_ms(late.p50)} "
