@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,35 @@ def test_a_cluster_replay_counts_as_a_local_one_from_both_nodes(ray_cluster: str
         name: command["statuses"] for name, command in local["commands"].items()}
     assert cluster["ops"] == local["ops"] and cluster["failures"] == 0
     assert {name: cluster_server[name] for name in _COUNTERS} == {name: local_server[name] for name in _COUNTERS}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="hiding the profile from the nodes takes a private mount namespace: root and unshare(1)")
+def test_a_profile_only_the_driver_has_is_shipped_to_the_nodes(ray_cluster: str, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
+    local, local_server = _replay(profile, tmp_path, "local")
+    # The driver runs in a mount namespace of its own, with the profile on a tmpfs there: the nodes' actors (and
+    # this test) see an empty directory at its path, as a load machine without the file would.
+    hidden = tmp_path / "driver-only"
+    hidden.mkdir()
+    out = tmp_path / "shipped.json"
+    server = start_memcached()
+    try:
+        before = server.stats()
+        script = (f"mount -t tmpfs none {hidden} && cp -r {profile} {hidden}/ && exec {sys.executable} -m membench "
+                  f"replay {hidden}/mixed.profile --target {server.address} --cluster {ray_cluster} --json {out} "
+                  "--no-progress")
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                              capture_output=True, text=True, timeout=240)
+        delta = stats_delta(before, server.stats())
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert not (hidden / "mixed.profile").exists()
+    shipped = json.loads(out.read_text())
+    assert shipped["cluster"]["nodes"] == 2 and shipped["ops"] == local["ops"]
+    assert {name: delta[name] for name in _COUNTERS} == {name: local_server[name] for name in _COUNTERS}
+    assert not list(Path(tempfile.gettempdir()).glob("membench-profile-*")), "the nodes' copies are removed"
 
 
 def test_an_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:

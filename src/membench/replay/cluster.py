@@ -2,10 +2,11 @@
 
 The recorded connections are sharded over the actors as over local workers (a connection lives on one actor, so
 its order is kept; the cross-connection order of the replay holds within an actor, not across actors). Every actor
-reads the profile from the same path, plans its shard, connects, and starts at one wall-clock instant set once all
-are ready (the barrier; nodes' clocks are assumed NTP-synchronized). The driver polls their per-second figures for
-the progress line, and merges their measurements as local workers' are merged: counts added, HDR histograms
-decoded and added (lossless). Ray is an optional extra: `pip install 'membench[cluster]'`.
+reads the profile at the driver's path (or a copy shipped to its node where that path is missing: shipping.py),
+plans its shard, connects, and starts at one wall-clock instant set once all are ready (the barrier; nodes'
+clocks are assumed NTP-synchronized). The driver polls their per-second figures for the progress line, and
+merges their measurements as local workers' are merged: counts added, HDR histograms decoded and added
+(lossless). Ray is an optional extra: `pip install 'membench[cluster]'`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.runner import Runner
+from membench.replay.shipping import ShippedProfile, materialize, remove_copies, ship_where_missing
 from membench.replay.stats import Meter, MeterSnapshot, Totals
 from membench.replay.survey import Survey
 
@@ -78,11 +80,14 @@ class ReplayShard:
     the GIL now and then, and on a busy machine each handover stalled the replay until the other thread was
     scheduled (13% of an actor's samples waited for the GIL, mid-planning)."""
 
-    def __init__(self, profile: str, plan: tuple[Survey, ReplayOptions, Continuum, KeySynthesizer], index: int,
-                 count: int) -> None:
+    def __init__(self, profile: str, shipped: ShippedProfile | None,
+                 plan: tuple[Survey, ReplayOptions, Continuum, KeySynthesizer], index: int, count: int) -> None:
         if not Path(profile).exists():
-            raise MembenchError(f"the profile {profile} is not on this node: --cluster needs it at the same path "
-                                "on every node (shared storage, or a copy)")
+            if shipped is None:
+                raise MembenchError(f"the profile {profile} is not on this node")
+            import ray
+
+            profile = str(materialize(ray, shipped))
         # Forked, so the child has the plan's inputs as they are; it calls nothing of Ray's.
         context = multiprocessing.get_context("fork")
         self._channel, child_end = context.Pipe()
@@ -227,8 +232,10 @@ def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, contin
     placements = [node["NodeID"] for node in nodes for _ in range(int(node["Resources"]["CPU"]))]
     shard_class = ray.remote(num_cpus=1, max_concurrency=2)(ReplayShard)
     plan = ray.put((survey, options, continuum, keys))  # sent once, not once per actor
+    node_ids = [node["NodeID"] for node in nodes]
+    shipped = ship_where_missing(ray, profile.resolve(), node_ids)
     actors = [shard_class.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
-        str(profile.resolve()), plan, index, len(placements)) for index, node_id in enumerate(placements)]
+        str(profile.resolve()), shipped, plan, index, len(placements)) for index, node_id in enumerate(placements)]
     try:
         _get(ray, [actor.node.remote() for actor in actors])  # the barrier: every actor built, its plan ready
         start_wall_ns = time.time_ns() + int(_START_AHEAD_S * 1e9)
@@ -236,6 +243,8 @@ def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, contin
     finally:
         for actor in actors:
             ray.kill(actor)
+        if shipped is not None:
+            remove_copies(ray, shipped, node_ids)
     totals = Totals()
     for result in results:
         totals.merge(result.snapshot)
