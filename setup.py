@@ -5,7 +5,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 TWINS = ["membench.analyze._connections", "membench.analyze._series", "membench.analyze._stack",
-         "membench.record._core", "membench.replay._pass_plan"]
+         "membench.record._core", "membench.replay._keys",
+         "membench.replay._pass_plan"]
 
 setup(
     ext_modules=cythonize(

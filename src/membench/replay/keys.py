@@ -15,10 +15,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-_ALPHABET = bytes(range(0x21, 0x7F))
-_ALPHABET_ARRAY = np.frombuffer(_ALPHABET, dtype=np.uint8)
-_BASE = len(_ALPHABET)
-_INJECTIVE_LENGTH = 10
+from membench import extensions
+
+ALPHABET = bytes(range(0x21, 0x7F))
+_ALPHABET_ARRAY = np.frombuffer(ALPHABET, dtype=np.uint8)
+_BASE = len(ALPHABET)
+INJECTIVE_LENGTH = 10
 MAX_KEY_LENGTH = 250
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
@@ -52,7 +54,7 @@ def _digits(number: int, length: int) -> bytes:
     out = bytearray(length)
     for index in range(length - 1, -1, -1):
         number, digit = divmod(number, _BASE)
-        out[index] = _ALPHABET[digit]
+        out[index] = ALPHABET[digit]
     return bytes(out)
 
 
@@ -87,36 +89,57 @@ class KeySynthesizer:
 
     @staticmethod
     def is_short(length: int) -> bool:
-        return length < _INJECTIVE_LENGTH
+        return length < INJECTIVE_LENGTH
 
     def key(self, key_hash: int, length: int) -> bytes:
         known = self._short.get((key_hash, length))
         if known is not None:
             return known
-        if length < _INJECTIVE_LENGTH:
+        if length < INJECTIVE_LENGTH:
             return _digits(_mix(key_hash) % _BASE**length, length)
         return self.keys(np.array([key_hash], dtype=np.uint64), np.array([length]))[0]
 
     def keys(self, hashes: np.ndarray, lengths: np.ndarray) -> list[bytes]:
-        """`key` of every (hash, clamped length) pair of two arrays, the long ones computed a length at a time."""
+        """`key` of every (hash, clamped length) pair of two arrays."""
+        long_rows = lengths >= INJECTIVE_LENGTH
+        if long_rows.all():
+            return _long_keys(hashes, lengths)
         out: list[bytes] = [b""] * len(hashes)
-        long_rows = lengths >= _INJECTIVE_LENGTH
         short_key = self.key
         for row in np.flatnonzero(~long_rows).tolist():
             out[row] = short_key(int(hashes[row]), int(lengths[row]))
-        if not long_rows.any():
-            return out
-        for length in np.unique(lengths[long_rows]).tolist():
-            rows = np.flatnonzero(lengths == length)
-            selected = hashes[rows]
-            head = _digit_matrix(selected, _INJECTIVE_LENGTH)
-            filler = _digit_matrix(_mix_array(selected), _INJECTIVE_LENGTH)
-            repeats = (length - _INJECTIVE_LENGTH) // _INJECTIVE_LENGTH + 1
-            tail = np.tile(filler, (1, repeats))[:, : length - _INJECTIVE_LENGTH]
-            blob = np.concatenate([head, tail], axis=1).tobytes()
-            for position, row in enumerate(rows.tolist()):
-                out[row] = blob[position * length : (position + 1) * length]
+        rows = np.flatnonzero(long_rows)
+        if len(rows):
+            for row, key in zip(rows.tolist(), _long_keys(hashes[rows], lengths[rows]), strict=True):
+                out[row] = key
         return out
+
+
+def long_keys(hashes: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    """The keys of (hash, length) pairs of at least INJECTIVE_LENGTH characters: the hash's digits, then its mix's
+    digits repeated to the length; computed a length at a time."""
+    out: list[bytes] = [b""] * len(hashes)
+    for length in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == length)
+        selected = hashes[rows]
+        head = _digit_matrix(selected, INJECTIVE_LENGTH)
+        filler = _digit_matrix(_mix_array(selected), INJECTIVE_LENGTH)
+        repeats = (length - INJECTIVE_LENGTH) // INJECTIVE_LENGTH + 1
+        tail = np.tile(filler, (1, repeats))[:, : length - INJECTIVE_LENGTH]
+        blob = np.concatenate([head, tail], axis=1).tobytes()
+        for position, row in enumerate(rows.tolist()):
+            out[row] = blob[position * length : (position + 1) * length]
+    return out
+
+
+def _long_keys(hashes: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    """long_keys by its compiled twin (replay/_keys.pyx) where it is built, else by the specification."""
+    twin = extensions.compiled("membench.replay._keys")
+    if twin is None:
+        return long_keys(hashes, lengths)
+    keys: list[bytes] = twin.long_keys(np.ascontiguousarray(hashes, dtype=np.uint64),
+                                       np.ascontiguousarray(lengths, dtype=np.int64))
+    return keys
 
 
 class ValueSource:

@@ -149,9 +149,12 @@ class Planner:
             yield self._plan_slice(carry, state)
 
     def _plan_slice(self, rows: SliceRows, state: PassPlanner) -> list[tuple[int, list[Group]]]:
-        keys: list[bytes | None] = [None] * len(rows.request)
         keyed = np.flatnonzero(rows.keyed)
-        if len(keyed):
+        keys: list[bytes | None]
+        if len(keyed) == len(rows.keyed):
+            keys = list(self._keys.keys(rows.key_hash, rows.key_length))
+        else:
+            keys = [None] * len(rows.request)
             for row, key in zip(keyed.tolist(), self._keys.keys(rows.key_hash[keyed], rows.key_length[keyed]),
                                 strict=True):
                 keys[row] = key
