@@ -33,9 +33,9 @@ from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
-from membench.replay.runner import Runner
+from membench.replay.runner import MergedRuns, Runner, RunOutcome
 from membench.replay.shipping import ShippedProfile, materialize, remove_copies, ship_where_missing
-from membench.replay.stats import Meter, MeterSnapshot, Totals
+from membench.replay.stats import Meter
 from membench.replay.survey import Survey
 
 _START_AHEAD_S = 0.5  # the common start lies this far after the last actor is ready: time to connect
@@ -65,10 +65,7 @@ class ShardResult:
     """What one actor sends back."""
 
     node: str
-    snapshot: MeterSnapshot
-    loops: int
-    interrupted: bool
-    elapsed_s: float
+    outcome: RunOutcome
     began_wall_ns: int
     niceness: int
 
@@ -111,11 +108,10 @@ class ReplayShard:
             if message[0] == "tick":
                 self._tick = message[1:]
                 continue
-            snapshot, loops, interrupted, elapsed_s, began_ns = message[1:]
+            outcome: RunOutcome = message[1]
             self._process.join()
-            return ShardResult(node=self.node(), snapshot=snapshot, loops=loops, interrupted=interrupted,
-                               elapsed_s=elapsed_s, began_wall_ns=start_wall_ns + (began_ns - start_ns),
-                               niceness=self._niceness)
+            return ShardResult(node=self.node(), outcome=outcome,
+                               began_wall_ns=start_wall_ns + (outcome.began_ns - start_ns), niceness=self._niceness)
 
     def progress(self) -> tuple[float, int, int]:
         return self._tick
@@ -167,8 +163,7 @@ def _shard_process(profile: str, plan: tuple[Survey, ReplayOptions, Continuum, K
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
             loop_runner.run(main())
-        channel.send(("done", runner.meter.snapshot(), runner.loops_done, runner.interrupted, runner.elapsed_s,
-                      runner.began_ns))
+        channel.send(("done", runner.outcome()))
     except MembenchError as error:
         channel.send(("error", str(error)))
     except (EOFError, BrokenPipeError):
@@ -221,7 +216,7 @@ def _check_reachable(address: str) -> None:
 
 
 def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, continuum: Continuum,
-                   keys: KeySynthesizer, progress: Any) -> tuple[Totals, int, bool, float, ClusterRun]:
+                   keys: KeySynthesizer, progress: Any) -> tuple[MergedRuns, ClusterRun]:
     assert options.cluster is not None
     ray = connect(options.cluster)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -245,15 +240,11 @@ def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, contin
             ray.kill(actor)
         if shipped is not None:
             remove_copies(ray, shipped, node_ids)
-    totals = Totals()
-    for result in results:
-        totals.merge(result.snapshot)
     began = [result.began_wall_ns for result in results]
     run = ClusterRun(address=options.cluster, nodes=len({result.node for result in results}), actors=len(actors),
                      start_skew_ms=round((max(began) - min(began)) / 1e6, 3),
                      niceness=max(result.niceness for result in results))
-    return (totals, min(result.loops for result in results), any(result.interrupted for result in results),
-            max(result.elapsed_s for result in results), run)
+    return MergedRuns.of([result.outcome for result in results]), run
 
 
 def _wait(ray: Any, actors: list[Any], pending: list[Any], progress: Any) -> list[ShardResult]:

@@ -124,8 +124,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="split the connections over N processes (default 1)")
     parser.add_argument("--cluster", metavar="ray://HOST:PORT|auto",
-                        help="replay from every node of a Ray cluster, one actor per CPU, the profile at the same "
-                             "path on each (needs membench[cluster])")
+                        help="replay from every node of a Ray cluster, one actor per CPU; nodes without the "
+                             "profile at its path are sent it (needs membench[cluster])")
     parser.add_argument("--timeout", type=positive_float, default=5.0, metavar="SECONDS",
                         help="a reply later than this counts as a timeout and the connection is reopened "
                              "(default 5)")

@@ -29,8 +29,8 @@ from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import hdr_log, render
 from membench.replay.result import ReplayResult, build_result
-from membench.replay.runner import Runner
-from membench.replay.stats import Meter, Totals
+from membench.replay.runner import MergedRuns, Runner, RunOutcome
+from membench.replay.stats import Meter
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.targets import Target, connect_blocking, parse_target
 from membench.replay.warm import WarmResult, warm_up
@@ -71,26 +71,26 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     if options.cluster is not None:
         if path is None:
             raise MembenchError("--cluster replays a profile file, which every node reads")
-        totals, loops, interrupted, elapsed, cluster = run_on_cluster(path, profile, options, continuum, keys,
-                                                                      progress)
+        merged, cluster = run_on_cluster(path, profile, options, continuum, keys, progress)
     elif options.workers == 1:
-        totals, loops, interrupted, elapsed = _run_here(source, profile, options, continuum, keys, progress)
+        merged = _run_here(source, profile, options, continuum, keys, progress)
     else:
-        totals, loops, interrupted, elapsed = _run_workers(source, profile, options, continuum, keys, progress)
+        merged = _run_workers(source, profile, options, continuum, keys, progress)
     if progress is not None:
         progress.clear()
-    result = build_result(profile, options, keys, warmed, totals, loops, interrupted, elapsed)
+    result = build_result(profile, options, keys, warmed, merged.totals, merged.loops, merged.interrupted,
+                          merged.elapsed_s)
     result.warnings = list(problems()) if problems is not None else []
     result.cluster = cluster
     if console is not None:
         render(result, console)
     # The table is out before the files: if writing them fails, the result is still in front of the user.
     if options.hdr_log_path is not None:
-        write_result(options.hdr_log_path, hdr_log(totals), "--hdr-log")
+        write_result(options.hdr_log_path, hdr_log(merged.totals), "--hdr-log")
     if options.json_path is not None:
         write_result(options.json_path, json.dumps(result.to_dict(), indent=2) + "\n", "--json")
     if options.memtier_json_path is not None:
-        document = memtier_document(totals, elapsed)
+        document = memtier_document(merged.totals, merged.elapsed_s)
         write_result(options.memtier_json_path, json.dumps(document, indent=2) + "\n", "--memtier-json")
     return result
 
@@ -121,7 +121,7 @@ class _Progress:
 
 
 def _run_here(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
-              keys: KeySynthesizer, progress: _Progress | None) -> tuple[Totals, int, bool, float]:
+              keys: KeySynthesizer, progress: _Progress | None) -> MergedRuns:
     planner = Planner(profile, options, continuum, keys)
 
     def tick(elapsed_s: float, meter: Meter) -> None:
@@ -131,9 +131,7 @@ def _run_here(source: BatchSource, profile: Survey, options: ReplayOptions, cont
     runner = Runner(planner, source, options, tick)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
         loop_runner.run(runner.run())
-    totals = Totals()
-    totals.merge(runner.meter.snapshot())
-    return totals, runner.loops_done, runner.interrupted, runner.elapsed_s
+    return MergedRuns.of([runner.outcome()])
 
 
 def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
@@ -150,8 +148,7 @@ def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOpt
         runner = Runner(planner, source, options, tick)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
             loop_runner.run(runner.run(start_ns.value))
-        messages.put(("done", index, runner.meter.snapshot(), runner.loops_done, runner.interrupted,
-                      runner.elapsed_s))
+        messages.put(("done", index, runner.outcome()))
     except MembenchError as error:
         barrier.abort()
         messages.put(("error", index, str(error)))
@@ -160,7 +157,7 @@ def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOpt
 
 
 def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
-                 keys: KeySynthesizer, progress: _Progress | None) -> tuple[Totals, int, bool, float]:
+                 keys: KeySynthesizer, progress: _Progress | None) -> MergedRuns:
     context = multiprocessing.get_context("fork")  # workers inherit the survey and the batch source as they are
     messages = context.Queue()
     start_ns = context.Value("q", 0)
@@ -181,14 +178,10 @@ def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, c
                 os.kill(process.pid, signal.SIGINT)
 
     previous = signal.signal(signal.SIGINT, forward)
-    totals = Totals()
-    loops: list[int] = []
-    interrupted = False
-    elapsed = 0.0
+    outcomes: list[RunOutcome] = []
     ticks: dict[int, tuple[float, int, int]] = {}
-    finished = 0
     try:
-        while finished < len(processes):
+        while len(outcomes) < len(processes):
             try:
                 message = messages.get(timeout=_WORKER_POLL_S)
             except queue.Empty:
@@ -204,16 +197,11 @@ def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, c
                     progress.update(max(t[0] for t in ticks.values()), sum(t[1] for t in ticks.values()),
                                     sum(t[2] for t in ticks.values()))
                 continue
-            snapshot, worker_loops, worker_interrupted, worker_elapsed = message[2:]
-            totals.merge(snapshot)
-            loops.append(worker_loops)
-            interrupted = interrupted or worker_interrupted
-            elapsed = max(elapsed, worker_elapsed)
-            finished += 1
+            outcomes.append(message[2])
     finally:
         signal.signal(signal.SIGINT, previous)
         for process in processes:
             process.join(timeout=5)
             if process.is_alive():
                 process.kill()
-    return totals, min(loops), interrupted, elapsed
+    return MergedRuns.of(outcomes)

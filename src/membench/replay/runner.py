@@ -9,6 +9,7 @@ import gc
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from membench.protocol.events import Command
 from membench.replay.engine import Link
@@ -16,7 +17,7 @@ from membench.replay.feeder import Feeder
 from membench.replay.inflight import Matcher
 from membench.replay.options import ReplayOptions, Timing
 from membench.replay.plan import Planner
-from membench.replay.stats import Meter, reply_table, suppressed_status
+from membench.replay.stats import Meter, MeterSnapshot, Totals, reply_table, suppressed_status
 from membench.replay.survey import BatchSource
 from membench.replay.targets import parse_target
 
@@ -24,6 +25,36 @@ _TICK_S = 1.0
 perf_ns = time.perf_counter_ns
 
 TickCallback = Callable[[float, Meter], None]
+
+
+@dataclass
+class RunOutcome:
+    """What one process's replay ended with, in picklable values, for the process that merges them."""
+
+    snapshot: MeterSnapshot
+    loops: int
+    interrupted: bool
+    elapsed_s: float
+    began_ns: int  # perf_counter_ns when its replay began
+
+
+@dataclass
+class MergedRuns:
+    """Several processes' (or actors') replays as one: counts and histograms added, the slowest one's time."""
+
+    totals: Totals
+    loops: int  # loops every one completed
+    interrupted: bool
+    elapsed_s: float
+
+    @classmethod
+    def of(cls, outcomes: list[RunOutcome]) -> MergedRuns:
+        totals = Totals()
+        for outcome in outcomes:
+            totals.merge(outcome.snapshot)
+        return cls(totals=totals, loops=min(outcome.loops for outcome in outcomes),
+                   interrupted=any(outcome.interrupted for outcome in outcomes),
+                   elapsed_s=max(outcome.elapsed_s for outcome in outcomes))
 
 
 class Runner:
@@ -51,6 +82,10 @@ class Runner:
         self._last_tick_s = 0.0
         self.feeder = Feeder(planner, source)
         self._to_pump: list[Link] = []
+
+    def outcome(self) -> RunOutcome:
+        return RunOutcome(snapshot=self.meter.snapshot(), loops=self.loops_done, interrupted=self.interrupted,
+                          elapsed_s=self.elapsed_s, began_ns=self.began_ns)
 
     def pump_soon(self, link: Link) -> None:
         """Send what `link` may send once this event loop iteration has read every reply that came: the writes
