@@ -228,7 +228,11 @@ def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, contin
     shard_class = ray.remote(num_cpus=1, max_concurrency=2)(ReplayShard)
     plan = ray.put((survey, options, continuum, keys))  # sent once, not once per actor
     node_ids = [node["NodeID"] for node in nodes]
-    shipped = ship_where_missing(ray, profile.resolve(), node_ids)
+    try:
+        shipped = ship_where_missing(ray, profile.resolve(), node_ids)
+    except (OSError, ray.exceptions.RayError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise MembenchError(f"cannot send the profile to the nodes that lack it: {message}") from None
     actors = [shard_class.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
         str(profile.resolve()), shipped, plan, index, len(placements)) for index, node_id in enumerate(placements)]
     try:
