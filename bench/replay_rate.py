@@ -2,7 +2,8 @@
 
 One memcached on loopback (-t 2), 50 connections, 1 set : 10 gets, 100-byte values, 30-byte keys over 10,000
 keys (all present: warm-up / preload), closed loop at depth 1 and depth 16. Prints ops/s and client CPU µs per
-op of each tool, and membench's ratio to each peer.
+op of each tool (and the kernel's part of it: the system calls, mostly loopback TCP, that no client can avoid),
+and membench's ratio to each peer.
 
 Then the start of a big replay: a profile of --start-ops operations written to disk, its survey on its own
 (µs per row), and `membench replay` run on it as a user does: seconds until memcached sees the first request,
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +51,14 @@ KEYS = 10_000
 KEY_LENGTH = 30
 VALUE_LENGTH = 100
 SET_EVERY = 11  # 1 set : 10 gets
+
+
+class Figures(NamedTuple):
+    """One tool's run: its rate and client CPU per operation, whole and the kernel's part."""
+
+    ops_per_s: float
+    cpu_us_per_op: float
+    system_us_per_op: float
 
 
 def profile_table(rows: int) -> pa.Table:
@@ -77,15 +87,15 @@ def profile_table(rows: int) -> pa.Table:
 
 
 def run_membench(port: int, table: pa.Table, depth: int, loops: int, workers: int = 1,
-                 key_order: bool = True) -> tuple[float, float]:
+                 key_order: bool = True) -> Figures:
     options = ReplayOptions(targets=[f"127.0.0.1:{port}"], pipeline=depth, loops=loops, progress=False,
                             key_order=key_order, workers=workers)
     result = replay(lambda: iter(table.to_batches(max_chunksize=65536)), options).to_dict()
     assert not result["errors"], result["errors"]
-    return result["ops_per_s"], result["client_cpu_us_per_op"]
+    return Figures(result["ops_per_s"], result["client_cpu_us_per_op"], result["client_cpu_system_us_per_op"])
 
 
-def run_memaslap(port: int, seconds: int) -> tuple[float, float] | None:
+def run_memaslap(port: int, seconds: int) -> Figures | None:
     binary = shutil.which("memcaslap") or shutil.which("memaslap")
     if binary is None:
         return None
@@ -103,8 +113,9 @@ def run_memaslap(port: int, seconds: int) -> tuple[float, float] | None:
         print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
         return None
     ops, tps = int(match.group(1)), int(match.group(2))
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return float(tps), cpu * 1e6 / ops
+    system = after.ru_stime - before.ru_stime
+    cpu = after.ru_utime - before.ru_utime + system
+    return Figures(float(tps), cpu * 1e6 / ops, system * 1e6 / ops)
 
 
 async def _naive_connection(port: int, depth: int, deadline: float, counter: list[int], seed: int) -> None:
@@ -133,7 +144,7 @@ async def _naive_connection(port: int, depth: int, deadline: float, counter: lis
     writer.close()
 
 
-def run_naive(port: int, depth: int, seconds: float) -> tuple[float, float]:
+def run_naive(port: int, depth: int, seconds: float) -> Figures:
     counter = [0]
 
     async def main() -> None:
@@ -141,10 +152,12 @@ def run_naive(port: int, depth: int, seconds: float) -> tuple[float, float]:
         await asyncio.gather(*(_naive_connection(port, depth, deadline, counter, seed)
                                for seed in range(CONNECTIONS)))
 
-    cpu, start = time.process_time(), time.monotonic()
+    before, start = os.times(), time.monotonic()
     asyncio.run(main())
-    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
-    return counter[0] / elapsed, cpu * 1e6 / counter[0]
+    elapsed, after = time.monotonic() - start, os.times()
+    system = after.system - before.system
+    cpu = after.user - before.user + system
+    return Figures(counter[0] / elapsed, cpu * 1e6 / counter[0], system * 1e6 / counter[0])
 
 
 def _cmd_get(port: int) -> int:
@@ -225,7 +238,7 @@ def main() -> None:
         server.wait()
     print(f"memcached -t 2 on loopback, {CONNECTIONS} connections, 1:{SET_EVERY - 1} set:get, "
           f"{VALUE_LENGTH}-byte values")
-    print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10}  {'membench ops/s ratio':>21}")
+    print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10} {'(kernel)':>9}  {'membench ops/s ratio':>21}")
     for depth, membench, connection_order, two_workers, naive, memaslap in rows:
         # --order connection: what keeping the recorded order across connections (the default) costs.
         peers = [("membench replay", membench), ("membench --order conn.", connection_order),
@@ -234,12 +247,13 @@ def main() -> None:
             peers.insert(1, ("membench --workers 2", two_workers))
         if memaslap is not None:
             peers.append(("memaslap (-T 1)", memaslap))
-        for name, (rate, cpu) in peers:
-            ratio = f"{membench[0] / rate:>20.2f}x" if name.endswith(("streams", "(-T 1)")) else f"{'':>21}"
-            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f}  {ratio}")
+        for name, (rate, cpu, system) in peers:
+            ratio = f"{membench.ops_per_s / rate:>20.2f}x" if name.endswith(("streams", "(-T 1)")) else f"{'':>21}"
+            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f} {system:>9.1f}  {ratio}")
         if memaslap is not None:
-            for name, (rate, cpu) in (("membench", membench), ("membench --workers 2", two_workers or membench)):
-                print(f"       {name} / memaslap: {rate / memaslap[0]:.2f}x ops/s, {cpu / memaslap[1]:.2f}x CPU per op")
+            for name, figures in (("membench", membench), ("membench --workers 2", two_workers or membench)):
+                print(f"       {name} / memaslap: {figures.ops_per_s / memaslap.ops_per_s:.2f}x ops/s, "
+                      f"{figures.cpu_us_per_op / memaslap.cpu_us_per_op:.2f}x CPU per op")
         if depth == 16:
             print("       (memaslap has no pipelining depth: compared at depth 1 only)")
 

@@ -105,6 +105,9 @@ def test_duration_ends_a_replay_complete_after_as_many_loops_as_fit(memcached, p
     data = json.loads(out.read_text())
     assert data["completed"] is True and data["interrupted"] is False and data["loops"] >= 2
     assert data["duration_s"] >= 1.5 and took < 60  # generous: a loaded 2-core machine
+    # Two seconds of replay over loopback cost the client CPU, part of it in the kernel's network stack.
+    assert 0 < data["client_cpu_system_us_per_op"] < data["client_cpu_us_per_op"]
+    assert "µs per op (" in proc.stderr and "of them in the kernel)" in proc.stderr
     limited = run_membench("replay", str(profile), "--target", memcached.address, "--duration", "30", "--loop", "1",
                            "--json", str(out))
     assert limited.returncode == 0 and json.loads(out.read_text())["loops"] == 1

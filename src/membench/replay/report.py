@@ -62,8 +62,9 @@ def render(result: ReplayResult, console: Console) -> None:
         console.print(f"membench: {result.error_ratio:.1%} of the operations failed "
                       f"({result.failures:,} of {result.ops:,}), above --max-error-ratio "
                       f"{result.max_error_ratio:.1%}: the replay failed", markup=False)
-    if result.client_cpu_us_per_op is not None:
-        console.print(f"client CPU: {result.client_cpu_us_per_op:.1f} µs per op", markup=False)
+    if result.client_cpu_us_per_op is not None and result.client_cpu_system_us_per_op is not None:
+        console.print(f"client CPU: {result.client_cpu_us_per_op:.1f} µs per op "
+                      f"({result.client_cpu_system_us_per_op:.1f} of them in the kernel)", markup=False)
 
 
 def _percent(ratio: float | None) -> str:

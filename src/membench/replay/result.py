@@ -113,6 +113,7 @@ class ReplayResult:
     reconnects: int
     client_cpu_s: float
     client_cpu_us_per_op: float | None
+    client_cpu_system_us_per_op: float | None  # the kernel's part of client_cpu_us_per_op
     series: list[dict[str, Any]]  # one point per second: counts and that second's latency percentiles
     lateness: Latencies | None = None  # open-loop timing: how late sends left against their schedule
     warnings: list[str] = field(default_factory=list)
@@ -132,6 +133,7 @@ class ReplayResult:
             "keys": {"merged_short_keys": self.merged_short_keys},
             "unexpected_replies": self.unexpected_replies, "reconnects": self.reconnects,
             "client_cpu_s": self.client_cpu_s, "client_cpu_us_per_op": self.client_cpu_us_per_op,
+            "client_cpu_system_us_per_op": self.client_cpu_system_us_per_op,
             "series": self.series,
         }
         if self.lateness is not None:
@@ -166,6 +168,7 @@ def build_result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, 
         warm=warmed, merged_short_keys=keys.merged, unexpected_replies=totals.unexpected_replies,
         reconnects=totals.reconnects, client_cpu_s=round(totals.cpu_s, 3),
         client_cpu_us_per_op=round(totals.cpu_s * 1e6 / ops, 2) if ops else None,
+        client_cpu_system_us_per_op=round(totals.cpu_system_s * 1e6 / ops, 2) if ops else None,
         series=totals.series_with_latency(),
         lateness=Latencies.of(totals.lateness) if options.timing is not Timing.ASAP else None,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -128,7 +129,7 @@ class Runner:
             if start_ns is not None:
                 await asyncio.sleep(max(0.0, (start_ns - perf_ns()) / 1e9))
             began = self.began_ns = perf_ns()
-            cpu_began = time.process_time()
+            cpu_began = os.times()
             ticker = loop.create_task(self._tick(began))
             if self.options.duration is not None:
                 loop.call_later(self.options.duration, self._time_up)
@@ -151,7 +152,9 @@ class Runner:
             ticker.cancel()
             end = perf_ns()
             self.elapsed_s = (end - began) / 1e9
-            self.meter.cpu_s = time.process_time() - cpu_began
+            cpu_ended = os.times()
+            self.meter.cpu_system_s = cpu_ended.system - cpu_began.system
+            self.meter.cpu_s = cpu_ended.user - cpu_began.user + self.meter.cpu_system_s
             self._fold(self._last_tick_s, self.elapsed_s)
         finally:
             gc.unfreeze()

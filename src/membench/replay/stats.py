@@ -163,6 +163,7 @@ class MeterSnapshot:
     unexpected_replies: int
     reconnects: int
     cpu_s: float
+    cpu_system_s: float
 
 
 @dataclass
@@ -184,6 +185,7 @@ class Meter:
     unexpected_replies: int = 0
     reconnects: int = 0
     cpu_s: float = 0.0  # this process's CPU time while replaying
+    cpu_system_s: float = 0.0  # the part of it spent in the kernel (system calls: mostly the network stack)
     _rows_folded: int = 0
     _errors_folded: int = 0
 
@@ -230,7 +232,8 @@ class Meter:
             histograms=[h.encode() for h in self.histograms],
             intended_histograms=[h.encode() for h in self.intended_histograms],
             lateness=self.lateness_histogram.encode(), series=self.series, intervals=self.intervals,
-            unexpected_replies=self.unexpected_replies, reconnects=self.reconnects, cpu_s=self.cpu_s)
+            unexpected_replies=self.unexpected_replies, reconnects=self.reconnects, cpu_s=self.cpu_s,
+            cpu_system_s=self.cpu_system_s)
 
 
 @dataclass
@@ -247,6 +250,7 @@ class Totals:
     unexpected_replies: int = 0
     reconnects: int = 0
     cpu_s: float = 0.0
+    cpu_system_s: float = 0.0
 
     def merge(self, snapshot: MeterSnapshot) -> None:
         for slot, name in enumerate(snapshot.commands):
@@ -269,6 +273,7 @@ class Totals:
         self.unexpected_replies += snapshot.unexpected_replies
         self.reconnects += snapshot.reconnects
         self.cpu_s += snapshot.cpu_s
+        self.cpu_system_s += snapshot.cpu_system_s
 
     def series_with_latency(self) -> list[dict[str, Any]]:
         """The series as --json writes it: each point's counts and that second's latency percentiles."""
