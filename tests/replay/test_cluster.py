@@ -27,7 +27,7 @@ _COUNTERS = ("cmd_get", "cmd_set", "get_hits", "get_misses", "delete_hits", "del
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """Two Ray nodes on loopback, one CPU each; yields the Ray Client address of the head."""
-    with ray_nodes(nodes=2, cpus=1) as address:
+    with ray_nodes(nodes=2, cpus=1) as (address, _):
         yield address
 
 
