@@ -108,34 +108,64 @@ def _first_of_each_pair(hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return order[starts]
 
 
-def survey(source: BatchSource) -> Survey:
-    result = Survey()
-    seen: set[tuple[int, int]] = set()
-    pending_size: set[tuple[int, int]] = set()  # warm keys whose size is still unknown
-    last_request: tuple[int, int] | None = None
-    first = last = None
-    for batch in source():
+@dataclass
+class _Outcomes:
+    """One batch's rows by logical command and status, as indices into its names."""
+
+    logical: list[Command | None]  # by command index: the command replayed for it, None if not replayed
+    command_index: np.ndarray
+    status_index: np.ndarray
+    status_names: list[str]
+
+
+class _Surveyor:
+    """The survey's pass, a batch at a time; what it must remember between batches is kept here."""
+
+    def __init__(self) -> None:
+        self.result = Survey()
+        self._seen: set[tuple[int, int]] = set()
+        self._pending_size: set[tuple[int, int]] = set()  # warm keys whose size is still unknown
+        self._last_request: tuple[int, int] | None = None
+        self._first: int | None = None
+        self._last: int | None = None
+
+    def add(self, batch: pa.RecordBatch) -> None:
         if batch.schema.names != SCHEMA.names:
             raise MembenchError("the profile's columns are not those of a membench profile")
         if not batch.num_rows:
-            continue
-        result.rows += batch.num_rows
+            return
+        self.result.rows += batch.num_rows
+        self._span(batch)
+        self._requests_and_protocols(batch)
+        outcomes = self._outcomes(batch)
+        self._keys(batch, outcomes)
+
+    def finish(self) -> Survey:
+        self.result.first_ns = self._first or 0
+        self.result.last_ns = self._last or 0
+        return self.result
+
+    def _span(self, batch: pa.RecordBatch) -> None:
         timestamps = batch.column("timestamp_ns").to_numpy()
         low, high = int(timestamps.min()), int(timestamps.max())
-        first = low if first is None else min(first, low)
-        last = high if last is None else max(last, high)
+        self._first = low if self._first is None else min(self._first, low)
+        self._last = high if self._last is None else max(self._last, high)
+
+    def _requests_and_protocols(self, batch: pa.RecordBatch) -> None:
         connections = batch.column("connection").to_numpy().astype(np.int64)
         requests = batch.column("batch").to_numpy()
         new_request = np.ones(len(connections), dtype=bool)
         new_request[1:] = (connections[1:] != connections[:-1]) | (requests[1:] != requests[:-1])
-        new_request[0] = last_request != (int(connections[0]), int(requests[0]))
-        result.requests += int(new_request.sum())
-        last_request = (int(connections[-1]), int(requests[-1]))
+        new_request[0] = self._last_request != (int(connections[0]), int(requests[0]))
+        self.result.requests += int(new_request.sum())
+        self._last_request = (int(connections[-1]), int(requests[-1]))
         protocol_index, protocol_names = dictionary_indices(batch.column("protocol"))
         firsts = np.unique(connections, return_index=True)[1]
         for row in np.sort(firsts).tolist():
-            result.connection_protocols.setdefault(int(connections[row]), protocol_names[protocol_index[row]])
+            self.result.connection_protocols.setdefault(int(connections[row]), protocol_names[protocol_index[row]])
 
+    def _outcomes(self, batch: pa.RecordBatch) -> _Outcomes:
+        """Counts the recorded outcomes of the replayed commands, and the rows of those not replayed."""
         command_index, command_names = dictionary_indices(effects(batch))
         status_index, status_names = dictionary_indices(batch.column("status"))
         logical = [_LOGICAL.get(name) for name in command_names]
@@ -144,50 +174,61 @@ def survey(source: BatchSource) -> Survey:
         for code in np.flatnonzero(pair_counts).tolist():
             command, status = divmod(code, len(status_names))
             count = int(pair_counts[code])
-            if logical[command] is None:
-                result.skipped[command_names[command]] += count
+            replayed = logical[command]
+            if replayed is None:
+                self.result.skipped[command_names[command]] += count
             else:
-                result.recorded.setdefault(logical[command].value, Counter())[status_names[status]] += count
+                self.result.recorded.setdefault(replayed.value, Counter())[status_names[status]] += count
+        return _Outcomes(logical=logical, command_index=command_index, status_index=status_index,
+                         status_names=status_names)
 
+    def _keys(self, batch: pa.RecordBatch, outcomes: _Outcomes) -> None:
+        """The short keys, and the keys present before their first operation (to warm) with their sizes."""
+        logical, command_index, status_index = outcomes.logical, outcomes.command_index, outcomes.status_index
         replayed = np.array([command is not None for command in logical])[command_index]
-        keyed = replayed & ~np.asarray(batch.column("key_hash").is_null())
-        rows = np.flatnonzero(keyed)
+        rows = np.flatnonzero(replayed & ~np.asarray(batch.column("key_hash").is_null()))
         if not len(rows):
-            continue
+            return
         hashes = filled(batch.column("key_hash"), 0)[rows]
         lengths = clamped_lengths(batch.column("key_length"))[rows]
         short = lengths < 10
         if short.any():
-            result.short_pairs.update(zip(hashes[short].tolist(), lengths[short].tolist(), strict=True))
-        present = np.array([[status in _PRESENT.get(command, ()) if command else False for status in status_names]
-                            for command in logical], dtype=bool)[command_index[rows], status_index[rows]]
+            self.result.short_pairs.update(zip(hashes[short].tolist(), lengths[short].tolist(), strict=True))
+        present = np.array([[status in _PRESENT.get(command, ()) if command else False
+                             for status in outcomes.status_names] for command in logical],
+                           dtype=bool)[command_index[rows], status_index[rows]]
         # A counter that may have created its key answers the same whether it did or not: the recording does not
         # show the key was there before it, and the replay will create it as the recording may have.
         present &= np.asarray(batch.column("initial").is_null())[rows]
         retrieval = np.array([command in RETRIEVALS for command in logical], dtype=bool)[command_index[rows]]
         value_lengths = batch.column("value_length").take(pa.array(rows)).to_pylist()
+        warm = self.result.warm
         for row in _first_of_each_pair(hashes, lengths).tolist():
             pair = (int(hashes[row]), int(lengths[row]))
-            if pair in seen:
+            if pair in self._seen:
                 continue
-            seen.add(pair)
+            self._seen.add(pair)
             if present[row]:
                 if retrieval[row] and value_lengths[row] is not None:
-                    result.warm[pair] = value_lengths[row]
+                    warm[pair] = value_lengths[row]
                 else:
-                    result.warm[pair] = _DEFAULT_WARM_SIZE
-                    pending_size.add(pair)
-        if pending_size:
+                    warm[pair] = _DEFAULT_WARM_SIZE
+                    self._pending_size.add(pair)
+        if self._pending_size:
             # A later hit tells the size of a key first seen without one (never the first occurrence itself:
             # a pending key's first row was no retrieval with a size).
-            hit = status_names.index(Status.HIT) if Status.HIT in status_names else -1
+            hit = outcomes.status_names.index(Status.HIT) if Status.HIT in outcomes.status_names else -1
             sized = np.flatnonzero(retrieval & (status_index[rows] == hit)
                                    & (filled(batch.column("value_length"), 0)[rows] > 0))
             for row in sized[_first_of_each_pair(hashes[sized], lengths[sized])].tolist():
                 pair = (int(hashes[row]), int(lengths[row]))
-                if pair in pending_size:
-                    result.warm[pair] = value_lengths[row]
-                    pending_size.discard(pair)
-    result.first_ns = first or 0
-    result.last_ns = last or 0
-    return result
+                if pair in self._pending_size:
+                    warm[pair] = value_lengths[row]
+                    self._pending_size.discard(pair)
+
+
+def survey(source: BatchSource) -> Survey:
+    surveyor = _Surveyor()
+    for batch in source():
+        surveyor.add(batch)
+    return surveyor.finish()
