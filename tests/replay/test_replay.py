@@ -150,6 +150,22 @@ def test_hit_ratio_with_warm_up_is_the_recorded_one(memcached):
     assert cold.hit_ratio.replayed < warm.hit_ratio.recorded - 0.05  # the warm-up is what made it match
 
 
+@pytest.mark.parametrize("pipeline", [None, 16])
+def test_every_loop_keeps_the_order_across_connections_from_its_first_request(memcached, pipeline):
+    # Connection 0's get waits for connection 1's set. At the start of a later loop it must not take connection 1's
+    # answers of the loop before for this loop's (with a fixed depth nothing else holds it back): it would go
+    # first and miss.
+    profile = ProfileBuilder(protocol="text")
+    profile.add("get", [9], status="miss", connection=0)
+    profile.add("set", [3], status="stored", value_length=10, connection=1)
+    profile.add("get", [3], status="hit", value_length=10, connection=0)
+    profile.add("delete", [3], status="deleted", connection=1)
+    result = replay(profile.source(), ReplayOptions(targets=[memcached.address], loops=5, warm=False,
+                                                    pipeline=pipeline))
+    assert result.commands["get"].statuses == {"hit": 5, "miss": 5}
+    assert result.commands["delete"].statuses == {"deleted": 5}
+
+
 def test_original_timing_keeps_the_schedule(memcached):
     profile = ProfileBuilder(protocol="text")
     for index in range(60):

@@ -127,16 +127,20 @@ class Link(asyncio.Protocol):
         except OSError as error:
             raise MembenchError(f"cannot connect to {self.address}: {error.strerror or error}") from None
 
-    def begin(self, base_ns: int) -> asyncio.Future[None]:
-        """Start one pass; the future resolves when every request is answered or written off."""
+    def prepare(self, base_ns: int) -> None:
+        """Forget the last pass. Every link is prepared before any begins: a link's first requests may wait for
+        another's, which must not show the last pass's answers nor lose the waiters registered with it."""
         self._chunk = []
         self._next = 0
         self._base_ns = base_ns
         self._given_up = False
-        self._done = self._loop.create_future()
-        self._active = True
         self._inflight.answered = INTERNAL_SLOT
         self.waiters = []
+
+    def begin(self) -> asyncio.Future[None]:
+        """Start the pass prepared; the future resolves when every request is answered or written off."""
+        self._done = self._loop.create_future()
+        self._active = True
         if self._transport is None and not self._reconnecting:
             self._start_reconnect()  # the server was given up on in an earlier pass: try it again
         self._pump()

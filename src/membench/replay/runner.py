@@ -140,7 +140,9 @@ class Runner:
                 gc.freeze()
                 base = perf_ns()
                 self.feeder.start_pass()
-                await asyncio.gather(*(link.begin(base) for link in self.links))
+                for link in self.links:
+                    link.prepare(base)
+                await asyncio.gather(*(link.begin() for link in self.links))
                 if self.stopping:
                     break
                 self.loops_done += 1
