@@ -27,6 +27,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,43 +220,59 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=2, help="times membench replays the profile per depth")
     parser.add_argument("--start-ops", type=int, default=10_000_000,
                         help="operations of the profile whose replay start is measured (0: skip)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every tool at every depth (a 2-core machine drifts by 10%% run to run)")
     args = parser.parse_args()
     server, port = start_memcached(None, "-c", "4096")
+    runs: dict[int, dict[str, list[Figures]]] = {1: {}, 16: {}}
     try:
         table = profile_table(args.ops)
-        rows = []
-        for depth in (1, 16):
-            membench = run_membench(port, table, depth, args.loops)
-            connection_order = run_membench(port, table, depth, args.loops, key_order=False)
-            two_workers = run_membench(port, table, depth, args.loops, workers=2) if depth == 1 else None
-            naive = run_naive(port, depth, args.seconds)
-            memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
-            rows.append((depth, membench, connection_order, two_workers, naive, memaslap))
+        for _ in range(args.rounds):
+            for depth, tools in runs.items():
+                for name, figures in run_round(port, table, depth, args).items():
+                    tools.setdefault(name, []).append(figures)
         if args.start_ops:
             measure_start(port, args.start_ops)
     finally:
         server.terminate()
         server.wait()
     print(f"memcached -t 2 on loopback, {CONNECTIONS} connections, 1:{SET_EVERY - 1} set:get, "
-          f"{VALUE_LENGTH}-byte values")
-    print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10} {'(kernel)':>9}  {'membench ops/s ratio':>21}")
-    for depth, membench, connection_order, two_workers, naive, memaslap in rows:
-        # --order connection: what keeping the recorded order across connections (the default) costs.
-        peers = [("membench replay", membench), ("membench --order conn.", connection_order),
-                 ("naive asyncio streams", naive)]
-        if two_workers is not None:
-            peers.insert(1, ("membench --workers 2", two_workers))
-        if memaslap is not None:
-            peers.append(("memaslap (-T 1)", memaslap))
-        for name, (rate, cpu, system) in peers:
-            ratio = f"{membench.ops_per_s / rate:>20.2f}x" if name.endswith(("streams", "(-T 1)")) else f"{'':>21}"
-            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f} {system:>9.1f}  {ratio}")
-        if memaslap is not None:
-            for name, figures in (("membench", membench), ("membench --workers 2", two_workers or membench)):
-                print(f"       {name} / memaslap: {figures.ops_per_s / memaslap.ops_per_s:.2f}x ops/s, "
-                      f"{figures.cpu_us_per_op / memaslap.cpu_us_per_op:.2f}x CPU per op")
+          f"{VALUE_LENGTH}-byte values; median of {args.rounds} rounds")
+    print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10} {'(kernel)':>9}")
+    for depth, tools in runs.items():
+        for name, figures in tools.items():
+            rate, cpu, system = (statistics.median(values) for values in zip(*figures, strict=True))
+            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f} {system:>9.1f}")
+        for peer in (NAIVE, MEMASLAP):
+            if peer in tools:
+                print_ratios(tools[MEMBENCH], tools[peer], peer)
         if depth == 16:
             print("       (memaslap has no pipelining depth: compared at depth 1 only)")
+
+
+MEMBENCH, NAIVE, MEMASLAP = "membench replay", "naive asyncio streams", "memaslap (-T 1)"
+
+
+def run_round(port: int, table: pa.Table, depth: int, args: argparse.Namespace) -> dict[str, Figures]:
+    """Every tool once at this depth, membench first. --order connection: what keeping the recorded order across
+    connections (the default) costs."""
+    figures = {MEMBENCH: run_membench(port, table, depth, args.loops),
+               "membench --order conn.": run_membench(port, table, depth, args.loops, key_order=False)}
+    if depth == 1:
+        figures["membench --workers 2"] = run_membench(port, table, depth, args.loops, workers=2)
+    figures[NAIVE] = run_naive(port, depth, args.seconds)
+    memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
+    if memaslap is not None:
+        figures[MEMASLAP] = memaslap
+    return figures
+
+
+def print_ratios(membench: list[Figures], peer: list[Figures], name: str) -> None:
+    """membench over the peer, round by round (each beside the peer's run of the same round)."""
+    rates = [ours.ops_per_s / theirs.ops_per_s for ours, theirs in zip(membench, peer, strict=True)]
+    cpus = [ours.cpu_us_per_op / theirs.cpu_us_per_op for ours, theirs in zip(membench, peer, strict=True)]
+    print(f"       membench / {name}: ops/s {statistics.median(rates):.2f}x median, {min(rates):.2f}x lowest "
+          f"({', '.join(f'{rate:.2f}' for rate in rates)}); CPU per op {statistics.median(cpus):.2f}x median")
 
 
 if __name__ == "__main__":
