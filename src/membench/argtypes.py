@@ -18,6 +18,9 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+LARGEST = 1e9  # seconds (31 years), ops/s or a speed factor: beyond it, a value is a typo or a wish for "never"
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -25,4 +28,6 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    if not value <= LARGEST:
+        raise argparse.ArgumentTypeError(f"must be at most {LARGEST:.0e}: {text}")
     return value

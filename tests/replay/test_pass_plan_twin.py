@@ -72,8 +72,8 @@ def options(draw: st.DrawFn) -> dict[str, object]:
     timing = draw(st.sampled_from(list(Timing)))
     return {
         "timing": timing,
-        "speed": draw(st.sampled_from([1.0, 0.3, 7.0])),
-        "rate": draw(st.sampled_from([1.0, 3333.3])) if timing is Timing.RATE else None,
+        "speed": draw(st.sampled_from([1.0, 0.3, 7.0, 1e-300])),
+        "rate": draw(st.sampled_from([1.0, 3333.3, 5e-324])) if timing is Timing.RATE else None,
         "pipeline": draw(st.sampled_from([None, 1, 16])),
         "connections": draw(st.sampled_from([None, 1, 2, 9])),
         "protocol": draw(st.sampled_from([None, *Protocol])),

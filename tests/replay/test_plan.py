@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions, Timing
+from membench.replay.pass_plan import NEVER_NS
 from membench.replay.plan import Planner, Stream
 from membench.replay.requests import EXPECT_END, EXPECT_NONE, EXPECT_NOOP, EXPECT_QUIET, EXPECT_UNITS, Group
 from membench.replay.survey import BatchSource, survey
@@ -54,6 +55,17 @@ def test_schedules_of_open_loop_timings():
     assert [group.at_ns for group in original] == [0, 1_000_000, 2_000_000, 3_000_000]
     rate = plan_of(profile, timing=Timing.RATE, rate=1000).streams[0][1]
     assert [group.at_ns for group in rate] == [0, 1_000_000, 2_000_000, 3_000_000]
+
+
+def test_schedules_beyond_int64_saturate_instead_of_wrapping_around():
+    # A speed or rate this low puts every request after the first centuries away: never sent before the replay is
+    # stopped (it wrapped around to "now" once, and the whole profile went out at once).
+    profile = ProfileBuilder()
+    for index in range(4):
+        profile.add("get", [index], status="miss", at_ns=T0 + index * 3_000_000)
+    for options in ({"timing": Timing.ORIGINAL, "speed": 1e-300}, {"timing": Timing.RATE, "rate": 5e-324}):
+        groups = plan_of(profile, **options).streams[0][1]
+        assert [group.at_ns for group in groups] == [0, NEVER_NS, NEVER_NS, NEVER_NS]
 
 
 def test_fold_and_spread_keep_each_keys_order():

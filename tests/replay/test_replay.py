@@ -314,6 +314,15 @@ def test_cli_unreachable_target_is_one_line(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "bad --target" in bad.stderr
 
 
+@pytest.mark.parametrize("option", ["--timeout", "--duration", "--rate", "--speed"])
+def test_cli_numbers_past_any_use_are_one_line(tmp_path, option):
+    # An infinite --timeout overflowed the connect timeout into an internal error; an infinite --duration ran forever.
+    profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+    proc = run_membench("replay", str(profile), "--target", "127.0.0.1:1", option, "inf")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"membench: argument {option}: must be at most 1e+09: inf")
+
+
 def test_cli_ctrl_c_ends_cleanly_with_results(memcached, tmp_path):
     import json
 

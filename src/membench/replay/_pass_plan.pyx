@@ -28,7 +28,7 @@ cdef extern from "Python.h":
 from membench.profile.schema import Status
 from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
 from membench.replay.options import Timing
-from membench.replay.pass_plan import ABSOLUTE_TTL
+from membench.replay.pass_plan import ABSOLUTE_TTL, NEVER_NS
 from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, Group, RequestShape
 
 cdef int64_t NS_PER_US = 1000
@@ -124,7 +124,9 @@ cdef class PassPlan:
         cdef int64_t outstanding, at_ns, code
         cdef _Slice codes = _Slice(names, self._context.slots)
         if self._original:
-            intended = ((rows.timestamp_ns - self._first_ns) / self._speed).astype(np.int64).tolist()
+            with np.errstate(over="ignore"):  # beyond float range: saturated anyway
+                intended = np.minimum((rows.timestamp_ns - self._first_ns) / self._speed, NEVER_NS).astype(
+                    np.int64).tolist()
         for index in range(len(starts)):
             start = starts[index]
             end = starts[index + 1] if index + 1 < len(starts) else count
@@ -135,7 +137,7 @@ cdef class PassPlan:
             if command is None:
                 continue
             if self._rate_step:
-                at_ns = <int64_t>(<double>self._requests * self._rate_step)
+                at_ns = <int64_t>min(<double>self._requests * self._rate_step, <double>NEVER_NS)
             else:
                 at_ns = intended[start] if intended is not None else 0
             self._requests += 1

@@ -29,6 +29,10 @@ from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, Group, Re
 ABSOLUTE_TTL = 60 * 60 * 24 * 30  # memcached reads larger exptimes as Unix times
 _NS_PER_US = 1000
 _NS_PER_S = 1_000_000_000
+# A request's time in the schedule, in ns from the pass's start, saturates here (about 146 years): a --rate or
+# --speed so low that its schedule leaves int64 only ever sends what is due before the replay is stopped, and the
+# pass's start plus it still fits the in-flight matcher's int64.
+NEVER_NS = 2**62
 
 
 class SliceRows(NamedTuple):
@@ -110,7 +114,7 @@ class PlanContext:
     @property
     def rate_step_ns(self) -> float:
         """Nanoseconds between two requests under --rate; 0 without one."""
-        return _NS_PER_S / self.rate if self.timing is Timing.RATE and self.rate else 0.0
+        return min(_NS_PER_S / self.rate, NEVER_NS) if self.timing is Timing.RATE and self.rate else 0.0
 
 
 class PassPlanner(Interface):
@@ -152,7 +156,9 @@ class PassPlan:
         """(stream index, its next groups in order) for the streams this slice gives requests to."""
         context = self._context
         if context.timing is Timing.ORIGINAL:
-            intended = ((rows.timestamp_ns - context.first_ns) / context.speed).astype(np.int64).tolist()
+            with np.errstate(over="ignore"):  # beyond float range: saturated anyway
+                intended = np.minimum((rows.timestamp_ns - context.first_ns) / context.speed, NEVER_NS).astype(
+                    np.int64).tolist()
         else:
             intended = [0] * len(rows.request)
         columns = SliceRows(*(column.tolist() for column in rows))
@@ -172,7 +178,7 @@ class PassPlan:
         if command is None:
             return
         rate_step = context.rate_step_ns
-        at_ns = int(self._requests * rate_step) if rate_step else intended_ns
+        at_ns = int(min(self._requests * rate_step, NEVER_NS)) if rate_step else intended_ns
         self._requests += 1
         key = keys[0]
         connection = context.connections.replay_connection(recorded, 0 if key is None else rows.key_hash[row])
