@@ -8,8 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
+from membench.profile.writer import ProfileWriter
 from tests.conftest import PCAP_CORPUS, run_membench
 
 TEXT = "memcache_text_tcp_multi_store_load.pcap"
@@ -71,3 +74,12 @@ def test_merge_refuses_profiles_of_different_salts(tmp_path: Path) -> None:
     assert not (tmp_path / "out.profile").exists()
     alone = run_membench("merge", str(first), "-o", str(tmp_path / "out.profile"))
     assert alone.returncode != 0 and "at least two profiles" in alone.stderr
+
+
+def test_merge_refuses_profiles_that_record_no_salt(tmp_path: Path) -> None:
+    first, unsalted = record(tmp_path, TEXT, "one"), tmp_path / "unsalted.profile"
+    with ProfileWriter(unsalted, ProfileMetadata(source="elsewhere")) as writer:
+        writer.write_batch(pq.read_table(first).to_batches()[0])
+    proc = run_membench("merge", str(first), str(unsalted), "-o", str(tmp_path / "out.profile"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{unsalted} records no salt fingerprint" in proc.stderr

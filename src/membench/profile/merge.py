@@ -64,12 +64,16 @@ def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False)
 
 
 def _common_fingerprint(readers: list[ProfileReader]) -> str:
+    unsalted = [str(reader.path) for reader in readers if reader.metadata.salt_fingerprint is None]
+    if unsalted:
+        raise MembenchError(f"{', '.join(unsalted)} records no salt fingerprint: whether its keys join the others' "
+                            "cannot be told; record every node with the same --salt-file")
     fingerprints = {reader.metadata.salt_fingerprint for reader in readers}
-    if len(fingerprints) != 1 or None in fingerprints:
-        named = ", ".join(f"{reader.path} {reader.metadata.salt_fingerprint or '(none)'}" for reader in readers)
+    if len(fingerprints) != 1:
+        named = ", ".join(f"{reader.path} {reader.metadata.salt_fingerprint}" for reader in readers)
         raise MembenchError(f"the profiles were hashed with different salts ({named}): their keys cannot be "
                             "joined; record every node with the same --salt-file")
-    return fingerprints.pop() or ""
+    return fingerprints.pop()
 
 
 def _sources(readers: list[ProfileReader]) -> list[_Source]:
