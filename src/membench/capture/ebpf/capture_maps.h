@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* capture.bpf.c's maps, its configuration and the user-space structs it reads: included by it alone. */
+#ifndef MEMBENCH_CAPTURE_MAPS_H
+#define MEMBENCH_CAPTURE_MAPS_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
+#define MSG_PEEK 2
+#define EINPROGRESS 115
+
+/* How the buffer argument of a data syscall is to be read. */
+enum mb_buffer_kind {
+	MB_BUFFER_PLAIN = 0, /* pointer to the bytes */
+	MB_BUFFER_IOVEC = 1, /* pointer to an iovec array */
+	MB_BUFFER_MSGHDR = 2, /* pointer to a user msghdr */
+};
+
+/* The user-space ABI structs read with bpf_probe_read_user (x86-64 / arm64 LP64 layout). */
+struct user_iovec {
+	__u64 iov_base;
+	__u64 iov_len;
+};
+
+struct user_msghdr {
+	__u64 msg_name;
+	__s32 msg_namelen;
+	__s32 pad;
+	__u64 msg_iov;
+	__u64 msg_iovlen;
+};
+
+/* iovecs read from user memory with one helper call, instead of one call each. */
+#define MB_IOV_BATCH 8
+
+/* State of the walk over the iovecs of one vectored syscall. The header of the event being built lives in
+ * the CPU's scratch slot; an event is flushed before an iovec that would not fit in it, so truncation only
+ * ever cuts a single iovec larger than the copy limit (a big value), never the small ones after it (the
+ * next items of a multi-get reply). It lives in the scratch slot, not on the stack: the verifier then sees
+ * the same unknown values at every iteration of bpf_loop instead of exploring each one. */
+struct iovec_walk {
+	struct user_iovec batch[MB_IOV_BATCH]; /* iovecs [index & ~(MB_IOV_BATCH - 1), +MB_IOV_BATCH) */
+	__u64 iovecs;
+	__u64 count;        /* iovecs in the array */
+	__u64 remaining;    /* bytes moved by the syscall not yet attributed to an iovec */
+	__u64 offset;       /* stream offset of the event being built */
+	__u64 length;       /* bytes moved covered by the event being built */
+	__u32 copied;       /* bytes copied into the event being built */
+	__u32 limit;
+};
+/* One event being built: the header plus twice the copy limit, so that an offset below MB_COPY_MAX plus a
+ * length of at most MB_COPY_MAX is provably inside the buffer for the verifier. */
+struct scratch_event {
+	struct iovec_walk walk;
+	struct mb_event header;
+	union {
+		struct mb_open_info open;
+		__u8 data[2 * MB_COPY_MAX];
+	};
+};
+
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 * 1024 * 1024);
+} events SEC(".maps");
+
+const volatile struct mb_config mb_config SEC(".rodata.config") = {};
+struct mb_switch mb_switch SEC(".data.switch") = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+} watched_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_PIDS);
+	__type(key, __u32);
+	__type(value, __u8);
+} target_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_CONNECTIONS);
+	__type(key, struct mb_fd_key);
+	__type(value, struct mb_connection);
+} connections SEC(".maps");
+
+/* Processes that own entries in `connections`, so that their exit is worth a sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MB_MAX_CONNECTIONS);
+	__type(key, __u32);
+	__type(value, __u8);
+} owners SEC(".maps");
+
+/* Negative verdicts: fds that are not watched TCP sockets. LRU because nothing forces them to be closed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MB_MAX_CONNECTIONS);
+	__type(key, struct mb_fd_key);
+	__type(value, __u8);
+} ignored_fds SEC(".maps");
+
+/* One slot per CPU, indexed by CPU number (user space sizes it to the possible CPUs): a per-CPU array would be
+ * simpler, but its values are capped at 32 KiB. Programs on syscall tracepoints do not migrate or nest on a
+ * CPU, so a slot is never shared by two events being built. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch_event);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MB_COUNTER_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} next_conn SEC(".maps");
+
+/* The configuration, or NULL while the capture is not yet enabled: every program then does nothing. */
+static __always_inline const volatile struct mb_config *get_config(void)
+{
+	return mb_switch.enabled ? &mb_config : NULL;
+}
+
+static __always_inline void count(__u32 counter, __u64 amount)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
+
+	if (value)
+		*value += amount;
+}
+
+static __always_inline bool pid_wanted(const volatile struct mb_config *cfg, __u32 tgid)
+{
+	return !cfg->filter_pids || bpf_map_lookup_elem(&target_pids, &tgid);
+}
+
+#endif
