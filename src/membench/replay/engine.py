@@ -86,6 +86,7 @@ class Link(asyncio.Protocol):
         self._reconnecting = False
         self._given_up = False
         self.waiters: list[Link] = []  # links whose next group waits for one of this link's to be answered
+        self.pump_due = False  # the runner will pump this link soon (Runner.pump_soon)
 
     # asyncio.Protocol
 
@@ -257,7 +258,11 @@ class Link(asyncio.Protocol):
         for stream, number in group.after:
             link = links[stream]
             if link.answered < number:
-                link.waiters.append(self)
+                # Once: a link pumped again meanwhile (for its own replies) is still waiting there. Registered at
+                # every pump, links waiting in a chain multiplied their wake-ups at each step until the replay
+                # did nothing else.
+                if self not in link.waiters:
+                    link.waiters.append(self)
                 self._runner.pump_soon(link)  # if it holds only quiet requests, it must show they are done
                 return True
         return False

@@ -90,7 +90,11 @@ class Runner:
 
     def pump_soon(self, link: Link) -> None:
         """Send what `link` may send once this event loop iteration has read every reply that came: the writes
-        of all links then go out together, and the server wakes once for many requests instead of once each."""
+        of all links then go out together, and the server wakes once for many requests instead of once each.
+        A link is pumped once however many times it was asked to be: links waiting on each other ask often."""
+        if link.pump_due:
+            return
+        link.pump_due = True
         to_pump = self._to_pump
         if not to_pump:
             asyncio.get_running_loop().call_soon(self._pump_all)
@@ -99,6 +103,7 @@ class Runner:
     def _pump_all(self) -> None:
         to_pump, self._to_pump = self._to_pump, []
         for link in to_pump:
+            link.pump_due = False
             link.poke()
 
     def stop(self) -> None:
