@@ -83,3 +83,11 @@ def test_merge_refuses_profiles_that_record_no_salt(tmp_path: Path) -> None:
     proc = run_membench("merge", str(first), str(unsalted), "-o", str(tmp_path / "out.profile"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"{unsalted} records no salt fingerprint" in proc.stderr
+
+
+def test_merge_refuses_to_write_over_one_of_its_profiles(tmp_path: Path) -> None:
+    first, second = record(tmp_path, TEXT, "same"), record(tmp_path, BINARY, "same")
+    proc = run_membench("merge", str(first), str(second), "-o", f"{first}/", "--force")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is one of the profiles being merged" in proc.stderr
+    assert ProfileReader(first).num_rows == 9  # it was emptied and rewritten with the other node's rows only

@@ -109,6 +109,9 @@ def test_csv_export_has_twitters_columns(tmp_path: Path) -> None:
     assert len(lines) == 5 and lines[2].split(",")[2:] == ["9", "250", "1", "set", "3600"]
     run_membench("import", "twitter", str(tmp_path / "out.csv"), str(tmp_path / "again"), check=True)
     assert [r["command"] for r in rows(tmp_path / "again")] == [r["command"] for r in rows(tmp_path / "p")]
+    into_profile = run_membench("export", str(tmp_path / "p"), "csv", str(tmp_path / "p" / "part-000000.parquet"))
+    assert into_profile.returncode == 2 and "inside the profile" in into_profile.stderr
+    assert len(rows(tmp_path / "p")) == 5  # the profile is whole
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:

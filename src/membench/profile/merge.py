@@ -42,6 +42,9 @@ class MergeSummary:
 def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False) -> MergeSummary:
     if len(paths) < 2:
         raise MembenchError("merge needs at least two profiles")
+    for path in paths:
+        if output.resolve() == path.resolve():
+            raise MembenchError(f"-o {output} is one of the profiles being merged: it would be overwritten while read")
     readers = [ProfileReader(path) for path in paths]
     fingerprint = _common_fingerprint(readers)
     sources = _sources(readers)

@@ -27,4 +27,6 @@ def import_trace(kind: str, trace: Path, output: Path, hasher: KeyHasher, overwr
 
 
 def export_profile(kind: str, profile: Path, output: Path) -> int:
+    if output.resolve().is_relative_to(profile.resolve()):
+        raise MembenchError(f"{output} is inside the profile {profile}: writing it there would damage the profile")
     return EXPORTERS[kind](ProfileReader(profile), output)
