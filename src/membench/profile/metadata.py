@@ -19,6 +19,7 @@ from membench.profile.schema import FORMAT_NAME, SCHEMA_VERSION
 
 # The leading underscore makes dataset readers (pyarrow, pandas, DuckDB, Spark) skip it, as they skip _SUCCESS.
 METADATA_FILE = "_profile.json"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 FORMER_METADATA_FILE = "profile.json"  # its name before membench 0.2: still read
 PARQUET_METADATA_KEY = b"membench.profile"
 
@@ -79,6 +80,8 @@ class ProfileMetadata:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise MembenchError(f"profile metadata is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise MembenchError("profile metadata is not valid JSON (nested too deep)") from None
         if not isinstance(data, dict):
             raise MembenchError("profile metadata is not a JSON object")
         return cls.from_dict(data)
@@ -96,6 +99,22 @@ class ProfileMetadata:
                 raise MembenchError(f"profile metadata field {name!r} has the wrong type")
         if not all(isinstance(part, str) for part in self.parts):
             raise MembenchError("profile metadata field 'parts' must list file names")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Numbers in the ranges the profile's columns and counters have, so that arithmetic on them is safe."""
+        for name in ("schema_version", "operations", "start_ns", "end_ns"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or (value is not None and not _INT64_MIN <= value <= _INT64_MAX):
+                raise MembenchError(f"profile metadata field {name!r} is out of range")
+        if self.operations < 0:
+            raise MembenchError("profile metadata field 'operations' is out of range")
+        if not all(type(port) is int and 0 < port < 65536 for port in self.ports):
+            raise MembenchError("profile metadata field 'ports' must list port numbers")
+        for counters in self.health.values():
+            if not isinstance(counters, dict) or not all(
+                    type(value) is int and 0 <= value <= _INT64_MAX for value in counters.values()):
+                raise MembenchError("profile metadata field 'health' must hold counters")
 
     def write_atomic(self, directory: Path) -> None:
         """Replace `_profile.json` so that a reader (or a crash) sees either the old or the new file, whole."""

@@ -124,7 +124,8 @@ class ProfileReader:
         if stored is None:
             if not on_disk:
                 raise MembenchError(f"{self.path} is not a membench profile (no {METADATA_FILE}, no part files)")
-            self._problem(f"{METADATA_FILE} is missing or damaged: metadata rebuilt from the parts")
+            if not self.problems:  # a damaged or unreadable file has been reported as such already
+                self._problem(f"{METADATA_FILE} is missing: metadata rebuilt from the parts")
             return on_disk
         listed = [name for name in stored.parts if part_index(name) is not None]
         if len(listed) != len(stored.parts):
