@@ -9,6 +9,7 @@ merges in bounded memory. Health counters are summed.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False)
         if output.resolve() == path.resolve():
             raise MembenchError(f"-o {output} is one of the profiles being merged: it would be overwritten while read")
     readers = [ProfileReader(path) for path in paths]
+    opened = [len(reader.problems) for reader in readers]  # opening them already warned of these
     fingerprint = _common_fingerprint(readers)
     sources = _sources(readers)
     metadata = ProfileMetadata(
@@ -62,6 +64,11 @@ def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False)
         for table in _in_time_order(sources):
             writer.write_batch(table)
         writer.set_health(_summed_health(readers))
+    unread = [f"{reader.path}: {problem}" for reader, count in zip(readers, opened, strict=True)
+              for problem in reader.problems[count:]]
+    if unread:
+        shutil.rmtree(output)
+        raise MembenchError(f"nothing merged: rows of the profiles could not be read ({unread[0]})")
     return MergeSummary(operations=sum(reader.num_rows for reader in readers), nodes=len(readers),
                         connections=sum(source.connections for source in sources))
 

@@ -79,8 +79,9 @@ class ProfileReader:
             try:
                 parquet = pq.ParquetFile(part.path)
                 for batch in parquet.iter_batches(batch_size=batch_size, columns=present, use_threads=True):
-                    given += batch.num_rows
-                    yield _conform(batch, schema)
+                    conformed = _conform(batch, schema)
+                    given += conformed.num_rows
+                    yield conformed
             except _READ_ERRORS as exc:
                 self._problem(f"{part.name}: read failed after {given} of {part.num_rows} rows "
                               f"({_reason(exc)}); the rest of it is skipped")
@@ -150,6 +151,10 @@ class ProfileReader:
         if not columns:
             self._problem(f"{name}: holds no profile column, skipped")
             return None
+        lacking = [field.name for field in SCHEMA if not field.nullable and field.name not in columns]
+        if lacking:
+            self._problem(f"{name}: has no {', '.join(lacking)} column (every row needs one), skipped")
+            return None
         return _Part(name, path, footer.num_rows, columns)
 
     def _rebuild_metadata(self) -> ProfileMetadata:
@@ -194,7 +199,13 @@ def _embedded_metadata(path: Path) -> ProfileMetadata | None:
         return None
 
 
+class _UnusablePart(ValueError):
+    """A part whose column that every row needs holds empty values."""
+
+
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch with the schema's columns and types; a column added to the schema since the part was written
+    (nullable, as every added column is: a part without a required column is not opened) comes back as nulls."""
     arrays = []
     for field in schema:
         index = batch.schema.get_field_index(field.name)
@@ -202,6 +213,8 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             arrays.append(pa.nulls(batch.num_rows, field.type))
             continue
         column = batch.column(index)
+        if not field.nullable and column.null_count:
+            raise _UnusablePart(f"its {field.name} column has empty values")
         arrays.append(column if column.type == field.type else column.cast(field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

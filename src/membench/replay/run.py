@@ -62,7 +62,9 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
         connect_cluster(options.cluster)  # an unreachable cluster fails before the survey, not after
     profile = survey(source)
     if profile.rows == 0:
-        raise MembenchError("the profile holds no operations: nothing to replay")
+        unread = problems() if problems is not None else []
+        raise MembenchError("the profile holds no operations: nothing to replay"
+                            + (f" ({unread[0]})" if unread else ""))
     keys = KeySynthesizer(profile.short_pairs)
     continuum = Continuum(targets, options.distribution)
     warmed = warm_up(profile.warm, keys, continuum, targets, options.timeout) if options.warm else WarmResult()

@@ -29,4 +29,11 @@ def import_trace(kind: str, trace: Path, output: Path, hasher: KeyHasher, overwr
 def export_profile(kind: str, profile: Path, output: Path) -> int:
     if output.resolve().is_relative_to(profile.resolve()):
         raise MembenchError(f"{output} is inside the profile {profile}: writing it there would damage the profile")
-    return EXPORTERS[kind](ProfileReader(profile), output)
+    reader = ProfileReader(profile)
+    opened = len(reader.problems)  # opening the profile already warned of these
+    written = EXPORTERS[kind](reader, output)
+    unread = reader.problems[opened:]
+    if unread:
+        raise MembenchError(f"wrote {written:,} requests to {output}, without the rows of {profile} that could not be "
+                            f"read ({unread[0]})")
+    return written

@@ -1,0 +1,62 @@
+"""Parts whose columns break the schema (a required column missing, or holding empty values) cost their rows, said
+in one line by every command that reads them; no command counts on those rows as if they had been read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from membench.profile.metadata import ProfileMetadata
+from membench.profile.writer import ProfileWriter
+from tests.conftest import Memcached, run_membench
+from tests.replay.profiles import mixed_profile
+
+
+def salted_profile(path: Path) -> Path:
+    with ProfileWriter(path, ProfileMetadata(source="test", salt_fingerprint="same")) as writer:
+        writer.write_many(mixed_profile("text").operations)
+    return path
+
+
+def profile_with_part(tmp_path: Path, change: str) -> Path:
+    """A profile whose one part was rewritten: `change` is 'drop' (no connection column) or 'empty' (a connection
+    column of nulls)."""
+    profile = salted_profile(tmp_path / f"{change}.profile")
+    (part,) = profile.glob("part-*.parquet")
+    table = pq.read_table(part)
+    index = table.schema.get_field_index("connection")
+    if change == "drop":
+        table = table.remove_column(index)
+    else:
+        table = table.set_column(index, pa.field("connection", pa.uint32()), pa.nulls(table.num_rows, pa.uint32()))
+    pq.write_table(table, part)
+    return profile
+
+
+def one_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("membench: ") and "internal error" not in lines[0], proc.stderr
+    return lines[0]
+
+
+def test_a_part_without_a_required_column_is_not_read(tmp_path: Path) -> None:
+    profile = profile_with_part(tmp_path, "drop")
+    line = one_line(run_membench("analyze", str(profile)))
+    assert "has no connection column (every row needs one), skipped" in line
+
+
+def test_rows_that_could_not_be_read_are_never_claimed(tmp_path: Path, memcached: Memcached) -> None:
+    profile = profile_with_part(tmp_path, "empty")
+    good = salted_profile(tmp_path / "good.profile")
+    reason = "read failed after 0 of 162 rows (its connection column has empty values)"
+    exported = one_line(run_membench("export", str(profile), "csv", str(tmp_path / "out.csv")))
+    assert exported.startswith("membench: wrote 0 requests to ") and reason in exported
+    merged = tmp_path / "merged.profile"
+    refused = one_line(run_membench("merge", str(profile), str(good), "-o", str(merged)))
+    assert refused.startswith("membench: nothing merged: rows of the profiles could not be read") and reason in refused
+    assert not merged.exists()
+    replayed = one_line(run_membench("replay", str(profile), "--target", memcached.address))
+    assert replayed.startswith("membench: the profile holds no operations: nothing to replay") and reason in replayed
