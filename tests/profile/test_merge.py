@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
+from membench.profile.schema import Operation
 from membench.profile.writer import ProfileWriter
 from tests.conftest import PCAP_CORPUS, run_membench
 
@@ -91,3 +92,15 @@ def test_merge_refuses_to_write_over_one_of_its_profiles(tmp_path: Path) -> None
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "is one of the profiles being merged" in proc.stderr
     assert ProfileReader(first).num_rows == 9  # it was emptied and rewritten with the other node's rows only
+
+
+def test_merge_refuses_numbers_past_their_columns(tmp_path: Path) -> None:
+    last_connection = tmp_path / "last.profile"
+    with ProfileWriter(last_connection, ProfileMetadata(source="t", salt_fingerprint="same")) as writer:
+        writer.write_many([Operation(1, 2**32 - 1, "get", "text", 7, 10, None, None, None, "miss", 50, 1, False)])
+    other = tmp_path / "other.profile"
+    with ProfileWriter(other, ProfileMetadata(source="t", salt_fingerprint="same")) as writer:
+        writer.write_many([Operation(2, 0, "get", "text", 8, 10, None, None, None, "miss", 50, 1, False)])
+    proc = run_membench("merge", str(last_connection), str(other), "-o", str(tmp_path / "out.profile"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "merge fewer profiles at once" in proc.stderr and not (tmp_path / "out.profile").exists()

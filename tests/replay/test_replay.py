@@ -365,6 +365,9 @@ def test_empty_and_foreign_profiles_are_refused(memcached):
     skipped = [Operation(T0, 0, "quit", "text", None, None, None, None, None, "ok", None, 1, False)]
     result = replay(source(skipped), ReplayOptions(targets=[memcached.address]))
     assert result.ops == 0 and result.profile.skipped_commands == {"quit": 1}
+    foreign = [Operation(T0, 0, "get", "bogus", 7, 10, None, None, None, "miss", 50, 1, False)]
+    with pytest.raises(MembenchError, match="a protocol membench does not know: 'bogus'"):
+        replay(source(foreign), ReplayOptions(targets=[memcached.address]))
 
 
 def test_more_workers_than_connections_and_nothing_to_send_do_not_spin(memcached):

@@ -86,6 +86,9 @@ def _common_fingerprint(readers: list[ProfileReader]) -> str:
     return fingerprints.pop()
 
 
+_UINT32_MAX, _UINT64_MAX = 2**32 - 1, 2**64 - 1
+
+
 def _sources(readers: list[ProfileReader]) -> list[_Source]:
     """Each reader with the shifts that put its connections and request numbers after the previous ones'."""
     sources = []
@@ -99,6 +102,10 @@ def _sources(readers: list[ProfileReader]) -> list[_Source]:
         sources.append(_Source(reader, connection_offset, batch_offset, connections))
         connection_offset += connections
         batch_offset += batches
+        # Renumbered after the previous profiles', the numbers must still fit their columns (uint32, uint64).
+        if connection_offset > _UINT32_MAX + 1 or batch_offset > _UINT64_MAX:
+            raise MembenchError(f"{reader.path}: its connection or request numbers, after those of the profiles "
+                                "before it, pass what a profile can hold: merge fewer profiles at once")
     return sources
 
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from membench.errors import MembenchError
 from membench.profile.schema import SCHEMA, Status
-from membench.protocol.events import RETRIEVAL_COMMANDS, Command
+from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
 from membench.replay.keys import MAX_KEY_LENGTH
 
 BatchSource = Callable[[], Iterator[pa.RecordBatch]]
@@ -51,6 +51,7 @@ _PRESENT: dict[Command, frozenset[str]] = {
     Command.PREPEND: frozenset({Status.STORED}),
     Command.CAS: frozenset({Status.STORED, Status.EXISTS}),
 }
+_PROTOCOLS = frozenset(protocol.value for protocol in Protocol)
 _DEFAULT_WARM_SIZE = 1  # a key known to exist whose size the recording never saw (deleted or touched first)
 
 
@@ -160,6 +161,9 @@ class _Surveyor:
         self.result.requests += int(new_request.sum())
         self._last_request = (int(connections[-1]), int(requests[-1]))
         protocol_index, protocol_names = dictionary_indices(batch.column("protocol"))
+        unknown = sorted({protocol_names[index] for index in np.unique(protocol_index).tolist()} - _PROTOCOLS)
+        if unknown:
+            raise MembenchError(f"the profile names a protocol membench does not know: {unknown[0]!r}")
         firsts = np.unique(connections, return_index=True)[1]
         for row in np.sort(firsts).tolist():
             self.result.connection_protocols.setdefault(int(connections[row]), protocol_names[protocol_index[row]])
