@@ -357,6 +357,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
     check_writable(args.json, "--json")
     check_writable(args.html, "--html")
+    if args.json and args.html and args.json.resolve() == args.html.resolve():
+        raise MembenchError(f"--json and --html both name {args.json}: one would overwrite the other")
     reader = ProfileReader(args.profile)
     report = analyze_profile(reader)
     render_terminal(report, _console(sys.stdout))

@@ -182,6 +182,8 @@ def test_cli_writes_the_same_numbers_as_json_and_a_self_contained_html(ops, tmp_
     assert html.lstrip().lower().startswith("<!doctype html>")
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html), "everything is inline"
     assert "hit ratio" in html and "Plotly.newPlot" in html
+    same = run_membench("analyze", str(profile), "--json", str(tmp_path / "both"), "--html", str(tmp_path / "both"))
+    assert same.returncode == 2 and "--json and --html both name" in same.stderr and not (tmp_path / "both").exists()
 
 
 def test_analyze_of_a_real_capture(tmp_path):

@@ -92,6 +92,8 @@ def test_merge_refuses_to_write_over_one_of_its_profiles(tmp_path: Path) -> None
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "is one of the profiles being merged" in proc.stderr
     assert ProfileReader(first).num_rows == 9  # it was emptied and rewritten with the other node's rows only
+    twice = run_membench("merge", str(first), f"{first}/", "-o", str(tmp_path / "out.profile"))
+    assert twice.returncode == 2 and "a profile is named twice" in twice.stderr
 
 
 def test_merge_refuses_numbers_past_their_columns(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@ in one line by every command that reads them; no command counts on those rows as
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from membench.profile.metadata import ProfileMetadata
+from membench.profile.reader import ProfileReader
 from membench.profile.writer import ProfileWriter
 from tests.conftest import Memcached, run_membench
 from tests.replay.profiles import mixed_profile
@@ -60,3 +62,19 @@ def test_rows_that_could_not_be_read_are_never_claimed(tmp_path: Path, memcached
     assert not merged.exists()
     replayed = one_line(run_membench("replay", str(profile), "--target", memcached.address))
     assert replayed.startswith("membench: the profile holds no operations: nothing to replay") and reason in replayed
+
+
+def test_a_pipe_in_place_of_a_part_or_of_the_metadata_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    profile = salted_profile(tmp_path / "p.profile")
+    metadata = profile / "_profile.json"
+    metadata.unlink()
+    os.mkfifo(metadata)
+    reader = ProfileReader(profile)
+    assert reader.num_rows == len(mixed_profile("text").operations)
+    assert reader.problems == ["_profile.json is not a regular file: metadata rebuilt from the parts"]
+    listed = salted_profile(tmp_path / "listed.profile")
+    (part,) = listed.glob("part-*.parquet")
+    part.unlink()
+    os.mkfifo(part)
+    line = one_line(run_membench("analyze", str(listed)))
+    assert "no part of this profile is readable (part-000000.parquet: not a regular file, skipped)" in line

@@ -43,6 +43,8 @@ class MergeSummary:
 def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False) -> MergeSummary:
     if len(paths) < 2:
         raise MembenchError("merge needs at least two profiles")
+    if len({path.resolve() for path in paths}) < len(paths):
+        raise MembenchError("a profile is named twice: its operations would be merged twice")
     for path in paths:
         if output.resolve() == path.resolve():
             raise MembenchError(f"-o {output} is one of the profiles being merged: it would be overwritten while read")

@@ -107,6 +107,9 @@ class ProfileReader:
             metadata_path = self.path / FORMER_METADATA_FILE
             if not metadata_path.exists():
                 return None
+        if not metadata_path.is_file():
+            self._problem(f"{metadata_path.name} is not a regular file: metadata rebuilt from the parts")
+            return None
         try:
             metadata = ProfileMetadata.from_json(metadata_path.read_bytes())
         except OSError as exc:
@@ -120,8 +123,9 @@ class ProfileReader:
         return metadata
 
     def _part_names(self, stored: ProfileMetadata | None) -> list[str]:
-        on_disk = sorted((name for name in (entry.name for entry in self.path.iterdir())
-                          if part_index(name) is not None), key=part_index)
+        # Regular files only: a pipe or device under a part's name would block or never end.
+        on_disk = sorted((entry.name for entry in self.path.iterdir()
+                          if part_index(entry.name) is not None and entry.is_file()), key=part_index)
         if stored is None:
             if not on_disk:
                 raise MembenchError(f"{self.path} is not a membench profile (no {METADATA_FILE}, no part files)")
@@ -139,6 +143,9 @@ class ProfileReader:
 
     def _open_part(self, name: str) -> _Part | None:
         path = self.path / name
+        if path.exists() and not path.is_file():
+            self._problem(f"{name}: not a regular file, skipped")
+            return None
         try:
             footer = pq.read_metadata(path)
         except FileNotFoundError:
