@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from membench.errors import MembenchError
 from membench.profile.metadata import ProfileMetadata, ProfileWarning
 from membench.profile.reader import ProfileReader
+from membench.profile.schema import UINT32_MAX, UINT64_MAX
 from membench.profile.writer import ProfileWriter
 
 
@@ -49,7 +50,6 @@ def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False)
         if output.resolve() == path.resolve():
             raise MembenchError(f"-o {output} is one of the profiles being merged: it would be overwritten while read")
     readers = [ProfileReader(path) for path in paths]
-    opened = [len(reader.problems) for reader in readers]  # opening them already warned of these
     fingerprint = _common_fingerprint(readers)
     sources = _sources(readers)
     metadata = ProfileMetadata(
@@ -66,8 +66,7 @@ def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False)
         for table in _in_time_order(sources):
             writer.write_batch(table)
         writer.set_health(_summed_health(readers))
-    unread = [f"{reader.path}: {problem}" for reader, count in zip(readers, opened, strict=True)
-              for problem in reader.problems[count:]]
+    unread = [f"{reader.path}: {problem}" for reader in readers for problem in reader.read_problems]
     if unread:
         shutil.rmtree(output)
         raise MembenchError(f"nothing merged: rows of the profiles could not be read ({unread[0]})")
@@ -88,9 +87,6 @@ def _common_fingerprint(readers: list[ProfileReader]) -> str:
     return fingerprints.pop()
 
 
-_UINT32_MAX, _UINT64_MAX = 2**32 - 1, 2**64 - 1
-
-
 def _sources(readers: list[ProfileReader]) -> list[_Source]:
     """Each reader with the shifts that put its connections and request numbers after the previous ones'."""
     sources = []
@@ -105,7 +101,7 @@ def _sources(readers: list[ProfileReader]) -> list[_Source]:
         connection_offset += connections
         batch_offset += batches
         # Renumbered after the previous profiles', the numbers must still fit their columns (uint32, uint64).
-        if connection_offset > _UINT32_MAX + 1 or batch_offset > _UINT64_MAX:
+        if connection_offset > UINT32_MAX + 1 or batch_offset > UINT64_MAX:
             raise MembenchError(f"{reader.path}: its connection or request numbers, after those of the profiles "
                                 "before it, pass what a profile can hold: merge fewer profiles at once")
     return sources

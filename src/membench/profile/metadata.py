@@ -15,11 +15,10 @@ from typing import Any
 
 from membench import __version__
 from membench.errors import MembenchError
-from membench.profile.schema import FORMAT_NAME, SCHEMA_VERSION
+from membench.profile.schema import FORMAT_NAME, INT64_MAX, INT64_MIN, SCHEMA_VERSION
 
 # The leading underscore makes dataset readers (pyarrow, pandas, DuckDB, Spark) skip it, as they skip _SUCCESS.
 METADATA_FILE = "_profile.json"
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 FORMER_METADATA_FILE = "profile.json"  # its name before membench 0.2: still read
 PARQUET_METADATA_KEY = b"membench.profile"
 
@@ -105,7 +104,7 @@ class ProfileMetadata:
         """Numbers in the ranges the profile's columns and counters have, so that arithmetic on them is safe."""
         for name in ("schema_version", "operations", "start_ns", "end_ns"):
             value = getattr(self, name)
-            if isinstance(value, bool) or (value is not None and not _INT64_MIN <= value <= _INT64_MAX):
+            if isinstance(value, bool) or (value is not None and not INT64_MIN <= value <= INT64_MAX):
                 raise MembenchError(f"profile metadata field {name!r} is out of range")
         if self.operations < 0:
             raise MembenchError("profile metadata field 'operations' is out of range")
@@ -113,7 +112,7 @@ class ProfileMetadata:
             raise MembenchError("profile metadata field 'ports' must list port numbers")
         for counters in self.health.values():
             if not isinstance(counters, dict) or not all(
-                    type(value) is int and 0 <= value <= _INT64_MAX for value in counters.values()):
+                    type(value) is int and 0 <= value <= INT64_MAX for value in counters.values()):
                 raise MembenchError("profile metadata field 'health' must hold counters")
 
     def write_atomic(self, directory: Path) -> None:

@@ -61,6 +61,13 @@ class ProfileReader:
                           f"{self.num_rows}")
         if self.problems:
             warnings.warn(f"{self.path}: {'; '.join(self.problems)}", ProfileWarning, stacklevel=2)
+        self._opening_problems = len(self.problems)
+
+    @property
+    def read_problems(self) -> list[str]:
+        """What reading rows has found so far (a part failing part-way): rows that could not be given. Opening the
+        profile warned of its own problems; these are for the reading command to report."""
+        return self.problems[self._opening_problems:]
 
     @property
     def num_rows(self) -> int:

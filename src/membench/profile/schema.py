@@ -60,6 +60,13 @@ class Operation(NamedTuple):
     initial: int | None = None  # counters that create a missing key (binary with an expiration, ma N): the first value
 
 
+# The ranges of the integer columns below (and of the metadata's counters and timestamps).
+UINT32_MAX = (1 << 32) - 1
+UINT64_MAX = (1 << 64) - 1
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+
 def _dictionary() -> pa.DataType:
     return pa.dictionary(pa.int8(), pa.string())
 

@@ -10,9 +10,7 @@ Key lengths need no fitting: every parser refuses a key longer than memcached's 
 
 from __future__ import annotations
 
-UINT32_MAX = (1 << 32) - 1
-INT64_MIN = -(1 << 63)
-INT64_MAX = (1 << 63) - 1
+from membench.profile.schema import INT64_MAX, INT64_MIN, UINT32_MAX
 
 
 def fits(value_length: int | None, flags: int | None, ttl: int | None, latency_us: int | None) -> bool:

@@ -45,9 +45,8 @@ def run_replay(profile: Path, options: ReplayOptions, console: Console | None = 
     from membench.profile.reader import ProfileReader
 
     reader = ProfileReader(profile)
-    warned = len(reader.problems)  # opening the profile already warned of these
     return replay(lambda: reader.batches(batch_size=SLICE_ROWS * 16), options, console,
-                  lambda: reader.problems[warned:], profile)
+                  lambda: reader.read_problems, profile)
 
 
 def replay(source: BatchSource, options: ReplayOptions, console: Console | None = None,

@@ -30,10 +30,8 @@ def export_profile(kind: str, profile: Path, output: Path) -> int:
     if output.resolve().is_relative_to(profile.resolve()):
         raise MembenchError(f"{output} is inside the profile {profile}: writing it there would damage the profile")
     reader = ProfileReader(profile)
-    opened = len(reader.problems)  # opening the profile already warned of these
     written = EXPORTERS[kind](reader, output)
-    unread = reader.problems[opened:]
-    if unread:
+    if reader.read_problems:
         raise MembenchError(f"wrote {written:,} requests to {output}, without the rows of {profile} that could not be "
-                            f"read ({unread[0]})")
+                            f"read ({reader.read_problems[0]})")
     return written
