@@ -3,6 +3,7 @@ estimates within the HyperLogLog's error, on profiles written the way the record
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Callable
@@ -147,3 +148,33 @@ def assert_twin_matches(data: st.DataObject, twin_name: str, specification: Call
     twin.count_rows(index, view, *got)
     for want, have in zip(expected, got, strict=True):
         assert want.tolist() == have.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_windows_widen_when_rows_run_past_the_announced_span(data: st.DataObject) -> None:
+    """Rows far past the span the metadata announced (a damaged profile: up to int64's ends) widen the windows
+    instead of growing the tables past MAX_WINDOWS; the folded series equals one counted with the final windows
+    from the start."""
+    start_ns = data.draw(st.one_of(st.none(), st.just(START_NS), st.integers(-2**63, 2**63 - 1)))
+    end_ns = None if start_ns is None else start_ns + data.draw(st.integers(0, 10**13))
+    instants = st.one_of(st.integers(START_NS, START_NS + 10**12), st.integers(-2**63, 2**63 - 1),
+                         st.sampled_from([-2**63, 2**63 - 1, 0]))
+    views = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        view = drawn_view(data, data.draw(st.integers(1, 20)))
+        timestamps = data.draw(st.lists(instants, min_size=len(view.timestamps), max_size=len(view.timestamps)))
+        views.append(dataclasses.replace(view, timestamps=np.array(timestamps, dtype=np.int64)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(series, "MAX_WINDOWS", 50)  # the same folding, on tables small enough to draw many cases
+        widened = series.SeriesCollector(start_ns, end_ns)
+        for view in views:
+            widened.add(view)
+        got = widened.series()
+        assert got is not None and len(got.operations) <= 50 + 1
+        assert sum(got.operations) == sum(len(view.timestamps) for view in views)
+        assert widened.start_ns is not None
+        fresh = series.SeriesCollector(widened.start_ns, widened.start_ns + got.window_s * 50 * 10**9)
+        for view in views:
+            fresh.add(view)
+        assert fresh.series() == got

@@ -9,17 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
-from membench.profile.writer import ProfileWriter
 from tests.conftest import Memcached, run_membench
+from tests.profile.parts import salted_profile
 from tests.replay.profiles import mixed_profile
-
-
-def salted_profile(path: Path) -> Path:
-    with ProfileWriter(path, ProfileMetadata(source="test", salt_fingerprint="same")) as writer:
-        writer.write_many(mixed_profile("text").operations)
-    return path
 
 
 def profile_with_part(tmp_path: Path, change: str) -> Path:

@@ -248,18 +248,15 @@ class _Accumulator:
         return latencies
 
     def _throughput(self) -> Throughput:
-        counts = self.seconds.counts
-        if counts.size == 0:
+        extremes = self.seconds.extremes()
+        if extremes is None:
             return Throughput(0, 0, None, None, None, None, None)
-        peak = int(np.argmax(counts))
-        full = counts[1:-1]
-        quietest = int(np.argmin(full)) + 1 if full.size else None
         duration_s = (self.last_ns - self.first_ns) / _NS_PER_S if self.first_ns is not None else 0
         return Throughput(
-            seconds=int(counts.size), full_seconds=int(full.size),
+            seconds=extremes.seconds, full_seconds=max(extremes.seconds - 2, 0),
             mean_ops_per_s=self.operations / duration_s if duration_s > 0 else None,
-            peak_ops=int(counts[peak]), peak_offset_s=peak,
-            min_ops=int(counts[quietest]) if quietest is not None else None, min_offset_s=quietest,
+            peak_ops=extremes.peak_ops, peak_offset_s=extremes.peak_offset_s,
+            min_ops=extremes.min_ops, min_offset_s=extremes.min_offset_s,
         )
 
 

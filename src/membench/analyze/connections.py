@@ -1,7 +1,7 @@
 """Per-connection breakdown: what each recorded connection did, counted per batch with numpy.
 
-Memory is a few arrays indexed by the profile's connection number (dense from 0), so bounded by the number of
-connections, not of operations. The busiest connections are reported in full; the rest only in the distribution.
+Memory is a few arrays with a slot per connection, so bounded by the number of connections, not of operations.
+The busiest connections are reported in full; the rest only in the distribution.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from membench.analyze.histogram import CountHistogram, Distribution
 from membench.extensions import compiled
 
 BUSIEST_REPORTED = 20
+DENSE_CONNECTIONS = 1 << 22  # 4M connections: 300 MB of tables at most
 _NS_PER_S = 1_000_000_000
 # Columns of the per-connection table: operations, hits, misses, value bytes read by hits, value bytes written by
 # storage commands, latency sum (µs), answered operations.
@@ -64,48 +65,71 @@ def specification(connection: np.ndarray, view: BatchView, table: np.ndarray, fi
 
 
 class ConnectionCollector:
+    """The tables have a slot per connection. The recorder, merge and import number connections densely from 0,
+    so a connection's number is its slot; numbers past DENSE_CONNECTIONS (a damaged or foreign profile) would make
+    that table huge, and from the first of them on, slots are handed out in order of appearance instead."""
+
     def __init__(self) -> None:
         self._table = np.zeros((0, _COLUMNS), dtype=np.int64)
         self._first = np.zeros(0, dtype=np.int64)
         self._last = np.zeros(0, dtype=np.int64)
+        self._numbers = np.zeros(0, dtype=np.int64)  # the connection number of each slot
+        self._slot_of: dict[int, int] | None = None  # once numbers are not slots
         self.operations = 0
 
     def add(self, view: BatchView) -> None:
         connection = view.connection.astype(np.intp, copy=False)
-        self._grow(int(connection.max()) + 1)
+        if self._slot_of is None and int(connection.max()) < DENSE_CONNECTIONS:
+            slots = connection
+            self._grow(np.arange(len(self._numbers), int(connection.max()) + 1))
+        else:
+            slots = self._assigned_slots(connection)
         self.operations += len(connection)
-        count_rows(connection, view, self._table, self._first, self._last)
+        count_rows(slots, view, self._table, self._first, self._last)
 
-    def _grow(self, size: int) -> None:
-        extra = size - len(self._first)
-        if extra <= 0:
+    def _assigned_slots(self, connection: np.ndarray) -> np.ndarray:
+        if self._slot_of is None:
+            self._slot_of = {int(number): slot for slot, number in enumerate(self._numbers)}
+        numbers, row_number = np.unique(connection, return_inverse=True)
+        new = [int(number) for number in numbers if int(number) not in self._slot_of]
+        self._slot_of.update((number, len(self._numbers) + index) for index, number in enumerate(new))
+        self._grow(np.array(new, dtype=np.int64))
+        slots = np.array([self._slot_of[int(number)] for number in numbers], dtype=np.intp)
+        return slots[row_number]
+
+    def _grow(self, numbers: np.ndarray) -> None:
+        """Adds a slot for each connection number."""
+        extra = len(numbers)
+        if extra == 0:
             return
         self._table = np.vstack([self._table, np.zeros((extra, _COLUMNS), dtype=np.int64)])
         self._first = np.concatenate([self._first, np.full(extra, np.iinfo(np.int64).max, dtype=np.int64)])
         self._last = np.concatenate([self._last, np.full(extra, np.iinfo(np.int64).min, dtype=np.int64)])
+        self._numbers = np.concatenate([self._numbers, numbers.astype(np.int64)])
 
     def connections(self) -> Connections:
         operations = self._table[:, _OPERATIONS]
         used = np.flatnonzero(operations > 0)
         spread = CountHistogram()
         spread.add(operations[used])
-        busiest = used[np.lexsort((used, -operations[used]))][:BUSIEST_REPORTED]
+        busiest = used[np.lexsort((self._numbers[used], -operations[used]))][:BUSIEST_REPORTED]
         return Connections(
             count=int(used.size),
             busiest_share=int(operations[used].max()) / self.operations if used.size else None,
             operations_per_connection=spread.distribution(),
-            busiest=[self._line(int(number)) for number in busiest],
+            busiest=[self._line(int(slot)) for slot in busiest],
         )
 
-    def _line(self, number: int) -> ConnectionLine:
-        row = self._table[number]
+    def _line(self, slot: int) -> ConnectionLine:
+        row = self._table[slot]
         looked_up = int(row[_HITS] + row[_MISSES])
         return ConnectionLine(
-            connection=number, operations=int(row[_OPERATIONS]), share=int(row[_OPERATIONS]) / self.operations,
+            connection=int(self._numbers[slot]), operations=int(row[_OPERATIONS]),
+            share=int(row[_OPERATIONS]) / self.operations,
             hit_ratio=int(row[_HITS]) / looked_up if looked_up else None,
             bytes_read=int(row[_READ]), bytes_written=int(row[_WRITTEN]),
             mean_latency_us=int(row[_LATENCY_SUM]) / int(row[_ANSWERED]) if row[_ANSWERED] else None,
-            first_ns=int(self._first[number]), last_ns=int(self._last[number]),
+            first_ns=int(self._first[slot]), last_ns=int(self._last[slot]),
         )
 
 

@@ -3,6 +3,8 @@ calendar second; each merges per-batch counts without a Python loop over rows.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -10,6 +12,9 @@ import pyarrow.compute as pc
 UNKNOWN = "(unknown)"  # a dictionary column that an older part lacks
 _MERGE_KEYS_AT = 1 << 22  # pending per-batch key counts are merged once they exceed this many entries
 _NS_PER_S = 1_000_000_000
+_BLOCK_BITS = 12
+_BLOCK_S = 1 << _BLOCK_BITS  # seconds per block of SecondCounts: an hour and 8 minutes
+_DENSE_BLOCKS = 64  # a batch spanning fewer blocks is binned over all of them, without sorting its rows
 
 
 class Codes:
@@ -76,24 +81,67 @@ def count_keys(hashes: pa.Array) -> pa.Table:
     return pa.table({"key": counted.field("values"), "count": counted.field("counts").cast(pa.int64())})
 
 
+@dataclass
+class SecondExtremes:
+    seconds: int  # from the first second with an operation to the last, both included
+    peak_ops: int
+    peak_offset_s: int  # from the first second; the earliest of equal peaks
+    min_ops: int | None  # over the full seconds (all but the first and last); None without any
+    min_offset_s: int | None
+
+
 class SecondCounts:
-    """Operations per calendar second, in an array that grows at either end as earlier or later seconds appear."""
+    """Operations per calendar second, in blocks of _BLOCK_S seconds allocated as rows reach them: memory follows the
+    seconds that hold operations, however far apart (a damaged profile's rows may lie centuries apart)."""
 
     def __init__(self) -> None:
-        self.first: int | None = None
-        self.counts = np.zeros(0, dtype=np.int64)
+        self._blocks: dict[int, np.ndarray] = {}  # block number -> operations in each of its seconds
 
     def add(self, timestamps_ns: np.ndarray) -> None:
         seconds = timestamps_ns // _NS_PER_S
-        low = int(seconds.min())
-        binned = np.bincount((seconds - low).astype(np.intp))
-        if self.first is None:
-            self.first, self.counts = low, binned.astype(np.int64)
-            return
-        start = min(self.first, low)
-        end = max(self.first + self.counts.size, low + binned.size)
-        if start != self.first or end != self.first + self.counts.size:
-            grown = np.zeros(end - start, dtype=np.int64)
-            grown[self.first - start: self.first - start + self.counts.size] = self.counts
-            self.first, self.counts = start, grown
-        self.counts[low - self.first: low - self.first + binned.size] += binned
+        block = seconds >> _BLOCK_BITS
+        low, high = int(block.min()), int(block.max())
+        if high - low < _DENSE_BLOCKS:
+            numbers, index = np.arange(low, high + 1), block - low
+        else:
+            numbers, index = np.unique(block, return_inverse=True)
+        cells = index.astype(np.intp) * _BLOCK_S + (seconds & (_BLOCK_S - 1))
+        binned = np.bincount(cells, minlength=len(numbers) * _BLOCK_S).reshape(len(numbers), _BLOCK_S)
+        for row in np.flatnonzero(binned.any(axis=1)):
+            number = int(numbers[row])
+            counts = self._blocks.get(number)
+            self._blocks[number] = binned[row].copy() if counts is None else counts + binned[row]
+
+    def extremes(self) -> SecondExtremes | None:
+        if not self._blocks:
+            return None
+        order = sorted(self._blocks)
+        first = order[0] * _BLOCK_S + int(np.flatnonzero(self._blocks[order[0]])[0])
+        last = order[-1] * _BLOCK_S + int(np.flatnonzero(self._blocks[order[-1]])[-1])
+        peak_ops, peak_second = 0, first
+        for number in order:
+            at = int(np.argmax(self._blocks[number]))
+            if int(self._blocks[number][at]) > peak_ops:  # strictly: the earliest of equal peaks stays
+                peak_ops, peak_second = int(self._blocks[number][at]), number * _BLOCK_S + at
+        quietest = self._quietest(first + 1, last - 1)
+        return SecondExtremes(seconds=last - first + 1, peak_ops=peak_ops, peak_offset_s=peak_second - first,
+                              min_ops=None if quietest is None else quietest[0],
+                              min_offset_s=None if quietest is None else quietest[1] - first)
+
+    def _quietest(self, low: int, high: int) -> tuple[int, int] | None:
+        """The fewest operations in a second from `low` to `high` (both included), and the earliest such second;
+        the seconds of blocks never reached count zero."""
+        best: tuple[int, int] | None = None
+        for number in range(low >> _BLOCK_BITS, (high >> _BLOCK_BITS) + 1) if low <= high else ():
+            counts = self._blocks.get(number)
+            start = max(low - number * _BLOCK_S, 0)
+            stop = min(high - number * _BLOCK_S, _BLOCK_S - 1) + 1
+            if counts is None:  # before any zero second, or the search would have ended there
+                return 0, number * _BLOCK_S + start
+            window = counts[start:stop]
+            at = int(np.argmin(window))
+            if best is None or int(window[at]) < best[0]:
+                best = (int(window[at]), number * _BLOCK_S + start + at)
+            if best[0] == 0:
+                return best
+        return best

@@ -89,11 +89,16 @@ def specification(window: np.ndarray, view: BatchView, counts: np.ndarray, writt
 
 
 class SeriesCollector:
+    """Per-window tables, grown as the rows' timestamps require. A profile whose rows run past the span its metadata
+    announced (a damaged or foreign one) never gets more than MAX_WINDOWS + 1 windows (the last holds the profile's
+    end): the windows widen instead, folding neighbours together (every table adds up, the HyperLogLog registers
+    take their maximum)."""
+
     def __init__(self, start_ns: int | None, end_ns: int | None) -> None:
         span_s = (end_ns - start_ns) / _NS_PER_S if start_ns is not None and end_ns is not None else 0
         self.window_s = max(1, math.ceil(span_s / MAX_WINDOWS))
         self.window_ns = self.window_s * _NS_PER_S
-        self.start_ns = None if start_ns is None else start_ns - start_ns % self.window_ns
+        self.start_ns = None if start_ns is None else _aligned(start_ns, self.window_ns)
         self.windows = 0
         self._counts = np.zeros((0, 4), dtype=np.int64)  # operations, hits, misses, bytes read
         self._written = np.zeros(0, dtype=np.int64)
@@ -102,11 +107,20 @@ class SeriesCollector:
 
     def add(self, view: BatchView) -> None:
         if self.start_ns is None:
-            low = int(view.timestamps.min())
-            self.start_ns = low - low % self.window_ns
-        window = np.maximum((view.timestamps - self.start_ns) // self.window_ns, 0).astype(np.intp)
+            self.start_ns = _aligned(int(view.timestamps.min()), self.window_ns)
+        offset = self._offsets(view.timestamps)
+        while (last_window := int(offset.max()) // self.window_ns) > MAX_WINDOWS:
+            self._widen(max(2, math.ceil((last_window + 1) / MAX_WINDOWS)))
+            offset = self._offsets(view.timestamps)
+        window = (offset // np.uint64(self.window_ns)).astype(np.intp)
         self._grow(int(window.max()) + 1)
         count_rows(window, view, self._counts, self._written, self._latency, self._registers)
+
+    def _offsets(self, timestamps: np.ndarray) -> np.ndarray:
+        """Nanoseconds from the start, in uint64, where they cannot overflow: both ends lie in int64, so their
+        distance is below 2**64. Rows before the start count in the first window."""
+        start = np.int64(self.start_ns)
+        return np.maximum(timestamps, start).view(np.uint64) - start.view(np.uint64)
 
     def _grow(self, windows: int) -> None:
         if windows <= self.windows:
@@ -117,6 +131,21 @@ class SeriesCollector:
         self._latency = np.vstack([self._latency, np.zeros((extra, _BUCKETS), dtype=np.int64)])
         self._registers = np.vstack([self._registers, np.zeros((extra, _REGISTERS), dtype=np.uint8)])
         self.windows = windows
+
+    def _widen(self, factor: int) -> None:
+        """Makes each window `factor` times longer, folding the windows counted so far into the new ones."""
+        assert self.start_ns is not None
+        window_ns = self.window_ns * factor
+        start_ns = _aligned(self.start_ns, window_ns)
+        before = (self.start_ns - start_ns) // self.window_ns  # old windows between the new start and the old
+        target = (np.arange(self.windows) + before) // factor
+        windows = int(target[-1]) + 1 if self.windows else 0
+        self._counts = _folded(self._counts, target, windows, np.add)
+        self._written = _folded(self._written, target, windows, np.add)
+        self._latency = _folded(self._latency, target, windows, np.add)
+        self._registers = _folded(self._registers, target, windows, np.maximum)
+        self.window_s *= factor
+        self.window_ns, self.start_ns, self.windows = window_ns, start_ns, windows
 
     def series(self) -> TimeSeries | None:
         if self.start_ns is None or self.windows == 0:
@@ -147,6 +176,19 @@ class SeriesCollector:
         linear = _REGISTERS * np.log(_REGISTERS / np.maximum(zeros, 1))
         estimate = np.where(small, linear, raw)
         return [int(value + 0.5) if empty < _REGISTERS else 0 for value, empty in zip(estimate, zeros, strict=True)]
+
+
+def _aligned(instant_ns: int, window_ns: int) -> int:
+    """The start of the window holding the instant, on the time axis's multiples of the window; the instant itself
+    where that start would fall below int64 (a damaged profile's timestamp near its lowest value)."""
+    start_ns = instant_ns - instant_ns % window_ns
+    return start_ns if start_ns >= np.iinfo(np.int64).min else instant_ns
+
+
+def _folded(table: np.ndarray, target: np.ndarray, windows: int, combine: np.ufunc) -> np.ndarray:
+    folded = np.zeros((windows, *table.shape[1:]), dtype=table.dtype)
+    combine.at(folded, target, table)
+    return folded
 
 
 def _rank(hashes: np.ndarray) -> np.ndarray:
