@@ -23,6 +23,7 @@ _BASE = len(ALPHABET)
 INJECTIVE_LENGTH = 10
 MAX_KEY_LENGTH = 250
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+_DOUBLED_VALUES = 64 << 20
 
 
 def _mix(value: int) -> int:
@@ -150,5 +151,6 @@ class ValueSource:
 
     def value(self, length: int) -> bytes:
         if length > len(self._zeros):
-            self._zeros = b"0" * max(length, 2 * len(self._zeros))
+            # Doubling spares a copy per larger size; past 64 MiB, the buffer is only as long as asked.
+            self._zeros = b"0" * max(length, min(2 * len(self._zeros), _DOUBLED_VALUES))
         return self._zeros[:length]

@@ -39,12 +39,13 @@ from membench.replay.survey import (
     Survey,
     clamped_lengths,
     dictionary_indices,
-    effects,
     filled,
     logical_command,
+    replayed_effects,
 )
 
 SLICE_ROWS = 1024  # rows planned at a time: a few milliseconds of the event loop's time at most
+SLICE_VALUE_BYTES = 16 << 20  # or fewer, as many as carry this many value bytes (a planned request holds its value)
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,8 @@ class Planner:
         state = new_pass_plan(self._context, len(self.streams), ordered)
         carry: SliceRows | None = None
         for batch in source():
-            for offset in range(0, batch.num_rows, SLICE_ROWS):
-                rows = self._rows(batch.slice(offset, SLICE_ROWS))
+            for offset, length in _slices(batch):
+                rows = self._rows(batch.slice(offset, length))
                 if carry is not None:
                     rows = carry.then(rows)
                 # The last request may go on in the next slice: it waits for it.
@@ -171,7 +172,7 @@ class Planner:
         return SliceRows(
             timestamp_ns=column("timestamp_ns").to_numpy(),
             connection=column("connection").to_numpy().astype(np.int64),
-            command=self._commands.of(effects(batch)),
+            command=self._commands.of(replayed_effects(batch)),
             protocol=self._protocols.of(column("protocol")),
             keyed=~np.asarray(column("key_hash").is_null()),
             key_hash=filled(column("key_hash"), 0),
@@ -186,3 +187,16 @@ class Planner:
             delta=column("delta").fill_null(1).to_numpy(zero_copy_only=False),
             initial=np.array(column("initial").to_pylist(), dtype=object),
         )
+
+
+def _slices(batch: pa.RecordBatch) -> Iterator[tuple[int, int]]:
+    """(offset, length) of the batch's slices: SLICE_ROWS rows, or fewer where their values would pass
+    SLICE_VALUE_BYTES (at least one row each)."""
+    carried = np.cumsum(filled(batch.column("value_length"), 0).astype(np.int64))
+    offset = 0
+    while offset < batch.num_rows:
+        before = int(carried[offset - 1]) if offset else 0
+        fitting = int(np.searchsorted(carried, before + SLICE_VALUE_BYTES, side="right")) - offset
+        length = max(1, min(SLICE_ROWS, fitting))
+        yield offset, length
+        offset += length

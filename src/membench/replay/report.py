@@ -40,6 +40,12 @@ def render(result: ReplayResult, console: Console) -> None:
         console.print(f"warning: {warning}", markup=False)
     console.print(f"hit ratio: recorded {_percent(result.hit_ratio.recorded)}, replayed "
                   f"{_percent(result.hit_ratio.replayed)}   warm-up: {result.warm.keys:,} keys", markup=False)
+    skipped = result.profile.skipped_commands
+    if skipped:
+        console.print(f"not replayed: {sum(skipped.values()):,} of the profile's {result.profile.rows:,} operations ("
+                      + ", ".join(f"{name} {count:,}" for name, count in sorted(skipped.items(),
+                                                                                 key=lambda item: -item[1]))
+                      + ")", markup=False)
     if result.cluster is not None:
         cluster = result.cluster
         console.print(f"cluster {cluster.address}: {cluster.actors} actors on {cluster.nodes} nodes, start skew "

@@ -39,6 +39,9 @@ _ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # 
 Template = tuple[bytes, bytes, int, int]  # head, tail (around the key), expect, units
 _UNSEEN: Template | None = (b"", b"", -1, -1)  # a shape not encoded yet (compared by identity)
 _TEMPLATES = 4096  # request shapes remembered (value sizes vary in real profiles): starts over when full
+# A template holds its value: larger ones are encoded each time, which copies no more than concatenating does, so
+# that the templates hold 64 MiB at most.
+_TEMPLATE_VALUE_BYTES = 16 * 1024
 
 
 class Group(NamedTuple):
@@ -78,7 +81,10 @@ class RequestEncoder:
 
     def template(self, protocol: Protocol, request: RequestShape, key_length: int) -> Template | None:
         """What a one-key request of this shape encodes to around its key (head, tail, expect, units); None when
-        it carries an opaque. Requests repeat a few shapes, and concatenating is cheaper than encoding."""
+        it carries an opaque or a large value. Requests repeat a few shapes, and concatenating is cheaper than
+        encoding."""
+        if request.value_length > _TEMPLATE_VALUE_BYTES:
+            return None
         template = self._templates.get((protocol, request, key_length), _UNSEEN)
         if template is not _UNSEEN:
             return template

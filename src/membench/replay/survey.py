@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from membench.errors import MembenchError
 from membench.profile.schema import SCHEMA, Status
-from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
+from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command, Protocol
 from membench.replay.keys import MAX_KEY_LENGTH
 
 BatchSource = Callable[[], Iterator[pa.RecordBatch]]
@@ -52,6 +52,12 @@ _PRESENT: dict[Command, frozenset[str]] = {
     Command.CAS: frozenset({Status.STORED, Status.EXISTS}),
 }
 _PROTOCOLS = frozenset(protocol.value for protocol in Protocol)
+_KEYLESS = frozenset({Command.VERSION, Command.STATS, Command.FLUSH_ALL, Command.VERBOSITY, Command.NOOP})
+# memcached stores no item over 1 GiB (its -I option stops there): a longer recorded value is a damaged row.
+MAX_VALUE_LENGTH = 1 << 30
+# Why a row cannot be replayed, by code (0: it can).
+_NO_KEY, _VALUE_TOO_LONG = 1, 2
+_REASONS = {_NO_KEY: "no key", _VALUE_TOO_LONG: "value over 1 GiB"}
 _DEFAULT_WARM_SIZE = 1  # a key known to exist whose size the recording never saw (deleted or touched first)
 
 
@@ -67,6 +73,26 @@ def effects(batch: pa.RecordBatch) -> pa.Array:
     if effect.null_count == len(effect):
         return command
     return pc.coalesce(effect.cast(pa.string()), command)
+
+
+def replayed_effects(batch: pa.RecordBatch) -> pa.Array:
+    """`effects`, where a row that cannot be sent as recorded is named for why (a recorder never writes one; a
+    damaged or foreign profile may): "set (no key)", "set (value over 1 GiB)". No command is replayed under such a
+    name, so the survey counts the row as not replayed and the plan skips it, both by the one rule."""
+    names = effects(batch)
+    index, command_names = dictionary_indices(names)
+    logical = [_LOGICAL.get(name) for name in command_names]
+    keyed = np.array([command is not None and command not in _KEYLESS for command in logical], dtype=bool)
+    stores = np.array([command in STORAGE_COMMANDS for command in logical], dtype=bool)
+    reason = np.zeros(len(index), dtype=np.intp)
+    reason[keyed[index] & np.asarray(batch.column("key_hash").is_null())] = _NO_KEY
+    reason[stores[index] & (filled(batch.column("value_length"), 0) > MAX_VALUE_LENGTH)] = _VALUE_TOO_LONG
+    if not reason.any():
+        return names
+    renamed = [f"{name} ({_REASONS[code]})" if code else name
+               for name, code in zip(np.array(command_names, dtype=object)[index].tolist(), reason.tolist(),
+                                     strict=True)]
+    return pa.array(renamed, pa.string())
 
 
 @dataclass
@@ -127,6 +153,7 @@ class _Surveyor:
         self._seen: set[tuple[int, int]] = set()
         self._pending_size: set[tuple[int, int]] = set()  # warm keys whose size is still unknown
         self._last_request: tuple[int, int] | None = None
+        self._unreplayed_request: str | None = None
         self._first: int | None = None
         self._last: int | None = None
 
@@ -137,8 +164,8 @@ class _Surveyor:
             return
         self.result.rows += batch.num_rows
         self._span(batch)
-        self._requests_and_protocols(batch)
-        outcomes = self._outcomes(batch)
+        new_request = self._requests_and_protocols(batch)
+        outcomes = self._outcomes(batch, new_request)
         self._keys(batch, outcomes)
 
     def finish(self) -> Survey:
@@ -152,7 +179,8 @@ class _Surveyor:
         self._first = low if self._first is None else min(self._first, low)
         self._last = high if self._last is None else max(self._last, high)
 
-    def _requests_and_protocols(self, batch: pa.RecordBatch) -> None:
+    def _requests_and_protocols(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Counts the requests and notes each connection's protocol; gives whether each row starts a request."""
         connections = batch.column("connection").to_numpy().astype(np.int64)
         requests = batch.column("batch").to_numpy()
         new_request = np.ones(len(connections), dtype=bool)
@@ -167,10 +195,12 @@ class _Surveyor:
         firsts = np.unique(connections, return_index=True)[1]
         for row in np.sort(firsts).tolist():
             self.result.connection_protocols.setdefault(int(connections[row]), protocol_names[protocol_index[row]])
+        return new_request
 
-    def _outcomes(self, batch: pa.RecordBatch) -> _Outcomes:
+    def _outcomes(self, batch: pa.RecordBatch, new_request: np.ndarray) -> _Outcomes:
         """Counts the recorded outcomes of the replayed commands, and the rows of those not replayed."""
-        command_index, command_names = dictionary_indices(effects(batch))
+        command_index, command_names = self._as_requests_are_sent(*dictionary_indices(replayed_effects(batch)),
+                                                                  new_request)
         status_index, status_names = dictionary_indices(batch.column("status"))
         logical = [_LOGICAL.get(name) for name in command_names]
         pair_counts = np.bincount(command_index * len(status_names) + status_index,
@@ -185,6 +215,28 @@ class _Surveyor:
                 self.result.recorded.setdefault(replayed.value, Counter())[status_names[status]] += count
         return _Outcomes(logical=logical, command_index=command_index, status_index=status_index,
                          status_names=status_names)
+
+    def _as_requests_are_sent(self, command_index: np.ndarray, command_names: list[str], new_request: np.ndarray
+                              ) -> tuple[np.ndarray, list[str]]:
+        """The plan sends a request as its first row's command says: a request whose first row is not replayed
+        is not replayed whole (a multi-key get whose first key was lost), and its rows count under that name."""
+        replayed = np.array([name in _LOGICAL for name in command_names], dtype=bool)
+        first_row = np.maximum.accumulate(np.where(new_request, np.arange(len(command_index)), -1))
+        carried = self._unreplayed_request  # the name of the open request of the last batch, if not replayed
+        starts = np.flatnonzero(new_request)
+        if len(starts):
+            last_first = command_index[starts[-1]]
+            self._unreplayed_request = None if replayed[last_first] else command_names[last_first]
+        first_command = command_index[np.maximum(first_row, 0)]
+        inherits = (first_row >= 0) & ~replayed[first_command]
+        if not inherits.any() and (carried is None or first_row[0] >= 0):
+            return command_index, command_names
+        command_index = np.where(inherits, first_command, command_index)
+        if carried is not None and first_row[0] < 0:
+            if carried not in command_names:
+                command_names = [*command_names, carried]
+            command_index = np.where(first_row < 0, command_names.index(carried), command_index)
+        return command_index, command_names
 
     def _keys(self, batch: pa.RecordBatch, outcomes: _Outcomes) -> None:
         """The short keys, and the keys present before their first operation (to warm) with their sizes."""
@@ -212,7 +264,7 @@ class _Surveyor:
             if pair in self._seen:
                 continue
             self._seen.add(pair)
-            if present[row]:
+            if present[row] and (value_lengths[row] or 0) <= MAX_VALUE_LENGTH:  # else no server could hold it
                 if retrieval[row] and value_lengths[row] is not None:
                     warm[pair] = value_lengths[row]
                 else:
@@ -227,7 +279,8 @@ class _Surveyor:
             for row in sized[_first_of_each_pair(hashes[sized], lengths[sized])].tolist():
                 pair = (int(hashes[row]), int(lengths[row]))
                 if pair in self._pending_size:
-                    warm[pair] = value_lengths[row]
+                    if value_lengths[row] <= MAX_VALUE_LENGTH:
+                        warm[pair] = value_lengths[row]
                     self._pending_size.discard(pair)
 
 

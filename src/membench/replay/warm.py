@@ -6,6 +6,9 @@ to measure. An `mn` at the end makes the server show it has handled every set be
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +19,7 @@ from membench.replay.keys import KeySynthesizer, ValueSource
 from membench.replay.targets import Target, connect_blocking
 
 _CHUNK_KEYS = 2048
+_CHUNK_BYTES = 16 << 20  # of values
 _END = b"MN\r\n"
 
 
@@ -27,33 +31,66 @@ class WarmResult:
 
 def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: Continuum,
             targets: list[Target], timeout: float) -> WarmResult:
+    """Stores every key at its size, a chunk of keys at a time: memory holds one chunk's values, not all."""
     values = ValueSource()
-    per_target: list[list[bytes]] = [[] for _ in targets]
     pairs = sorted(sizes.items())
-    hashes = np.fromiter((key_hash for (key_hash, _), _ in pairs), dtype=np.uint64, count=len(pairs))
-    lengths = np.fromiter((length for (_, length), _ in pairs), dtype=np.int64, count=len(pairs))
-    for key, (_, size) in zip(keys.keys(hashes, lengths), pairs, strict=True):
-        request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
-        per_target[continuum.server_of(key)].append(request)
     result = WarmResult(keys=len(sizes))
-    for target, requests in zip(targets, per_target, strict=True):
-        if requests:
-            result.errors += _load(target, requests, timeout)
+    with contextlib.ExitStack() as opened:
+        sockets: dict[int, socket.socket] = {}
+        for chunk in _chunks(pairs):
+            hashes = np.fromiter((key_hash for (key_hash, _), _ in chunk), dtype=np.uint64, count=len(chunk))
+            lengths = np.fromiter((length for (_, length), _ in chunk), dtype=np.int64, count=len(chunk))
+            per_target: dict[int, list[bytes]] = {}
+            for key, (_, size) in zip(keys.keys(hashes, lengths), chunk, strict=True):
+                request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
+                per_target.setdefault(continuum.server_of(key), []).append(request)
+            for target, requests in per_target.items():
+                if target not in sockets:
+                    sockets[target] = opened.enter_context(_connected(targets[target], timeout))
+                _send(targets[target], sockets[target], b"".join(requests))
+        for target, sock in sockets.items():
+            result.errors += _finish(targets[target], sock)
     return result
 
 
-def _load(target: Target, requests: list[bytes], timeout: float) -> int:
+def _chunks(pairs: list[tuple[tuple[int, int], int]]) -> Iterator[list[tuple[tuple[int, int], int]]]:
+    """The pairs, _CHUNK_KEYS at a time, or fewer where their values would pass _CHUNK_BYTES (at least one)."""
+    chunk: list[tuple[tuple[int, int], int]] = []
+    chunk_bytes = 0
+    for pair in pairs:
+        if chunk and (len(chunk) == _CHUNK_KEYS or chunk_bytes + pair[1] > _CHUNK_BYTES):
+            yield chunk
+            chunk, chunk_bytes = [], 0
+        chunk.append(pair)
+        chunk_bytes += pair[1]
+    if chunk:
+        yield chunk
+
+
+def _connected(target: Target, timeout: float) -> socket.socket:
     try:
-        with connect_blocking(target, timeout) as sock:
-            for start in range(0, len(requests), _CHUNK_KEYS):
-                sock.sendall(b"".join(requests[start : start + _CHUNK_KEYS]))
-            sock.sendall(b"mn\r\n")
-            received = b""
-            while not received.endswith(_END):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise MembenchError(f"warm-up: {target} closed the connection")
-                received += chunk
+        return connect_blocking(target, timeout)
+    except OSError as error:
+        raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
+
+
+def _send(target: Target, sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError as error:
+        raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
+
+
+def _finish(target: Target, sock: socket.socket) -> int:
+    """Waits for the server to have handled every set; gives the number it refused (their error lines)."""
+    _send(target, sock, b"mn\r\n")
+    received = b""
+    try:
+        while not received.endswith(_END):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise MembenchError(f"warm-up: {target} closed the connection")
+            received += chunk
     except OSError as error:
         raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
     return received.count(b"\r\n") - 1
