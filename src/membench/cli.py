@@ -222,7 +222,8 @@ _UNBOUNDED_WIDTH = 10_000
 
 def _console(stream: TextIO) -> Console:
     width = None if stream.isatty() else _UNBOUNDED_WIDTH
-    return Console(file=stream, width=width, highlight=False, soft_wrap=True)
+    # No markup: text from profiles (sources, command and counter names) is shown as it is, never interpreted.
+    return Console(file=stream, width=width, highlight=False, soft_wrap=True, markup=False)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

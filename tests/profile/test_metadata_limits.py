@@ -25,6 +25,8 @@ MUTATIONS: dict[str, Mutation] = {
     "a start past int64": lambda data: data.__setitem__("start_ns", 10**30),
     "an end before int64": lambda data: data.__setitem__("end_ns", -(2**63) - 1),
     "operations given as true": lambda data: data.__setitem__("operations", True),
+    "a schema version of 0": lambda data: data.__setitem__("schema_version", 0),
+    "a schema version of -1": lambda data: data.__setitem__("schema_version", -1),
 }
 
 
@@ -48,3 +50,17 @@ def test_json_nested_past_the_parsers_depth_is_damaged_not_a_crash(tmp_path: Pat
     reader = ProfileReader(profile)
     assert reader.problems == [f"{METADATA_FILE} is damaged (profile metadata is not valid JSON (nested too deep)): "
                                "metadata rebuilt from the parts"]
+
+
+def test_metadata_text_is_shown_as_it_is_never_as_markup_or_terminal_controls(tmp_path: Path) -> None:
+    """A source or fingerprint holding rich markup once made analyze fail (MarkupError); control characters went
+    to the terminal as they were."""
+    profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+    metadata = profile / METADATA_FILE
+    data = json.loads(metadata.read_text())
+    data["source"], data["salt_fingerprint"] = "pcap[/x] \x1b[2J\x07 done", "[red]f"
+    metadata.write_text(json.dumps(data))
+    shown = run_membench("analyze", str(profile))
+    assert shown.returncode == 0, shown.stderr
+    assert "source pcap[/x] \\x1b[2J\\x07 done" in shown.stdout and "salt fingerprint [red]f," in shown.stdout
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout

@@ -17,6 +17,8 @@ from membench.analyze.report import AnalysisReport
 from membench.analyze.ttl import TtlStats
 from membench.outputs import write_result
 
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
 _PERCENTILE_HEADERS = ("count", "p50", "p90", "p99", "p99.9", "max", "mean")
 
 
@@ -66,13 +68,21 @@ def write_html(report: AnalysisReport, path: Path) -> None:
 
 def _header(report: AnalysisReport) -> Panel:
     profile = report.profile
-    lines = [f"source {profile.source}" + (f", port(s) {', '.join(map(str, profile.ports))}" if profile.ports
-                                            else ""),
-             f"recorded {_time(profile.start_ns)} to {_time(profile.end_ns)}, profile created {profile.created}",
-             f"salt fingerprint {profile.salt_fingerprint or 'unknown'}, schema v{profile.schema_version}, "
-             f"written by membench {profile.membench_version}, "
-             + ("complete" if profile.complete else "[bold yellow]INCOMPLETE[/]")]
-    return Panel("\n".join(lines), title=f"membench profile {profile.path}", expand=False)
+    ports = f", port(s) {', '.join(map(str, profile.ports))}" if profile.ports else ""
+    lines = Text.assemble(
+        f"source {_printable(profile.source)}{ports}\n",
+        f"recorded {_time(profile.start_ns)} to {_time(profile.end_ns)}, profile created "
+        f"{_printable(profile.created)}\n",
+        f"salt fingerprint {_printable(profile.salt_fingerprint or 'unknown')}, schema v{profile.schema_version}, "
+        f"written by membench {_printable(profile.membench_version)}, ",
+        "complete" if profile.complete else ("INCOMPLETE", "bold yellow"))
+    return Panel(lines, title=Text(f"membench profile {_printable(profile.path)}"), expand=False)
+
+
+def _printable(text: str) -> str:
+    """Metadata text as it may be shown: a damaged or foreign profile's control characters escaped, not sent to
+    the terminal."""
+    return text.translate(_CONTROL_ESCAPES)
 
 
 def _overview(report: AnalysisReport) -> Table:
@@ -212,7 +222,7 @@ def _latency(report: AnalysisReport) -> Table:
 
 def _health(report: AnalysisReport) -> Table:
     health = report.health
-    verdict = "[bold yellow]LOSSY[/]" if health.lossy else "no loss counted"
+    verdict = ("LOSSY", "bold yellow") if health.lossy else "no loss counted"
     coverage = ""
     if health.bytes_seen is not None:
         coverage = f"; {health.bytes_seen:,} bytes seen"
@@ -220,7 +230,7 @@ def _health(report: AnalysisReport) -> Table:
             coverage += f", {health.bytes_parsed:,} parsed ({health.bytes_parsed / health.bytes_seen:.1%})"
         if health.bytes_missing is not None:
             coverage += f", {health.bytes_missing:,} missing"
-    table = Table(title=f"Capture health: {verdict}{coverage}", title_justify="left")
+    table = Table(title=Text.assemble("Capture health: ", verdict, coverage), title_justify="left")
     table.add_column("stage")
     table.add_column("counter")
     table.add_column("value", justify="right")

@@ -108,6 +108,8 @@ class ProfileMetadata:
                 raise MembenchError(f"profile metadata field {name!r} is out of range")
         if self.operations < 0:
             raise MembenchError("profile metadata field 'operations' is out of range")
+        if self.schema_version < 1:  # versions count from 1
+            raise MembenchError("profile metadata field 'schema_version' is out of range")
         if not all(type(port) is int and 0 < port < 65536 for port in self.ports):
             raise MembenchError("profile metadata field 'ports' must list port numbers")
         for counters in self.health.values():
