@@ -14,7 +14,7 @@ from membench.profile.metadata import ProfileMetadata
 from membench.profile.reader import ProfileReader
 from membench.profile.schema import Operation
 from membench.profile.writer import ProfileWriter
-from tests.conftest import PCAP_CORPUS, run_membench
+from tests.conftest import PCAP_CORPUS, fill, run_membench, small_tmpfs
 
 TEXT = "memcache_text_tcp_multi_store_load.pcap"
 BINARY = "memcache_bin_tcp_multi_store_load.pcap"
@@ -106,3 +106,17 @@ def test_merge_refuses_numbers_past_their_columns(tmp_path: Path) -> None:
     proc = run_membench("merge", str(last_connection), str(other), "-o", str(tmp_path / "out.profile"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "merge fewer profiles at once" in proc.stderr and not (tmp_path / "out.profile").exists()
+
+
+def test_a_merge_that_fills_the_disk_leaves_nothing(tmp_path: Path) -> None:
+    """A full disk part-way (after the metadata, after a first part) once left an empty directory or a profile of
+    the first part only: now nothing, and the one line says so."""
+    first, second = record(tmp_path, TEXT, "same"), record(tmp_path, BINARY, "same")
+    for leave in (0, 8192, 16384):  # fails at _profile.json, at the first part, at the second
+        with small_tmpfs(tmp_path, "256k") as disk:
+            fill(disk, leave)
+            proc = run_membench("merge", str(first), str(second), "-o", str(disk / "out.profile"))
+            assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            assert proc.stderr.startswith("membench: nothing merged: cannot write ") and "No space left" in proc.stderr
+            assert sorted(path.name for path in disk.iterdir()) == ["filler"]
+        (tmp_path / "disk").rmdir()
