@@ -68,11 +68,11 @@ def logical_command(recorded: str) -> Command | None:
 def effects(batch: pa.RecordBatch) -> pa.Array:
     """What each row did to the server, by command name: its recorded effect (schema 2: meta modes, mg T) where
     there is one, else its command."""
-    command = batch.column("command").cast(pa.string())
+    command = batch.column("command")
     effect = batch.column("effect")
     if effect.null_count == len(effect):
-        return command
-    return pc.coalesce(effect.cast(pa.string()), command)
+        return command  # as recorded, still dictionary-encoded: no string per row to hash again
+    return pc.coalesce(effect.cast(pa.string()), command.cast(pa.string()))
 
 
 def replayed_effects(batch: pa.RecordBatch) -> pa.Array:
