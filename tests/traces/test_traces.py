@@ -8,10 +8,12 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from membench.record.anonymize import KeyHasher
 from tests.conftest import Memcached, run_membench
+from tests.profile.parts import column_values, rewrite_column, salted_profile
 
 SALT = "team passphrase"
 
@@ -131,3 +133,17 @@ def test_an_imported_trace_replays_against_memcached(tmp_path: Path, memcached: 
                           str(tmp_path / "r.json"), check=True)
     assert result.returncode == 0
     assert '"hit_ratio"' in (tmp_path / "r.json").read_text()
+
+
+def test_oracle_export_times_stay_in_the_format_at_int64s_ends(tmp_path: Path) -> None:
+    """A damaged profile's rows before the first operation or centuries after it: 0 and the largest uint32
+    second, not a wrapped-around int64."""
+    profile = salted_profile(tmp_path / "p.profile")
+    timestamps = column_values(profile, "timestamp_ns")
+    keyed = [row for row, key in enumerate(column_values(profile, "key_hash")) if key is not None]
+    timestamps[keyed[0]], timestamps[keyed[-1]] = -2**63, 2**63 - 1  # the metadata keeps the recorded span
+    rewrite_column(profile, "timestamp_ns", pa.array(timestamps, pa.int64()))
+    run_membench("export", str(profile), "oracle-general", str(tmp_path / "out.bin"), check=True)
+    times = [record[0] for record in struct.iter_unpack("<IQIq", (tmp_path / "out.bin").read_bytes())]
+    assert len(times) == len(keyed) and times[0] == 0 and times[-1] == 2**32 - 1
+    assert max(times[:-1]) < 60  # the recorded rows: within the profile's first minute

@@ -38,7 +38,7 @@ def export_oracle_general(reader: ProfileReader, output: Path) -> int:
         for batch in reader.batches(_COLUMNS):
             keyed = np.asarray(batch.column("key_hash").is_valid())
             hashes = batch.column("key_hash").filter(pa.array(keyed)).to_pylist()
-            times = ((batch.column("timestamp_ns").to_numpy()[keyed] - first_ns) // 1_000_000_000).clip(0, 2**32 - 1)
+            times = _seconds_since(batch.column("timestamp_ns").to_numpy()[keyed], first_ns)
             values = batch.column("value_length").filter(pa.array(keyed)).to_pylist()
             records = np.zeros(len(hashes), dtype=ORACLE_RECORD)
             for index, (key, value) in enumerate(zip(hashes, values, strict=True)):
@@ -58,6 +58,14 @@ def export_oracle_general(reader: ProfileReader, output: Path) -> int:
             handle.write(records.tobytes())
             written += len(records)
     return written
+
+
+def _seconds_since(timestamps_ns: np.ndarray, first_ns: int) -> np.ndarray:
+    """Whole seconds from the first operation, within the format's uint32; a row before it counts as 0. Taken in
+    uint64, where int64 timestamps at any distance from the first cannot overflow."""
+    first = np.int64(first_ns)
+    offset = np.maximum(timestamps_ns, first).view(np.uint64) - first.view(np.uint64)
+    return np.minimum(offset // np.uint64(1_000_000_000), np.uint64(2**32 - 1))
 
 
 def _patch_next(handle: object, previous: int, number: int, written: int) -> None:
