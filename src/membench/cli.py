@@ -311,7 +311,7 @@ def _traces(args: argparse.Namespace, console: Console) -> int:
     summary = import_trace(args.format, args.trace, args.output, hasher, args.force)
     problems = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in summary.health.items())
     console.print(f"imported {summary.operations:,} operations into {args.output}"
-                  + (f"; not imported: {problems}" if problems else ""), markup=False)
+                  + (f"; counted in its health: {problems}" if problems else ""), markup=False)
     return 0
 
 

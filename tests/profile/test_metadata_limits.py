@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from membench.profile.metadata import METADATA_FILE
+from membench.profile.metadata import METADATA_FILE, ProfileMetadata
 from membench.profile.reader import ProfileReader
+from membench.profile.writer import ProfileWriter
 from tests.conftest import run_membench
 from tests.replay.profiles import mixed_profile, write_profile
 
@@ -64,3 +65,15 @@ def test_metadata_text_is_shown_as_it_is_never_as_markup_or_terminal_controls(tm
     assert shown.returncode == 0, shown.stderr
     assert "source pcap[/x] \\x1b[2J\\x07 done" in shown.stdout and "salt fingerprint [red]f," in shown.stdout
     assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+
+
+def test_health_counters_past_int64_are_kept_at_its_largest_value(tmp_path: Path) -> None:
+    """A pcapng statistics block claiming 2**63 drops made the recorder write metadata its reader calls damaged,
+    and analyze then said "no loss counted"."""
+    profile = tmp_path / "p.profile"
+    with ProfileWriter(profile, ProfileMetadata(source="test")) as writer:
+        writer.write_many(mixed_profile("text").operations)
+        writer.set_health({"capture": {"dropped_events": 2**64 + 5, "packets": 7}})
+    reader = ProfileReader(profile)
+    assert reader.problems == []
+    assert reader.metadata.health["capture"] == {"dropped_events": 2**63 - 1, "packets": 7}

@@ -147,3 +147,34 @@ def test_oracle_export_times_stay_in_the_format_at_int64s_ends(tmp_path: Path) -
     times = [record[0] for record in struct.iter_unpack("<IQIq", (tmp_path / "out.bin").read_bytes())]
     assert len(times) == len(keyed) and times[0] == 0 and times[-1] == 2**32 - 1
     assert max(times[:-1]) < 60  # the recorded rows: within the profile's first minute
+
+
+def test_values_past_their_columns_are_imported_at_the_nearest_and_counted(tmp_path: Path) -> None:
+    """A timestamp past int64 nanoseconds or a TTL past int64 once made the whole import an internal error."""
+    trace = tmp_path / "tw.csv"
+    trace.write_text(f"10000000000,k,1,10,c,get,0\n1,k,1,10,c,set,{2**63}\n2,k2,1,10,c,set,60\n")
+    result = run_membench("import", "twitter", str(trace), str(tmp_path / "p"), check=True)
+    assert "imported 3 operations" in result.stderr and "values out of range 2" in result.stderr
+    assert [(r["timestamp_ns"], r["ttl"]) for r in rows(tmp_path / "p")] == [
+        (2**63 - 1, None), (10**9, 2**63 - 1), (2 * 10**9, 60)]
+
+
+def test_keys_that_are_not_utf8_stay_distinct(tmp_path: Path) -> None:
+    """Decoding with replacement made every invalid byte the same character: three keys became one."""
+    twitter = tmp_path / "tw.csv"
+    twitter.write_bytes(b"1,a\xff,1,10,c,get,0\n2,a\xfe,1,10,c,get,0\n3,a\xc3,1,10,c,get,0\n")
+    kvtrace = tmp_path / "kv.csv"
+    kvtrace.write_bytes(b"key,op,size,op_count,key_size\na\xff,GET,1,1,2\na\xfe,GET,1,1,2\n")
+    for name, trace, keys in (("twitter", twitter, 3), ("kvtrace", kvtrace, 2)):
+        run_membench("import", name, str(trace), str(tmp_path / name), check=True)
+        assert len({r["key_hash"] for r in rows(tmp_path / name)}) == keys
+
+
+def test_a_kvtrace_op_count_past_the_cap_is_counted_not_expanded(tmp_path: Path) -> None:
+    """A 60-byte line claiming 10**12 requests once wrote rows for weeks."""
+    trace = tmp_path / "kv.csv"
+    trace.write_text("key,op,size,op_count,key_size\nk,GET,100,1000000000000,1\nk2,SET,5,2,2\n")
+    result = run_membench("import", "kvtrace", str(trace), str(tmp_path / "p"), check=True, timeout=60)
+    cap = 1_000_000
+    assert f"imported {cap + 2:,} operations" in result.stderr
+    assert f"operations past the op count cap {10**12 - cap:,}" in result.stderr

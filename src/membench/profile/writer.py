@@ -40,7 +40,7 @@ from membench.profile.metadata import (
     part_name,
     private,
 )
-from membench.profile.schema import COLUMNS, SCHEMA, Operation
+from membench.profile.schema import COLUMNS, INT64_MAX, SCHEMA, Operation
 
 DEFAULT_PART_ROWS = 1 << 17
 DEFAULT_PART_SECONDS = 1.0
@@ -160,7 +160,10 @@ class ProfileWriter:
 
     def set_health(self, counters: dict[str, dict[str, int]]) -> None:
         """Capture, parser and pairing counters, as of now; written with the next part, tick and close."""
-        health = {section: dict(values) for section, values in counters.items()}
+        # A counter past int64 (a capture file's claim, sums of them) is kept at int64's largest value: the
+        # metadata holds int64 counters, and a value past them would make the whole metadata damaged.
+        health = {section: {name: min(value, INT64_MAX) if isinstance(value, int) else value
+                            for name, value in values.items()} for section, values in counters.items()}
         if self.rows_rejected:
             health.setdefault("writer", {})["rows_rejected"] = self.rows_rejected
         if health != self.metadata.health:

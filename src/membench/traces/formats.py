@@ -10,8 +10,10 @@ kvtrace CSV. What each field becomes:
   deletes deleted, incr/decr ok; a connection per client id, numbered in order of appearance; TTL on writes.
 - kvtrace (a header names the columns: key, op, size, op_count, key_size, and optionally op_time, cache_hits, ttl):
   each line is op_count requests; GET/GET_LEASE are gets, cache_hits of them hits (all hits when the column is
-  absent), SET/SET_LEASE sets, DELETE deletes; one connection (0); without op_time, requests are 1 µs apart.
-A line or record that cannot be read is counted in the profile's health (`import` section), never dropped silently.
+  absent), SET/SET_LEASE sets, DELETE deletes; one connection (0); without op_time, requests are 1 µs apart; a
+  line expands into at most MAX_OP_COUNT requests.
+A line or record that cannot be read is counted in the profile's health (`import` section), never dropped silently;
+so are values past their column (imported at the column's nearest value) and requests past the op_count cap.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from membench.traces.rows import TraceRow
 
 ORACLE_RECORD = np.dtype([("time", "<u4"), ("id", "<u8"), ("size", "<u4"), ("next", "<i8")])
 _CHUNK_RECORDS = 1 << 16
+# A kvtrace line stands for op_count requests: a line claiming more than this (a corrupt count, 60 bytes for
+# terabytes of profile) is imported with this many, the rest counted in health.
+MAX_OP_COUNT = 1_000_000
 _NS_PER_S = 1_000_000_000
 _TWITTER_OPERATIONS = {"get": "hit", "gets": "hit", "set": "stored", "add": "stored", "replace": "stored",
                        "cas": "stored", "append": "stored", "prepend": "stored", "delete": "deleted",
@@ -76,7 +81,7 @@ def _twitter_row(fields: list[str], clients: dict[str, int]) -> TraceRow | None:
     connection = clients.setdefault(client, len(clients))
     retrieval = operation in ("get", "gets")
     return TraceRow(timestamp_ns=seconds * _NS_PER_S, connection=connection, command=operation,
-                    key=key.encode(), key_length=key_length,
+                    key=key.encode("utf-8", "surrogateescape"), key_length=key_length,
                     value_length=value_length if status in ("hit", "stored") else None,
                     ttl=None if retrieval or status != "stored" else expiry, status=status)
 
@@ -99,6 +104,9 @@ def kvtrace(path: Path, problems: Counter[str]) -> Iterator[TraceRow]:
                 problems["unknown_operations"] += 1
                 continue
             command, key, size, count, hits, key_length, op_time, ttl = request
+            if count > MAX_OP_COUNT:
+                problems["operations_past_the_op_count_cap"] += count - MAX_OP_COUNT
+                count = MAX_OP_COUNT
             for index in range(count):
                 previous_ns = op_time * _NS_PER_S if op_time is not None else previous_ns + 1000
                 hit = index < hits
@@ -114,7 +122,7 @@ def _kvtrace_request(fields: list[str], columns: dict[str, int]
     command = _KVTRACE_OPERATIONS.get(fields[columns["op"]])
     if command is None:
         return None
-    key = fields[columns["key"]].encode()
+    key = fields[columns["key"]].encode("utf-8", "surrogateescape")
 
     def number(name: str, default: int | None) -> int | None:
         return int(fields[columns[name]]) if name in columns and fields[columns[name]] != "" else default
@@ -128,6 +136,8 @@ def _kvtrace_request(fields: list[str], columns: dict[str, int]
 
 def _opened(path: Path, mode: str):  # noqa: ANN202 - a text or binary file, as `mode` says
     try:
-        return path.open(mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": "replace"}))
+        # A key that is not UTF-8 keeps its own bytes (surrogateescape gives them back), so distinct keys stay
+        # distinct.
+        return path.open(mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}))
     except OSError as error:
         raise MembenchError(f"cannot read trace {path}: {error.strerror or error}") from None

@@ -12,13 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from membench.profile.metadata import ProfileMetadata
-from membench.profile.schema import COLUMNS, SCHEMA
+from membench.profile.schema import COLUMNS, INT64_MAX, INT64_MIN, SCHEMA, UINT32_MAX
 from membench.profile.writer import ProfileWriter
 from membench.record.anonymize import KeyHasher
 
 BATCH_ROWS = 1 << 16
 _UINT16_MAX = 0xFFFF
-_UINT32_MAX = 0xFFFFFFFF
 
 
 @dataclass
@@ -65,16 +64,16 @@ class ProfileRows:
     def _add(self, row: TraceRow) -> None:
         self.operations += 1
         columns = self._columns
-        columns["timestamp_ns"].append(row.timestamp_ns)
+        columns["timestamp_ns"].append(self._fit(row.timestamp_ns, INT64_MAX, INT64_MIN))
         columns["connection"].append(row.connection)
         columns["command"].append(row.command)
         columns["protocol"].append("text")
         columns["key_hash"].append(self._hasher(row.key))
         columns["key_length"].append(self._fit(row.key_length, _UINT16_MAX))
         columns["value_length"].append(None if row.value_length is None else self._fit(row.value_length,
-                                                                                        _UINT32_MAX))
+                                                                                        UINT32_MAX))
         columns["flags"].append(0 if row.command in _STORAGE else None)
-        columns["ttl"].append(row.ttl)
+        columns["ttl"].append(None if row.ttl is None else self._fit(row.ttl, INT64_MAX, INT64_MIN))
         columns["status"].append(row.status)
         columns["latency_us"].append(None)  # a trace records no reply times
         columns["batch"].append(self.operations)
@@ -82,11 +81,12 @@ class ProfileRows:
         for name in ("effect", "delta", "initial"):
             columns[name].append(None)
 
-    def _fit(self, value: int, largest: int) -> int:
-        if 0 <= value <= largest:
+    def _fit(self, value: int, largest: int, smallest: int = 0) -> int:
+        """The value, or the nearest the column holds (counted: the row is imported with it)."""
+        if smallest <= value <= largest:
             return value
         self.problems["values_out_of_range"] += 1
-        return min(max(value, 0), largest)
+        return min(max(value, smallest), largest)
 
     def _flush(self) -> None:
         if not self._columns["batch"]:
