@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,6 +137,7 @@ def test_pcapng_cut_short_keeps_everything_before(tmp_path: Path) -> None:
     (4, 8, "block"),  # shorter than a block header
     (-4, 9999, "block"),  # trailing length disagrees with the leading one
     (8, 5, "packet block"),  # interface 5 was never described
+    (12, 0xFFFFFFFF, "packet block"),  # a timestamp past int64 nanoseconds (year 2262)
 ])
 def test_corrupt_pcapng_block(tmp_path: Path, field_offset: int, value: int, what: str) -> None:
     path, starts = pcapng_file(tmp_path)
@@ -154,3 +158,21 @@ def test_live_interface_errors() -> None:
     assert (message_of(lambda: LiveInterfaceSource("lo", [SERVER_PORT], duration=0))
             == "capture duration must be positive, not 0")
     assert message_of(lambda: LiveInterfaceSource("lo", [])) == "no memcached port given to capture"
+
+
+@pytest.mark.parametrize("extensions", ["compiled", "specification"])
+def test_timestamps_past_int64_nanoseconds_are_a_corrupt_block_in_both_twins(tmp_path: Path, extensions: str) -> None:
+    """An interface's offset at int64's end (or ticks past it) once made `record` an internal error."""
+    body = bytearray(pcapng_section() + pcapng_interface(1, tsoffset=-2**63))
+    start = len(body)
+    for packet in conversation_frames():
+        body += pcapng_packet(packet)
+    path = tmp_path / "c.pcapng"
+    path.write_bytes(bytes(body))
+    env = {**os.environ, "MEMBENCH_SALT": "x"}
+    if extensions == "specification":
+        env["MEMBENCH_NO_EXTENSIONS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "membench", "record", str(path), str(tmp_path / "p.profile"),
+                           "--port", str(SERVER_PORT)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"membench: corrupt pcapng packet block at byte {start} of {path}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from membench.capture.stream import CaptureHealth
+from membench.profile.schema import INT64_MAX, INT64_MIN
 
 SECTION_HEADER: Final = 0x0A0D0D0A
 LITTLE_ENDIAN: Final = b"\x4d\x3c\x2b\x1a"  # the byte-order magic 0x1A2B3C4D as a section stores it
@@ -115,7 +116,10 @@ class PcapngReader:
         if interface_id >= len(self.interfaces) or start + captured > end - 4:
             raise CorruptCapture(f"corrupt pcapng packet block at byte {at} of {self.path}")
         link, _, multiplier, divisor, offset_ns = self.interfaces[interface_id]
-        self.timestamp_ns = (high << 32 | low) * multiplier // divisor + offset_ns
+        timestamp_ns = (high << 32 | low) * multiplier // divisor + offset_ns
+        if not INT64_MIN <= timestamp_ns <= INT64_MAX:  # past 1678-2262: no clock wrote it
+            raise CorruptCapture(f"corrupt pcapng packet block at byte {at} of {self.path}")
+        self.timestamp_ns = timestamp_ns
         on_packet(link, start, start + captured, self.timestamp_ns)
 
     def _simple_packet(self, at: int, block_length: int, on_packet: PacketHandler) -> None:
