@@ -178,3 +178,13 @@ def test_a_kvtrace_op_count_past_the_cap_is_counted_not_expanded(tmp_path: Path)
     cap = 1_000_000
     assert f"imported {cap + 2:,} operations" in result.stderr
     assert f"operations past the op count cap {10**12 - cap:,}" in result.stderr
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path: Path) -> None:
+    kvtrace = tmp_path / "kv.csv"
+    kvtrace.write_bytes(b"\xef\xbb\xbfkey,op,size,op_count,key_size\nk1,GET,1,1,2\n")
+    twitter = tmp_path / "tw.csv"
+    twitter.write_bytes(b"\xef\xbb\xbf1,k,1,10,c,get,0\n")
+    for name, trace in (("kvtrace", kvtrace), ("twitter", twitter)):
+        result = run_membench("import", name, str(trace), str(tmp_path / name), check=True)
+        assert result.stderr.strip().endswith(f"imported 1 operations into {tmp_path / name}"), result.stderr

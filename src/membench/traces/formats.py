@@ -137,7 +137,7 @@ def _kvtrace_request(fields: list[str], columns: dict[str, int]
 def _opened(path: Path, mode: str):  # noqa: ANN202 - a text or binary file, as `mode` says
     try:
         # A key that is not UTF-8 keeps its own bytes (surrogateescape gives them back), so distinct keys stay
-        # distinct.
-        return path.open(mode, **({} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}))
+        # distinct; a byte order mark (spreadsheet exports) is not part of the first field.
+        return path.open(mode, **({} if "b" in mode else {"encoding": "utf-8-sig", "errors": "surrogateescape"}))
     except OSError as error:
         raise MembenchError(f"cannot read trace {path}: {error.strerror or error}") from None
