@@ -188,3 +188,11 @@ def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path: Path) -> Non
     for name, trace in (("kvtrace", kvtrace), ("twitter", twitter)):
         result = run_membench("import", name, str(trace), str(tmp_path / name), check=True)
         assert result.stderr.strip().endswith(f"imported 1 operations into {tmp_path / name}"), result.stderr
+
+
+def test_kvtrace_cache_hits_outside_0_to_op_count_are_counted(tmp_path: Path) -> None:
+    trace = tmp_path / "kv.csv"
+    trace.write_text("key,op,size,op_count,key_size,cache_hits\nk1,GET,5,2,2,7\nk2,GET,5,2,2,-1\nk3,GET,5,2,2,1\n")
+    result = run_membench("import", "kvtrace", str(trace), str(tmp_path / "p"), check=True)
+    assert "values out of range 2" in result.stderr
+    assert [r["status"] for r in rows(tmp_path / "p")] == ["hit", "hit", "miss", "miss", "hit", "miss"]

@@ -107,6 +107,9 @@ def kvtrace(path: Path, problems: Counter[str]) -> Iterator[TraceRow]:
             if count > MAX_OP_COUNT:
                 problems["operations_past_the_op_count_cap"] += count - MAX_OP_COUNT
                 count = MAX_OP_COUNT
+            if not 0 <= hits <= count:  # more hits than requests, or fewer than none: the nearest that can be
+                problems["values_out_of_range"] += 1
+                hits = min(max(hits, 0), count)
             for index in range(count):
                 previous_ns = op_time * _NS_PER_S if op_time is not None else previous_ns + 1000
                 hit = index < hits
