@@ -377,3 +377,37 @@ def test_more_workers_than_connections_and_nothing_to_send_do_not_spin(memcached
     assert result.completed and result.loops == 2 and result.ops == 2
     skipped = [Operation(T0, 0, "quit", "text", None, None, None, None, None, "ok", None, 1, False)]
     assert replay(source(skipped), ReplayOptions(targets=[memcached.address], loops=None)).ops == 0
+
+
+def test_a_server_that_drops_the_warm_up_is_one_line(tmp_path):
+    """A real misbehaving server: it accepts, reads a little and closes, while the warm-up is loading keys."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        with listener:
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.recv(100)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+    try:
+        proc = run_membench("replay", str(profile), "--target", f"127.0.0.1:{port}")
+    finally:
+        stop.set()
+        server.join(timeout=5)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("membench: warm-up: "), proc.stderr
+    assert f"127.0.0.1:{port}" in lines[0]

@@ -17,6 +17,7 @@ import numpy as np
 
 from membench.analyze.batch import BatchView
 from membench.extensions import compiled
+from membench.profile.timestamps import nanoseconds_since
 
 MAX_WINDOWS = 10_000
 _NS_PER_S = 1_000_000_000
@@ -108,19 +109,13 @@ class SeriesCollector:
     def add(self, view: BatchView) -> None:
         if self.start_ns is None:
             self.start_ns = _aligned(int(view.timestamps.min()), self.window_ns)
-        offset = self._offsets(view.timestamps)
+        offset = nanoseconds_since(view.timestamps, self.start_ns)  # rows before the start: the first window
         while (last_window := int(offset.max()) // self.window_ns) > MAX_WINDOWS:
             self._widen(max(2, math.ceil((last_window + 1) / MAX_WINDOWS)))
-            offset = self._offsets(view.timestamps)
+            offset = nanoseconds_since(view.timestamps, self.start_ns)
         window = (offset // np.uint64(self.window_ns)).astype(np.intp)
         self._grow(int(window.max()) + 1)
         count_rows(window, view, self._counts, self._written, self._latency, self._registers)
-
-    def _offsets(self, timestamps: np.ndarray) -> np.ndarray:
-        """Nanoseconds from the start, in uint64, where they cannot overflow: both ends lie in int64, so their
-        distance is below 2**64. Rows before the start count in the first window."""
-        start = np.int64(self.start_ns)
-        return np.maximum(timestamps, start).view(np.uint64) - start.view(np.uint64)
 
     def _grow(self, windows: int) -> None:
         if windows <= self.windows:

@@ -63,23 +63,22 @@ def merge_profiles(paths: Sequence[Path], output: Path, overwrite: bool = False)
             warnings.warn(f"{reader.path}: its recording did not end cleanly; merged as it is", ProfileWarning,
                           stacklevel=2)
     _write_whole(output, metadata, overwrite, sources, readers)
-    unread = [f"{reader.path}: {problem}" for reader in readers for problem in reader.read_problems]
-    if unread:
-        shutil.rmtree(output)
-        raise MembenchError(f"nothing merged: rows of the profiles could not be read ({unread[0]})")
     return MergeSummary(operations=sum(reader.num_rows for reader in readers), nodes=len(readers),
                         connections=sum(source.connections for source in sources))
 
 
 def _write_whole(output: Path, metadata: ProfileMetadata, overwrite: bool, sources: list[_Source],
                  readers: list[ProfileReader]) -> None:
-    """Writes the merged profile, or nothing: a merge that fails part-way (a full disk, a signal) removes what it
-    wrote rather than leave a profile that looks like a smaller merge."""
+    """Writes the merged profile, or nothing: a merge that fails part-way (rows that could not be read, a full
+    disk, a signal) removes what it wrote rather than leave a profile that looks like a smaller merge."""
     created = not output.exists()
     try:
         with ProfileWriter(output, metadata, overwrite=overwrite) as writer:
             for table in _in_time_order(sources):
                 writer.write_batch(table)
+            unread = [f"{reader.path}: {problem}" for reader in readers for problem in reader.read_problems]
+            if unread:
+                raise MembenchError(f"rows of the profiles could not be read ({unread[0]})")
             writer.set_health(_summed_health(readers))
     except BaseException as error:
         if created or overwrite:  # else the writer refused an existing profile before touching it

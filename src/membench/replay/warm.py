@@ -35,21 +35,25 @@ def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: 
     values = ValueSource()
     pairs = sorted(sizes.items())
     result = WarmResult(keys=len(sizes))
-    with contextlib.ExitStack() as opened:
-        sockets: dict[int, socket.socket] = {}
-        for chunk in _chunks(pairs):
-            hashes = np.fromiter((key_hash for (key_hash, _), _ in chunk), dtype=np.uint64, count=len(chunk))
-            lengths = np.fromiter((length for (_, length), _ in chunk), dtype=np.int64, count=len(chunk))
-            per_target: dict[int, list[bytes]] = {}
-            for key, (_, size) in zip(keys.keys(hashes, lengths), chunk, strict=True):
-                request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
-                per_target.setdefault(continuum.server_of(key), []).append(request)
-            for target, requests in per_target.items():
-                if target not in sockets:
-                    sockets[target] = opened.enter_context(_connected(targets[target], timeout))
-                _send(targets[target], sockets[target], b"".join(requests))
-        for target, sock in sockets.items():
-            result.errors += _finish(targets[target], sock)
+    sockets: dict[int, socket.socket] = {}
+    target = 0
+    try:
+        with contextlib.ExitStack() as opened:
+            for chunk in _chunks(pairs):
+                hashes = np.fromiter((key_hash for (key_hash, _), _ in chunk), dtype=np.uint64, count=len(chunk))
+                lengths = np.fromiter((length for (_, length), _ in chunk), dtype=np.int64, count=len(chunk))
+                per_target: dict[int, list[bytes]] = {}
+                for key, (_, size) in zip(keys.keys(hashes, lengths), chunk, strict=True):
+                    request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
+                    per_target.setdefault(continuum.server_of(key), []).append(request)
+                for target, requests in per_target.items():
+                    if target not in sockets:
+                        sockets[target] = opened.enter_context(connect_blocking(targets[target], timeout))
+                    sockets[target].sendall(b"".join(requests))
+            for target, sock in sockets.items():
+                result.errors += _finish(targets[target], sock)
+    except OSError as error:
+        raise MembenchError(f"warm-up: cannot load {targets[target]}: {error.strerror or error}") from None
     return result
 
 
@@ -67,30 +71,13 @@ def _chunks(pairs: list[tuple[tuple[int, int], int]]) -> Iterator[list[tuple[tup
         yield chunk
 
 
-def _connected(target: Target, timeout: float) -> socket.socket:
-    try:
-        return connect_blocking(target, timeout)
-    except OSError as error:
-        raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
-
-
-def _send(target: Target, sock: socket.socket, data: bytes) -> None:
-    try:
-        sock.sendall(data)
-    except OSError as error:
-        raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
-
-
 def _finish(target: Target, sock: socket.socket) -> int:
     """Waits for the server to have handled every set; gives the number it refused (their error lines)."""
-    _send(target, sock, b"mn\r\n")
+    sock.sendall(b"mn\r\n")
     received = b""
-    try:
-        while not received.endswith(_END):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise MembenchError(f"warm-up: {target} closed the connection")
-            received += chunk
-    except OSError as error:
-        raise MembenchError(f"warm-up: cannot load {target}: {error.strerror or error}") from None
+    while not received.endswith(_END):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise MembenchError(f"warm-up: {target} closed the connection")
+        received += chunk
     return received.count(b"\r\n") - 1

@@ -21,6 +21,8 @@ import pyarrow as pa
 
 from membench.errors import MembenchError
 from membench.profile.reader import ProfileReader
+from membench.profile.schema import UINT32_MAX
+from membench.profile.timestamps import nanoseconds_since
 from membench.traces.formats import ORACLE_RECORD
 
 _COLUMNS = ["timestamp_ns", "connection", "command", "key_hash", "key_length", "value_length", "ttl"]
@@ -61,11 +63,8 @@ def export_oracle_general(reader: ProfileReader, output: Path) -> int:
 
 
 def _seconds_since(timestamps_ns: np.ndarray, first_ns: int) -> np.ndarray:
-    """Whole seconds from the first operation, within the format's uint32; a row before it counts as 0. Taken in
-    uint64, where int64 timestamps at any distance from the first cannot overflow."""
-    first = np.int64(first_ns)
-    offset = np.maximum(timestamps_ns, first).view(np.uint64) - first.view(np.uint64)
-    return np.minimum(offset // np.uint64(1_000_000_000), np.uint64(2**32 - 1))
+    """Whole seconds from the first operation, within the format's uint32; a row before it counts as 0."""
+    return np.minimum(nanoseconds_since(timestamps_ns, first_ns) // np.uint64(1_000_000_000), np.uint64(UINT32_MAX))
 
 
 def _patch_next(handle: object, previous: int, number: int, written: int) -> None:
