@@ -7,9 +7,6 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 
 from membench.capture.packet import SUPPORTED_LINK_TYPES
 
-cdef object _EARLIEST_NS = -(1 << 63)  # a packet's timestamp in int64 nanoseconds, as pcapng.py checks it
-cdef object _LATEST_NS = (1 << 63) - 1
-
 cdef enum:
     WALK_MORE = 0  # the batch limit was reached
     WALK_END = 1  # the file ended on a record boundary
@@ -168,11 +165,11 @@ cdef class PacketFeed:
                 break
             link, _, multiplier, divisor, offset_ns = interfaces[interface_id]
             ticks = (<uint64_t>_u32_order(base + at + 12, big_endian) << 32) | _u32_order(base + at + 16, big_endian)
-            timestamp_ns = ticks * multiplier // divisor + offset_ns
-            if timestamp_ns < _EARLIEST_NS or timestamp_ns > _LATEST_NS:  # past 1678-2262: no clock wrote it
+            try:
+                self.last_timestamp_ns = ticks * multiplier // divisor + offset_ns
+            except OverflowError:  # past int64 nanoseconds (1678-2262): no clock wrote it, as pcapng.py checks
                 status = WALK_CORRUPT_PACKET
                 break
-            self.last_timestamp_ns = timestamp_ns
             count += 1
             self._packet(link, base, start, start + captured, self.last_timestamp_ns)
             at = end
