@@ -46,7 +46,11 @@ class Recording:
     cpu_s: float  # the whole run: start, imports, attach, capture, final flush and compaction
     live_cpu_s: float  # while the load ran: the steady per-operation cost
     server_operations: int  # what memcached itself counted meanwhile (cmd_get + cmd_set)
-    bpf_ns: int = 0
+    bpf_programs: dict[str, tuple[int, int]]  # program -> (run_time_ns, run_cnt) since attach, with bpf_stats on
+
+    @property
+    def bpf_ns(self) -> int:
+        return sum(ns for ns, _ in self.bpf_programs.values())
 
 
 @dataclass
@@ -67,15 +71,19 @@ def memcaslap(port: int, seconds: float, concurrency: int) -> float:
     return float(number_in(r"TPS: (\d+)", out))
 
 
-def bpf_run_ns(pid: int) -> int:
-    """run_time_ns summed over the BPF programs held by pid (needs kernel.bpf_stats_enabled)."""
-    total = 0
+def bpf_programs(pid: int) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) of each BPF program held by pid, by name (needs kernel.bpf_stats_enabled)."""
+    programs: dict[str, tuple[int, int]] = {}
     for info in Path(f"/proc/{pid}/fdinfo").iterdir():
         with contextlib.suppress(OSError):
             fields = dict(line.split(":\t", 1) for line in info.read_text().splitlines() if ":\t" in line)
             if "prog_id" in fields and "run_time_ns" in fields:
-                total += int(fields["run_time_ns"])
-    return total
+                shown = subprocess.run(["bpftool", "prog", "show", "id", fields["prog_id"].strip(), "--json"],
+                                       capture_output=True, text=True, check=True).stdout
+                name = json.loads(shown)["name"]
+                ns, runs = programs.get(name, (0, 0))
+                programs[name] = (ns + int(fields["run_time_ns"]), runs + int(fields["run_cnt"]))
+    return programs
 
 
 def cpu_seconds(usage: os.struct_rusage) -> float:
@@ -114,7 +122,7 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
         served = server_operations(port) - server_before
         time.sleep(POLL_S)  # what the load left in the ring is drained within one poll interval
         live_cpu_s = process_cpu_s(recorder.pid) - live_start
-        bpf_ns = bpf_run_ns(recorder.pid)
+        programs = bpf_programs(recorder.pid)
         recorder.send_signal(signal.SIGINT)
         _, status, usage = os.wait4(recorder.pid, 0)
         recorder.returncode = os.waitstatus_to_exitcode(status)
@@ -128,7 +136,7 @@ def record_ebpf(port: int, seconds: float, concurrency: int, profile: Path) -> R
     commands = pq.read_table(profile, columns=["command"])["command"].to_pylist()
     gets_and_sets = sum(command in ("get", "set") for command in commands)
     return Recording(tps, meta["operations"], gets_and_sets, meta["health"]["capture"]["dropped_events"],
-                     cpu_seconds(usage), live_cpu_s, served, bpf_ns)
+                     cpu_seconds(usage), live_cpu_s, served, programs)
 
 
 def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) -> PcapRecording:
@@ -238,6 +246,10 @@ def main() -> None:
                       f"{run.dropped_events:6d} events  membench CPU {per_op_us(run.live_cpu_s, run.operations):.2f} "
                       f"us/op  BPF {run.bpf_ns / max(run.operations, 1):.0f} ns/op")
                 concurrency *= 2
+            counted = max(run.server_operations, 1)  # the last, fullest run: its BPF time program by program
+            print(f"  BPF by program at c={concurrency // 2}, per operation memcached counted: " + "; ".join(
+                f"{name} {runs / counted:.2f} runs/op x {ns / runs:.0f} ns" for name, (ns, runs) in
+                sorted(run.bpf_programs.items()) if runs >= counted / 100))
             print(f"  highest rate recorded with zero dropped events: {best_clean:.0f} ops/s "
                   f"({best_clean / baseline:.2f} of memcached's uncaptured maximum)")
     finally:
