@@ -1,5 +1,14 @@
-# replay/order.py's KeyOrder, rule for rule, included by _pass_plan.pyx: a key's latest write and its readers since
-# in one entry, and the common one-key read answered without a dict of dependencies.
+# replay/order.py's KeyOrder, rule for rule, included by _pass_plan.pyx. Each server's keys live in a C hash table
+# (a key's latest write, and its readers since by stream) and a request's dependencies are gathered in C arrays:
+# ordering a request allocates nothing but the tuple it returns. In Python dicts this was half of planning.
+
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from libc.string cimport memcmp, memset
+
+cdef extern from "Python.h":
+    Py_hash_t PyObject_Hash(object value) except -1
 
 cdef enum KeyEffect:
     EFFECT_NONE = 0  # a keyless request without global effect: orders nothing
@@ -8,6 +17,8 @@ cdef enum KeyEffect:
     EFFECT_FLUSH = 3
 
 cdef object _READS = frozenset(RETRIEVAL_COMMANDS | {Command.TOUCH})
+cdef Py_ssize_t FIRST_KEY_SLOTS = 64
+cdef Py_ssize_t FIRST_READER_SLOTS = 4
 
 
 cdef int _effect_of(object command, bint keyed):
@@ -18,113 +29,313 @@ cdef int _effect_of(object command, bint keyed):
     return EFFECT_WRITE if keyed else EFFECT_NONE
 
 
-cdef inline dict _after(object stream, object number, dict after):
-    """Adds a dependency on request `number` of `stream`, making `after` on the first; per stream only the latest
-    counts, since a stream answers in order."""
-    if after is None:
-        return {stream: number}
-    if number > after.get(stream, -1):
-        after[stream] = number
-    return after
+cdef struct Dependency:
+    int64_t stream
+    int64_t number
 
 
-@cython.no_gc  # holds ints and a dict of ints only: it can be in no reference cycle
-@cython.final
-cdef class _KeyState:
-    """What one server has been sent on one key: its latest write, and every stream's latest read since."""
+cdef struct Readers:
+    # A key's latest read on each stream since the key's last write: open addressing on the stream (-1: free).
+    Py_ssize_t count
+    Py_ssize_t mask  # slots - 1, a power of two
+    int64_t* streams
+    int64_t* numbers
 
-    cdef object writer_stream  # None before the first write
-    cdef object writer_number
-    cdef dict readers  # stream -> number, or None
+
+cdef struct KeySlot:
+    PyObject* key  # NULL: a free slot; otherwise a reference the table holds
+    Py_hash_t hash
+    int64_t writer_stream  # -1 before the key's first write
+    int64_t writer_number
+    Readers* readers  # NULL: no read since the last write
+
+
+cdef inline Py_ssize_t _spread(int64_t stream, Py_ssize_t mask) noexcept:
+    return <Py_ssize_t>((<uint64_t>stream * 0x9E3779B97F4A7C15ULL) >> 32) & mask
+
+
+cdef Readers* _new_readers(Py_ssize_t slots) except NULL:
+    cdef Readers* readers = <Readers*>calloc(1, sizeof(Readers))
+    if readers == NULL:
+        raise MemoryError()
+    readers.mask = slots - 1
+    readers.streams = <int64_t*>malloc(slots * sizeof(int64_t))
+    readers.numbers = <int64_t*>malloc(slots * sizeof(int64_t))
+    if readers.streams == NULL or readers.numbers == NULL:
+        _free_readers(readers)
+        raise MemoryError()
+    memset(readers.streams, 0xFF, slots * sizeof(int64_t))  # every slot -1: free
+    return readers
+
+
+cdef void _free_readers(Readers* readers) noexcept:
+    if readers != NULL:
+        free(readers.streams)
+        free(readers.numbers)
+        free(readers)
+
+
+cdef void _put_reader(Readers* readers, int64_t stream, int64_t number) noexcept:
+    """Room is known to be there."""
+    cdef Py_ssize_t at = _spread(stream, readers.mask)
+    while readers.streams[at] != -1 and readers.streams[at] != stream:
+        at = (at + 1) & readers.mask
+    if readers.streams[at] == -1:
+        readers.streams[at] = stream
+        readers.count += 1
+    readers.numbers[at] = number
+
+
+cdef int _read_by(KeySlot* slot, int64_t stream, int64_t number) except -1:
+    """Records that `stream` read the key in request `number` (its latest read of the key)."""
+    cdef Readers* readers = slot.readers
+    cdef Readers* grown
+    cdef Py_ssize_t at
+    if readers == NULL:
+        readers = slot.readers = _new_readers(FIRST_READER_SLOTS)
+    elif (readers.count + 1) * 2 > readers.mask + 1:
+        grown = _new_readers((readers.mask + 1) * 2)
+        for at in range(readers.mask + 1):
+            if readers.streams[at] != -1:
+                _put_reader(grown, readers.streams[at], readers.numbers[at])
+        _free_readers(readers)
+        readers = slot.readers = grown
+    _put_reader(readers, stream, number)
+    return 0
+
+
+cdef int _by_stream(const void* left, const void* right) noexcept nogil:
+    cdef int64_t a = (<const Dependency*>left).stream
+    cdef int64_t b = (<const Dependency*>right).stream
+    return (a > b) - (a < b)
+
+
+cdef inline bint _same(bytes stored, bytes key) noexcept:
+    cdef Py_ssize_t length = PyBytes_GET_SIZE(key)
+    return PyBytes_GET_SIZE(stored) == length and memcmp(PyBytes_AS_STRING(stored), PyBytes_AS_STRING(key),
+                                                         length) == 0
 
 
 @cython.final
 cdef class _Server:
-    """order.py's _Server, with a key's writer and readers in one entry: one lookup per key instead of three."""
+    """What one server has been sent so far in this pass: each key's latest write and reads, each stream's latest
+    request, and the latest flush_all."""
 
-    cdef dict keys  # key -> _KeyState
-    cdef dict last  # stream -> its latest request
-    cdef object barrier  # the latest flush_all, or None
-    cdef set past_barrier
+    cdef KeySlot* slots
+    cdef Py_ssize_t mask
+    cdef Py_ssize_t keys
+    cdef int64_t* last  # per stream: its latest request here, -1 for none
+    cdef uint8_t* past_barrier  # per stream: it has waited for the barrier (its order covers the rest)
+    cdef Py_ssize_t streams  # streams the two arrays above cover
+    cdef int64_t barrier_stream  # -1: no flush_all yet
+    cdef int64_t barrier_number
 
     def __cinit__(self):
-        self.keys = {}
-        self.last = {}
-        self.barrier = None
-        self.past_barrier = set()
+        self.slots = <KeySlot*>calloc(FIRST_KEY_SLOTS, sizeof(KeySlot))
+        if self.slots == NULL:
+            raise MemoryError()
+        self.mask = FIRST_KEY_SLOTS - 1
+        self.barrier_stream = -1
 
-    cdef _KeyState key(self, object key):
-        cdef _KeyState state = self.keys.get(key)
-        if state is None:
-            state = _KeyState.__new__(_KeyState)
-            self.keys[key] = state
-        return state
+    def __dealloc__(self):
+        if self.slots != NULL:
+            self.forget_keys()
+        free(self.slots)
+        free(self.last)
+        free(self.past_barrier)
+
+    cdef int cover(self, int64_t stream) except -1:
+        """Grows the per-stream arrays to hold `stream`."""
+        cdef Py_ssize_t size = max(self.streams * 2, stream + 1, 16)
+        cdef int64_t* last
+        cdef uint8_t* past
+        if stream < self.streams:
+            return 0
+        last = <int64_t*>realloc(self.last, size * sizeof(int64_t))
+        if last == NULL:
+            raise MemoryError()
+        self.last = last
+        past = <uint8_t*>realloc(self.past_barrier, size)
+        if past == NULL:
+            raise MemoryError()
+        self.past_barrier = past
+        memset(self.last + self.streams, 0xFF, (size - self.streams) * sizeof(int64_t))
+        memset(self.past_barrier + self.streams, 0, size - self.streams)
+        self.streams = size
+        return 0
+
+    cdef KeySlot* slot(self, bytes key) except NULL:
+        """The key's slot, made on its first request."""
+        cdef Py_hash_t hash = PyObject_Hash(key)  # cached in the bytes object after the first time
+        cdef Py_ssize_t at
+        cdef KeySlot* found
+        if (self.keys + 1) * 2 > self.mask + 1:
+            self._grow()
+        at = <Py_ssize_t>(<uint64_t>hash & <uint64_t>self.mask)
+        while True:
+            found = &self.slots[at]
+            if found.key == NULL:
+                Py_INCREF(key)
+                found.key = <PyObject*>key
+                found.hash = hash
+                found.writer_stream = -1
+                found.writer_number = -1
+                found.readers = NULL
+                self.keys += 1
+                return found
+            if found.hash == hash and (found.key == <PyObject*>key or _same(<bytes>found.key, key)):
+                return found
+            at = (at + 1) & self.mask
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t size = (self.mask + 1) * 2
+        cdef KeySlot* old = self.slots
+        cdef KeySlot* slots = <KeySlot*>calloc(size, sizeof(KeySlot))
+        cdef Py_ssize_t index, at
+        if slots == NULL:
+            raise MemoryError()
+        for index in range(self.mask + 1):
+            if old[index].key != NULL:
+                at = <Py_ssize_t>(<uint64_t>old[index].hash & <uint64_t>(size - 1))
+                while slots[at].key != NULL:
+                    at = (at + 1) & (size - 1)
+                slots[at] = old[index]
+        self.slots = slots
+        self.mask = size - 1
+        free(old)
+        return 0
+
+    cdef void forget_keys(self) noexcept:
+        cdef Py_ssize_t index
+        for index in range(self.mask + 1):
+            if self.slots[index].key != NULL:
+                Py_DECREF(<object>self.slots[index].key)
+                _free_readers(self.slots[index].readers)
+        memset(self.slots, 0, (self.mask + 1) * sizeof(KeySlot))
+        self.keys = 0
 
 
 @cython.final
 cdef class KeyOrder:
     """See order.py's KeyOrder."""
 
-    cdef dict _servers
+    cdef list _servers  # index: the server; None where none was sent to yet
+    cdef Dependency* _after  # the request's dependencies being gathered, at most one per stream
+    cdef Py_ssize_t _count
+    cdef Py_ssize_t _capacity
+    cdef Py_ssize_t* _position  # per stream: its place in _after, -1 for none
+    cdef Py_ssize_t _streams
 
     def __cinit__(self):
-        self._servers = {}
+        self._servers = []
+
+    def __dealloc__(self):
+        free(self._after)
+        free(self._position)
 
     def dependencies(self, stream, server, number, command, keys):
-        return self.depend(stream, server, number, _effect_of(command, len(keys) > 0), keys)
+        return self.depend(stream, server, number, _effect_of(command, len(keys) > 0), list(keys))
 
-    cdef tuple _read_one(self, _Server state, object stream, object number, object key):
-        """The common case, without the general case's dict of dependencies: a one-key read waits for the key's
-        latest write, if another stream made it."""
-        cdef _KeyState key_state = state.key(key)
-        if key_state.readers is None:
-            key_state.readers = {}
-        key_state.readers[stream] = number
-        state.last[stream] = number
-        if key_state.writer_stream is None or key_state.writer_stream == stream:
-            return _NO_DEPENDENCIES
-        return _untracked(((key_state.writer_stream, key_state.writer_number),))
-
-    cdef tuple depend(self, object stream, object server, object number, int effect, list keys):
-        cdef _Server state = self._servers.get(server)
-        cdef _KeyState key_state
-        cdef dict after = None
+    cdef _Server _server(self, Py_ssize_t server):
+        cdef _Server state
+        while len(self._servers) <= server:
+            self._servers.append(None)
+        state = self._servers[server]
         if state is None:
-            state = _Server()
-            self._servers[server] = state
-        if state.barrier is not None and stream not in state.past_barrier:
-            after = {(<tuple>state.barrier)[0]: (<tuple>state.barrier)[1]}
-            state.past_barrier.add(stream)
+            state = self._servers[server] = _Server()
+        return state
+
+    cdef int _add(self, int64_t stream, int64_t number) except -1:
+        """A dependency on request `number` of `stream`; per stream only the latest counts, since a stream answers
+        in order."""
+        cdef Py_ssize_t size, at
+        cdef void* grown
+        if stream >= self._streams:
+            size = max(self._streams * 2, stream + 1, 16)
+            grown = realloc(self._position, size * sizeof(Py_ssize_t))
+            if grown == NULL:
+                raise MemoryError()
+            self._position = <Py_ssize_t*>grown
+            memset(self._position + self._streams, 0xFF, (size - self._streams) * sizeof(Py_ssize_t))
+            self._streams = size
+        at = self._position[stream]
+        if at >= 0:
+            if number > self._after[at].number:
+                self._after[at].number = number
+            return 0
+        if self._count == self._capacity:
+            size = max(self._capacity * 2, 16)
+            grown = realloc(self._after, size * sizeof(Dependency))
+            if grown == NULL:
+                raise MemoryError()
+            self._after = <Dependency*>grown
+            self._capacity = size
+        self._after[self._count].stream = stream
+        self._after[self._count].number = number
+        self._position[stream] = self._count
+        self._count += 1
+        return 0
+
+    cdef tuple _gathered(self, int64_t own):
+        """The dependencies gathered, but on the request's own stream, in stream order; starts the next gathering."""
+        cdef Py_ssize_t index, kept = 0
+        for index in range(self._count):
+            self._position[self._after[index].stream] = -1
+            if self._after[index].stream != own:
+                self._after[kept] = self._after[index]
+                kept += 1
+        self._count = 0
+        if kept == 0:
+            return _NO_DEPENDENCIES
+        if kept > 1:
+            qsort(self._after, kept, sizeof(Dependency), _by_stream)
+        return _untracked(tuple([(self._after[index].stream, self._after[index].number)
+                                 for index in range(kept)]))
+
+    cdef tuple depend(self, int64_t stream, Py_ssize_t server, int64_t number, int effect, list keys):
+        cdef _Server state = self._server(server)
+        cdef KeySlot* slot
+        cdef Py_ssize_t at
+        cdef bytes key
+        state.cover(stream)
+        if state.barrier_stream >= 0 and not state.past_barrier[stream]:
+            self._add(state.barrier_stream, state.barrier_number)
+            state.past_barrier[stream] = 1
         elif effect == EFFECT_READ and len(keys) == 1:
-            return self._read_one(state, stream, number, keys[0])
+            # The common case: a one-key read waits for the key's latest write, if another stream made it.
+            slot = state.slot(keys[0])
+            _read_by(slot, stream, number)
+            state.last[stream] = number
+            if slot.writer_stream < 0 or slot.writer_stream == stream:
+                return _NO_DEPENDENCIES
+            return _untracked(((slot.writer_stream, slot.writer_number),))
         if effect == EFFECT_FLUSH:
-            if after is None:
-                after = {}
-            after.update(state.last)
-            state.keys.clear()
-            state.barrier = (stream, number)
-            state.past_barrier = {stream}
+            for at in range(state.streams):
+                if state.last[at] >= 0:
+                    self._add(at, state.last[at])
+            state.forget_keys()
+            state.barrier_stream = stream
+            state.barrier_number = number
+            memset(state.past_barrier, 0, state.streams)
+            state.past_barrier[stream] = 1
         elif effect == EFFECT_READ:
             for key in keys:
-                key_state = state.key(key)
-                if key_state.writer_stream is not None:
-                    after = _after(key_state.writer_stream, key_state.writer_number, after)
-                if key_state.readers is None:
-                    key_state.readers = {}
-                key_state.readers[stream] = number
+                slot = state.slot(key)
+                if slot.writer_stream >= 0:
+                    self._add(slot.writer_stream, slot.writer_number)
+                _read_by(slot, stream, number)
         elif effect == EFFECT_WRITE:
             for key in keys:
-                key_state = state.key(key)
-                if key_state.writer_stream is not None:
-                    after = _after(key_state.writer_stream, key_state.writer_number, after)
-                if key_state.readers:
-                    for reader, read in key_state.readers.items():
-                        after = _after(reader, read, after)
-                key_state.readers = None
-                key_state.writer_stream = stream
-                key_state.writer_number = number
+                slot = state.slot(key)
+                if slot.writer_stream >= 0:
+                    self._add(slot.writer_stream, slot.writer_number)
+                if slot.readers != NULL:
+                    for at in range(slot.readers.mask + 1):
+                        if slot.readers.streams[at] != -1:
+                            self._add(slot.readers.streams[at], slot.readers.numbers[at])
+                    _free_readers(slot.readers)
+                    slot.readers = NULL
+                slot.writer_stream = stream
+                slot.writer_number = number
         state.last[stream] = number
-        if not after:
-            return _NO_DEPENDENCIES
-        after.pop(stream, None)
-        return _untracked(tuple(after.items())) if after else _NO_DEPENDENCIES
+        return self._gathered(stream)

@@ -47,7 +47,8 @@ class KeyOrder:
 
     def dependencies(self, stream: int, server: int, number: int, command: Command,
                      keys: Sequence[bytes]) -> tuple[Dependency, ...]:
-        """What request `number` on `stream` must wait for; records it as the latest on its keys and server."""
+        """What request `number` on `stream` must wait for, in stream order; records it as the latest on its keys
+        and server."""
         state = self._servers.get(server)
         if state is None:
             state = self._servers[server] = _Server()
@@ -73,7 +74,7 @@ class KeyOrder:
                 state.writer[key] = (stream, number)
         state.last[stream] = number
         after.pop(stream, None)
-        return tuple(after.items()) if after else NO_DEPENDENCIES
+        return tuple(sorted(after.items())) if after else NO_DEPENDENCIES
 
 
 def _after(request: Dependency | None, after: dict[int, int]) -> None:
