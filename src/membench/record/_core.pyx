@@ -29,6 +29,7 @@ include "_core_parser.pxi"
 include "_core_lines.pxi"
 include "_core_packets.pxi"
 include "_core_ring.pxi"
+include "_core_groups.pxi"
 include "_core_replay.pxi"
 
 

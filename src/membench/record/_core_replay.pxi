@@ -104,32 +104,50 @@ cdef class ReplyMatcher(UnitSink):
     def sent(self, group, int64_t now, int64_t due):
         self._sent(<tuple>group, now, due)
 
-    def admit(self, list chunk, Py_ssize_t index, Py_ssize_t budget, int64_t now, int64_t depth, list streams,
-              list payloads):
-        cdef tuple fields
-        cdef tuple dependency
+    def admit(self, GroupBlock chunk, Py_ssize_t index, Py_ssize_t budget, int64_t now, int64_t depth,
+              list streams, list payloads):
+        """See InFlight.admit; the payloads admitted go out as one slice of the block's."""
+        cdef const int64_t* row
+        cdef Py_ssize_t first = index, pair
         cdef ReplyMatcher other
         cdef bint blocked
-        cdef Py_ssize_t count = len(chunk)
-        while budget and index < count:
-            fields = <tuple>chunk[index]
-            if <int64_t>fields[10] != CAS_NONE or <int>fields[3] == EXPECT_NONE:
+        cdef int64_t start, end
+        while budget and index < chunk.count:
+            row = chunk.table + index * B_FIELDS
+            if row[B_CAS] != CAS_NONE or row[B_EXPECT] == EXPECT_NONE:
                 break
-            if self.waiting >= (depth if depth else <int64_t>fields[6] + 1):
+            if self.waiting >= (depth if depth else row[B_OUTSTANDING] + 1):
                 break
             blocked = False
-            for dependency in <tuple>fields[9]:
-                other = <ReplyMatcher?>streams[<Py_ssize_t>dependency[0]]
-                if other.answered < <int64_t>dependency[1]:
+            for pair in range(chunk.after_start(index), row[B_AFTER_END]):
+                other = <ReplyMatcher?>streams[<Py_ssize_t>chunk.after[2 * pair]]
+                if other.answered < chunk.after[2 * pair + 1]:
                     blocked = True
                     break
             if blocked:
                 break
-            payloads.append(fields[0])
-            self._sent(fields, now, now)
+            self._sent_row(row, now)
             index += 1
             budget -= 1
+        if index > first:
+            start, end = chunk.payload_start(first), chunk.payload_start(index)
+            payloads.append(PyBytes_FromStringAndSize(PyBytes_AS_STRING(chunk.payloads) + start, end - start))
         return index
+
+    cdef void _sent_row(self, const int64_t* row, int64_t now) except *:
+        cdef Entry entry
+        entry.slot = row[B_SLOT]
+        entry.rows = row[B_ROWS]
+        entry.expect = <int>row[B_EXPECT]
+        entry.units = row[B_UNITS]
+        entry.seq = row[B_SEQ]
+        entry.number = row[B_NUMBER]
+        entry.sent_ns = now
+        entry.due_ns = now
+        entry.replies = 0
+        self._push(&entry)
+        if entry.expect != EXPECT_QUIET:
+            self.waiting += 1
 
     cdef void _sent(self, tuple fields, int64_t now, int64_t due) except *:
         # By position, not by name: a NamedTuple's attribute is a Python-level lookup (inflight.py checks the order).

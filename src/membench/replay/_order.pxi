@@ -234,7 +234,8 @@ cdef class KeyOrder:
         free(self._position)
 
     def dependencies(self, stream, server, number, command, keys):
-        return self.depend(stream, server, number, _effect_of(command, len(keys) > 0), list(keys))
+        self.note(stream, server, number, _effect_of(command, len(keys) > 0), list(keys))
+        return self._gathered(stream)
 
     cdef _Server _server(self, Py_ssize_t server):
         cdef _Server state
@@ -276,8 +277,9 @@ cdef class KeyOrder:
         self._count += 1
         return 0
 
-    cdef tuple _gathered(self, int64_t own):
-        """The dependencies gathered, but on the request's own stream, in stream order; starts the next gathering."""
+    cdef Py_ssize_t settle(self, int64_t own) noexcept:
+        """Ends a gathering: the dependencies but on the request's own stream, in stream order, are then the first
+        ones of _after; returns how many."""
         cdef Py_ssize_t index, kept = 0
         for index in range(self._count):
             self._position[self._after[index].stream] = -1
@@ -285,14 +287,20 @@ cdef class KeyOrder:
                 self._after[kept] = self._after[index]
                 kept += 1
         self._count = 0
-        if kept == 0:
-            return _NO_DEPENDENCIES
         if kept > 1:
             qsort(self._after, kept, sizeof(Dependency), _by_stream)
-        return _untracked(tuple([(self._after[index].stream, self._after[index].number)
-                                 for index in range(kept)]))
+        return kept
 
-    cdef tuple depend(self, int64_t stream, Py_ssize_t server, int64_t number, int effect, list keys):
+    cdef tuple _gathered(self, int64_t own):
+        """settle(), as the specification's tuple (the planner copies the settled dependencies into its rows)."""
+        cdef Py_ssize_t index, kept = self.settle(own)
+        if kept == 0:
+            return _NO_DEPENDENCIES
+        return tuple([(self._after[index].stream, self._after[index].number) for index in range(kept)])
+
+    cdef int note(self, int64_t stream, Py_ssize_t server, int64_t number, int effect, list keys) except -1:
+        """Gathers what request `number` on `stream` must wait for (settle() ends the gathering); records it as the
+        latest on its keys and server."""
         cdef _Server state = self._server(server)
         cdef KeySlot* slot
         cdef Py_ssize_t at
@@ -306,9 +314,9 @@ cdef class KeyOrder:
             slot = state.slot(keys[0])
             _read_by(slot, stream, number)
             state.last[stream] = number
-            if slot.writer_stream < 0 or slot.writer_stream == stream:
-                return _NO_DEPENDENCIES
-            return _untracked(((slot.writer_stream, slot.writer_number),))
+            if slot.writer_stream >= 0:
+                self._add(slot.writer_stream, slot.writer_number)
+            return 0
         if effect == EFFECT_FLUSH:
             for at in range(state.streams):
                 if state.last[at] >= 0:
@@ -338,4 +346,4 @@ cdef class KeyOrder:
                 slot.writer_stream = stream
                 slot.writer_number = number
         state.last[stream] = number
-        return self._gathered(stream)
+        return 0

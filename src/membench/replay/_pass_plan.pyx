@@ -1,6 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The compiled twin of replay/pass_plan.py's PassPlan and of order.py's KeyOrder: the same groups, numbers and
-dependencies from the same rows, with a request's planning in C instead of interpreted Python.
+dependencies from the same rows, with a request's planning in C instead of interpreted Python. A slice's groups
+go to each stream as one GroupBlock (record/_core_groups.pxi): rows of C fields and the payloads end to end, where
+the specification makes a Group tuple, a payload and a dependency tuple per request.
 
 The rows are read as typed columns; the specification's per-request steps (replies due, the replay connection,
 the keys per server, encoding by template, the key order) keep their names here, so the two read side by side.
@@ -15,21 +17,15 @@ import numpy as np
 cimport cython
 
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.object cimport PyTypeObject
 from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_SET_ITEM
-
-cdef extern from "Python.h":
-    object PyType_GenericAlloc(PyTypeObject* type, Py_ssize_t items)
-    void PyObject_GC_UnTrack(object value)
 
 from membench.profile.schema import Status
 from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
 from membench.replay.options import Timing
 from membench.replay.pass_plan import ABSOLUTE_TTL, NEVER_NS
-from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, Group, RequestShape
+from membench.record._core import GroupBlock
+from membench.replay.requests import BLOCK_FIELDS, CAS_CURRENT, CAS_NONE, CAS_STALE, RequestShape
 
 cdef int64_t NS_PER_US = 1000
 cdef int64_t NS_PER_S = 1000000000
@@ -42,11 +38,27 @@ cdef object _BINARY = Protocol.BINARY
 cdef object _TEXT = Protocol.TEXT
 cdef object _CAS = Command.CAS
 cdef object _EXISTS = Status.EXISTS
-cdef bytes _NO_KEY = b""
-cdef Py_ssize_t GROUP_FIELDS = len(Group._fields)
+
+cdef enum:  # the positions of BLOCK_FIELDS
+    B_SLOT = 0
+    B_ROWS
+    B_EXPECT
+    B_UNITS
+    B_AT_NS
+    B_OUTSTANDING
+    B_SEQ
+    B_NUMBER
+    B_CAS
+    B_PAYLOAD_END
+    B_AFTER_END
+    B_FIELDS
+
+assert BLOCK_FIELDS == ("slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number", "cas",
+                        "payload_end", "after_end") and len(BLOCK_FIELDS) == B_FIELDS
 
 
 include "_order.pxi"
+include "_runs.pxi"
 
 
 cdef class PassPlan:
@@ -72,6 +84,8 @@ cdef class PassPlan:
     cdef int64_t _recorded_count
     cdef int64_t _replay_count
     cdef dict _templates  # (protocol, *request shape, key length) -> template
+    cdef list _runs  # per stream: its groups of the slice being planned (a _Run, or None before its first)
+    cdef list _touched  # the streams the slice gave groups to, in the order of their first
 
     def __init__(self, context, Py_ssize_t streams, bint ordered):
         self._context = context
@@ -93,6 +107,8 @@ cdef class PassPlan:
         self._recorded_count = context.connections.recorded_count
         self._replay_count = context.connections.replay_count
         self._templates = {}
+        self._runs = [None] * streams
+        self._touched = []
         self._first_stream = {}
         for (connection, target), stream in context.stream_of.items():
             if target == 0:
@@ -119,10 +135,12 @@ cdef class PassPlan:
         cdef list initial = rows.initial.tolist()
         cdef list intended = None
         cdef list starts = rows.request_starts()
-        cdef dict out = {}
         cdef Py_ssize_t index, start, end
         cdef int64_t outstanding, at_ns, code
         cdef _Slice codes = _Slice(names, self._context.slots)
+        for index in self._touched:  # a slice that failed half planned leaves nothing behind
+            (<_Run>self._runs[index]).clear()
+        self._touched = []
         if self._original:
             with np.errstate(over="ignore"):  # beyond float range: saturated anyway
                 intended = np.minimum((rows.timestamp_ns - self._first_ns) / self._speed, NEVER_NS).astype(
@@ -151,43 +169,51 @@ cdef class PassPlan:
                 cas = CAS_STALE if codes.statuses[status_code[start]] == _EXISTS else CAS_CURRENT
             shape = (codes.protocols[protocol_code[start]], command, value_length[start], flags[start],
                      _ttl_left(ttl[start], timestamp_ns[start]), quiet[start] != 0, delta[start], initial[start])
-            self._plan_request(out, keys[start:end], <int64_t>first_stream, shape, codes.slots[code],
+            self._plan_request(keys[start:end], <int64_t>first_stream, shape, codes.slots[code],
                                codes.effects[code], cas, at_ns, outstanding)
-        return list(out.items())
+        return [(index, (<_Run>self._runs[index]).block()) for index in self._touched]
 
-    cdef void _plan_request(self, dict out, list keys, int64_t first_stream, tuple shape, object slot,
-                            int effect, object cas, int64_t at_ns, int64_t outstanding) except *:
+    cdef void _plan_request(self, list keys, int64_t first_stream, tuple shape, int64_t slot, int effect,
+                            int64_t cas, int64_t at_ns, int64_t outstanding) except *:
         """`shape` is the request's protocol followed by its RequestShape's fields."""
         if self._server_count == 1 and keys[0] is not None and None not in keys:
-            self._plan_on(out, first_stream, 0, keys, shape, slot, effect, cas, at_ns, outstanding)
+            self._plan_on(first_stream, 0, keys, shape, slot, effect, cas, at_ns, outstanding)
             return
         for target, target_keys in self._per_target(keys):
-            self._plan_on(out, first_stream + <int64_t>target, target, target_keys, shape, slot, effect, cas,
-                          at_ns, outstanding)
+            self._plan_on(first_stream + <int64_t>target, target, target_keys, shape, slot, effect, cas, at_ns,
+                          outstanding)
 
-    cdef void _plan_on(self, dict out, int64_t stream, object target, list keys, tuple shape, object slot,
-                       int effect, object cas, int64_t at_ns, int64_t outstanding) except *:
+    cdef void _plan_on(self, int64_t stream, Py_ssize_t target, list keys, tuple shape, int64_t slot, int effect,
+                       int64_t cas, int64_t at_ns, int64_t outstanding) except *:
         """Plans the request's part for one server (its `keys` there), on that server's stream."""
-        cdef list groups
         cdef int64_t number = self._planned
+        cdef Py_ssize_t dependencies = 0
         self._planned += 1
-        if self._order is None:
-            after = _NO_DEPENDENCIES
-        else:
-            after = self._order.depend(stream, target, number, effect if keys or effect == EFFECT_FLUSH
-                                       else EFFECT_NONE, keys)
-        groups = out.get(stream)
-        if groups is None:
-            groups = out[stream] = []
-        groups.append(self._group(stream, shape, keys, slot, cas, at_ns, outstanding, number, after))
+        if self._order is not None:
+            self._order.note(stream, target, number, effect if keys or effect == EFFECT_FLUSH else EFFECT_NONE, keys)
+            dependencies = self._order.settle(stream)
+        self._group(self._run_of(stream), stream, shape, keys, slot, cas, at_ns, outstanding, number, dependencies)
 
-    cdef object _group(self, int64_t stream, tuple shape, list keys, object slot, object cas, int64_t at_ns,
-                       int64_t outstanding, int64_t number, tuple after):
-        """The Group of the request on `stream` (which speaks binary or not whatever the recording spoke), encoded
-        by template where its shape has one; opaques are numbered from its seq."""
+    cdef _Run _run_of(self, int64_t stream):
+        cdef _Run run = self._runs[stream]
+        if run is None:
+            run = self._runs[stream] = _Run()
+        if not run.listed:
+            run.listed = True
+            self._touched.append(stream)
+        return run
+
+    cdef int _group(self, _Run run, int64_t stream, tuple shape, list keys, int64_t slot, int64_t cas,
+                    int64_t at_ns, int64_t outstanding, int64_t number, Py_ssize_t dependencies) except -1:
+        """Adds the group of the request on `stream` (which speaks binary or not whatever the recording spoke) to
+        the stream's run, encoded by template where its shape has one; opaques are numbered from its seq. Its
+        `dependencies` are the first ones the key order settled."""
         cdef bint binary = self._binaries[stream]
         cdef int64_t seq = <int64_t>self._opaques[stream] + 1
-        cdef bytes key
+        cdef int64_t expect, units
+        cdef int64_t* row
+        cdef Py_ssize_t pair
+        cdef bytes key, head, tail
         protocol = shape[0]
         if binary != (protocol is _BINARY):
             protocol = _BINARY if binary else _TEXT
@@ -197,26 +223,31 @@ cdef class PassPlan:
             template = self._template(protocol, shape, len(key))
         if template is not None:
             head, tail, expect, units = template
-            payload = _joined(head, key, tail)
+            run.write(head)
+            run.write(key)
+            run.write(tail)
         else:
             payload, expect, units, used = self._encoder.encode(protocol, _new_tuple(RequestShape, shape[1:]), keys,
                                                                 seq)
             self._opaques[stream] += used
-        # A NamedTuple is a tuple subclass: allocated and filled as tuple.__new__ would, without the argument tuple.
-        group = PyType_GenericAlloc(<PyTypeObject*>Group, GROUP_FIELDS)
-        _put(group, 0, payload)
-        _put(group, 1, slot)
-        _put(group, 2, len(keys) or 1)
-        _put(group, 3, expect)
-        _put(group, 4, units)
-        _put(group, 5, at_ns)
-        _put(group, 6, outstanding)
-        _put(group, 7, seq)
-        _put(group, 8, number)
-        _put(group, 9, after)
-        _put(group, 10, cas)
-        _put(group, 11, keys[0] if cas else _NO_KEY)
-        return _untracked(group)
+            run.write(payload)
+        for pair in range(dependencies):
+            run.depend(self._order._after[pair].stream, self._order._after[pair].number)
+        if cas != CAS_NONE:
+            run.remember_key(keys[0])
+        row = run.add_row()
+        row[B_SLOT] = slot
+        row[B_ROWS] = len(keys) or 1
+        row[B_EXPECT] = expect
+        row[B_UNITS] = units
+        row[B_AT_NS] = at_ns
+        row[B_OUTSTANDING] = outstanding
+        row[B_SEQ] = seq
+        row[B_NUMBER] = number
+        row[B_CAS] = cas
+        row[B_PAYLOAD_END] = run.payload_size
+        row[B_AFTER_END] = run.after_count
+        return 0
 
     cdef object _template(self, object protocol, tuple shape, Py_ssize_t key_length):
         """encoder.template, remembered here under a key hashed from plain tuples; the stream's protocol joins the
@@ -284,35 +315,8 @@ cdef class _Slice:
         self.effects = [EFFECT_NONE if command is None else _effect_of(command, True) for command in self.commands]
 
 
-cdef object _untracked(object value):
-    """A planned group, and its dependencies, hold bytes, ints and tuples of ints: they can be in no reference
-    cycle, so the cyclic collector need not visit the hundreds of thousands a plan keeps (CPython would untrack them
-    itself, but only at the first collection they survive, after visiting them)."""
-    for item in value:
-        if type(item) is tuple:
-            PyObject_GC_UnTrack(item)
-    PyObject_GC_UnTrack(value)
-    return value
-
-
-cdef inline void _put(object group, Py_ssize_t index, object value):
-    Py_INCREF(value)  # PyTuple_SET_ITEM takes over a reference
-    PyTuple_SET_ITEM(group, index, value)
-
-
 cdef object _ttl_left(object ttl, int64_t timestamp_ns):
     if ttl <= ABSOLUTE_TTL:
         return ttl
     remaining = ttl - (<object>timestamp_ns) // NS_PER_S  # Python's floor division, as the specification
     return remaining if remaining > 0 else -1
-
-
-cdef bytes _joined(bytes head, bytes key, bytes tail):
-    cdef Py_ssize_t head_length = PyBytes_GET_SIZE(head)
-    cdef Py_ssize_t key_length = PyBytes_GET_SIZE(key)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, head_length + key_length + PyBytes_GET_SIZE(tail))
-    cdef char* at = PyBytes_AS_STRING(out)
-    memcpy(at, PyBytes_AS_STRING(head), head_length)
-    memcpy(at + head_length, PyBytes_AS_STRING(key), key_length)
-    memcpy(at + head_length + key_length, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail))
-    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from membench.errors import MembenchError
@@ -70,8 +71,8 @@ class Link(asyncio.Protocol):
         self._uniques = runner.uniques if Command.CAS.value in runner.planner.commands else None
         self._drain = _drain_group(stream.binary)
         self.address = address
-        self.queue: deque[list[Group]] = deque()
-        self._chunk: list[Group] = []
+        self.queue: deque[Sequence[Group]] = deque()
+        self._chunk: Sequence[Group] = []
         self._next = 0
         self._pipeline = runner.options.pipeline
         self._timed = runner.options.timing is not Timing.ASAP
@@ -220,7 +221,7 @@ class Link(asyncio.Protocol):
     def _write_off(self) -> None:
         """Count every request of this pass still to send as lost, as the planner hands them over."""
         counts = self._counts
-        chunk: list[Group] | None = self._chunk[self._next :]
+        chunk: Sequence[Group] | None = self._chunk[self._next :]
         while chunk:
             for group in chunk:
                 if group.slot >= 0:
@@ -298,6 +299,8 @@ class Link(asyncio.Protocol):
                 index = admitted
                 if index == count or not budget:
                     continue
+            if pipeline and inflight.waiting >= pipeline:
+                break  # the depth is reached: no need to look at the group (a compiled plan's is built to look at)
             if not self._send_one(chunk[index], now, payloads):
                 break
             index += 1

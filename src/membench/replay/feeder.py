@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from membench.replay.plan import Planner
@@ -13,13 +13,13 @@ from membench.replay.survey import BatchSource
 
 HIGH_WATER = 65_536  # planned groups queued over all links before planning pauses
 _LOW_WATER = HIGH_WATER // 2  # queued groups below which the next slices are planned ahead
-CACHE_GROUPS = 250_000  # a plan this small (about 60 MB) is kept for the later loops
+CACHE_GROUPS = 250_000  # a plan this small is kept for the later loops (40 MiB compiled; 90 as tuples)
 
 
 class FedLink(Protocol):
     """What the feeder needs of a link: its queue of planned chunks, and a way to wake it when some come."""
 
-    queue: deque[list[Group]]
+    queue: deque[Sequence[Group]]
 
     def poke(self) -> None: ...
 
@@ -41,8 +41,8 @@ class Feeder:
         self.exhausted = True
         self.planned = 0  # groups planned in the current loop
         self._queued = 0
-        self._slices: Iterator[list[tuple[int, list[Group]]]] | None = None
-        self._cache: list[list[list[Group]]] | None = None  # each link's chunks of the first loop
+        self._slices: Iterator[list[tuple[int, Sequence[Group]]]] | None = None
+        self._cache: list[list[Sequence[Group]]] | None = None  # each link's chunks of the first loop
         self._cached = False
         self._refill_due = False
         self._starving: list[FedLink] = []
@@ -65,7 +65,7 @@ class Feeder:
         self.exhausted = False
         self._schedule_refill()
 
-    def take(self, link: FedLink) -> list[Group] | None:
+    def take(self, link: FedLink) -> Sequence[Group] | None:
         """The link's next planned groups; None while there are none (it is poked when some come)."""
         queue = link.queue
         while not queue and not self.exhausted and self._queued < HIGH_WATER:

@@ -42,7 +42,7 @@ class Matcher(TypingProtocol):
     answered: int
 
     def sent(self, group: Group, now: int, due: int) -> None: ...
-    def admit(self, chunk: list[Group], index: int, budget: int, now: int, depth: int, streams: Sequence[Matcher],
+    def admit(self, chunk: Sequence[Group], index: int, budget: int, now: int, depth: int, streams: Sequence[Matcher],
               payloads: list[bytes]) -> int: ...
     def receive(self, data: bytes, now: int) -> bool: ...
     def answer(self, number: int) -> None: ...
@@ -117,14 +117,15 @@ class InFlight:
         if group.expect != EXPECT_QUIET:
             self.waiting += 1
 
-    def admit(self, chunk: list[Group], index: int, budget: int, now: int, depth: int, streams: Sequence[Matcher],
+    def admit(self, chunk: Sequence[Group], index: int, budget: int, now: int, depth: int, streams: Sequence[Matcher],
               payloads: list[bytes]) -> int:
         """Puts in flight the groups of `chunk` from `index` on that may go at once (their payloads onto
         `payloads`), at most `budget`: while fewer requests wait for a reply than the depth (`depth`, or the
         group's recorded depth when 0) and every request it waits for on another stream (`streams`, by index) is
         answered. Stops at the first group that may not go, or that its link handles itself (a cas, whose unique
         the link fills in; a noreply request, which it counts); returns the index it stopped at. For an
-        as-fast-as-possible replay: an open-loop link sends each group at its own time instead."""
+        as-fast-as-possible replay: an open-loop link sends each group at its own time instead. The compiled twin
+        admits from the compiled planner's GroupBlock, and puts the admitted payloads out as one piece."""
         while budget and index < len(chunk):
             group = chunk[index]
             if group.cas != CAS_NONE or group.expect == EXPECT_NONE:

@@ -12,6 +12,7 @@ tests/replay/test_pass_plan_twin.py holds the two equal.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from typing import Protocol as Interface
@@ -118,9 +119,11 @@ class PlanContext:
 
 
 class PassPlanner(Interface):
-    """What both twins do: plan one slice, whose keys are given (None where a row has none)."""
+    """What both twins do: plan one slice, whose keys are given (None where a row has none). Each stream's groups
+    come as a sequence: a list here, a GroupBlock (compact rows, record/_core_groups.pxi) from the compiled twin."""
 
-    def plan(self, rows: SliceRows, keys: list[bytes | None], names: SliceNames) -> list[tuple[int, list[Group]]]:
+    def plan(self, rows: SliceRows, keys: list[bytes | None], names: SliceNames
+             ) -> list[tuple[int, Sequence[Group]]]:
         ...
 
 

@@ -13,7 +13,7 @@ that straddles two batches or slices is carried over whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,7 +128,7 @@ class Planner:
                     binary.setdefault(connection, speaks_binary)
         return binary
 
-    def plan(self, source: BatchSource) -> Iterator[list[tuple[int, list[Group]]]]:
+    def plan(self, source: BatchSource) -> Iterator[list[tuple[int, Sequence[Group]]]]:
         """One loop's plan, a slice at a time: (stream index, its next groups in order) for the streams that have
         some. A fresh call starts a fresh loop."""
         # Open-loop timings keep the recorded schedule; as fast as possible keeps the recorded order instead.
@@ -152,7 +152,7 @@ class Planner:
         if carry is not None:
             yield self._plan_slice(carry, state)
 
-    def _plan_slice(self, rows: SliceRows, state: PassPlanner) -> list[tuple[int, list[Group]]]:
+    def _plan_slice(self, rows: SliceRows, state: PassPlanner) -> list[tuple[int, Sequence[Group]]]:
         keyed = np.flatnonzero(rows.keyed)
         keys: list[bytes | None]
         if len(keyed) == len(rows.keyed):

@@ -61,6 +61,13 @@ class Group(NamedTuple):
     key: bytes  # the key of a cas (whose unique the link looks up); empty otherwise
 
 
+# The compiled planner hands a stream's groups over as one GroupBlock (record/_core_groups.pxi), not a tuple each: a
+# row of int64 fields per group in this order, the payloads laid end to end (a group's ends where the next one's
+# begins) and the dependencies as (stream, number) pairs. Both compiled modules check their positions against it.
+BLOCK_FIELDS = ("slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number", "cas", "payload_end",
+                "after_end")
+
+
 class RequestShape(NamedTuple):
     command: Command
     value_length: int
