@@ -35,8 +35,12 @@ def test_a_block_reads_back_as_its_groups(planned: list[Group], data: st.DataObj
     start = data.draw(st.integers(-15, 15))
     stop = data.draw(st.integers(-15, 15))
     assert block[start:stop] == planned[start:stop]
+    if planned:
+        assert block[-1] == planned[-1]
     with pytest.raises(IndexError):
         block[len(planned)]
+    with pytest.raises(IndexError):
+        block[-len(planned) - 1]
 
 
 def table(*rows: tuple[int, int]) -> bytes:

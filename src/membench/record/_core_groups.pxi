@@ -81,6 +81,8 @@ cdef class GroupBlock:
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self.group(at) for at in range(*index.indices(self.count))]
+        if index < 0:
+            index += self.count
         if not 0 <= index < self.count:
             raise IndexError("group index out of range")
         return self.group(index)
