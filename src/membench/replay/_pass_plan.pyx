@@ -25,7 +25,7 @@ from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
 from membench.replay.options import Timing
 from membench.replay.pass_plan import ABSOLUTE_TTL, NEVER_NS
 from membench.record._core import GroupBlock
-from membench.replay.requests import BLOCK_FIELDS, CAS_CURRENT, CAS_NONE, CAS_STALE, RequestShape
+from membench.replay.requests import BLOCK_FIELDS, CAS_CURRENT, CAS_NONE, CAS_STALE, VALUE_COMMANDS, RequestShape
 
 cdef int64_t NS_PER_US = 1000
 cdef int64_t NS_PER_S = 1000000000
@@ -167,7 +167,8 @@ cdef class PassPlan:
             cas = CAS_NONE
             if command is _CAS:
                 cas = CAS_STALE if codes.statuses[status_code[start]] == _EXISTS else CAS_CURRENT
-            shape = (codes.protocols[protocol_code[start]], command, value_length[start], flags[start],
+            shape = (codes.protocols[protocol_code[start]], command,
+                     value_length[start] if codes.carries_value[code] else 0, flags[start],
                      _ttl_left(ttl[start], timestamp_ns[start]), quiet[start] != 0, delta[start], initial[start])
             self._plan_request(keys[start:end], <int64_t>first_stream, shape, codes.slots[code],
                                codes.effects[code], cas, at_ns, outstanding)
@@ -306,6 +307,7 @@ cdef class _Slice:
     cdef list statuses
     cdef list slots
     cdef list effects
+    cdef list carries_value
 
     def __cinit__(self, names, dict slots):
         self.commands = list(names.commands)
@@ -313,6 +315,7 @@ cdef class _Slice:
         self.statuses = list(names.statuses)
         self.slots = [None if command is None else slots[command] for command in self.commands]
         self.effects = [EFFECT_NONE if command is None else _effect_of(command, True) for command in self.commands]
+        self.carries_value = [command in VALUE_COMMANDS for command in self.commands]
 
 
 cdef object _ttl_left(object ttl, int64_t timestamp_ns):

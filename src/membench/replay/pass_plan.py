@@ -25,7 +25,15 @@ from membench.protocol.events import Command, Protocol
 from membench.replay.ketama import Continuum
 from membench.replay.options import Timing
 from membench.replay.order import NO_DEPENDENCIES, KeyOrder
-from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, Group, RequestEncoder, RequestShape
+from membench.replay.requests import (
+    CAS_CURRENT,
+    CAS_NONE,
+    CAS_STALE,
+    VALUE_COMMANDS,
+    Group,
+    RequestEncoder,
+    RequestShape,
+)
 
 ABSOLUTE_TTL = 60 * 60 * 24 * 30  # memcached reads larger exptimes as Unix times
 _NS_PER_US = 1000
@@ -187,7 +195,8 @@ class PassPlan:
         connection = context.connections.replay_connection(recorded, 0 if key is None else rows.key_hash[row])
         if (connection, 0) not in context.stream_of:
             return  # another worker's connection
-        request = RequestShape(command=command, value_length=rows.value_length[row], flags=rows.flags[row],
+        value_length = rows.value_length[row] if command in VALUE_COMMANDS else 0
+        request = RequestShape(command=command, value_length=value_length, flags=rows.flags[row],
                                ttl=ttl_left(rows.ttl[row], timestamp_ns), quiet=rows.quiet[row],
                                delta=rows.delta[row], initial=rows.initial[row])
         cas = CAS_NONE

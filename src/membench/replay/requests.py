@@ -31,7 +31,9 @@ CAS_CURRENT = 1  # the recording's cas stored: send the unique the server last g
 CAS_STALE = 2  # the recording's cas found the item changed: send one that cannot match
 CAS_PLACEHOLDER = b"\x00unique\x00"
 
-_WITH_VALUE = STORAGE_COMMANDS - {Command.META_SET}
+# The commands whose request carries a value. The others' shapes hold value_length 0: a get encodes alike whatever
+# the size of the item it read, so gets of every size share one template.
+VALUE_COMMANDS = STORAGE_COMMANDS - {Command.META_SET}
 _BINARY, _META = Protocol.BINARY, Protocol.META
 _GET, _STATS = Command.GET, Command.STATS
 _ALWAYS_ANSWERED = frozenset({Command.VERSION, Command.STATS, Command.NOOP})  # text has no noreply form of these
@@ -112,7 +114,7 @@ class RequestEncoder:
         send_as = command = request.command
         if command is _GET and self._uniques_needed:
             send_as = Command.GETS  # counted as the same get, and its reply shows the unique a later cas needs
-        value = self._values.value(request.value_length) if command in _WITH_VALUE else b""
+        value = self._values.value(request.value_length) if command in VALUE_COMMANDS else b""
         if protocol is _BINARY:
             return _binary(send_as, keys, value, request, seq)
         if protocol is _META and keys:
