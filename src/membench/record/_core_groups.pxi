@@ -5,6 +5,12 @@
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
+
+cdef extern from "Python.h":
+    object PyType_GenericAlloc(PyTypeObject* type, Py_ssize_t items)
 
 from membench.replay.requests import BLOCK_FIELDS, Group
 
@@ -22,6 +28,9 @@ cdef enum:  # the positions of BLOCK_FIELDS
     B_AFTER_END
     B_FIELDS
 
+cdef Py_ssize_t GROUP_FIELDS = len(Group._fields)
+assert Group._fields == ("payload", "slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number",
+                         "after", "cas", "key")
 assert BLOCK_FIELDS == ("slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number", "cas",
                         "payload_end", "after_end") and len(BLOCK_FIELDS) == B_FIELDS
 
@@ -94,12 +103,27 @@ cdef class GroupBlock:
         return self.table[(index - 1) * B_FIELDS + B_AFTER_END] if index else 0
 
     cdef object group(self, Py_ssize_t index):
+        """The Group at `index`. An open-loop link makes one of each group it sends: a NamedTuple is a tuple
+        subclass, so it is allocated and filled as tuple.__new__ would, without its Python-level constructor."""
         cdef const int64_t* row = self.table + index * B_FIELDS
         cdef Py_ssize_t pair
-        return Group(
-            payload=self.payloads[self.payload_start(index):row[B_PAYLOAD_END]], slot=row[B_SLOT], rows=row[B_ROWS],
-            expect=row[B_EXPECT], units=row[B_UNITS], at_ns=row[B_AT_NS], outstanding=row[B_OUTSTANDING],
-            seq=row[B_SEQ], number=row[B_NUMBER],
-            after=tuple([(self.after[2 * pair], self.after[2 * pair + 1])
-                         for pair in range(self.after_start(index), row[B_AFTER_END])]),
-            cas=row[B_CAS], key=self.keys.get(index, b"") if self.keys else b"")
+        cdef object group = PyType_GenericAlloc(<PyTypeObject*>Group, GROUP_FIELDS)
+        _put(group, 0, self.payloads[self.payload_start(index):row[B_PAYLOAD_END]])
+        _put(group, 1, row[B_SLOT])
+        _put(group, 2, row[B_ROWS])
+        _put(group, 3, row[B_EXPECT])
+        _put(group, 4, row[B_UNITS])
+        _put(group, 5, row[B_AT_NS])
+        _put(group, 6, row[B_OUTSTANDING])
+        _put(group, 7, row[B_SEQ])
+        _put(group, 8, row[B_NUMBER])
+        _put(group, 9, tuple([(self.after[2 * pair], self.after[2 * pair + 1])
+                              for pair in range(self.after_start(index), row[B_AFTER_END])]))
+        _put(group, 10, row[B_CAS])
+        _put(group, 11, self.keys.get(index, b"") if self.keys else b"")
+        return group
+
+
+cdef inline void _put(object group, Py_ssize_t index, object value):
+    Py_INCREF(value)  # PyTuple_SET_ITEM takes over a reference
+    PyTuple_SET_ITEM(group, index, value)
