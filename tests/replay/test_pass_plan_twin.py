@@ -5,6 +5,7 @@ must plan the same groups, byte for byte and number for number."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,5 +116,21 @@ def test_twin_key_order_matches(calls: list[tuple[int, int, Command, list[bytes]
     specification, twin = KeyOrder(), TWIN.KeyOrder()
     for number, (stream, server, command, keys) in enumerate(calls):
         keys = [] if command in (Command.FLUSH_ALL, Command.VERSION) else keys
+        assert twin.dependencies(stream, server, number, command, keys) == specification.dependencies(
+            stream, server, number, command, keys)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_twin_key_order_matches_over_many_keys_and_streams(seed: int) -> None:
+    """Enough keys and readers per key that the compiled tables grow several times, then a flush_all empties them."""
+    rng = np.random.default_rng(seed)
+    specification, twin = KeyOrder(), TWIN.KeyOrder()
+    commands = [Command.GET] * 8 + [Command.SET, Command.DELETE]
+    for number in range(3000):
+        stream, server = int(rng.integers(0, 300)), int(rng.integers(0, 2))
+        command = Command.FLUSH_ALL if number == 1500 else commands[rng.integers(0, len(commands))]
+        keys = [] if command is Command.FLUSH_ALL else [b"key:%d" % rng.integers(0, 500)
+                                                        for _ in range(1 + (rng.integers(0, 4) == 0))]
         assert twin.dependencies(stream, server, number, command, keys) == specification.dependencies(
             stream, server, number, command, keys)
