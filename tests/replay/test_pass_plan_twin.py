@@ -134,3 +134,10 @@ def test_twin_key_order_matches_over_many_keys_and_streams(seed: int) -> None:
                                                         for _ in range(1 + (rng.integers(0, 4) == 0))]
         assert twin.dependencies(stream, server, number, command, keys) == specification.dependencies(
             stream, server, number, command, keys)
+
+
+@pytest.mark.parametrize(("stream", "server"), [(-1, 0), (0, -1)])
+def test_the_compiled_key_order_refuses_negative_numbers_that_would_index_before_its_arrays(stream: int,
+                                                                                           server: int) -> None:
+    with pytest.raises(ValueError, match="numbered from 0"):
+        TWIN.KeyOrder().dependencies(stream, server, 0, Command.GET, [b"k"])

@@ -234,6 +234,8 @@ cdef class KeyOrder:
         free(self._position)
 
     def dependencies(self, stream, server, number, command, keys):
+        if stream < 0 or server < 0:
+            raise ValueError("streams and servers are numbered from 0")  # they index the C arrays
         self.note(stream, server, number, _effect_of(command, len(keys) > 0), list(keys))
         return self._gathered(stream)
 
