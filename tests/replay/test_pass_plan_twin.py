@@ -136,8 +136,20 @@ def test_twin_key_order_matches_over_many_keys_and_streams(seed: int) -> None:
             stream, server, number, command, keys)
 
 
-@pytest.mark.parametrize(("stream", "server"), [(-1, 0), (0, -1)])
-def test_the_compiled_key_order_refuses_negative_numbers_that_would_index_before_its_arrays(stream: int,
-                                                                                           server: int) -> None:
+@pytest.mark.parametrize(("stream", "server"), [(-1, 0), (0, -1), (2**63 - 1, 0), (2**61, 0), (0, 10**9)])
+def test_the_compiled_key_order_refuses_numbers_its_arrays_cannot_hold(stream: int, server: int) -> None:
+    order = TWIN.KeyOrder()
+    order.dependencies(3, 0, 0, Command.SET, [b"k"])
     with pytest.raises(ValueError, match="numbered from 0"):
-        TWIN.KeyOrder().dependencies(stream, server, 0, Command.GET, [b"k"])
+        order.dependencies(stream, server, 1, Command.GET, [b"k"])
+    assert order.dependencies(4, 0, 2, Command.GET, [b"k"]) == ((3, 0),)
+
+
+def test_a_request_that_failed_half_gathered_leaves_nothing_to_the_next() -> None:
+    """The compiled order takes keys as bytes only: a request with another key fails after gathering the first
+    key's dependency, which the next request must not inherit."""
+    twin = TWIN.KeyOrder()
+    twin.dependencies(0, 0, 0, Command.SET, [b"a"])
+    with pytest.raises(TypeError):
+        twin.dependencies(1, 0, 1, Command.SET, [b"a", "no bytes"])
+    assert twin.dependencies(2, 0, 2, Command.GET, [b"zzz"]) == ()

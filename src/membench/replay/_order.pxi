@@ -19,6 +19,8 @@ cdef enum KeyEffect:
 cdef object _READS = frozenset(RETRIEVAL_COMMANDS | {Command.TOUCH})
 cdef Py_ssize_t FIRST_KEY_SLOTS = 64
 cdef Py_ssize_t FIRST_READER_SLOTS = 4
+# Streams and servers index C arrays: bounded far above any replay's sockets, so that sizes cannot overflow.
+cdef int64_t MAX_STREAMS = 1 << 24
 
 
 cdef int _effect_of(object command, bint keyed):
@@ -151,6 +153,8 @@ cdef class _Server:
         cdef uint8_t* past
         if stream < self.streams:
             return 0
+        if stream >= MAX_STREAMS:
+            raise ValueError(f"stream {stream} past the key order's {MAX_STREAMS}")
         last = <int64_t*>realloc(self.last, size * sizeof(int64_t))
         if last == NULL:
             raise MemoryError()
@@ -234,8 +238,8 @@ cdef class KeyOrder:
         free(self._position)
 
     def dependencies(self, stream, server, number, command, keys):
-        if stream < 0 or server < 0:
-            raise ValueError("streams and servers are numbered from 0")  # they index the C arrays
+        if not (0 <= stream < MAX_STREAMS and 0 <= server < MAX_STREAMS):  # they index C arrays
+            raise ValueError(f"streams and servers are numbered from 0 to {MAX_STREAMS - 1}")
         self.note(stream, server, number, _effect_of(command, len(keys) > 0), list(keys))
         return self._gathered(stream)
 
@@ -307,6 +311,8 @@ cdef class KeyOrder:
         cdef KeySlot* slot
         cdef Py_ssize_t at
         cdef bytes key
+        if self._count:  # a request that failed half gathered (a key that was no bytes): its gathering is void
+            self.settle(-1)
         state.cover(stream)
         if state.barrier_stream >= 0 and not state.past_barrier[stream]:
             self._add(state.barrier_stream, state.barrier_number)

@@ -61,9 +61,10 @@ assert Group._fields[:11] == ("payload", "slot", "rows", "expect", "units", "at_
 
 def new_inflight(tables: list[dict[Reply, int]], suppressed: list[int], timed: bool,
                  uniques: dict[bytes, int] | None) -> Matcher:
-    """The compiled matcher where it is built (and not switched off), else the specification."""
+    """The compiled matcher where it is built (and not switched off), else the specification. It admits from the
+    compiled planner's GroupBlocks, not from the specification's lists: the two are taken together."""
     core = extensions.compiled("membench.record._core")
-    if core is not None:
+    if core is not None and extensions.compiled("membench.replay._pass_plan") is not None:
         matcher: Matcher = core.ReplyMatcher(tables, suppressed, timed, uniques)
         return matcher
     return InFlight(tables, suppressed, timed, uniques)
