@@ -1,6 +1,6 @@
 # replay/order.py's KeyOrder, rule for rule, included by _pass_plan.pyx. Each server's keys live in a C hash table
 # (a key's latest write, and its readers since by stream) and a request's dependencies are gathered in C arrays:
-# ordering a request allocates nothing but the tuple it returns. In Python dicts this was half of planning.
+# ordering a request allocates nothing, as the planner copies the settled dependencies into its group rows.
 
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF
