@@ -1,7 +1,7 @@
 # A stream's planned groups as the compiled planner (replay/_pass_plan.pyx) hands them over: the sequence of Groups
 # the specification plans, kept as three buffers instead of a tuple, a payload and a dependency tuple per group.
 # A replay keeps hundreds of thousands of groups planned ahead, far more than fit in the CPU's caches: admitting one
-# read a dozen scattered objects, where a row of this table is one cache line next to the previous row.
+# read a dozen scattered objects, where the rows of this table lie one after the other.
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -12,27 +12,13 @@ from cpython.tuple cimport PyTuple_SET_ITEM
 cdef extern from "Python.h":
     object PyType_GenericAlloc(PyTypeObject* type, Py_ssize_t items)
 
-from membench.replay.requests import BLOCK_FIELDS, Group
+from membench.replay.requests import Group
 
-cdef enum:  # the positions of BLOCK_FIELDS
-    B_SLOT = 0
-    B_ROWS
-    B_EXPECT
-    B_UNITS
-    B_AT_NS
-    B_OUTSTANDING
-    B_SEQ
-    B_NUMBER
-    B_CAS
-    B_PAYLOAD_END
-    B_AFTER_END
-    B_FIELDS
+include "../replay/_block_fields.pxi"
 
 cdef Py_ssize_t GROUP_FIELDS = len(Group._fields)
 assert Group._fields == ("payload", "slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number",
                          "after", "cas", "key")
-assert BLOCK_FIELDS == ("slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number", "cas",
-                        "payload_end", "after_end") and len(BLOCK_FIELDS) == B_FIELDS
 
 
 @cython.final

@@ -126,7 +126,7 @@ cdef class ReplyMatcher(UnitSink):
                     break
             if blocked:
                 break
-            self._sent_row(row, now)
+            self._sent_row(row, now, now)
             index += 1
             budget -= 1
         if index > first:
@@ -134,7 +134,19 @@ cdef class ReplyMatcher(UnitSink):
             payloads.append(PyBytes_FromStringAndSize(PyBytes_AS_STRING(chunk.payloads) + start, end - start))
         return index
 
-    cdef void _sent_row(self, const int64_t* row, int64_t now) except *:
+    cdef void _sent(self, tuple fields, int64_t now, int64_t due) except *:
+        """A Group sent by the link itself (open loop, cas, the drain noop): its fields as a GroupBlock row. By
+        position, not by name: a NamedTuple's attribute is a Python-level lookup (inflight.py checks the order)."""
+        cdef int64_t row[B_FIELDS]
+        row[B_SLOT] = fields[1]
+        row[B_ROWS] = fields[2]
+        row[B_EXPECT] = fields[3]
+        row[B_UNITS] = fields[4]
+        row[B_SEQ] = fields[7]
+        row[B_NUMBER] = fields[8]
+        self._sent_row(row, now, due)
+
+    cdef void _sent_row(self, const int64_t* row, int64_t now, int64_t due) except *:
         cdef Entry entry
         entry.slot = row[B_SLOT]
         entry.rows = row[B_ROWS]
@@ -142,22 +154,6 @@ cdef class ReplyMatcher(UnitSink):
         entry.units = row[B_UNITS]
         entry.seq = row[B_SEQ]
         entry.number = row[B_NUMBER]
-        entry.sent_ns = now
-        entry.due_ns = now
-        entry.replies = 0
-        self._push(&entry)
-        if entry.expect != EXPECT_QUIET:
-            self.waiting += 1
-
-    cdef void _sent(self, tuple fields, int64_t now, int64_t due) except *:
-        # By position, not by name: a NamedTuple's attribute is a Python-level lookup (inflight.py checks the order).
-        cdef Entry entry
-        entry.slot = fields[1]
-        entry.rows = fields[2]
-        entry.expect = fields[3]
-        entry.units = fields[4]
-        entry.seq = fields[7]
-        entry.number = fields[8]
         entry.sent_ns = now
         entry.due_ns = due
         entry.replies = 0

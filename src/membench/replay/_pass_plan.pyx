@@ -25,7 +25,7 @@ from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol
 from membench.replay.options import Timing
 from membench.replay.pass_plan import ABSOLUTE_TTL, NEVER_NS
 from membench.record._core import GroupBlock
-from membench.replay.requests import BLOCK_FIELDS, CAS_CURRENT, CAS_NONE, CAS_STALE, VALUE_COMMANDS, RequestShape
+from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, VALUE_COMMANDS, RequestShape
 
 cdef int64_t NS_PER_US = 1000
 cdef int64_t NS_PER_S = 1000000000
@@ -39,24 +39,8 @@ cdef object _TEXT = Protocol.TEXT
 cdef object _CAS = Command.CAS
 cdef object _EXISTS = Status.EXISTS
 
-cdef enum:  # the positions of BLOCK_FIELDS
-    B_SLOT = 0
-    B_ROWS
-    B_EXPECT
-    B_UNITS
-    B_AT_NS
-    B_OUTSTANDING
-    B_SEQ
-    B_NUMBER
-    B_CAS
-    B_PAYLOAD_END
-    B_AFTER_END
-    B_FIELDS
 
-assert BLOCK_FIELDS == ("slot", "rows", "expect", "units", "at_ns", "outstanding", "seq", "number", "cas",
-                        "payload_end", "after_end") and len(BLOCK_FIELDS) == B_FIELDS
-
-
+include "_block_fields.pxi"
 include "_order.pxi"
 include "_runs.pxi"
 

@@ -300,7 +300,7 @@ class Link(asyncio.Protocol):
                 if index == count or not budget:
                     continue
             if pipeline and inflight.waiting >= pipeline:
-                break  # the depth is reached: no need to look at the group (a compiled plan's is built to look at)
+                break  # the depth is reached: _send_one would refuse the group (a GroupBlock builds one to be read)
             if not self._send_one(chunk[index], now, payloads):
                 break
             index += 1
