@@ -2,21 +2,24 @@
 /*
  * membench socket capture: copies the bytes that move through watched TCP sockets into a ring buffer.
  *
- * Only syscall tracepoints are used (no kprobes/fentry). Data syscalls are seen at sys_exit only: a call that
- * moved nothing (EAGAIN, the second read of every memcached request) costs one comparison, and the arguments
- * of the others are read back from the registers saved at syscall entry (bpf_task_pt_regs), so no sys_enter
- * program runs for them and nothing is stashed per thread. The fd is checked once (task->files->fdt->fd[fd]
- * -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is cached per (tgid, fd), so the
- * common case is one hash lookup. The return value says how many bytes moved: that many bytes (up to the copy
- * limit) are copied from user memory and the per-direction stream offset advances by the full count,
- * delivered or not.
+ * Only tracepoints are used (no kprobes/fentry): the raw sys_exit tracepoint, whose program sees every
+ * syscall's saved user registers and return value, plus sys_enter_close and sched_process_exit. Data syscalls
+ * are seen at exit only: a call that moved nothing (EAGAIN, the second read of every memcached request) costs
+ * one comparison, and the arguments of the others are still in the registers saved at syscall entry, so no
+ * sys_enter program runs for them and nothing is stashed per thread. The fd is checked once
+ * (task->files->fdt->fd[fd] -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is
+ * cached per (tgid, fd), so the common case is one hash lookup. The return value says how many bytes moved:
+ * that many bytes (up to the copy limit) are copied from user memory and the per-direction stream offset
+ * advances by the full count, delivered or not.
  *
- * The registers are those of x86-64 (the object is built for it): di, si, dx, r10 carry arguments 1 to 4.
+ * The registers and syscall numbers are those of x86-64 (the object is built for it): di, si, dx, r10 carry
+ * arguments 1 to 4, orig_ax the syscall number.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "events.h"
 #include "capture_maps.h"
 #include "capture_track.h"
@@ -90,10 +93,9 @@ static long copy_iovec(__u32 index, void *ctx)
 
 /* A data syscall that returned: copy what it moved if its fd is a watched connection. `kind` says how the
  * buffer argument (the second) is to be read. */
-static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __u8 kind)
+static __always_inline int data_exit(struct pt_regs *regs, long ret, __u16 syscall, __u8 direction, __u8 kind)
 {
 	const volatile struct mb_config *cfg;
-	struct pt_regs *regs;
 	struct mb_fd_key key;
 	struct mb_connection *connection;
 	struct scratch_event *event;
@@ -110,9 +112,6 @@ static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __
 	cfg = get_config();
 	key.tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!cfg || !pid_wanted(cfg, key.tgid))
-		return 0;
-	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!regs)
 		return 0;
 	/* A peek leaves the bytes in the socket: they are captured when actually read. */
 	if ((syscall == MB_SYS_RECVFROM && (regs->r10 & MSG_PEEK)) ||
@@ -166,54 +165,6 @@ static __always_inline int data_exit(long ret, __u16 syscall, __u8 direction, __
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_READ, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_READV, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_RECVFROM, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_RECVMSG, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
-}
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_WRITE, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_WRITEV, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_SENDTO, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return data_exit(ctx->ret, MB_SYS_SENDMSG, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
-}
-
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
@@ -243,32 +194,14 @@ static __always_inline int accepted(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept")
-int exit_accept(struct trace_event_raw_sys_exit *ctx)
-{
-	return accepted(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx)
-{
-	return accepted(ctx->ret);
-}
-
 /* A connect that succeeded or is in progress: the remote port is set, decide now (not mid-stream). */
-SEC("tracepoint/syscalls/sys_exit_connect")
-int exit_connect(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int connected(struct pt_regs *regs, long ret)
 {
 	const volatile struct mb_config *cfg = get_config();
 	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
-	struct pt_regs *regs;
 	struct sock *sk;
 
-	if (!cfg || cfg->side != MB_SIDE_CLIENT || (ctx->ret != 0 && ctx->ret != -EINPROGRESS) ||
-	    !pid_wanted(cfg, key.tgid))
-		return 0;
-	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!regs)
+	if (!cfg || cfg->side != MB_SIDE_CLIENT || (ret != 0 && ret != -EINPROGRESS) || !pid_wanted(cfg, key.tgid))
 		return 0;
 	key.fd = (__s32)regs->di;
 	forget(cfg, &key);
@@ -290,28 +223,44 @@ static __always_inline int fd_reassigned(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_socket")
-int exit_socket(struct trace_event_raw_sys_exit *ctx)
+/* Every syscall's exit, one program. The kernel calls a raw tracepoint's program directly; a syscall
+ * tracepoint per syscall went through perf's event machinery first (about 40 ns more per call, most of them
+ * calls of processes that are not watched). Syscalls that do not concern the capture return at the switch.
+ * 32-bit syscalls use other numbers; the syscall tracepoints ignored them, and so does this. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	return fd_reassigned(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_dup")
-int exit_dup(struct trace_event_raw_sys_exit *ctx)
-{
-	return fd_reassigned(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_dup2")
-int exit_dup2(struct trace_event_raw_sys_exit *ctx)
-{
-	return fd_reassigned(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_dup3")
-int exit_dup3(struct trace_event_raw_sys_exit *ctx)
-{
-	return fd_reassigned(ctx->ret);
+	if (bpf_get_current_task_btf()->thread_info.status & TS_COMPAT)
+		return 0;
+	switch (regs->orig_ax) {
+	case SYS_READ:
+		return data_exit(regs, ret, MB_SYS_READ, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
+	case SYS_READV:
+		return data_exit(regs, ret, MB_SYS_READV, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
+	case SYS_RECVFROM:
+		return data_exit(regs, ret, MB_SYS_RECVFROM, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
+	case SYS_RECVMSG:
+		return data_exit(regs, ret, MB_SYS_RECVMSG, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
+	case SYS_WRITE:
+		return data_exit(regs, ret, MB_SYS_WRITE, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
+	case SYS_WRITEV:
+		return data_exit(regs, ret, MB_SYS_WRITEV, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
+	case SYS_SENDTO:
+		return data_exit(regs, ret, MB_SYS_SENDTO, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
+	case SYS_SENDMSG:
+		return data_exit(regs, ret, MB_SYS_SENDMSG, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
+	case SYS_ACCEPT:
+	case SYS_ACCEPT4:
+		return accepted(ret);
+	case SYS_CONNECT:
+		return connected(regs, ret);
+	case SYS_SOCKET:
+	case SYS_DUP:
+	case SYS_DUP2:
+	case SYS_DUP3:
+		return fd_reassigned(ret);
+	}
+	return 0;
 }
 
 static long close_if_owned(struct bpf_map *map, const void *map_key, void *value, void *ctx)

@@ -11,6 +11,28 @@
 #define MSG_PEEK 2
 #define EINPROGRESS 115
 
+/* thread_info.status bit of a task inside a 32-bit (ia32) syscall, whose numbers are not those below. */
+#define TS_COMPAT 0x0002
+
+/* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the syscalls the capture follows. */
+enum x86_64_syscall {
+	SYS_READ = 0,
+	SYS_WRITE = 1,
+	SYS_READV = 19,
+	SYS_WRITEV = 20,
+	SYS_DUP = 32,
+	SYS_DUP2 = 33,
+	SYS_SOCKET = 41,
+	SYS_CONNECT = 42,
+	SYS_ACCEPT = 43,
+	SYS_SENDTO = 44,
+	SYS_RECVFROM = 45,
+	SYS_SENDMSG = 46,
+	SYS_RECVMSG = 47,
+	SYS_ACCEPT4 = 288,
+	SYS_DUP3 = 292,
+};
+
 /* How the buffer argument of a data syscall is to be read. */
 enum mb_buffer_kind {
 	MB_BUFFER_PLAIN = 0, /* pointer to the bytes */

@@ -50,6 +50,7 @@ class _Libbpf:
             "bpf_program__name": (s, [p]),
             "bpf_program__section_name": (s, [p]),
             "bpf_program__attach_tracepoint": (p, [p, s, s]),
+            "bpf_program__attach_trace": (p, [p]),
             "bpf_link__destroy": (i, [p]),
             "bpf_map__fd": (i, [p]),
             "bpf_map__set_max_entries": (i, [p, u32]),
@@ -164,6 +165,14 @@ class BpfProgram:
         handle = lib.bpf_program__attach_tracepoint(self._handle, category.encode(), event.encode())
         if not handle:
             raise _failure(f"attaching {self.name} to tracepoint {category}:{event}", ctypes.get_errno())
+        return BpfLink(handle)
+
+    def attach_typed_tracepoint(self) -> BpfLink:
+        """Attach a tp_btf program: the raw tracepoint calls it directly, with the event's typed arguments."""
+        lib = libbpf().lib
+        handle = lib.bpf_program__attach_trace(self._handle)
+        if not handle:
+            raise _failure(f"attaching {self.name} to raw tracepoint {self.section}", ctypes.get_errno())
         return BpfLink(handle)
 
 

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 from membench.capture.ebpf import events
 from membench.capture.ebpf.events import Counter, Side
-from membench.capture.ebpf.libbpf import BpfLink, BpfObject, possible_cpus
+from membench.capture.ebpf.libbpf import BpfLink, BpfObject, BpfProgram, possible_cpus
 from membench.capture.ebpf.ring import Drained, decode_records
 from membench.capture.stream import (
     CaptureHealth,
@@ -98,6 +98,17 @@ def _mount_tracefs() -> None:
     if libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
         error = ctypes.get_errno()
         raise OSError(error, os.strerror(error))
+
+
+def _attach(program: BpfProgram) -> BpfLink:
+    """Attach a program where its section says: `tracepoint/CATEGORY/EVENT` or `tp_btf/EVENT`."""
+    kind, _, rest = program.section.partition("/")
+    category, _, event = rest.partition("/")
+    if kind == "tracepoint" and event:
+        return program.attach_tracepoint(category, event)
+    if kind == "tp_btf" and rest and not event:
+        return program.attach_typed_tracepoint()
+    raise MembenchError(f"unexpected program section {program.section} in {OBJECT_PATH.name}")
 
 
 class RingConsumer(Protocol):
@@ -199,11 +210,7 @@ class EbpfSource:
         self._ring_mask = ring_bytes - 1
 
         for program in obj.programs():
-            kind, _, rest = program.section.partition("/")
-            category, _, event = rest.partition("/")
-            if kind != "tracepoint" or not event:
-                raise MembenchError(f"unexpected program section {program.section} in {OBJECT_PATH.name}")
-            self._links.append(program.attach_tracepoint(category, event))
+            self._links.append(_attach(program))
         # Enabled only now, all programs at once: programs attached one by one while already active saw a busy
         # connection's reads before its writes, and pairing then stayed one reply behind for its whole life.
         obj.map(events.SWITCH_SECTION).update(_U32.pack(0), events.SWITCH.pack(1, b""))

@@ -78,6 +78,7 @@ struct pt_regs {
 	long unsigned int dx;
 	long unsigned int si;
 	long unsigned int di;
+	long unsigned int orig_ax;
 };
 
 struct in6_addr {
@@ -130,7 +131,13 @@ struct signal_struct {
 	atomic_t live;
 };
 
+/* x86 thread_info.status holds TS_COMPAT during a 32-bit syscall. */
+struct thread_info {
+	__u32 status;
+};
+
 struct task_struct {
+	struct thread_info thread_info;
 	struct files_struct *files;
 	struct signal_struct *signal;
 };
