@@ -42,19 +42,23 @@ static __always_inline void output(const volatile struct mb_config *cfg, struct 
 	}
 }
 
+/* What copy_iovec needs from data_exit, passed on its stack instead of looked up again at every iovec. */
+struct iovec_copy {
+	struct scratch_event *event;
+	const volatile struct mb_config *cfg;
+};
+
 static long copy_iovec(__u32 index, void *ctx)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct scratch_event *event = bpf_map_lookup_elem(&scratch, &cpu);
-	const volatile struct mb_config *cfg = get_config();
+	struct iovec_copy *copy = ctx;
+	struct scratch_event *event = copy->event;
+	const volatile struct mb_config *cfg = copy->cfg;
 	struct iovec_walk *walk;
 	struct user_iovec iov;
 	__u32 position;
 	__u64 length;
 	__u64 room;
 
-	if (!event || !cfg)
-		return 1;
 	walk = &event->walk;
 	if (walk->remaining == 0)
 		return 1;
@@ -99,6 +103,7 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u16 sysca
 	struct mb_fd_key key;
 	struct mb_connection *connection;
 	struct scratch_event *event;
+	struct iovec_copy copy;
 	struct iovec_walk *walk;
 	__u64 buffer;
 	__u64 count;
@@ -151,15 +156,16 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u16 sysca
 	walk->copied = 0;
 	walk->limit = limit;
 	if (kind == MB_BUFFER_MSGHDR) {
-		struct user_msghdr msg = {};
-
-		bpf_probe_read_user(&msg, sizeof(msg), (void *)buffer);
-		walk->iovecs = msg.msg_iov;
-		walk->count = msg.msg_iovlen;
+		/* Into the map, not the stack: the usercopy hardening walks the stack frames of a stack destination. */
+		bpf_probe_read_user(&walk->msg, sizeof(walk->msg), (void *)buffer); /* zeroed if unreadable */
+		walk->iovecs = walk->msg.msg_iov;
+		walk->count = walk->msg.msg_iovlen;
 	}
 	if (walk->count > MB_MAX_IOV)
 		walk->count = MB_MAX_IOV;
-	bpf_loop(walk->count, copy_iovec, NULL, 0);
+	copy.event = event;
+	copy.cfg = cfg;
+	bpf_loop(walk->count, copy_iovec, &copy, 0);
 	/* Bytes the walk could not attribute (unreadable iovec array) end the last event as its missing tail. */
 	output(cfg, event, walk->offset, walk->length + walk->remaining, walk->copied);
 	return 0;

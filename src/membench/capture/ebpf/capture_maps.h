@@ -71,6 +71,7 @@ struct iovec_walk {
 	__u64 length;       /* bytes moved covered by the event being built */
 	__u32 copied;       /* bytes copied into the event being built */
 	__u32 limit;
+	struct user_msghdr msg; /* sendmsg/recvmsg's header, read here rather than onto the BPF stack */
 };
 /* One event being built: the header plus twice the copy limit, so that an offset below MB_COPY_MAX plus a
  * length of at most MB_COPY_MAX is provably inside the buffer for the verifier. */
@@ -152,6 +153,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } next_conn SEC(".maps");
+
+/* Bytes this CPU put in the ring since it last woke the consumer (ring_output). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unannounced_bytes SEC(".maps");
 
 /* The configuration, or NULL while the capture is not yet enabled: every program then does nothing. */
 static __always_inline const volatile struct mb_config *get_config(void)

@@ -32,15 +32,23 @@ static __always_inline struct sock *tcp_sock_of_fd(__s32 fd)
 	return sk;
 }
 
-/* bpf_ringbuf_output that wakes the consumer only when this record makes the backlog cross a multiple of
- * wakeup_bytes (the consumer also drains on a timer). A wakeup is an irq_work self-IPI, a VM exit under KVM:
- * waking on every record past the threshold until the consumer ran cost more than the rest of the program. */
+/* bpf_ringbuf_output that wakes the consumer only once this CPU has written wakeup_bytes since its last wakeup
+ * (the consumer also drains on a timer). A wakeup is an irq_work self-IPI, a VM exit under KVM: waking on every
+ * record cost more than the rest of the program. The tally is per CPU: asking the ring for its backlog
+ * (bpf_ringbuf_query) read the consumer's position, a cache line the consumer writes on every drain. */
 static __always_inline long ring_output(const volatile struct mb_config *cfg, void *data, __u64 size)
 {
-	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 step = cfg->wakeup_bytes;
-	__u64 wakeup = waiting / step != (waiting + size) / step ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u32 zero = 0;
+	__u64 *unannounced = bpf_map_lookup_elem(&unannounced_bytes, &zero);
+	__u64 wakeup = BPF_RB_NO_WAKEUP;
 
+	if (unannounced) {
+		*unannounced += size;
+		if (*unannounced >= cfg->wakeup_bytes) {
+			*unannounced = 0;
+			wakeup = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	return bpf_ringbuf_output(&events, data, size, wakeup);
 }
 

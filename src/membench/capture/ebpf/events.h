@@ -82,8 +82,8 @@ enum mb_side {
 struct mb_config {
 	__s64 realtime_offset_ns;
 	__u32 copy_limit;   /* <= MB_COPY_MAX */
-	/* Wake the consumer only once this many bytes wait in the ring (it also polls on a timer): one wakeup
-	 * per batch instead of one per event. */
+	/* Wake the consumer only once a CPU has written this many bytes since its last wakeup (it also polls on
+	 * a timer): one wakeup per batch instead of one per event. */
 	__u32 wakeup_bytes;
 	__u8 side;          /* enum mb_side */
 	__u8 filter_pids;   /* 1: only tgids present in `target_pids` */

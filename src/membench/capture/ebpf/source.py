@@ -46,8 +46,9 @@ DEFAULT_COPY_LIMIT = 16384
 # Syscalls that finished just before stop() may not have reached their sys_exit tracepoint yet; waiting this
 # long before the last drain lets them land instead of being cut off.
 STOP_GRACE_S = 0.05
-# The kernel wakes the consumer only when WAKEUP_BYTES wait in the ring; below that, data is drained on this
-# timer. Batching wakeups this way costs at most POLL_INTERVAL_S of latency and saves a wakeup per event.
+# Each CPU wakes the consumer once it has written WAKEUP_BYTES since its last wakeup; below that, data is drained
+# on this timer. Batching wakeups this way costs at most POLL_INTERVAL_S of latency and saves a wakeup per event.
+# Many CPUs could fill the ring before any of them wakes it: the threshold shrinks with their number.
 POLL_INTERVAL_S = 0.02
 WAKEUP_BYTES = 256 * 1024
 HEALTH_REFRESH_S = 0.5
@@ -187,7 +188,8 @@ class EbpfSource:
         obj.map("scratch").set_max_entries(self._cpus)
         realtime_offset = time.time_ns() - time.monotonic_ns()
         obj.map(events.CONFIG_SECTION).set_initial_value(events.CONFIG.pack(
-            realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // 4), self.side, 1 if self.pids else 0, b""))
+            realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // (4 * self._cpus)), self.side,
+            1 if self.pids else 0, b""))
         obj.load()
 
         ports = obj.map("watched_ports")
