@@ -67,6 +67,9 @@ class SliceRows(NamedTuple):
     def then(self, later: SliceRows) -> SliceRows:
         return SliceRows(*(np.concatenate(pair) for pair in zip(self, later, strict=True)))
 
+    def window(self, offset: int, length: int) -> SliceRows:
+        return SliceRows(*(column[offset:offset + length] for column in self))
+
     def split(self, at: int) -> tuple[SliceRows, SliceRows]:
         return SliceRows(*(column[:at] for column in self)), SliceRows(*(column[at:] for column in self))
 

@@ -136,8 +136,10 @@ class Planner:
         state = new_pass_plan(self._context, len(self.streams), ordered)
         carry: SliceRows | None = None
         for batch in source():
+            # Converted once per batch: per slice, the dozen Arrow calls cost more than the slice's rows.
+            converted = self._rows(batch)
             for offset, length in _slices(batch):
-                rows = self._rows(batch.slice(offset, length))
+                rows = converted.window(offset, length)
                 if carry is not None:
                     rows = carry.then(rows)
                 # The last request may go on in the next slice: it waits for it.
