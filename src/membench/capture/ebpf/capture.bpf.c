@@ -156,8 +156,8 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u16 sysca
 	walk->copied = 0;
 	walk->limit = limit;
 	if (kind == MB_BUFFER_MSGHDR) {
-		/* Into the map, not the stack: the usercopy hardening walks the stack frames of a stack destination. */
-		bpf_probe_read_user(&walk->msg, sizeof(walk->msg), (void *)buffer); /* zeroed if unreadable */
+		/* Zeroed if unreadable: the walk then has no iovecs, and the bytes moved end up as a missing tail. */
+		bpf_probe_read_user(&walk->msg, sizeof(walk->msg), (void *)buffer);
 		walk->iovecs = walk->msg.msg_iov;
 		walk->count = walk->msg.msg_iovlen;
 	}

@@ -71,7 +71,7 @@ struct iovec_walk {
 	__u64 length;       /* bytes moved covered by the event being built */
 	__u32 copied;       /* bytes copied into the event being built */
 	__u32 limit;
-	struct user_msghdr msg; /* sendmsg/recvmsg's header, read here rather than onto the BPF stack */
+	struct user_msghdr msg; /* sendmsg/recvmsg's header */
 };
 /* One event being built: the header plus twice the copy limit, so that an offset below MB_COPY_MAX plus a
  * length of at most MB_COPY_MAX is provably inside the buffer for the verifier. */
