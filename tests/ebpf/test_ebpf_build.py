@@ -81,7 +81,6 @@ def header_constants() -> dict[str, int]:
 @pytest.mark.parametrize(("prefix", "mirror"), [
     ("MB_EVENT_", events.EventType),
     ("MB_DIR_", events.SocketDirection),
-    ("MB_SYS_", events.Syscall),
     ("MB_FLAG_", events.EventFlag),
     ("MB_SIDE_", events.Side),
     ("MB_COUNTER_", events.Counter),

@@ -97,7 +97,7 @@ static long copy_iovec(__u32 index, void *ctx)
 
 /* A data syscall that returned: copy what it moved if its fd is a watched connection. `kind` says how the
  * buffer argument (the second) is to be read. */
-static __always_inline int data_exit(struct pt_regs *regs, long ret, __u16 syscall, __u8 direction, __u8 kind)
+static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direction, __u8 kind)
 {
 	const volatile struct mb_config *cfg;
 	struct mb_fd_key key;
@@ -119,8 +119,8 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u16 sysca
 	if (!cfg || !pid_wanted(cfg, key.tgid))
 		return 0;
 	/* A peek leaves the bytes in the socket: they are captured when actually read. */
-	if ((syscall == MB_SYS_RECVFROM && (regs->r10 & MSG_PEEK)) ||
-	    (syscall == MB_SYS_RECVMSG && (regs->dx & MSG_PEEK)))
+	if ((regs->orig_ax == SYS_RECVFROM && (regs->r10 & MSG_PEEK)) ||
+	    (regs->orig_ax == SYS_RECVMSG && (regs->dx & MSG_PEEK)))
 		return 0;
 	key.fd = (__s32)regs->di;
 	buffer = regs->si;
@@ -240,21 +240,19 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	switch (regs->orig_ax) {
 	case SYS_READ:
-		return data_exit(regs, ret, MB_SYS_READ, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
-	case SYS_READV:
-		return data_exit(regs, ret, MB_SYS_READV, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
 	case SYS_RECVFROM:
-		return data_exit(regs, ret, MB_SYS_RECVFROM, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
+		return data_exit(regs, ret, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
+	case SYS_READV:
+		return data_exit(regs, ret, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
 	case SYS_RECVMSG:
-		return data_exit(regs, ret, MB_SYS_RECVMSG, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
+		return data_exit(regs, ret, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
 	case SYS_WRITE:
-		return data_exit(regs, ret, MB_SYS_WRITE, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
-	case SYS_WRITEV:
-		return data_exit(regs, ret, MB_SYS_WRITEV, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
 	case SYS_SENDTO:
-		return data_exit(regs, ret, MB_SYS_SENDTO, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
+		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
+	case SYS_WRITEV:
+		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
 	case SYS_SENDMSG:
-		return data_exit(regs, ret, MB_SYS_SENDMSG, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
+		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
 	case SYS_ACCEPT:
 	case SYS_ACCEPT4:
 		return accepted(ret);

@@ -29,21 +29,6 @@ enum mb_direction {
 	MB_DIR_EGRESS = 1,  /* write, writev, sendto, sendmsg */
 };
 
-enum mb_syscall {
-	MB_SYS_NONE = 0,
-	MB_SYS_READ = 1,
-	MB_SYS_READV = 2,
-	MB_SYS_RECVFROM = 3,
-	MB_SYS_RECVMSG = 4,
-	MB_SYS_WRITE = 5,
-	MB_SYS_WRITEV = 6,
-	MB_SYS_SENDTO = 7,
-	MB_SYS_SENDMSG = 8,
-	MB_SYS_CLOSE = 9,
-	MB_SYS_ACCEPT = 10,
-	MB_SYS_CONNECT = 11,
-};
-
 enum mb_flags {
 	MB_FLAG_TRUNCATED = 1,  /* copied < length: the tail was not copied */
 	MB_FLAG_MID_STREAM = 2, /* open event of a connection first seen by traffic, not by accept/connect */

@@ -79,21 +79,6 @@ class SocketDirection(IntEnum):
     EGRESS = 1
 
 
-class Syscall(IntEnum):
-    NONE = 0
-    READ = 1
-    READV = 2
-    RECVFROM = 3
-    RECVMSG = 4
-    WRITE = 5
-    WRITEV = 6
-    SENDTO = 7
-    SENDMSG = 8
-    CLOSE = 9
-    ACCEPT = 10
-    CONNECT = 11
-
-
 class EventFlag(IntFlag):
     TRUNCATED = 1
     MID_STREAM = 2
