@@ -62,7 +62,7 @@ static long copy_iovec(__u32 index, void *ctx)
 	walk = &event->walk;
 	if (walk->remaining == 0)
 		return 1;
-	if ((index & (MB_IOV_BATCH - 1)) == 0) {
+	if ((index & (MB_IOV_BATCH - 1)) == 0 && !(index == 0 && walk->first_batch_read)) {
 		__u64 left = walk->count - index;
 		__u32 size = left < MB_IOV_BATCH ? left * sizeof(iov) : sizeof(walk->batch);
 
@@ -155,9 +155,15 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direct
 	walk->length = 0;
 	walk->copied = 0;
 	walk->limit = limit;
+	walk->first_batch_read = 0;
 	if (kind == MB_BUFFER_MSGHDR) {
-		/* Zeroed if unreadable: the walk then has no iovecs, and the bytes moved end up as a missing tail. */
-		bpf_probe_read_user(&walk->msg, sizeof(walk->msg), (void *)buffer);
+		/* One copy instead of two where the iovecs follow the msghdr. The longer read fails where the msghdr
+		 * ends its mapping: then the msghdr alone, zeroed if unreadable too (the walk has no iovecs, and the
+		 * bytes moved end up as a missing tail). */
+		if (bpf_probe_read_user(&walk->msg, MB_IOV_AFTER_MSGHDR + sizeof(walk->batch), (void *)buffer))
+			bpf_probe_read_user(&walk->msg, sizeof(walk->msg), (void *)buffer);
+		else
+			walk->first_batch_read = walk->msg.msg_iov == buffer + MB_IOV_AFTER_MSGHDR;
 		walk->iovecs = walk->msg.msg_iov;
 		walk->count = walk->msg.msg_iovlen;
 	}

@@ -56,6 +56,9 @@ struct user_msghdr {
 
 /* iovecs read from user memory with one helper call, instead of one call each. */
 #define MB_IOV_BATCH 8
+/* Where a program that declares its iovec array right after its msghdr has it (memcached's transmit() does):
+ * the next 16-byte boundary after the 56-byte msghdr. */
+#define MB_IOV_AFTER_MSGHDR 64
 
 /* State of the walk over the iovecs of one vectored syscall. The header of the event being built lives in
  * the CPU's scratch slot; an event is flushed before an iovec that would not fit in it, so truncation only
@@ -63,16 +66,22 @@ struct user_msghdr {
  * next items of a multi-get reply). It lives in the scratch slot, not on the stack: the verifier then sees
  * the same unknown values at every iteration of bpf_loop instead of exploring each one. */
 struct iovec_walk {
+	/* sendmsg/recvmsg's header, read in one copy with the MB_IOV_AFTER_MSGHDR - sizeof(msg) + sizeof(batch)
+	 * bytes after it: where the iovec array is there, its first batch is already read. */
+	struct user_msghdr msg;
+	__u8 msg_gap[MB_IOV_AFTER_MSGHDR - sizeof(struct user_msghdr)];
 	struct user_iovec batch[MB_IOV_BATCH]; /* iovecs [index & ~(MB_IOV_BATCH - 1), +MB_IOV_BATCH) */
 	__u64 iovecs;
+	__u64 first_batch_read; /* batch already holds iovecs [0, MB_IOV_BATCH) */
 	__u64 count;        /* iovecs in the array */
 	__u64 remaining;    /* bytes moved by the syscall not yet attributed to an iovec */
 	__u64 offset;       /* stream offset of the event being built */
 	__u64 length;       /* bytes moved covered by the event being built */
 	__u32 copied;       /* bytes copied into the event being built */
 	__u32 limit;
-	struct user_msghdr msg; /* sendmsg/recvmsg's header */
 };
+_Static_assert(__builtin_offsetof(struct iovec_walk, batch) - __builtin_offsetof(struct iovec_walk, msg) ==
+	       MB_IOV_AFTER_MSGHDR, "batch must be read with the msghdr");
 /* One event being built: the header plus twice the copy limit, so that an offset below MB_COPY_MAX plus a
  * length of at most MB_COPY_MAX is provably inside the buffer for the verifier. */
 struct scratch_event {
