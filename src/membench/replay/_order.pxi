@@ -4,7 +4,7 @@
 
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF
-from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp, memset
 
 cdef extern from "Python.h":
@@ -149,20 +149,12 @@ cdef class _Server:
     cdef int cover(self, int64_t stream) except -1:
         """Grows the per-stream arrays to hold `stream`."""
         cdef Py_ssize_t size = max(self.streams * 2, stream + 1, 16)
-        cdef int64_t* last
-        cdef uint8_t* past
         if stream < self.streams:
             return 0
         if stream >= MAX_STREAMS:
             raise ValueError(f"stream {stream} past the key order's {MAX_STREAMS}")
-        last = <int64_t*>realloc(self.last, size * sizeof(int64_t))
-        if last == NULL:
-            raise MemoryError()
-        self.last = last
-        past = <uint8_t*>realloc(self.past_barrier, size)
-        if past == NULL:
-            raise MemoryError()
-        self.past_barrier = past
+        self.last = <int64_t*>_resized(self.last, size, sizeof(int64_t))
+        self.past_barrier = <uint8_t*>_resized(self.past_barrier, size, 1)
         memset(self.last + self.streams, 0xFF, (size - self.streams) * sizeof(int64_t))
         memset(self.past_barrier + self.streams, 0, size - self.streams)
         self.streams = size
@@ -256,13 +248,9 @@ cdef class KeyOrder:
         """A dependency on request `number` of `stream`; per stream only the latest counts, since a stream answers
         in order."""
         cdef Py_ssize_t size, at
-        cdef void* grown
         if stream >= self._streams:
             size = max(self._streams * 2, stream + 1, 16)
-            grown = realloc(self._position, size * sizeof(Py_ssize_t))
-            if grown == NULL:
-                raise MemoryError()
-            self._position = <Py_ssize_t*>grown
+            self._position = <Py_ssize_t*>_resized(self._position, size, sizeof(Py_ssize_t))
             memset(self._position + self._streams, 0xFF, (size - self._streams) * sizeof(Py_ssize_t))
             self._streams = size
         at = self._position[stream]
@@ -271,12 +259,7 @@ cdef class KeyOrder:
                 self._after[at].number = number
             return 0
         if self._count == self._capacity:
-            size = max(self._capacity * 2, 16)
-            grown = realloc(self._after, size * sizeof(Dependency))
-            if grown == NULL:
-                raise MemoryError()
-            self._after = <Dependency*>grown
-            self._capacity = size
+            self._after = <Dependency*>_grown(self._after, &self._capacity, sizeof(Dependency), self._count + 1)
         self._after[self._count].stream = stream
         self._after[self._count].number = number
         self._position[stream] = self._count

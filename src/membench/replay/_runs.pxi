@@ -67,8 +67,14 @@ cdef class _Run:
 cdef void* _grown(void* items, Py_ssize_t* capacity, size_t item_size, Py_ssize_t needed) except NULL:
     """`items` reallocated to hold at least `needed` items, doubling."""
     cdef Py_ssize_t size = max(capacity[0] * 2, needed, 16)
-    cdef void* grown = realloc(items, size * item_size)
-    if grown == NULL:
-        raise MemoryError()
+    cdef void* grown = _resized(items, size, item_size)
     capacity[0] = size
     return grown
+
+
+cdef void* _resized(void* items, Py_ssize_t size, size_t item_size) except NULL:
+    """`items` reallocated to hold `size` items."""
+    cdef void* resized = realloc(items, size * item_size)
+    if resized == NULL:
+        raise MemoryError()
+    return resized
