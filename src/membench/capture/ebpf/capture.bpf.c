@@ -3,7 +3,7 @@
  * membench socket capture: copies the bytes that move through watched TCP sockets into a ring buffer.
  *
  * Only tracepoints are used (no kprobes/fentry): the raw sys_exit tracepoint, whose program sees every
- * syscall's saved user registers and return value, plus sys_enter_close and sched_process_exit. Data syscalls
+ * syscall's saved user registers and return value, plus sched_process_exit. Data syscalls
  * are seen at exit only: a call that moved nothing (EAGAIN, the second read of every memcached request) costs
  * one comparison, and the arguments of the others are still in the registers saved at syscall entry, so no
  * sys_enter program runs for them and nothing is stashed per thread. The fd is checked once
@@ -177,14 +177,25 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direct
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
+/* A close that returned. Its fd number was free from inside the call on, so another thread may have reused it
+ * already (an accept, an open): the connection is forgotten only if the fd no longer names its socket. Seen at
+ * entry instead, close cost a syscall tracepoint, whose perf handler then ran at the entry of every syscall of
+ * every process (about 20 ns each). */
+static __always_inline int closed(struct pt_regs *regs)
 {
 	const volatile struct mb_config *cfg = get_config();
-	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ctx->args[0] };
+	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)regs->di };
+	struct mb_connection *known;
 
-	if (cfg)
-		forget(cfg, &key);
+	if (!cfg)
+		return 0;
+	known = bpf_map_lookup_elem(&connections, &key);
+	if (known && known->sock != (__u64)tcp_sock_of_fd(key.fd)) {
+		emit_close(cfg, known->conn);
+		bpf_map_delete_elem(&connections, &key);
+	}
+	/* A verdict on the reused fd, if already made, is made again from the fd's first data. */
+	bpf_map_delete_elem(&ignored_fds, &key);
 	return 0;
 }
 
@@ -259,6 +270,8 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
 	case SYS_SENDMSG:
 		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
+	case SYS_CLOSE:
+		return closed(regs);
 	case SYS_ACCEPT:
 	case SYS_ACCEPT4:
 		return accepted(ret);

@@ -18,6 +18,7 @@
 enum x86_64_syscall {
 	SYS_READ = 0,
 	SYS_WRITE = 1,
+	SYS_CLOSE = 3,
 	SYS_READV = 19,
 	SYS_WRITEV = 20,
 	SYS_DUP = 32,

@@ -97,6 +97,7 @@ static __always_inline struct mb_connection *track(const volatile struct mb_conf
 	if (!next)
 		return NULL;
 	fresh.conn = __sync_fetch_and_add(next, 1) + 1;
+	fresh.sock = (__u64)sk;
 	if (bpf_map_update_elem(&connections, key, &fresh, BPF_NOEXIST)) {
 		/* Either another thread of this process got there first (use its entry) or the table is full. */
 		struct mb_connection *existing = bpf_map_lookup_elem(&connections, key);

@@ -93,6 +93,7 @@ struct mb_fd_key {
 struct mb_connection {
 	__u64 conn;
 	__u64 offset[2]; /* next stream offset, indexed by enum mb_direction */
+	__u64 sock;      /* kernel address of its struct sock: whether the fd still names it when a close returns */
 };
 
 /* Indexes of the per-CPU `counters` array map. */
