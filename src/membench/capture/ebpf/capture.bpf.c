@@ -196,6 +196,7 @@ static __always_inline int closed(struct pt_regs *regs)
 	}
 	/* A verdict on the reused fd, if already made, is made again from the fd's first data. */
 	bpf_map_delete_elem(&ignored_fds, &key);
+	verdicts_changed();
 	return 0;
 }
 
@@ -306,6 +307,7 @@ int process_exit(void *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
+	verdicts_changed(); /* its tgid may be reused, with other fds */
 	if (!bpf_map_lookup_elem(&owners, &tgid))
 		return 0;
 	/* do_exit() has already counted this thread out: zero means the whole thread group is gone. */

@@ -164,6 +164,24 @@ struct {
 	__type(value, __u64);
 } next_conn SEC(".maps");
 
+/* The negative verdicts this CPU found last, so that a client's syscalls beside the server (watched in neither
+ * map) cost one array read instead of two hash lookups. Direct-mapped by (tgid, fd). An entry holds only while
+ * verdict_generation is what it was when the entry was made: every change of what an fd number names bumps it. */
+#define MB_IGNORED_CACHE 64
+struct ignored_cache {
+	struct mb_fd_key key[MB_IGNORED_CACHE];
+	__u64 generation[MB_IGNORED_CACHE]; /* verdict_generation + 1 when made: a zeroed entry never holds */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ignored_cache);
+} ignored_cache SEC(".maps");
+
+__u64 verdict_generation SEC(".data.generation") = 0;
+
 /* Bytes this CPU put in the ring since it last woke the consumer (ring_output). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
