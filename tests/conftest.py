@@ -71,6 +71,12 @@ class Memcached:
                 self.process.kill()
                 self.process.wait()
 
+    def __enter__(self) -> Memcached:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def start_memcached(port: int | None = None, udp: bool = False, extra: tuple[str, ...] = ()) -> Memcached:
     binary = shutil.which("memcached")
@@ -97,20 +103,14 @@ def start_memcached(port: int | None = None, udp: bool = False, extra: tuple[str
 
 @pytest.fixture
 def memcached() -> Iterator[Memcached]:
-    server = start_memcached()
-    try:
+    with start_memcached() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def memcached_udp() -> Iterator[Memcached]:
-    server = start_memcached(udp=True)
-    try:
+    with start_memcached(udp=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def run_membench(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -31,11 +31,9 @@ def one_cpu() -> Iterator[None]:
 
 @pytest.fixture
 def unwatched() -> Iterator[Memcached]:
-    server = start_memcached()
-    try:
+    """A second memcached, on a port the capture does not watch."""
+    with start_memcached() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _found_unwatched(port: int) -> RawClient:

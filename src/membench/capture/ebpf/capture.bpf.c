@@ -178,9 +178,9 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direct
 }
 
 /* A close that returned. Its fd number was free from inside the call on, so another thread may have reused it
- * already (an accept, an open): the connection is forgotten only if the fd no longer names its socket. Seen at
- * entry instead, close cost a syscall tracepoint, whose perf handler then ran at the entry of every syscall of
- * every process (about 20 ns each). */
+ * already (an accept, an open). Where an accept's exit already made it the fd of a new connection, that one
+ * stays; anything else known of the fd is forgotten. Seen at entry instead, close cost a syscall tracepoint,
+ * whose perf handler then ran at the entry of every syscall of every process (about 20 ns each). */
 static __always_inline int closed(struct pt_regs *regs)
 {
 	const volatile struct mb_config *cfg = get_config();
@@ -190,13 +190,9 @@ static __always_inline int closed(struct pt_regs *regs)
 	if (!cfg)
 		return 0;
 	known = bpf_map_lookup_elem(&connections, &key);
-	if (known && known->sock != (__u64)tcp_sock_of_fd(key.fd)) {
-		emit_close(cfg, known->conn);
-		bpf_map_delete_elem(&connections, &key);
-	}
-	/* A verdict on the reused fd, if already made, is made again from the fd's first data. */
-	bpf_map_delete_elem(&ignored_fds, &key);
-	verdicts_changed();
+	if (known && known->sock == (__u64)tcp_sock_of_fd(key.fd))
+		return 0;
+	forget_known(cfg, &key, known);
 	return 0;
 }
 

@@ -168,9 +168,12 @@ struct {
  * map) cost one array read instead of two hash lookups. Direct-mapped by (tgid, fd). An entry holds only while
  * verdict_generation is what it was when the entry was made: every change of what an fd number names bumps it. */
 #define MB_IGNORED_CACHE 64
+struct ignored_entry {
+	struct mb_fd_key key;
+	__u64 generation; /* verdict_generation + 1 when made: a zeroed entry never holds */
+};
 struct ignored_cache {
-	struct mb_fd_key key[MB_IGNORED_CACHE];
-	__u64 generation[MB_IGNORED_CACHE]; /* verdict_generation + 1 when made: a zeroed entry never holds */
+	struct ignored_entry entries[MB_IGNORED_CACHE];
 };
 
 struct {

@@ -138,39 +138,20 @@ static __always_inline void verdicts_changed(void)
 	__sync_fetch_and_add(&verdict_generation, 1);
 }
 
-static __always_inline __u32 ignored_cache_slot(const struct mb_fd_key *key)
-{
-	return (key->tgid * 31 + (__u32)key->fd) & (MB_IGNORED_CACHE - 1);
-}
-
-/* Whether this CPU found (tgid, fd) ignored while the verdicts were at `generation`. */
-static __always_inline bool recently_ignored(const struct mb_fd_key *key, __u64 generation)
+/* This CPU's cache entry for (tgid, fd), which holds its verdict if it matches. */
+static __always_inline struct ignored_entry *ignored_cache_entry(const struct mb_fd_key *key)
 {
 	__u32 zero = 0;
 	struct ignored_cache *cache = bpf_map_lookup_elem(&ignored_cache, &zero);
-	__u32 slot = ignored_cache_slot(key);
 
-	return cache && cache->generation[slot] == generation + 1 && cache->key[slot].tgid == key->tgid &&
-	       cache->key[slot].fd == key->fd;
+	return cache ? &cache->entries[(key->tgid * 31 + (__u32)key->fd) & (MB_IGNORED_CACHE - 1)] : NULL;
 }
 
-static __always_inline void remember_ignored(const struct mb_fd_key *key, __u64 generation)
+/* Forget whatever was known about (tgid, fd), `known` being its connection if watched: the fd number now names
+ * something else. */
+static __always_inline void forget_known(const volatile struct mb_config *cfg, const struct mb_fd_key *key,
+					 struct mb_connection *known)
 {
-	__u32 zero = 0;
-	struct ignored_cache *cache = bpf_map_lookup_elem(&ignored_cache, &zero);
-	__u32 slot = ignored_cache_slot(key);
-
-	if (cache) {
-		cache->key[slot] = *key;
-		cache->generation[slot] = generation + 1;
-	}
-}
-
-/* Forget whatever was known about (tgid, fd): the fd number now names something else. */
-static __always_inline void forget(const volatile struct mb_config *cfg, const struct mb_fd_key *key)
-{
-	struct mb_connection *known = bpf_map_lookup_elem(&connections, key);
-
 	if (known) {
 		emit_close(cfg, known->conn);
 		bpf_map_delete_elem(&connections, key);
@@ -179,22 +160,32 @@ static __always_inline void forget(const volatile struct mb_config *cfg, const s
 	verdicts_changed();
 }
 
+static __always_inline void forget(const volatile struct mb_config *cfg, const struct mb_fd_key *key)
+{
+	forget_known(cfg, key, bpf_map_lookup_elem(&connections, key));
+}
+
 /* The connection behind (tgid, fd) if it is watched, deciding lazily for fds opened before the capture. */
 static __always_inline struct mb_connection *watched_connection(const volatile struct mb_config *cfg,
 								const struct mb_fd_key *key)
 {
 	/* Read before the maps: a verdict changed meanwhile then leaves the cache entry made below stale. */
 	__u64 generation = verdict_generation;
+	struct ignored_entry *cached = ignored_cache_entry(key);
 	struct mb_connection *known;
 	struct sock *sk;
 
-	if (recently_ignored(key, generation))
+	if (cached && cached->generation == generation + 1 && cached->key.tgid == key->tgid &&
+	    cached->key.fd == key->fd)
 		return NULL;
 	known = bpf_map_lookup_elem(&connections, key);
 	if (known)
 		return known;
 	if (bpf_map_lookup_elem(&ignored_fds, key)) {
-		remember_ignored(key, generation);
+		if (cached) {
+			cached->key = *key;
+			cached->generation = generation + 1;
+		}
 		return NULL;
 	}
 	sk = tcp_sock_of_fd(key->fd);
