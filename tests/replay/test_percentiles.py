@@ -32,6 +32,19 @@ def test_numpy_answers_are_hdrhistograms_own(values: list[int]) -> None:
     assert mean_value(histogram) == histogram.get_mean_value()
 
 
+@settings(max_examples=60, deadline=None)
+@given(latencies)
+def test_counts_are_those_of_recording_each_value(values: list[int]) -> None:
+    """Both ways of indexing (values under the first bucket's end, and any values) give record_value's counts."""
+    ours, theirs = new_histogram(), new_histogram()
+    add_values(ours, values)
+    for value in values:
+        theirs.record_value(max(value, 0))
+    assert list(ours.counts) == list(theirs.counts)
+    assert (ours.get_total_count(), ours.get_min_value(), ours.get_max_value()) == (
+        theirs.get_total_count(), theirs.get_min_value(), theirs.get_max_value())
+
+
 def test_a_lognormal_replay_like_sample() -> None:
     histogram = new_histogram()
     add_values(histogram, list(np.random.default_rng(5).lognormal(4, 1.5, 50_000).astype(np.int64)))
