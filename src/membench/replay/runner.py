@@ -83,6 +83,8 @@ class Runner:
         self._last_tick_s = 0.0
         self.feeder = Feeder(planner, source)
         self._to_pump: list[Link] = []
+        # Kept, not asked for at every pump: asyncio.get_running_loop() makes a getpid system call each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(snapshot=self.meter.snapshot(), loops=self.loops_done, interrupted=self.interrupted,
@@ -97,7 +99,8 @@ class Runner:
         link.pump_due = True
         to_pump = self._to_pump
         if not to_pump:
-            asyncio.get_running_loop().call_soon(self._pump_all)
+            assert self._loop is not None, "links are pumped while the runner runs"
+            self._loop.call_soon(self._pump_all)
         to_pump.append(link)
 
     def _pump_all(self) -> None:
@@ -122,7 +125,7 @@ class Runner:
                 link.interrupt()
 
     async def run(self, start_ns: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.links = [Link(self, stream, self._targets[stream.target]) for stream in self.planner.streams]
         self.matchers = [link.matcher for link in self.links]
         self.feeder.links = self.links
