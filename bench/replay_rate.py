@@ -3,7 +3,8 @@
 One memcached on loopback (-t 2), 50 connections, 1 set : 10 gets, 100-byte values, 30-byte keys over 10,000
 keys (all present: warm-up / preload), closed loop at depth 1 and depth 16. Prints ops/s and client CPU µs per
 op of each tool (and the kernel's part of it: the system calls, mostly loopback TCP, that no client can avoid),
-and membench's ratio to each peer.
+and membench's ratio to each peer. A floor stands beside them: a bare uvloop protocol doing the same operations
+with no parsing or accounting at all, i.e. the least CPU per operation a client on uvloop spends on this machine.
 
 Then the start of a big replay: a profile of --start-ops operations written to disk, its survey on its own
 (µs per row), and `membench replay` run on it as a user does: seconds until memcached sees the first request,
@@ -37,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import uvloop
 from local_memcached import start_memcached
 
 from membench.profile.metadata import ProfileMetadata
@@ -161,6 +163,88 @@ def run_naive(port: int, depth: int, seconds: float) -> Figures:
     return Figures(counter[0] / elapsed, cpu * 1e6 / counter[0], system * 1e6 / counter[0])
 
 
+BARE_KEYS = [b"bare:%025d" % key for key in range(KEYS)]
+
+
+class _BareConnection(asyncio.Protocol):
+    """One connection of the floor client: `depth` requests in flight, replies counted by their last line, no
+    parsing and no accounting. What it spends per operation is the least any client on uvloop can."""
+
+    def __init__(self, requests: list[bytes], depth: int, counter: list[int], stopped: list[bool]) -> None:
+        self._requests = requests
+        self._next = 0
+        self._depth = depth
+        self._counter = counter
+        self._stopped = stopped
+        self._unfinished = b""  # the bytes after the last whole line read
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._send(self._depth)
+
+    def data_received(self, data: bytes) -> None:
+        if self._unfinished:
+            data, self._unfinished = self._unfinished + data, b""
+        if not data.endswith(b"\r\n"):
+            end = data.rfind(b"\r\n")
+            cut = end + 2 if end >= 0 else 0
+            data, self._unfinished = data[:cut], data[cut:]
+        done = data.count(b"END\r\n") + data.count(b"STORED\r\n")
+        self._counter[0] += done
+        if done and not self._stopped[0]:
+            self._send(done)
+
+    def _send(self, count: int) -> None:
+        assert self._transport is not None
+        first = self._next
+        self._next = (first + count) % len(self._requests)
+        if count == 1:
+            self._transport.write(self._requests[first])
+        elif first + count <= len(self._requests):
+            self._transport.write(b"".join(self._requests[first : first + count]))
+        else:
+            self._transport.write(b"".join(self._requests[first:] + self._requests[: self._next]))
+
+
+def _bare_requests(seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    value = b"0" * VALUE_LENGTH
+    return [b"set %s 0 0 %d\r\n%s\r\n" % (BARE_KEYS[key], VALUE_LENGTH, value) if kind == 0
+            else b"get %s\r\n" % BARE_KEYS[key]
+            for key, kind in zip(rng.integers(0, KEYS, 4096), rng.integers(0, SET_EVERY, 4096), strict=True)]
+
+
+def run_bare(port: int, depth: int, seconds: float) -> Figures:
+    """The floor: a bare uvloop protocol per connection doing the same operations (keys preloaded, all hits)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"".join(b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, VALUE_LENGTH, b"0" * VALUE_LENGTH)
+                              for key in BARE_KEYS) + b"mn\r\n")
+        answer = b""
+        while not answer.endswith(b"MN\r\n"):
+            answer += sock.recv(65536)
+    counter, stopped = [0], [False]
+    requests = [_bare_requests(seed) for seed in range(CONNECTIONS)]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transports = [(await loop.create_connection(
+            lambda mine=mine: _BareConnection(mine, depth, counter, stopped), "127.0.0.1", port))[0]
+            for mine in requests]
+        await asyncio.sleep(seconds)
+        stopped[0] = True
+        for transport in transports:
+            transport.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        before, start = os.times(), time.monotonic()
+        runner.run(main())
+        elapsed, after = time.monotonic() - start, os.times()
+    system = after.system - before.system
+    cpu = after.user - before.user + system
+    return Figures(counter[0] / elapsed, cpu * 1e6 / counter[0], system * 1e6 / counter[0])
+
+
 def _cmd_get(port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"stats\r\n")
@@ -243,7 +327,7 @@ def main() -> None:
         for name, figures in tools.items():
             rate, cpu, system = (statistics.median(values) for values in zip(*figures, strict=True))
             print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f} {system:>9.1f}")
-        for peer in (NAIVE, MEMASLAP):
+        for peer in (NAIVE, MEMASLAP, BARE):
             if peer in tools:
                 print_ratios(tools[MEMBENCH], tools[peer], peer)
         if depth == 16:
@@ -251,6 +335,7 @@ def main() -> None:
 
 
 MEMBENCH, NAIVE, MEMASLAP = "membench replay", "naive asyncio streams", "memaslap (-T 1)"
+BARE = "floor: bare uvloop"
 
 
 def run_round(port: int, table: pa.Table, depth: int, args: argparse.Namespace) -> dict[str, Figures]:
@@ -261,6 +346,7 @@ def run_round(port: int, table: pa.Table, depth: int, args: argparse.Namespace) 
     if depth == 1:
         figures["membench --workers 2"] = run_membench(port, table, depth, args.loops, workers=2)
     figures[NAIVE] = run_naive(port, depth, args.seconds)
+    figures[BARE] = run_bare(port, depth, args.seconds)
     memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
     if memaslap is not None:
         figures[MEMASLAP] = memaslap
