@@ -171,6 +171,89 @@ def per_op_us(seconds: float, operations: int) -> float:
     return seconds / max(operations, 1) * 1e6
 
 
+@dataclass
+class Rounds:
+    """Every round's uncaptured rate and its two captured runs, at full load."""
+
+    base: list[float]
+    ebpf: list[Recording]
+    dump: list[PcapRecording]
+
+
+def measure_rounds(port: int, args: argparse.Namespace, directory: Path) -> Rounds:
+    """The two captures run in turn after each uncaptured run, in alternating order: whatever drifts with time
+    within a round (the machine, memcached's memory) then favours neither."""
+    rounds = Rounds(base=[], ebpf=[], dump=[])
+    for index in range(args.rounds):
+        rounds.base.append(memcaslap(port, args.seconds, args.concurrency))
+        captures = [lambda: rounds.ebpf.append(record_ebpf(port, args.seconds, args.concurrency,
+                                                           directory / "ebpf-profile")),
+                    lambda: rounds.dump.append(record_pcap(port, args.seconds, args.concurrency, directory))]
+        for capture in captures if index % 2 == 0 else reversed(captures):
+            capture()
+    return rounds
+
+
+def print_rounds(rounds: Rounds, args: argparse.Namespace) -> None:
+    base, ebpf, dump = rounds.base, rounds.ebpf, rounds.dump
+    baseline = sum(base) / len(base)
+    ebpf_tps = sum(r.tps for r in ebpf) / len(ebpf)
+    dump_tps = sum(r.tps for r in dump) / len(dump)
+    operations = sum(r.operations for r in ebpf)
+    dropped = sum(r.dropped_events for r in ebpf)
+    pcap_operations = sum(r.operations for r in dump)
+    print(f"memcached -t 2, memcaslap -T 2 -c {args.concurrency} -X 64, {args.rounds} x {args.seconds:g} s "
+          "per mode, the two captures in alternating order after each uncaptured run")
+    print(f"  without capture            : {baseline:9.0f} ops/s")
+    print(f"  membench record ebpf:any   : {ebpf_tps:9.0f} ops/s   ratio {ebpf_tps / baseline:.3f} (goal >= 0.95)")
+    served = sum(r.server_operations for r in ebpf)
+    recorded = sum(r.gets_and_sets for r in ebpf)
+    print(f"    the profiles hold {recorded} of the {served} gets and sets memcached counted (cmd_get + "
+          f"cmd_set): {recorded / served:.2%} (goal >= 99%)")
+    print(f"    recorded {operations} operations, dropped {dropped} events at memcached's maximum rate; "
+          f"membench CPU {per_op_us(sum(r.live_cpu_s for r in ebpf), operations):.2f} us/operation while "
+          f"capturing, {per_op_us(sum(r.cpu_s for r in ebpf), operations):.2f} over the whole run "
+          "(start, imports, attach, final flush and compaction included)")
+    print(f"  tcpdump -w                 : {dump_tps:9.0f} ops/s   ratio {dump_tps / baseline:.3f}")
+    # The uncaptured rate drifts by more than the gap between the two captures on a small VM: each round's
+    # ratios are over that round's own uncaptured rate, and compared round by round.
+    gaps = [(e.tps - d.tps) / b for b, e, d in zip(base, ebpf, dump, strict=True)]
+    print(f"    round by round, (membench - tcpdump) / uncaptured: median {statistics.median(gaps):+.3f}, "
+          f"range {min(gaps):+.3f} .. {max(gaps):+.3f}; membench at or above tcpdump in "
+          f"{sum(gap >= 0 for gap in gaps)} of {len(gaps)} rounds; uncaptured rate "
+          f"{min(base):,.0f} .. {max(base):,.0f} ops/s")
+    print(f"    {sum(r.packets for r in dump)} packets, {sum(r.dropped_packets for r in dump)} dropped by "
+          f"the kernel; tcpdump CPU {per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations):.2f} "
+          f"us/operation + `membench record FILE.pcap` CPU "
+          f"{per_op_us(sum(r.ingest_cpu_s for r in dump), pcap_operations):.2f} us/operation "
+          f"({pcap_operations} operations)")
+    membench_live = per_op_us(sum(r.live_cpu_s for r in ebpf), operations)
+    tcpdump_live = per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations)
+    print(f"  CPU per operation while capturing, membench / tcpdump: {membench_live / tcpdump_live:.1f}x "
+          "(goal <= 2x)")
+
+
+def sweep(port: int, args: argparse.Namespace, directory: Path, baseline: float) -> None:
+    """Recording at memcaslap concurrency 1, 2, 4 .. --concurrency, with BPF time per operation (bpf_stats)."""
+    print("load sweep, membench record ebpf:any (bpf_stats on: BPF time is kernel time in the traced syscalls):")
+    best_clean = 0.0
+    concurrency = 1
+    while concurrency <= args.concurrency:
+        run = record_ebpf(port, args.seconds, concurrency, directory / "sweep-profile")
+        if run.dropped_events == 0:
+            best_clean = max(best_clean, run.tps)
+        print(f"  c={concurrency:3d}: {run.tps:9.0f} ops/s  recorded {run.operations:8d}  dropped "
+              f"{run.dropped_events:6d} events  membench CPU {per_op_us(run.live_cpu_s, run.operations):.2f} "
+              f"us/op  BPF {run.bpf_ns / max(run.operations, 1):.0f} ns/op")
+        concurrency *= 2
+    counted = max(run.server_operations, 1)  # the last, fullest run: its BPF time program by program
+    print(f"  BPF by program at c={concurrency // 2}, per operation memcached counted: " + "; ".join(
+        f"{name} {runs / counted:.2f} runs/op x {ns / runs:.0f} ns" for name, (ns, runs) in
+        sorted(run.bpf_programs.items()) if runs >= counted / 100))
+    print(f"  highest rate recorded with zero dropped events: {best_clean:.0f} ops/s "
+          f"({best_clean / baseline:.2f} of memcached's uncaptured maximum)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
@@ -188,70 +271,10 @@ def main() -> None:
         memcaslap(port, 1, args.concurrency)  # warm-up: fill the cache so gets hit
         with tempfile.TemporaryDirectory() as name:
             directory = Path(name)
-            base: list[float] = []
-            ebpf: list[Recording] = []
-            dump: list[PcapRecording] = []
-            for _ in range(args.rounds):
-                base.append(memcaslap(port, args.seconds, args.concurrency))
-                ebpf.append(record_ebpf(port, args.seconds, args.concurrency, directory / "ebpf-profile"))
-                dump.append(record_pcap(port, args.seconds, args.concurrency, directory))
-
-            baseline = sum(base) / len(base)
-            ebpf_tps = sum(r.tps for r in ebpf) / len(ebpf)
-            dump_tps = sum(r.tps for r in dump) / len(dump)
-            operations = sum(r.operations for r in ebpf)
-            dropped = sum(r.dropped_events for r in ebpf)
-            pcap_operations = sum(r.operations for r in dump)
-            print(f"memcached -t 2, memcaslap -T 2 -c {args.concurrency} -X 64, {args.rounds} x {args.seconds:g} s "
-                  "per mode, modes alternating")
-            print(f"  without capture            : {baseline:9.0f} ops/s")
-            print(f"  membench record ebpf:any   : {ebpf_tps:9.0f} ops/s   ratio {ebpf_tps / baseline:.3f} "
-                  "(goal >= 0.95)")
-            served = sum(r.server_operations for r in ebpf)
-            recorded = sum(r.gets_and_sets for r in ebpf)
-            print(f"    the profiles hold {recorded} of the {served} gets and sets memcached counted (cmd_get + "
-                  f"cmd_set): {recorded / served:.2%} (goal >= 99%)")
-            print(f"    recorded {operations} operations, dropped {dropped} events at memcached's maximum rate; "
-                  f"membench CPU {per_op_us(sum(r.live_cpu_s for r in ebpf), operations):.2f} us/operation while "
-                  f"capturing, {per_op_us(sum(r.cpu_s for r in ebpf), operations):.2f} over the whole run "
-                  "(start, imports, attach, final flush and compaction included)")
-            print(f"  tcpdump -w                 : {dump_tps:9.0f} ops/s   ratio {dump_tps / baseline:.3f}")
-            # The uncaptured rate drifts by more than the gap between the two captures on a small VM: each round's
-            # ratios are over that round's own uncaptured rate, and compared round by round.
-            gaps = [(e.tps - d.tps) / b for b, e, d in zip(base, ebpf, dump, strict=True)]
-            print(f"    round by round, (membench - tcpdump) / uncaptured: median {statistics.median(gaps):+.3f}, "
-                  f"range {min(gaps):+.3f} .. {max(gaps):+.3f}; membench at or above tcpdump in "
-                  f"{sum(gap >= 0 for gap in gaps)} of {len(gaps)} rounds; uncaptured rate "
-                  f"{min(base):,.0f} .. {max(base):,.0f} ops/s")
-            print(f"    {sum(r.packets for r in dump)} packets, {sum(r.dropped_packets for r in dump)} dropped by "
-                  f"the kernel; tcpdump CPU {per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations):.2f} "
-                  f"us/operation + `membench record FILE.pcap` CPU "
-                  f"{per_op_us(sum(r.ingest_cpu_s for r in dump), pcap_operations):.2f} us/operation "
-                  f"({pcap_operations} operations)")
-
-            membench_live = per_op_us(sum(r.live_cpu_s for r in ebpf), operations)
-            tcpdump_live = per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations)
-            print(f"  CPU per operation while capturing, membench / tcpdump: {membench_live / tcpdump_live:.1f}x "
-                  "(goal <= 2x)")
-            print("load sweep, membench record ebpf:any (bpf_stats on: BPF time is kernel time in the traced "
-                  "syscalls):")
+            rounds = measure_rounds(port, args, directory)
+            print_rounds(rounds, args)
             stats_flag.write_text("1")
-            best_clean = 0.0
-            concurrency = 1
-            while concurrency <= args.concurrency:
-                run = record_ebpf(port, args.seconds, concurrency, directory / "sweep-profile")
-                if run.dropped_events == 0:
-                    best_clean = max(best_clean, run.tps)
-                print(f"  c={concurrency:3d}: {run.tps:9.0f} ops/s  recorded {run.operations:8d}  dropped "
-                      f"{run.dropped_events:6d} events  membench CPU {per_op_us(run.live_cpu_s, run.operations):.2f} "
-                      f"us/op  BPF {run.bpf_ns / max(run.operations, 1):.0f} ns/op")
-                concurrency *= 2
-            counted = max(run.server_operations, 1)  # the last, fullest run: its BPF time program by program
-            print(f"  BPF by program at c={concurrency // 2}, per operation memcached counted: " + "; ".join(
-                f"{name} {runs / counted:.2f} runs/op x {ns / runs:.0f} ns" for name, (ns, runs) in
-                sorted(run.bpf_programs.items()) if runs >= counted / 100))
-            print(f"  highest rate recorded with zero dropped events: {best_clean:.0f} ops/s "
-                  f"({best_clean / baseline:.2f} of memcached's uncaptured maximum)")
+            sweep(port, args, directory, sum(rounds.base) / len(rounds.base))
     finally:
         stats_flag.write_text(stats_before)
         server.terminate()
