@@ -61,7 +61,8 @@ def requests(draw: st.DrawFn, index: int, time_ns: int) -> list[Operation]:
 @st.composite
 def profiles(draw: st.DrawFn) -> list[Operation]:
     operations: list[Operation] = []
-    time_ns = T0
+    # Times before 1970 too: an absolute TTL's seconds left floor the request's time, whatever its sign.
+    time_ns = draw(st.sampled_from([T0, -7 * 10**9 + 1]))
     for index in range(draw(st.integers(1, 40))):
         time_ns += draw(st.sampled_from([0, 1_000, 500_000, 3 * 10**9]))
         operations.extend(draw(requests(index + 1, time_ns)))

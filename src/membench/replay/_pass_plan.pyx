@@ -29,10 +29,10 @@ from membench.replay.requests import CAS_CURRENT, CAS_NONE, CAS_STALE, VALUE_COM
 
 cdef int64_t NS_PER_US = 1000
 cdef int64_t NS_PER_S = 1000000000
+cdef int64_t ABSOLUTE_TTL_S = ABSOLUTE_TTL
 cdef Py_ssize_t TEMPLATES = 4096  # shapes remembered before starting over, as the encoder does
 
 cdef object _UNSEEN = object()
-cdef object _new_tuple = tuple.__new__
 cdef tuple _NO_DEPENDENCIES = ()
 cdef object _BINARY = Protocol.BINARY
 cdef object _TEXT = Protocol.TEXT
@@ -68,6 +68,7 @@ cdef class PassPlan:
     cdef int64_t _recorded_count
     cdef int64_t _replay_count
     cdef dict _templates  # (protocol, *request shape, key length) -> template
+    cdef list _shapes  # per command code: a _ShapeMemo of its latest request
     cdef list _runs  # per stream: its groups of the slice being planned (a _Run, or None before its first)
     cdef list _touched  # the streams the slice gave groups to, in the order of their first
 
@@ -91,6 +92,7 @@ cdef class PassPlan:
         self._recorded_count = context.connections.recorded_count
         self._replay_count = context.connections.replay_count
         self._templates = {}
+        self._shapes = []
         self._runs = [None] * streams
         self._touched = []
         self._first_stream = {}
@@ -112,10 +114,10 @@ cdef class PassPlan:
         cdef const int64_t[::1] latency_us = np.ascontiguousarray(rows.latency_us, dtype=np.int64)
         cdef const uint8_t[::1] quiet = np.ascontiguousarray(rows.quiet, dtype=np.uint8)
         cdef const int64_t[::1] status_code = np.ascontiguousarray(rows.status, dtype=np.int64)
-        cdef list value_length = rows.value_length.tolist()
-        cdef list flags = rows.flags.tolist()
-        cdef list ttl = rows.ttl.tolist()
-        cdef list delta = rows.delta.tolist()
+        cdef const int64_t[::1] value_length = np.ascontiguousarray(rows.value_length, dtype=np.int64)
+        cdef const int64_t[::1] flags = np.ascontiguousarray(rows.flags, dtype=np.int64)
+        cdef const int64_t[::1] ttl = np.ascontiguousarray(rows.ttl, dtype=np.int64)
+        cdef const uint64_t[::1] delta = np.ascontiguousarray(rows.delta, dtype=np.uint64)
         cdef list initial = rows.initial.tolist()
         cdef list intended = None
         cdef list starts = rows.request_starts()
@@ -151,16 +153,32 @@ cdef class PassPlan:
             cas = CAS_NONE
             if command is _CAS:
                 cas = CAS_STALE if codes.statuses[status_code[start]] == _EXISTS else CAS_CURRENT
-            shape = (codes.protocols[protocol_code[start]], command,
-                     value_length[start] if codes.carries_value[code] else 0, flags[start],
-                     _ttl_left(ttl[start], timestamp_ns[start]), quiet[start] != 0, delta[start], initial[start])
+            shape = self._shape(code, codes.protocols[protocol_code[start]], command,
+                                value_length[start] if codes.carries_value[code] else 0, flags[start],
+                                _ttl_left(ttl[start], timestamp_ns[start]), quiet[start] != 0, delta[start],
+                                initial[start])
             self._plan_request(keys[start:end], <int64_t>first_stream, shape, codes.slots[code],
                                codes.effects[code], cas, at_ns, outstanding)
         return [(index, (<_Run>self._runs[index]).block()) for index in self._touched]
 
-    cdef void _plan_request(self, list keys, int64_t first_stream, tuple shape, int64_t slot, int effect,
+    cdef _ShapeMemo _shape(self, int64_t code, object protocol, object command, int64_t value_length, int64_t flags,
+                           int64_t ttl, bint quiet, uint64_t delta, object initial):
+        """The request's shape, kept as its command code's latest where it is one (counters' initial values are
+        rare: their requests get a shape of their own)."""
+        cdef _ShapeMemo memo
+        if initial is not None:
+            memo = _ShapeMemo()
+            memo.remember(protocol, command, value_length, flags, ttl, quiet, delta, initial)
+            return memo
+        while len(self._shapes) <= code:
+            self._shapes.append(_ShapeMemo())
+        memo = self._shapes[code]
+        if not memo.holds(protocol, command, value_length, flags, ttl, quiet, delta):
+            memo.remember(protocol, command, value_length, flags, ttl, quiet, delta, None)
+        return memo
+
+    cdef void _plan_request(self, list keys, int64_t first_stream, _ShapeMemo shape, int64_t slot, int effect,
                             int64_t cas, int64_t at_ns, int64_t outstanding) except *:
-        """`shape` is the request's protocol followed by its RequestShape's fields."""
         if self._server_count == 1 and keys[0] is not None and None not in keys:
             self._plan_on(first_stream, 0, keys, shape, slot, effect, cas, at_ns, outstanding)
             return
@@ -168,7 +186,7 @@ cdef class PassPlan:
             self._plan_on(first_stream + <int64_t>target, target, target_keys, shape, slot, effect, cas, at_ns,
                           outstanding)
 
-    cdef void _plan_on(self, int64_t stream, Py_ssize_t target, list keys, tuple shape, int64_t slot, int effect,
+    cdef void _plan_on(self, int64_t stream, Py_ssize_t target, list keys, _ShapeMemo shape, int64_t slot, int effect,
                        int64_t cas, int64_t at_ns, int64_t outstanding) except *:
         """Plans the request's part for one server (its `keys` there), on that server's stream."""
         cdef int64_t number = self._planned
@@ -188,7 +206,7 @@ cdef class PassPlan:
             self._touched.append(stream)
         return run
 
-    cdef int _group(self, _Run run, int64_t stream, tuple shape, list keys, int64_t slot, int64_t cas,
+    cdef int _group(self, _Run run, int64_t stream, _ShapeMemo shape, list keys, int64_t slot, int64_t cas,
                     int64_t at_ns, int64_t outstanding, int64_t number, Py_ssize_t dependencies) except -1:
         """Adds the group of the request on `stream` (which speaks binary or not whatever the recording spoke) to
         the stream's run, encoded by template where its shape has one; opaques are numbered from its seq. Its
@@ -199,7 +217,7 @@ cdef class PassPlan:
         cdef int64_t* row
         cdef Py_ssize_t pair
         cdef bytes key, head, tail
-        protocol = shape[0]
+        protocol = shape.protocol
         if binary != (protocol is _BINARY):
             protocol = _BINARY if binary else _TEXT
         template = None
@@ -212,8 +230,7 @@ cdef class PassPlan:
             run.write(key)
             run.write(tail)
         else:
-            payload, expect, units, used = self._encoder.encode(protocol, _new_tuple(RequestShape, shape[1:]), keys,
-                                                                seq)
+            payload, expect, units, used = self._encoder.encode(protocol, shape.request, keys, seq)
             self._opaques[stream] += used
             run.write(payload)
         for pair in range(dependencies):
@@ -234,16 +251,22 @@ cdef class PassPlan:
         row[B_AFTER_END] = run.after_count
         return 0
 
-    cdef object _template(self, object protocol, tuple shape, Py_ssize_t key_length):
-        """encoder.template, remembered here under a key hashed from plain tuples; the stream's protocol joins the
-        key only where it is not the recorded one (shape[0])."""
-        cdef tuple cached = (protocol, shape, key_length) if protocol is not shape[0] else (shape, key_length)
+    cdef object _template(self, object protocol, _ShapeMemo shape, Py_ssize_t key_length):
+        """encoder.template, remembered here under a key hashed from plain tuples (the stream's protocol joins the
+        key only where it is not the recorded one), and on the shape for its next request of the same key length."""
+        if shape.template_protocol is protocol and shape.template_key_length == key_length:
+            return shape.template
+        cdef tuple cached = (protocol, shape.fields, key_length) if protocol is not shape.protocol else (
+            shape.fields, key_length)
         template = self._templates.get(cached, _UNSEEN)
         if template is _UNSEEN:
-            template = self._encoder.template(protocol, _new_tuple(RequestShape, shape[1:]), key_length)
+            template = self._encoder.template(protocol, shape.request, key_length)
             if len(self._templates) >= TEMPLATES:
                 self._templates.clear()
             self._templates[cached] = template
+        shape.template_protocol = protocol
+        shape.template_key_length = key_length
+        shape.template = template
         return template
 
     cdef int64_t _outstanding(self, int64_t recorded, int64_t timestamp_ns, int64_t latency_us,
@@ -302,8 +325,53 @@ cdef class _Slice:
         self.carries_value = [command in VALUE_COMMANDS for command in self.commands]
 
 
-cdef object _ttl_left(object ttl, int64_t timestamp_ns):
-    if ttl <= ABSOLUTE_TTL:
+cdef int64_t _ttl_left(int64_t ttl, int64_t timestamp_ns) noexcept:
+    """pass_plan.ttl_left: an absolute expiry time as the seconds left at the request's time."""
+    cdef int64_t second, remaining
+    if ttl <= ABSOLUTE_TTL_S:
         return ttl
-    remaining = ttl - (<object>timestamp_ns) // NS_PER_S  # Python's floor division, as the specification
+    second = timestamp_ns // NS_PER_S  # Python's floor division (cdivision is on: corrected below)
+    if timestamp_ns % NS_PER_S != 0 and timestamp_ns < 0:
+        second -= 1
+    remaining = ttl - second
     return remaining if remaining > 0 else -1
+
+
+@cython.final
+cdef class _ShapeMemo:
+    """The shape of a command code's latest request (protocol and RequestShape fields), and the template it last
+    took: most requests repeat their command's latest shape, and then build and hash no tuple."""
+
+    cdef object protocol
+    cdef object command
+    cdef int64_t value_length
+    cdef int64_t flags
+    cdef int64_t ttl
+    cdef bint quiet
+    cdef uint64_t delta
+    cdef tuple fields  # (protocol, *request fields): what the template cache is keyed by
+    cdef object request  # the RequestShape
+    cdef object template_protocol  # the stream protocol the template below is for; None: none yet
+    cdef Py_ssize_t template_key_length
+    cdef object template
+
+    cdef bint holds(self, object protocol, object command, int64_t value_length, int64_t flags, int64_t ttl,
+                    bint quiet, uint64_t delta) noexcept:
+        return (self.fields is not None and self.protocol is protocol and self.command is command
+                and self.value_length == value_length and self.flags == flags and self.ttl == ttl
+                and self.quiet == quiet and self.delta == delta)
+
+    cdef void remember(self, object protocol, object command, int64_t value_length, int64_t flags, int64_t ttl,
+                       bint quiet, uint64_t delta, object initial) except *:
+        self.protocol = protocol
+        self.command = command
+        self.value_length = value_length
+        self.flags = flags
+        self.ttl = ttl
+        self.quiet = quiet
+        self.delta = delta
+        self.fields = (protocol, command, value_length, flags, ttl, quiet, delta, initial)
+        self.request = RequestShape(command=command, value_length=value_length, flags=flags, ttl=ttl, quiet=quiet,
+                                    delta=delta, initial=initial)
+        self.template_protocol = None
+        self.template = None
