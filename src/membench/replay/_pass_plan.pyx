@@ -59,12 +59,12 @@ cdef class PassPlan:
     cdef double _speed
     cdef double _rate_step
     cdef bint _track_depth
-    cdef dict _first_stream  # replay connection -> its stream to target 0 (its targets' streams follow it)
+    cdef object _first_stream  # by replay connection: its stream to target 0 (its targets' follow it), -1: none here
     cdef list _binaries
     cdef object _encoder
     cdef object _continuum
     cdef Py_ssize_t _server_count
-    cdef dict _recorded_index
+    cdef object _recorded  # the recorded connections, sorted: a connection's place is its recorded index
     cdef int64_t _recorded_count
     cdef int64_t _replay_count
     cdef dict _templates  # (protocol, *request shape, key length) -> template
@@ -88,14 +88,14 @@ cdef class PassPlan:
         self._encoder = context.encoder
         self._continuum = context.continuum
         self._server_count = context.continuum.server_count
-        self._recorded_index = context.connections.recorded_index
+        self._recorded = _sorted_places(context.connections.recorded_index)
         self._recorded_count = context.connections.recorded_count
         self._replay_count = context.connections.replay_count
         self._templates = {}
         self._shapes = []
         self._runs = [None] * streams
         self._touched = []
-        self._first_stream = {}
+        self._first_stream = np.full(self._replay_count, -1, dtype=np.int64)
         for (connection, target), stream in context.stream_of.items():
             if target == 0:
                 self._first_stream[connection] = stream
@@ -108,6 +108,9 @@ cdef class PassPlan:
         cdef Py_ssize_t count = len(rows.request)
         cdef const int64_t[::1] timestamp_ns = np.ascontiguousarray(rows.timestamp_ns, dtype=np.int64)
         cdef const int64_t[::1] connection = np.ascontiguousarray(rows.connection, dtype=np.int64)
+        cdef const int64_t[::1] recorded_index = self._recorded_indexes(rows.connection)
+        cdef const int64_t[::1] first_streams = self._first_stream
+        cdef int64_t first_stream
         cdef const int64_t[::1] command_code = np.ascontiguousarray(rows.command, dtype=np.int64)
         cdef const int64_t[::1] protocol_code = np.ascontiguousarray(rows.protocol, dtype=np.int64)
         cdef const uint64_t[::1] key_hash = np.ascontiguousarray(rows.key_hash, dtype=np.uint64)
@@ -146,9 +149,9 @@ cdef class PassPlan:
                 at_ns = intended[start] if intended is not None else 0
             self._requests += 1
             key = keys[start]
-            replay = self._replay_connection(connection[start], 0 if key is None else key_hash[start])
-            first_stream = self._first_stream.get(replay)
-            if first_stream is None:
+            first_stream = first_streams[self._replay_connection(recorded_index[start],
+                                                                 0 if key is None else key_hash[start])]
+            if first_stream < 0:
                 continue  # another worker's connection
             cas = CAS_NONE
             if command is _CAS:
@@ -157,7 +160,7 @@ cdef class PassPlan:
                                 value_length[start] if codes.carries_value[code] else 0, flags[start],
                                 _ttl_left(ttl[start], timestamp_ns[start]), quiet[start] != 0, delta[start],
                                 initial[start])
-            self._plan_request(keys[start:end], <int64_t>first_stream, shape, codes.slots[code],
+            self._plan_request(keys[start:end], first_stream, shape, codes.slots[code],
                                codes.effects[code], cas, at_ns, outstanding)
         return [(index, (<_Run>self._runs[index]).block()) for index in self._touched]
 
@@ -284,8 +287,18 @@ cdef class PassPlan:
             heapq.heappush(due, timestamp_ns + latency_us * NS_PER_US)
         return outstanding
 
-    cdef int64_t _replay_connection(self, int64_t recorded, uint64_t key_hash) except -1:
-        cdef int64_t index = self._recorded_index[recorded]
+    cdef object _recorded_indexes(self, object connections):
+        """Each row's recorded connection as its place among the recorded connections."""
+        if len(connections) and not len(self._recorded):
+            raise KeyError(int(connections[0]))
+        places = np.searchsorted(self._recorded, connections)
+        found = np.minimum(places, len(self._recorded) - 1)
+        unknown = np.flatnonzero((places >= len(self._recorded)) | (self._recorded[found] != connections))
+        if len(unknown):
+            raise KeyError(int(connections[unknown[0]]))  # as the specification's dict
+        return np.ascontiguousarray(places, dtype=np.int64)
+
+    cdef int64_t _replay_connection(self, int64_t index, uint64_t key_hash) except -1:
         cdef int64_t owned
         if self._replay_count <= self._recorded_count:
             return index % self._replay_count
@@ -323,6 +336,16 @@ cdef class _Slice:
         self.slots = [None if command is None else slots[command] for command in self.commands]
         self.effects = [EFFECT_NONE if command is None else _effect_of(command, True) for command in self.commands]
         self.carries_value = [command in VALUE_COMMANDS for command in self.commands]
+
+
+cdef object _sorted_places(dict recorded_index):
+    """The recorded connections in the order of their places (index -> connection), which is theirs sorted."""
+    ordered = np.empty(len(recorded_index), dtype=np.int64)
+    for recorded, index in recorded_index.items():
+        ordered[index] = recorded
+    if len(ordered) > 1 and not (ordered[1:] > ordered[:-1]).all():
+        raise ValueError("recorded connections must be indexed in sorted order")
+    return ordered
 
 
 cdef int64_t _ttl_left(int64_t ttl, int64_t timestamp_ns) noexcept:
