@@ -95,7 +95,7 @@ class Link(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self._inflight.reconnected()
         if self._active:
-            self._pump()
+            self.poke()
 
     def data_received(self, data: bytes) -> None:
         if not self._inflight.receive(data, _perf_ns()):
@@ -145,14 +145,8 @@ class Link(asyncio.Protocol):
         self._active = True
         if self._transport is None and not self._reconnecting:
             self._start_reconnect()  # the server was given up on in an earlier pass: try it again
-        self._pump()
+        self.poke()
         return self._done
-
-    def poke(self) -> None:
-        if self._given_up:
-            self._write_off()
-        elif self._transport is not None:
-            self._pump()
 
     def close(self) -> None:
         self._closing = True
@@ -272,7 +266,12 @@ class Link(asyncio.Protocol):
         self._timer = None
         self.poke()
 
-    def _pump(self) -> None:
+    def poke(self) -> None:
+        """Send what may be sent now (what is sendable goes out in one write); once the server was given up on,
+        write the rest of the pass off instead."""
+        if self._given_up:
+            self._write_off()
+            return
         transport = self._transport
         if transport is None or not self._active:
             return
@@ -314,7 +313,7 @@ class Link(asyncio.Protocol):
         if payloads:
             transport.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
         if not budget:
-            self._loop.call_soon(self._pump)
+            self._loop.call_soon(self.poke)
         elif ending:
             self._finish_if_done()
 
