@@ -96,6 +96,18 @@ def test_merge_refuses_to_write_over_one_of_its_profiles(tmp_path: Path) -> None
     assert twice.returncode == 2 and "a profile is named twice" in twice.stderr
 
 
+def test_merge_force_leaves_a_directory_it_refuses_as_it_was(tmp_path: Path) -> None:
+    """--force overwrites a profile, never a directory of other files: one it refuses keeps every file."""
+    first, second = record(tmp_path, TEXT, "kept"), record(tmp_path, BINARY, "kept")
+    for output in (tmp_path / "papers", tmp_path):  # other files; the profiles being merged themselves
+        output.mkdir(exist_ok=True)
+        (output / "thesis.txt").write_text("years of work")
+        proc = run_membench("merge", str(first), str(second), "-o", str(output), "--force")
+        assert proc.returncode == 2 and "holds files that are not a profile's" in proc.stderr, proc.stderr
+        assert (output / "thesis.txt").read_text() == "years of work"
+    assert ProfileReader(first).num_rows > 0 and ProfileReader(second).num_rows > 0
+
+
 def test_merge_refuses_numbers_past_their_columns(tmp_path: Path) -> None:
     last_connection = tmp_path / "last.profile"
     with ProfileWriter(last_connection, ProfileMetadata(source="t", salt_fingerprint="same")) as writer:

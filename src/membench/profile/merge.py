@@ -73,7 +73,14 @@ def _write_whole(output: Path, metadata: ProfileMetadata, overwrite: bool, sourc
     disk, a signal) removes what it wrote rather than leave a profile that looks like a smaller merge."""
     created = not output.exists()
     try:
-        with ProfileWriter(output, metadata, overwrite=overwrite) as writer:
+        writer = ProfileWriter(output, metadata, overwrite=overwrite)
+    except MembenchError as error:
+        # A path that was there (a directory of other files, say) was refused untouched: only a new one is ours.
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise MembenchError(f"nothing merged: {error}") from None
+    try:
+        with writer:
             for table in _in_time_order(sources):
                 writer.write_batch(table)
             unread = [f"{reader.path}: {problem}" for reader in readers for problem in reader.read_problems]
@@ -81,7 +88,7 @@ def _write_whole(output: Path, metadata: ProfileMetadata, overwrite: bool, sourc
                 raise MembenchError(f"rows of the profiles could not be read ({unread[0]})")
             writer.set_health(_summed_health(readers))
     except BaseException as error:
-        if created or overwrite:  # else the writer refused an existing profile before touching it
+        if created or overwrite:  # the writer accepted the path: what is there is this merge's
             shutil.rmtree(output, ignore_errors=True)
         if isinstance(error, MembenchError):
             raise MembenchError(f"nothing merged: {error}") from None

@@ -216,7 +216,8 @@ class ProfileWriter:
             if path.is_dir():
                 entries = list(path.iterdir())
                 if entries and not overwrite:
-                    raise MembenchError(f"{path} already exists and is not empty (choose another path or overwrite)")
+                    raise MembenchError(f"{path} already exists and is not empty (choose another path, or --force to "
+                                        "overwrite it)")
                 foreign = [e for e in entries if not _is_profile_file(e.name)]
                 if foreign:
                     raise MembenchError(f"refusing to overwrite {path}: it holds files that are not a profile's")
