@@ -255,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as error:  # the machine's answer (no permission, a full disk), not a bug: one line
+        where = f"{error.filename}: " if error.filename else ""
+        console.print(f"membench: {where}{error.strerror or error}", markup=False)
+        return 2
     except Exception as error:  # a bug: still one line, unless the user asks for the traceback
         if os.environ.get("MEMBENCH_DEBUG"):
             traceback.print_exc()

@@ -125,6 +125,12 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0 and "lacks key, op" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_full_disk_under_an_export_is_one_line(tmp_path: Path) -> None:
+    """The kernel's refusals (here ENOSPC, from /dev/full) were reported as internal errors."""
+    proc = run_membench("export", str(salted_profile(tmp_path / "p.profile")), "csv", "/dev/full")
+    assert proc.returncode == 2 and proc.stderr.strip() == "membench: No space left on device", proc.stderr
+
+
 def test_an_imported_trace_replays_against_memcached(tmp_path: Path, memcached: Memcached) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text("".join(f"{i // 10},key{i % 7},4,{(i % 7 + 1) * 10},c{i % 3},get,0\n" for i in range(60)))
