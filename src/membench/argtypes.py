@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def port(text: str) -> int:
@@ -12,10 +13,27 @@ def port(text: str) -> int:
     return int(text)
 
 
+LARGEST_COUNT = 10**9  # beyond it a count is a typo, and it would not fit the C integers it ends up in
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    if int(text) > LARGEST_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {LARGEST_COUNT:,}: {text}")
     return int(text)
+
+
+def count_up_to(maximum: int, what: str) -> Callable[[str], int]:
+    """positive_int with a smaller ceiling, for counts that cost a socket or a process each."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"at most {maximum:,} {what}, not {text}")
+        return value
+
+    return parse
 
 
 LARGEST = 1e9  # seconds (31 years), ops/s or a speed factor: beyond it, a value is a typo or a wish for "never"

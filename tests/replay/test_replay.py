@@ -338,6 +338,18 @@ def test_cli_numbers_past_any_use_are_one_line(tmp_path, option):
     assert proc.stderr.startswith(f"membench: argument {option}: must be at most 1e+09: inf")
 
 
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--pipeline", "99999999999999999999", "must be at most 1,000,000,000"),  # an OverflowError mid-replay
+    ("--connections", "1000001", "at most 1,000,000 connections"),  # planning hung on its streams
+    ("--workers", "257", "at most 256 worker processes"),  # forked one process each, whatever the profile
+])
+def test_cli_counts_past_any_use_are_one_line(tmp_path, option, value, said):
+    profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
+    proc = run_membench("replay", str(profile), "--target", "127.0.0.1:1", option, value)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"membench: argument {option}: {said}"), proc.stderr
+
+
 def test_cli_ctrl_c_ends_cleanly_with_results(memcached, tmp_path):
     import json
 

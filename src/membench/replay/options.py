@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from membench.argtypes import positive_float, positive_int
+from membench.argtypes import count_up_to, positive_float, positive_int
 from membench.errors import MembenchError
 from membench.outputs import check_writable
 from membench.protocol.events import Protocol
 from membench.replay.ketama import Distribution
+
+# Each replay connection is a socket and each worker a process: past these, a count is a typo that would exhaust the
+# machine (a million sockets, or a fork per connection of any profile) before failing.
+MAX_CONNECTIONS = 1_000_000
+MAX_WORKERS = 256
 
 DEFAULT_TARGET = "127.0.0.1:11211"
 
@@ -109,7 +114,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --timing original, play X times faster (default 1)")
     parser.add_argument("--rate", type=positive_float, metavar="N",
                         help="open loop at N requests per second overall, in recorded order")
-    parser.add_argument("--connections", type=positive_int, metavar="N",
+    parser.add_argument("--connections", type=count_up_to(MAX_CONNECTIONS, "connections"), metavar="N",
                         help="fold the recorded connections onto N (or spread them over N, by key)")
     parser.add_argument("--pipeline", type=positive_int, metavar="N",
                         help="keep up to N requests in flight per connection (default: as recorded)")
@@ -121,7 +126,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=positive_float, metavar="SECONDS",
                         help="end after this many seconds, replaying the profile as many times as that takes "
                              "(with --loop N: whichever comes first)")
-    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
+    parser.add_argument("--workers", type=count_up_to(MAX_WORKERS, "worker processes"), default=1, metavar="N",
                         help="split the connections over N processes (default 1)")
     parser.add_argument("--cluster", metavar="ray://HOST:PORT|auto",
                         help="replay from every node of a Ray cluster, one actor per CPU; nodes without the "
