@@ -17,7 +17,7 @@ from rich.console import Console
 
 from membench import __version__
 from membench.argtypes import port, positive_float, positive_int
-from membench.errors import MembenchError
+from membench.errors import MembenchError, StoppedEarly
 from membench.extensions import describe
 
 DEFAULT_PORT = 11211
@@ -296,8 +296,11 @@ def _record(args: argparse.Namespace, console: Console) -> int:
         console.print(f"recording {source.name} (port {port_list}) into {args.output}; Ctrl+C to stop",
                       markup=False)
         summary = recorder.run()
-    if status is not None:
-        status.clear()
+        if status is not None:
+            status.clear()
+        if summary.health.get("capture", {}).get("stopped_before_end"):
+            raise StoppedEarly(f"stopped before the end of {args.source}: the profile keeps the "
+                               f"{summary.operations:,} operations read until then, and is marked incomplete")
     print_summary(console, args.output, summary)
     return 0
 

@@ -8,3 +8,10 @@ class MembenchError(Exception):
     """
 
     exit_code = 2
+
+
+class StoppedEarly(MembenchError):
+    """Stopped by a signal before the input's end (a capture file read in part): what was done is kept, and the
+    message says so, but the command did not do what it was asked."""
+
+    exit_code = 1

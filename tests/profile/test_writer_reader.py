@@ -183,6 +183,20 @@ KILLED_WRITER = textwrap.dedent("""
 """)
 
 
+def test_a_writer_left_by_an_error_keeps_the_health_set_after_its_last_part(tmp_path):
+    """The counters can say why the rows end where they do (a capture file stopped before its end): set after the
+    last part was written, they were dropped when the recording ended in an error."""
+    profile, ops = tmp_path / "stopped.profile", synthetic_operations(10)
+    with pytest.raises(MembenchError, match="stopped"), ProfileWriter(profile, metadata()) as writer:
+        writer.write_many(ops)
+        writer.flush()
+        writer.set_health({"capture": {"stopped_before_end": 1}})
+        raise MembenchError("stopped")
+    written = json.loads((profile / METADATA_FILE).read_text())
+    assert written["health"] == {"capture": {"stopped_before_end": 1}} and written["operations"] == len(ops)
+    assert not written["complete"]
+
+
 def test_sigkilled_writer_loses_at_most_about_the_last_second(tmp_path):
     profile = tmp_path / "killed.profile"
     child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(profile)], stdout=subprocess.PIPE,

@@ -14,9 +14,21 @@ import pyarrow.compute as pc
 import pytest
 from pymemcache.client.base import Client
 
-from membench.profile.metadata import METADATA_FILE
+from membench.capture.pcap import PcapFileSource
+from membench.profile.metadata import METADATA_FILE, ProfileMetadata
 from membench.profile.reader import ProfileReader
+from membench.profile.writer import ProfileWriter
+from membench.record.anonymize import KeyHasher
+from membench.record.recorder import Recorder
 from membench.record.status import losses
+from tests.capture.capture_builders import (
+    SERVER_PORT,
+    pcapng_interface,
+    pcapng_packet,
+    pcapng_section,
+    write_pcap,
+)
+from tests.capture.test_pcap_errors import conversation_frames
 from tests.conftest import PCAP_CORPUS, Memcached, Tcpdump, read_profile, run_membench, small_tmpfs
 from tests.record.test_ebpf_record import Recording
 
@@ -83,10 +95,65 @@ def test_a_truncated_capture_file_is_not_called_nothing_lost(tmp_path):
     assert "the capture file is truncated 1" in proc.stderr
 
 
+def _record_offsets(data: bytes) -> list[int]:
+    """Where each record of a little-endian pcap file starts."""
+    offsets, at = [], 24
+    while at + 16 <= len(data):
+        offsets.append(at)
+        at += 16 + int.from_bytes(data[at + 8 : at + 12], "little")
+    return offsets
+
+
+def test_a_corrupt_record_midway_keeps_every_operation_before_it(tmp_path):
+    """The operations parsed before a corrupt record were in the pipeline and never written: the profile had none."""
+    data = (PCAP_CORPUS / "deepflow_app_traffic.pcap").read_bytes()
+    at = _record_offsets(data)[len(_record_offsets(data)) // 2]
+    corrupt = bytearray(data)
+    corrupt[at + 8 : at + 12] = (2**31).to_bytes(4, "little")  # a captured length past any record
+    (tmp_path / "corrupt.pcap").write_bytes(corrupt)
+    (tmp_path / "cut.pcap").write_bytes(data[:at])
+    proc = run_membench("record", str(tmp_path / "corrupt.pcap"), str(tmp_path / "corrupt.profile"))
+    cut = run_membench("record", str(tmp_path / "cut.pcap"), str(tmp_path / "cut.profile"), check=True)
+    before = json.loads((tmp_path / "cut.profile" / METADATA_FILE).read_text())["operations"]
+    assert before > 1000, cut.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (f"membench: corrupt pcap record at byte {at} of "
+                                            f"{tmp_path / 'corrupt.pcap'}; the {before:,} operations before it "
+                                            "are kept")
+    metadata = json.loads((tmp_path / "corrupt.profile" / METADATA_FILE).read_text())
+    assert metadata["operations"] == before and not metadata["complete"]
+    assert ProfileReader(tmp_path / "corrupt.profile").num_rows == before
+
+
+def _recorded(path: Path, stop_first: bool, profile: Path) -> dict[str, int]:
+    source = PcapFileSource(path, [SERVER_PORT])
+    if stop_first:
+        source.stop()  # what Ctrl+C does, here before the first packet
+    with ProfileWriter(profile, ProfileMetadata(source=source.name)) as writer:
+        summary = Recorder(source, writer, KeyHasher.random()).run()
+    if not stop_first:
+        source.stop()  # after the end: changes nothing
+    return summary.health["capture"]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_capture_file_stopped_before_its_end_says_so(tmp_path, kind):
+    """A Ctrl+C while a capture file was read wrote a complete-looking profile, exit 0, of its first part only."""
+    if kind == "pcap":
+        path = write_pcap(tmp_path / "c.pcap", 1, conversation_frames())
+    else:
+        path = tmp_path / "c.pcapng"
+        path.write_bytes(pcapng_section() + pcapng_interface(1)
+                         + b"".join(pcapng_packet(packet) for packet in conversation_frames()))
+    assert _recorded(path, True, tmp_path / "stopped.profile").get("stopped_before_end") == 1
+    assert "stopped_before_end" not in _recorded(path, False, tmp_path / "whole.profile")
+
+
 @pytest.mark.parametrize(("health", "expected"), [
     ({"capture": {"packets": 5, "bytes_seen": 10, "connections": 1}, "pairing": {"requests": 2, "operations": 2}},
      []),
     ({"capture": {"truncated_file": 1}}, [("the capture file is truncated", 1)]),
+    ({"capture": {"stopped_before_end": 1}}, [("the capture file was not read to its end", 1)]),
     ({"capture": {"some_future_counter": 3}}, [("capture some_future_counter", 3)]),
     ({"writer": {"rows_rejected": 2}}, [("operations the profile could not hold", 2)]),
 ])

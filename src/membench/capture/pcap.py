@@ -69,7 +69,7 @@ class PcapFileSource:
 
     A file cut short in the middle of a packet (tcpdump killed) is normal: everything before the cut is yielded and
     `health.extra["truncated_file"]` is set to 1. A corrupt file raises MembenchError after yielding what preceded
-    the corruption.
+    the corruption. Stopped before its end (a signal), it sets `health.extra["stopped_before_end"]`.
     """
 
     def __init__(self, path: Path, ports: Sequence[int]) -> None:
@@ -105,6 +105,10 @@ class PcapFileSource:
 
     def stop(self) -> None:
         self._stopping = True
+
+    def _stopped_before_end(self) -> None:
+        """Asked to stop (a signal) with the file not read to its end: the profile is of its first part only."""
+        self.health.extra["stopped_before_end"] = 1
 
     def __iter__(self) -> Iterator[StreamItem]:
         # The readers are the generators themselves (no wrapper generator): every item passes one frame less.
@@ -150,6 +154,8 @@ class PcapFileSource:
                     self.health.packets = packets
                     yield from demux.out
                     demux.out.clear()
+            else:
+                self._stopped_before_end()
             yield from self._finish(demux, packets, timestamp_ns)
 
     def _pcapng_packets(self, demux: Demultiplexer) -> Iterator[StreamItem]:
@@ -173,6 +179,8 @@ class PcapFileSource:
                     self.health.packets = packets
                     yield from demux.out
                     demux.out.clear()
+            if at is not None:
+                self._stopped_before_end()
             yield from self._finish(demux, packets, reader.timestamp_ns)
 
     def _finish(self, demux: Demultiplexer, packets: int, timestamp_ns: int) -> Iterator[StreamItem]:
@@ -206,7 +214,9 @@ class PcapFileSource:
         while status == _WALK_MORE and not self._stopping:
             with lock:
                 at, status = packets.walk_pcap(mapped, at, byte_order == ">", fraction_ns, link, _FEED_BATCH)
-        if status == _WALK_TRUNCATED:
+        if status == _WALK_MORE:
+            self._stopped_before_end()
+        elif status == _WALK_TRUNCATED:
             self.health.extra["truncated_file"] = 1
         elif status == _WALK_CORRUPT:
             raise CorruptCapture(f"corrupt pcap record at byte {at} of {self.path}")
@@ -229,3 +239,5 @@ class PcapFileSource:
                 elif status != _WALK_MORE:
                     raise CorruptCapture(f"corrupt pcapng {'block' if status == _WALK_CORRUPT else 'packet block'} "
                                          f"at byte {at} of {self.path}")
+        if at is not None:
+            self._stopped_before_end()

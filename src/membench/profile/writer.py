@@ -207,6 +207,8 @@ class ProfileWriter:
                     self._write_part(self._table(rows))
                 if self._columns:
                     self._write_part(pa.concat_tables(self._columns))
+                if self._health_pending:  # the counters say what the rows alone do not: why they end there
+                    self._write_metadata()
 
     def _prepare_directory(self, overwrite: bool) -> None:
         path = self.path

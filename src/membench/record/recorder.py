@@ -68,17 +68,39 @@ class Recorder:
         self._started = time.monotonic()
         self._done = threading.Event()
         self._failure: MembenchError | None = None  # what stopped the flush thread (a full disk, ...)
+        self._ticker = threading.Thread(target=self._tick_forever, name="membench-flush", daemon=True)
 
     def run(self) -> RecordSummary:
-        ticker = threading.Thread(target=self._tick_forever, name="membench-flush", daemon=True)
         self._started = time.monotonic()
-        ticker.start()
+        self._ticker.start()
         try:
-            return self._record(ticker)
+            return self._record()
         except ProfileWriteError as error:
             raise self._stopped_by(error) from None
 
-    def _record(self, ticker: threading.Thread) -> RecordSummary:
+    def _record(self) -> RecordSummary:
+        try:
+            self._consume_source()
+        except ProfileWriteError:
+            raise
+        except MembenchError as error:
+            # The source's input ended in something unreadable (a corrupt capture file): what it delivered before
+            # is in the pipeline, and is written before the error is told.
+            if self._failure is not None:
+                raise self._failure from None
+            self._finish()
+            raise MembenchError(f"{error}; the {self._pipeline.operations:,} operations before it are kept") from None
+        if self._failure is not None:
+            raise self._failure
+        self._finish()
+        return RecordSummary(
+            operations=self._pipeline.operations,
+            connections=self._pipeline.connections_total,
+            duration_s=time.monotonic() - self._started,
+            health=self._health(),
+        )
+
+    def _consume_source(self) -> None:
         try:
             feed = getattr(self._source, "feed", None)
             if feed is not None and not isinstance(self._pipeline, RecordPipeline):
@@ -88,19 +110,14 @@ class Recorder:
                 self._consume_items()
         finally:
             self._done.set()
-            ticker.join()
-        if self._failure is not None:
-            raise self._failure
+            self._ticker.join()
+
+    def _finish(self) -> None:
+        """Ends the connections still open and writes every row the pipeline holds, with the health so far."""
         with self._lock:
             self._pipeline.close_all(time.time_ns())
             self._pipeline.flush_to(self._writer)
             self._writer.set_health(self._health())
-        return RecordSummary(
-            operations=self._pipeline.operations,
-            connections=self._pipeline.connections_total,
-            duration_s=time.monotonic() - self._started,
-            health=self._health(),
-        )
 
     def _consume_items(self) -> None:
         # Explicit acquire/release on bound methods: `with lock` costs about twice as much, once per item.

@@ -36,6 +36,7 @@ _LOSS_NAMES: dict[tuple[str, str], str] = {
     ("capture", "dropped_events"): "events dropped",
     ("capture", "malformed_packets"): "malformed packets",
     ("capture", "truncated_file"): "the capture file is truncated",
+    ("capture", "stopped_before_end"): "the capture file was not read to its end",
     ("parser", "request_bytes_skipped"): "request bytes skipped by the parser",
     ("parser", "response_bytes_skipped"): "reply bytes skipped by the parser",
     ("pairing", "unanswered_requests"): "requests never answered",
