@@ -350,16 +350,18 @@ def test_cli_counts_past_any_use_are_one_line(tmp_path, option, value, said):
     assert proc.stderr.startswith(f"membench: argument {option}: {said}"), proc.stderr
 
 
-def test_cli_ctrl_c_ends_cleanly_with_results(memcached, tmp_path):
+@pytest.mark.parametrize(("stop", "workers"), [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "2")])
+def test_cli_ctrl_c_ends_cleanly_with_results(memcached, tmp_path, stop, workers):
+    """Ctrl+C, or a SIGTERM (which once ended the replay with no result at all, exit 143)."""
     import json
 
     profile = write_profile(tmp_path / "p.profile", mixed_profile("text").operations)
     out = tmp_path / "r.json"
     proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(profile), "--target",
-                             memcached.address, "--loop", "forever", "--json", str(out)],
+                             memcached.address, "--loop", "forever", "--json", str(out), "--workers", workers],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 1, stderr
     data = json.loads(out.read_text())

@@ -29,7 +29,7 @@ from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import hdr_log, render
 from membench.replay.result import ReplayResult, build_result
-from membench.replay.runner import MergedRuns, Runner, RunOutcome
+from membench.replay.runner import STOP_SIGNALS, MergedRuns, Runner, RunOutcome
 from membench.replay.stats import Meter
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.targets import Target, connect_blocking, parse_target
@@ -178,7 +178,7 @@ def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, c
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
     outcomes: list[RunOutcome] = []
     ticks: dict[int, tuple[float, int, int]] = {}
     try:
@@ -200,7 +200,8 @@ def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, c
                 continue
             outcomes.append(message[2])
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         for process in processes:
             process.join(timeout=5)
             if process.is_alive():

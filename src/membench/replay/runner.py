@@ -23,6 +23,8 @@ from membench.replay.survey import BatchSource
 from membench.replay.targets import parse_target
 
 _TICK_S = 1.0
+# Ctrl+C, and a service manager's or `kill`'s polite stop: either ends the replay with what it measured.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 perf_ns = time.perf_counter_ns
 
 TickCallback = Callable[[float, Meter], None]
@@ -131,7 +133,8 @@ class Runner:
         self.feeder.links = self.links
         # Outside the main thread there is no signal handling: the caller stops the runner itself.
         with contextlib.suppress(RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, self.stop)
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, self.stop)
         try:
             await asyncio.gather(*(link.connect() for link in self.links))
             if start_ns is not None:
@@ -171,7 +174,8 @@ class Runner:
             for link in self.links:
                 link.close()
             with contextlib.suppress(RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGINT)
+                for signum in STOP_SIGNALS:
+                    loop.remove_signal_handler(signum)
 
     async def _tick(self, began: int) -> None:
         check_every = min(self.options.timeout / 4, 0.1)
