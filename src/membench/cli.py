@@ -360,13 +360,12 @@ def _passphrase(args: argparse.Namespace, console: Console) -> str | None:
 
 def _analyze(args: argparse.Namespace) -> int:
     from membench.analyze import analyze_profile, render_terminal, write_html, write_json
-    from membench.outputs import check_writable
+    from membench.outputs import check_apart, check_writable
     from membench.profile.reader import ProfileReader
 
     check_writable(args.json, "--json")
     check_writable(args.html, "--html")
-    if args.json and args.html and args.json.resolve() == args.html.resolve():
-        raise MembenchError(f"--json and --html both name {args.json}: one would overwrite the other")
+    check_apart(args.profile, {"--json": args.json, "--html": args.html})
     reader = ProfileReader(args.profile)
     report = analyze_profile(reader)
     render_terminal(report, _console(sys.stdout))
@@ -387,8 +386,12 @@ def _merge(args: argparse.Namespace, console: Console) -> int:
 
 
 def _replay(args: argparse.Namespace, console: Console) -> int:
+    from membench.outputs import check_apart
     from membench.replay.options import options_from_args
     from membench.replay.run import run_replay
 
-    result = run_replay(args.profile, options_from_args(args), console)
+    options = options_from_args(args)
+    check_apart(args.profile, {"--json": options.json_path, "--hdr-log": options.hdr_log_path,
+                               "--memtier-json": options.memtier_json_path})
+    result = run_replay(args.profile, options, console)
     return 0 if result.completed else 1

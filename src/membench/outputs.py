@@ -20,6 +20,23 @@ class OutputLost(MembenchError):
     exit_code = 1
 
 
+def check_apart(profile: Path, outputs: dict[str, Path | None]) -> None:
+    """Refuses, in one line, result files that would land inside the profile they come from (damaging it), or on
+    each other (keeping only the last written)."""
+    inside = profile.resolve()
+    named: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        where = path.resolve()
+        if where.is_relative_to(inside):
+            raise MembenchError(f"{option} {path} is inside the profile {profile}: writing it there would damage "
+                                "the profile")
+        if where in named:
+            raise MembenchError(f"{named[where]} and {option} both name {path}: one would overwrite the other")
+        named[where] = option
+
+
 def check_writable(path: Path | None, option: str) -> None:
     """Refuses, in one line, an output path that cannot be created or replaced."""
     if path is None:

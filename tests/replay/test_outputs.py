@@ -33,6 +33,29 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_replay(memc
     assert memcached.stats()["cmd_get"] == before, "nothing was replayed"
 
 
+@pytest.mark.parametrize(("options", "said"), [
+    (["--json", "{profile}/_profile.json"], "--json {profile}/_profile.json is inside the profile"),
+    (["--hdr-log", "{profile}/part-000000.parquet"], "--hdr-log {profile}/part-000000.parquet is inside the profile"),
+    (["--json", "{tmp}/r.out", "--memtier-json", "{tmp}/r.out"], "--json and --memtier-json both name {tmp}/r.out"),
+    (["--json", "{tmp}/r.out", "--hdr-log", "{tmp}/./r.out"], "--json and --hdr-log both name {tmp}/r.out"),
+])
+def test_result_files_on_the_profile_or_on_each_other_are_refused_before_the_replay(memcached, profile, tmp_path,
+                                                                                    options, said):
+    """Each of these once replayed, exit 0, and then wrote over the profile (damaging it) or over another result."""
+    before, metadata = memcached.stats()["cmd_get"], (profile / "_profile.json").read_bytes()
+    filled = [option.format(profile=profile, tmp=tmp_path) for option in options]
+    proc = run_membench("replay", str(profile), "--target", memcached.address, *filled)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("membench: " + said.format(profile=profile, tmp=tmp_path)), proc.stderr
+    assert memcached.stats()["cmd_get"] == before and (profile / "_profile.json").read_bytes() == metadata
+
+
+def test_analyze_refuses_an_output_inside_its_profile(profile):
+    proc = run_membench("analyze", str(profile), "--json", str(profile / "part-000000.parquet"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is inside the profile" in proc.stderr
+    assert (profile / "part-000000.parquet").stat().st_size > 0 and proc.stdout == ""
+
+
 def test_analyze_refuses_an_unwritable_output_before_reading(profile, tmp_path):
     proc = run_membench("analyze", str(profile), "--html", str(tmp_path / "nowhere" / "r.html"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
