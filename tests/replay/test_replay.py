@@ -379,6 +379,8 @@ def test_empty_and_foreign_profiles_are_refused(memcached):
     skipped = [Operation(T0, 0, "quit", "text", None, None, None, None, None, "ok", None, 1, False)]
     result = replay(source(skipped), ReplayOptions(targets=[memcached.address]))
     assert result.ops == 0 and result.profile.skipped_commands == {"quit": 1}
+    # Sending nothing measures nothing: not a completed replay (the CLI exits 1), and said so.
+    assert not result.completed and result.warnings[-1] == "no operation was replayed: this run measured nothing"
     foreign = [Operation(T0, 0, "get", "bogus", 7, 10, None, None, None, "miss", 50, 1, False)]
     with pytest.raises(MembenchError, match="a protocol membench does not know: 'bogus'"):
         replay(source(foreign), ReplayOptions(targets=[memcached.address]))

@@ -155,7 +155,7 @@ def build_result(profile: Survey, options: ReplayOptions, keys: KeySynthesizer, 
     failures = _failures(commands, loops)  # garbage replies cost the operations in flight: counted lost
     error_ratio = failures / ops if ops else 0.0
     return ReplayResult(
-        completed=not interrupted and error_ratio <= options.max_error_ratio,
+        completed=not interrupted and ops > 0 and error_ratio <= options.max_error_ratio,  # nothing sent: no measure
         interrupted=interrupted, loops=loops, duration_s=round(elapsed, 6), ops=ops,
         requests=sum(command.requests for command in commands.values()), commands=commands,
         hit_ratio=HitRatios(recorded=_recorded_hit_ratio(profile.recorded), replayed=_replayed_hit_ratio(totals)),

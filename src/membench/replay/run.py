@@ -82,6 +82,8 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     result = build_result(profile, options, keys, warmed, merged.totals, merged.loops, merged.interrupted,
                           merged.elapsed_s)
     result.warnings = list(problems()) if problems is not None else []
+    if not result.ops:
+        result.warnings.append("no operation was replayed: this run measured nothing")
     result.cluster = cluster
     if console is not None:
         render(result, console)
