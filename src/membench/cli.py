@@ -21,6 +21,7 @@ from membench.errors import MembenchError, StoppedEarly
 from membench.extensions import describe
 
 DEFAULT_PORT = 11211
+MAX_SALT_FILE_BYTES = 65_536
 
 # membench does no linear algebra, yet OpenBLAS (numpy loads it) starts a worker thread per core, and those spin
 # for a while after loading: on a small machine that is CPU taken from memcached and the capture. Set before any
@@ -342,7 +343,12 @@ def _passphrase(args: argparse.Namespace, console: Console) -> str | None:
     """The salt passphrase from --salt-file, MEMBENCH_SALT or --salt (warned of: `ps` shows it); None for none."""
     if args.salt_file is not None:
         try:
-            passphrase = args.salt_file.read_text(encoding="utf-8").rstrip("\r\n")
+            with args.salt_file.open("rb") as file:
+                held = file.read(MAX_SALT_FILE_BYTES + 1)  # bounded: /dev/zero, or a wrong file, never ends
+            if len(held) > MAX_SALT_FILE_BYTES:
+                raise MembenchError(f"--salt-file {args.salt_file}: more than {MAX_SALT_FILE_BYTES:,} bytes, "
+                                    "not a passphrase")
+            passphrase = held.decode("utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as error:
             reason = error.strerror if isinstance(error, OSError) else str(error)
             raise MembenchError(f"--salt-file {args.salt_file}: {reason}") from None

@@ -58,6 +58,13 @@ def test_an_empty_or_missing_salt_file_is_a_one_line_error(tmp_path: Path, conte
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--salt-file" in proc.stderr
 
 
+def test_a_salt_file_that_never_ends_is_a_one_line_error(tmp_path: Path) -> None:
+    """/dev/zero was read until memory ran out (internal error: MemoryError)."""
+    proc = record(tmp_path / "x.profile", "--salt-file", "/dev/zero")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "membench: --salt-file /dev/zero: more than 65,536 bytes, not a passphrase"), proc.stderr
+
+
 @pytest.mark.ebpf
 def test_another_user_does_not_see_a_salt_file_passphrase_in_ps(tmp_path: Path, memcached) -> None:
     require_ebpf()
