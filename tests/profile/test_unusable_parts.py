@@ -71,3 +71,18 @@ def test_a_pipe_in_place_of_a_part_or_of_the_metadata_is_skipped_not_waited_on(t
     os.mkfifo(part)
     line = one_line(run_membench("analyze", str(listed)))
     assert "no part of this profile is readable (part-000000.parquet: not a regular file, skipped)" in line
+
+
+def test_another_writers_timestamps_without_metadata_are_not_an_internal_error(tmp_path: Path) -> None:
+    """Bounds taken from the parts' statistics once assumed nanosecond counts: a timestamp[ns] or string column (as
+    pandas or Spark write) made analyze and export internal errors."""
+    for kind, values in (("datetime", lambda rows: pa.array([0] * rows, pa.timestamp("ns"))),
+                         ("string", lambda rows: pa.array(["2024-01-01"] * rows))):
+        profile = salted_profile(tmp_path / f"{kind}.profile")
+        (part,) = profile.glob("part-*.parquet")
+        table = pq.read_table(part)
+        pq.write_table(table.set_column(0, "timestamp_ns", values(table.num_rows)), part)
+        (profile / "_profile.json").unlink()
+        for command in (["analyze", str(profile)], ["export", str(profile), "csv", str(tmp_path / f"{kind}.csv")]):
+            proc = run_membench(*command)
+            assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -195,7 +195,8 @@ class ProfileReader:
                 column = footer.schema.names.index("timestamp_ns")
                 for group in range(footer.num_row_groups):
                     stats = footer.row_group(group).column(column).statistics
-                    if stats is None or not stats.has_min_max:
+                    # Another writer's timestamps (a datetime, a string) are not nanosecond counts: no bound.
+                    if stats is None or not stats.has_min_max or not isinstance(stats.min, int):
                         continue
                     low = stats.min if low is None else min(low, stats.min)
                     high = stats.max if high is None else max(high, stats.max)
