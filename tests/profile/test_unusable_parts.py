@@ -3,6 +3,7 @@ in one line by every command that reads them; no command counts on those rows as
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -86,3 +87,15 @@ def test_another_writers_timestamps_without_metadata_are_not_an_internal_error(t
         for command in (["analyze", str(profile)], ["export", str(profile), "csv", str(tmp_path / f"{kind}.csv")]):
             proc = run_membench(*command)
             assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_part_listed_twice_is_read_once_and_said(tmp_path: Path) -> None:
+    """A damaged _profile.json naming a part twice doubled its rows in every count, without a word."""
+    profile = salted_profile(tmp_path / "twice.profile")
+    rows = ProfileReader(profile).num_rows
+    metadata = json.loads((profile / "_profile.json").read_text())
+    metadata["parts"] = metadata["parts"] * 2
+    (profile / "_profile.json").write_text(json.dumps(metadata))
+    reader = ProfileReader(profile)
+    assert reader.num_rows == rows and reader.read_table(["connection"]).num_rows == rows
+    assert any("lists a part more than once" in problem for problem in reader.problems)

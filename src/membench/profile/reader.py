@@ -142,6 +142,9 @@ class ProfileReader:
         listed = [name for name in stored.parts if part_index(name) is not None]
         if len(listed) != len(stored.parts):
             self._problem(f"{METADATA_FILE} lists file names that are not part files: they are ignored")
+        if len(set(listed)) != len(listed):
+            self._problem(f"{METADATA_FILE} lists a part more than once: each is read once")
+            listed = list(dict.fromkeys(listed))
         unlisted = sorted(set(on_disk) - set(listed))
         if unlisted:
             self._problem(f"{len(unlisted)} part file(s) not listed in {METADATA_FILE} are ignored "
