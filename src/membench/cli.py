@@ -303,6 +303,10 @@ def _record(args: argparse.Namespace, console: Console) -> int:
             raise StoppedEarly(f"stopped before the end of {args.source}: the profile keeps the "
                                f"{summary.operations:,} operations read until then, and is marked incomplete")
     print_summary(console, args.output, summary)
+    capture = summary.health.get("capture", {})
+    if capture.get("packets") and not capture.get("connections"):
+        console.print(f"none of the {capture['packets']:,} packets was to or from port {port_list}: is --port the "
+                      "memcached port of this capture?", markup=False)
     return 0
 
 

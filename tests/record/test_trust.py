@@ -95,6 +95,15 @@ def test_a_truncated_capture_file_is_not_called_nothing_lost(tmp_path):
     assert "the capture file is truncated 1" in proc.stderr
 
 
+def test_a_capture_with_no_traffic_on_the_port_says_so(tmp_path):
+    """A wrong --port recorded 0 operations and said 'nothing lost', which is true but no help."""
+    pcap = PCAP_CORPUS / "memcache_text_tcp_single_load_store.pcap"
+    wrong = run_membench("record", str(pcap), str(tmp_path / "wrong.profile"), "--port", "9999", check=True)
+    assert "none of the 18 packets was to or from port 9999: is --port the memcached port" in wrong.stderr
+    right = run_membench("record", str(pcap), str(tmp_path / "right.profile"), check=True)
+    assert "none of the" not in right.stderr
+
+
 def _record_offsets(data: bytes) -> list[int]:
     """Where each record of a little-endian pcap file starts."""
     offsets, at = [], 24
