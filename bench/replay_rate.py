@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -155,8 +156,13 @@ def run_naive(port: int, depth: int, seconds: float) -> Figures:
         await asyncio.gather(*(_naive_connection(port, depth, deadline, counter, seed)
                                for seed in range(CONNECTIONS)))
 
+    return _measured(lambda: asyncio.run(main()), counter)
+
+
+def _measured(run: Callable[[], object], counter: list[int]) -> Figures:
+    """Rate and CPU per operation of `run`, which counts its operations in counter[0]."""
     before, start = os.times(), time.monotonic()
-    asyncio.run(main())
+    run()
     elapsed, after = time.monotonic() - start, os.times()
     system = after.system - before.system
     cpu = after.user - before.user + system
@@ -237,12 +243,7 @@ def run_bare(port: int, depth: int, seconds: float) -> Figures:
             transport.close()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        before, start = os.times(), time.monotonic()
-        runner.run(main())
-        elapsed, after = time.monotonic() - start, os.times()
-    system = after.system - before.system
-    cpu = after.user - before.user + system
-    return Figures(counter[0] / elapsed, cpu * 1e6 / counter[0], system * 1e6 / counter[0])
+        return _measured(lambda: runner.run(main()), counter)
 
 
 def _cmd_get(port: int) -> int:
