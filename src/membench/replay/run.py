@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
-import os
-import queue
-import signal
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import uvloop
 from rich.console import Console
@@ -29,16 +21,16 @@ from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
 from membench.replay.report import hdr_log, render
 from membench.replay.result import ReplayResult, build_result
-from membench.replay.runner import STOP_SIGNALS, MergedRuns, Runner, RunOutcome
+from membench.replay.runner import MergedRuns, Runner
 from membench.replay.stats import Meter
 from membench.replay.survey import RETRIEVALS, BatchSource, Survey, survey
 from membench.replay.targets import Target, connect_blocking, parse_target
 from membench.replay.warm import WarmResult, warm_up
+from membench.replay.workers import run_workers
 from membench.status_line import StatusLine
 
 _RETRIEVAL_NAMES = frozenset(command.value for command in RETRIEVALS)
 _PROGRESS_AFTER_S = 2.0  # short runs print only the final table
-_WORKER_POLL_S = 0.2
 
 
 def run_replay(profile: Path, options: ReplayOptions, console: Console | None = None) -> ReplayResult:
@@ -76,12 +68,14 @@ def replay(source: BatchSource, options: ReplayOptions, console: Console | None 
     elif options.workers == 1:
         merged = _run_here(source, profile, options, continuum, keys, progress)
     else:
-        merged = _run_workers(source, profile, options, continuum, keys, progress)
+        merged = run_workers(source, profile, options, continuum, keys,
+                             progress.update if progress is not None else None)
     if progress is not None:
         progress.clear()
     result = build_result(profile, options, keys, warmed, merged.totals, merged.loops, merged.interrupted,
                           merged.elapsed_s)
     result.warnings = list(problems()) if problems is not None else []
+    result.warnings.extend(merged.failures)
     if not result.ops:
         result.warnings.append("no operation was replayed: this run measured nothing")
     result.cluster = cluster
@@ -135,77 +129,3 @@ def _run_here(source: BatchSource, profile: Survey, options: ReplayOptions, cont
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
         loop_runner.run(runner.run())
     return MergedRuns.of([runner.outcome()])
-
-
-def _worker(index: int, source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
-            keys: KeySynthesizer, barrier: Any, start_ns: Any, messages: Any) -> None:
-    # The parent forwards Ctrl+C; until the event loop takes SIGINT over, the default handler must not kill us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        planner = Planner(profile, options, continuum, keys, index, options.workers)
-        barrier.wait()
-
-        def tick(elapsed_s: float, meter: Meter) -> None:
-            messages.put(("tick", index, elapsed_s, meter.rows(), meter.errors()))
-
-        runner = Runner(planner, source, options, tick)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            loop_runner.run(runner.run(start_ns.value))
-        messages.put(("done", index, runner.outcome()))
-    except MembenchError as error:
-        barrier.abort()
-        messages.put(("error", index, str(error)))
-    except threading.BrokenBarrierError:
-        pass  # another worker failed and reported why
-
-
-def _run_workers(source: BatchSource, profile: Survey, options: ReplayOptions, continuum: Continuum,
-                 keys: KeySynthesizer, progress: _Progress | None) -> MergedRuns:
-    context = multiprocessing.get_context("fork")  # workers inherit the survey and the batch source as they are
-    messages = context.Queue()
-    start_ns = context.Value("q", 0)
-
-    def set_start() -> None:
-        start_ns.value = time.perf_counter_ns() + 50_000_000  # CLOCK_MONOTONIC: the same clock in every process
-
-    barrier = context.Barrier(options.workers, action=set_start)
-    processes = [context.Process(target=_worker, args=(index, source, profile, options, continuum, keys, barrier,
-                                                       start_ns, messages), daemon=True)
-                 for index in range(options.workers)]
-    for process in processes:
-        process.start()
-
-    def forward(_signum: int, _frame: FrameType | None) -> None:
-        for process in processes:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGINT)
-
-    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
-    outcomes: list[RunOutcome] = []
-    ticks: dict[int, tuple[float, int, int]] = {}
-    try:
-        while len(outcomes) < len(processes):
-            try:
-                message = messages.get(timeout=_WORKER_POLL_S)
-            except queue.Empty:
-                if not any(process.is_alive() for process in processes):
-                    raise MembenchError("a replay worker died without reporting") from None
-                continue
-            kind, index = message[0], message[1]
-            if kind == "error":
-                raise MembenchError(message[2])
-            if kind == "tick":
-                ticks[index] = message[2:]
-                if progress is not None:
-                    progress.update(max(t[0] for t in ticks.values()), sum(t[1] for t in ticks.values()),
-                                    sum(t[2] for t in ticks.values()))
-                continue
-            outcomes.append(message[2])
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-    return MergedRuns.of(outcomes)

@@ -49,15 +49,16 @@ class MergedRuns:
     loops: int  # loops every one completed
     interrupted: bool
     elapsed_s: float
+    failures: list[str]  # why a process gave no result: the merged one lacks its connections' operations
 
     @classmethod
-    def of(cls, outcomes: list[RunOutcome]) -> MergedRuns:
+    def of(cls, outcomes: list[RunOutcome], failures: list[str] | None = None) -> MergedRuns:
         totals = Totals()
         for outcome in outcomes:
             totals.merge(outcome.snapshot)
         return cls(totals=totals, loops=min(outcome.loops for outcome in outcomes),
-                   interrupted=any(outcome.interrupted for outcome in outcomes),
-                   elapsed_s=max(outcome.elapsed_s for outcome in outcomes))
+                   interrupted=bool(failures) or any(outcome.interrupted for outcome in outcomes),
+                   elapsed_s=max(outcome.elapsed_s for outcome in outcomes), failures=list(failures or []))
 
 
 class Runner:
