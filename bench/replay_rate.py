@@ -1,10 +1,12 @@
-"""How fast `membench replay` drives memcached, next to memaslap and a naive asyncio-streams client, same run.
+"""How fast `membench replay` drives memcached, next to memaslap, memtier and a naive asyncio client, same run.
 
 One memcached on loopback (-t 2), 50 connections, 1 set : 10 gets, 100-byte values, 30-byte keys over 10,000
 keys (all present: warm-up / preload), closed loop at depth 1 and depth 16. Prints ops/s and client CPU µs per
 op of each tool (and the kernel's part of it: the system calls, mostly loopback TCP, that no client can avoid),
 and membench's ratio to each peer. A floor stands beside them: a bare uvloop protocol doing the same operations
 with no parsing or accounting at all, i.e. the least CPU per operation a client on uvloop spends on this machine.
+memtier_benchmark, which Debian does not package, runs beside them at both depths when it is on PATH (or named by
+$MEMTIER_BENCHMARK): build it from its sources to compare with it in the same run.
 
 Then the start of a big replay: a profile of --start-ops operations written to disk, its survey on its own
 (µs per row), and `membench replay` run on it as a user does: seconds until memcached sees the first request,
@@ -97,6 +99,40 @@ def run_membench(port: int, table: pa.Table, depth: int, loops: int, workers: in
     result = replay(lambda: iter(table.to_batches(max_chunksize=65536)), options).to_dict()
     assert not result["errors"], result["errors"]
     return Figures(result["ops_per_s"], result["client_cpu_us_per_op"], result["client_cpu_system_us_per_op"])
+
+
+# memtier names its keys prefix + number: 25 + 5 characters make the same 30-byte keys, 10,000 of them.
+MEMTIER_PREFIX, MEMTIER_FIRST_KEY = "memtier:key:for:the:peer:", 10_000
+
+
+def memtier_binary() -> str | None:
+    """memtier_benchmark is not packaged in Debian: it is measured when the user built it (on PATH, or named by
+    $MEMTIER_BENCHMARK)."""
+    return os.environ.get("MEMTIER_BENCHMARK") or shutil.which("memtier_benchmark")
+
+
+def run_memtier(port: int, depth: int, seconds: int) -> Figures | None:
+    binary = memtier_binary()
+    if binary is None:
+        return None
+    preload(port, [f"{MEMTIER_PREFIX}{key}".encode() for key in range(MEMTIER_FIRST_KEY, MEMTIER_FIRST_KEY + KEYS)])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run([binary, "-s", "127.0.0.1", "-p", str(port), "-P", "memcache_text", "-t", "1",
+                           "-c", str(CONNECTIONS), f"--pipeline={depth}", f"--ratio=1:{SET_EVERY - 1}",
+                           "-d", str(VALUE_LENGTH), f"--key-prefix={MEMTIER_PREFIX}",
+                           f"--key-minimum={MEMTIER_FIRST_KEY}", f"--key-maximum={MEMTIER_FIRST_KEY + KEYS - 1}",
+                           "--key-pattern=R:R", f"--test-time={seconds}", "--hide-histogram"],
+                          capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    match = re.search(r"^Totals\s+([\d.]+)", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or match is None:
+        print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+        return None
+    rate = float(match.group(1))
+    ops = rate * seconds
+    system = after.ru_stime - before.ru_stime
+    cpu = after.ru_utime - before.ru_utime + system
+    return Figures(rate, cpu * 1e6 / ops, system * 1e6 / ops)
 
 
 def run_memaslap(port: int, seconds: int) -> Figures | None:
@@ -221,14 +257,19 @@ def _bare_requests(seed: int) -> list[bytes]:
             for key, kind in zip(rng.integers(0, KEYS, 4096), rng.integers(0, SET_EVERY, 4096), strict=True)]
 
 
-def run_bare(port: int, depth: int, seconds: float) -> Figures:
-    """The floor: a bare uvloop protocol per connection doing the same operations (keys preloaded, all hits)."""
+def preload(port: int, keys: list[bytes]) -> None:
+    """Store every key (a client's gets are then all hits, as membench's are after its warm-up)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"".join(b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, VALUE_LENGTH, b"0" * VALUE_LENGTH)
-                              for key in BARE_KEYS) + b"mn\r\n")
+                              for key in keys) + b"mn\r\n")
         answer = b""
         while not answer.endswith(b"MN\r\n"):
             answer += sock.recv(65536)
+
+
+def run_bare(port: int, depth: int, seconds: float) -> Figures:
+    """The floor: a bare uvloop protocol per connection doing the same operations (keys preloaded, all hits)."""
+    preload(port, BARE_KEYS)
     counter, stopped = [0], [False]
     requests = [_bare_requests(seed) for seed in range(CONNECTIONS)]
 
@@ -323,12 +364,12 @@ def main() -> None:
         server.wait()
     print(f"memcached -t 2 on loopback, {CONNECTIONS} connections, 1:{SET_EVERY - 1} set:get, "
           f"{VALUE_LENGTH}-byte values; median of {args.rounds} rounds")
-    print(f"{'depth':>5}  {'tool':<22} {'ops/s':>10} {'CPU µs/op':>10} {'(kernel)':>9}")
+    print(f"{'depth':>5}  {'tool':<24} {'ops/s':>10} {'CPU µs/op':>10} {'(kernel)':>9}")
     for depth, tools in runs.items():
         for name, figures in tools.items():
             rate, cpu, system = (statistics.median(values) for values in zip(*figures, strict=True))
-            print(f"{depth:>5}  {name:<22} {rate:>10,.0f} {cpu:>10.1f} {system:>9.1f}")
-        for peer in (NAIVE, MEMASLAP, BARE):
+            print(f"{depth:>5}  {name:<24} {rate:>10,.0f} {cpu:>10.1f} {system:>9.1f}")
+        for peer in (NAIVE, MEMASLAP, MEMTIER, BARE):
             if peer in tools:
                 print_ratios(tools[MEMBENCH], tools[peer], peer)
         if depth == 16:
@@ -337,6 +378,7 @@ def main() -> None:
 
 MEMBENCH, NAIVE, MEMASLAP = "membench replay", "naive asyncio streams", "memaslap (-T 1)"
 BARE = "floor: bare uvloop"
+MEMTIER = "memtier_benchmark (-t 1)"
 
 
 def run_round(port: int, table: pa.Table, depth: int, args: argparse.Namespace) -> dict[str, Figures]:
@@ -351,6 +393,9 @@ def run_round(port: int, table: pa.Table, depth: int, args: argparse.Namespace) 
     memaslap = run_memaslap(port, args.seconds) if depth == 1 else None
     if memaslap is not None:
         figures[MEMASLAP] = memaslap
+    memtier = run_memtier(port, depth, args.seconds)
+    if memtier is not None:
+        figures[MEMTIER] = memtier
     return figures
 
 
