@@ -113,10 +113,11 @@ def memcached_udp() -> Iterator[Memcached]:
         yield server
 
 
-def run_membench(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_membench(*args: str, timeout: float = 120, check: bool = False, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI the way a user does, capturing its output."""
     proc = subprocess.run([sys.executable, "-m", "membench", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"membench {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 
 def port(text: str) -> int:
@@ -49,3 +50,11 @@ def positive_float(text: str) -> float:
     if not value <= LARGEST:
         raise argparse.ArgumentTypeError(f"must be at most {LARGEST:.0e}: {text}")
     return value
+
+
+def nonempty_path(text: str) -> Path:
+    """A path argument; an empty one is refused, since pathlib reads "" as "." and would act on the current
+    directory (and name it "." in every message)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)

@@ -11,14 +11,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 from rich.console import Console
 
 from membench import __version__
-from membench.argtypes import port, positive_float, positive_int
+from membench.argtypes import nonempty_path, port, positive_float, positive_int
 from membench.errors import MembenchError, StoppedEarly
 from membench.extensions import describe
+from membench.terminal import ReaderSafeConsole, console_on, hold_standard_streams, show_warning
 
 DEFAULT_PORT = 11211
 MAX_SALT_FILE_BYTES = 65_536
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Capture memcached traffic and write an anonymized profile (key hashes and sizes only).",
     )
     record.add_argument("source", help="ebpf:any, ebpf:pid=PID[,PID...], a pcap/pcapng file, or an interface")
-    record.add_argument("output", type=Path, help="profile directory to create")
+    record.add_argument("output", type=nonempty_path, help="profile directory to create")
     record.add_argument("--port", "-p", type=port, action="append", dest="ports", metavar="PORT",
                         help=f"memcached server port to watch (repeatable; default {DEFAULT_PORT})")
     record.add_argument("--duration", "-d", type=positive_float, metavar="SECONDS",
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--side", choices=("server", "client"), default="server",
                         help="eBPF: record at the server's sockets (default) or at the clients'")
     salt = record.add_mutually_exclusive_group()
-    salt.add_argument("--salt-file", type=Path, metavar="FILE",
+    salt.add_argument("--salt-file", type=nonempty_path, metavar="FILE",
                       help="derive the key-hash salt from the passphrase in FILE (or the environment variable "
                            "MEMBENCH_SALT) so hashes are reproducible across recordings (default: a random salt, "
                            "never stored)")
@@ -140,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Summarize a profile: load, command mix, hit ratios, sizes, hot keys, latency, capture health.",
     )
-    analyze.add_argument("profile", type=Path)
-    analyze.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON")
-    analyze.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
+    analyze.add_argument("profile", type=nonempty_path)
+    analyze.add_argument("--json", type=nonempty_path, metavar="FILE", help="also write the numbers as JSON")
+    analyze.add_argument("--html", type=nonempty_path, metavar="FILE", help="also write a self-contained HTML report")
 
     replay = commands.add_parser(
         "replay", help="replay a profile against memcached", epilog=REPLAY_EXAMPLES,
@@ -165,8 +166,8 @@ def _add_merge_parser(commands: argparse._SubParsersAction[_OneLineErrorParser])
         description="Join profiles recorded node by node with one salt: connections renumbered per node, rows "
                     "on one time axis, health summed.",
     )
-    merge.add_argument("profiles", type=Path, nargs="+", metavar="PROFILE")
-    merge.add_argument("--output", "-o", type=Path, required=True, help="profile directory to create")
+    merge.add_argument("profiles", type=nonempty_path, nargs="+", metavar="PROFILE")
+    merge.add_argument("--output", "-o", type=nonempty_path, required=True, help="profile directory to create")
     merge.add_argument("--force", action="store_true", help="overwrite an existing profile")
 
 
@@ -177,19 +178,21 @@ def _add_trace_parsers(commands: argparse._SubParsersAction[_OneLineErrorParser]
         description="Read a libCacheSim oracleGeneral, Twitter cache-trace or CacheLib kvtrace file into a profile "
                     "that analyze and replay take.")
     importing.add_argument("format", choices=("oracle-general", "twitter", "kvtrace"))
-    importing.add_argument("trace", type=Path)
-    importing.add_argument("output", type=Path, help="profile directory to create")
+    importing.add_argument("trace", type=nonempty_path)
+    importing.add_argument("output", type=nonempty_path, help="profile directory to create")
     salt = importing.add_mutually_exclusive_group()
-    salt.add_argument("--salt-file", type=Path, metavar="FILE", help="hash the trace's keys with this passphrase")
+    salt.add_argument("--salt-file", type=nonempty_path, metavar="FILE",
+                      help="hash the trace's keys with this passphrase")
     salt.add_argument("--salt", metavar="PASSPHRASE", help="the same from the command line (visible in ps)")
     importing.add_argument("--force", action="store_true", help="overwrite an existing profile")
     exporting = commands.add_parser(
         "export", help="write a profile as a public cache trace", epilog=IMPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write a profile's keyed operations as libCacheSim oracleGeneral or Twitter-style CSV.")
-    exporting.add_argument("profile", type=Path)
+    exporting.add_argument("profile", type=nonempty_path)
     exporting.add_argument("format", choices=("oracle-general", "csv"))
-    exporting.add_argument("output", type=Path, help="trace file to create")
+    exporting.add_argument("output", type=nonempty_path, help="trace file to create")
+    exporting.add_argument("--force", action="store_true", help="overwrite an existing trace file")
 
 
 def _add_top_parser(commands: argparse._SubParsersAction[_OneLineErrorParser]) -> None:
@@ -217,26 +220,11 @@ def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
     add_replay_arguments(replay)
 
 
-# Piped or logged output has no width to fit: tables keep their natural width, so no number is ever cut.
-_UNBOUNDED_WIDTH = 10_000
-
-
-def _console(stream: TextIO) -> Console:
-    width = None if stream.isatty() else _UNBOUNDED_WIDTH
-    # No markup: text from profiles (sources, command and counter names) is shown as it is, never interpreted.
-    return Console(file=stream, width=width, highlight=False, soft_wrap=True, markup=False)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    """Warnings as one line a user can read, not Python's two lines with a source path."""
-    print(f"membench: warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.showwarning = _show_warning
+    hold_standard_streams()
+    warnings.showwarning = show_warning
     args = build_parser().parse_args(argv)
-    console = _console(sys.stderr)
+    console = console_on(sys.stderr)
     try:
         if args.command == "record":
             return _record(args, console)
@@ -315,7 +303,7 @@ def _traces(args: argparse.Namespace, console: Console) -> int:
     from membench.traces.load import export_profile, import_trace
 
     if args.command == "export":
-        written = export_profile(args.format, args.profile, args.output)
+        written = export_profile(args.format, args.profile, args.output, args.force)
         console.print(f"wrote {written:,} requests to {args.output}", markup=False)
         return 0
     passphrase = _passphrase(args, console)
@@ -324,6 +312,12 @@ def _traces(args: argparse.Namespace, console: Console) -> int:
     problems = ", ".join(f"{name.replace('_', ' ')} {count:,}" for name, count in summary.health.items())
     console.print(f"imported {summary.operations:,} operations into {args.output}"
                   + (f"; counted in its health: {problems}" if problems else ""), markup=False)
+    if not summary.operations:
+        # As record does for a capture with nothing on the port: the empty profile is a true account of the
+        # input, so the import succeeded, but "imported 0 operations" alone reads like a quiet bug.
+        readable = " that could be read" if problems else ""
+        console.print(f"membench: warning: the trace {args.trace} holds no requests{readable}: the profile "
+                      f"{args.output} is empty", markup=False)
     return 0
 
 
@@ -378,12 +372,13 @@ def _analyze(args: argparse.Namespace) -> int:
     check_apart(args.profile, {"--json": args.json, "--html": args.html})
     reader = ProfileReader(args.profile)
     report = analyze_profile(reader)
-    render_terminal(report, _console(sys.stdout))
+    console = console_on(sys.stdout)
+    render_terminal(report, console)
     if args.json:
         write_json(report, args.json)
     if args.html:
         write_html(report, args.html)
-    return 0
+    return 1 if console.reader_gone else 0  # the files are written, but the table reached nobody
 
 
 def _merge(args: argparse.Namespace, console: Console) -> int:
@@ -395,7 +390,7 @@ def _merge(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace, console: Console) -> int:
+def _replay(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
     from membench.outputs import check_apart
     from membench.replay.options import options_from_args
     from membench.replay.run import run_replay
@@ -404,4 +399,4 @@ def _replay(args: argparse.Namespace, console: Console) -> int:
     check_apart(args.profile, {"--json": options.json_path, "--hdr-log": options.hdr_log_path,
                                "--memtier-json": options.memtier_json_path})
     result = run_replay(args.profile, options, console)
-    return 0 if result.completed else 1
+    return 0 if result.completed and not console.reader_gone else 1

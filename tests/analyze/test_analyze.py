@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -184,6 +187,35 @@ def test_cli_writes_the_same_numbers_as_json_and_a_self_contained_html(ops, tmp_
     assert "hit ratio" in html and "Plotly.newPlot" in html
     same = run_membench("analyze", str(profile), "--json", str(tmp_path / "both"), "--html", str(tmp_path / "both"))
     assert same.returncode == 2 and "--json and --html both name" in same.stderr and not (tmp_path / "both").exists()
+
+
+def _analyze_with_files(profile, tmp_path, stdout: str) -> subprocess.CompletedProcess[str]:
+    """`membench analyze` asked for --json and --html, with a stdout whose reader is gone, or none at all."""
+    command = [sys.executable, "-m", "membench", "analyze", str(profile), "--json", str(tmp_path / "s.json"),
+               "--html", str(tmp_path / "r.html")]
+    if stdout == "closed":
+        return subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command], stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write to stdout fails (EPIPE)
+    try:
+        return subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(("stdout", "status"), [("broken-pipe", 1), ("closed", 0)])
+def test_the_files_are_written_when_nobody_reads_the_table(ops, tmp_path, stdout, status):
+    """`analyze p --json f | head` stopped at the broken pipe before writing f; with stdout closed (`>&-`) it was
+    an internal error. The table reaching nobody is told by the exit status only, as for any broken pipe; a
+    closed stdout is taken as /dev/null."""
+    profile = tmp_path / "p"
+    with ProfileWriter(profile, metadata()) as writer:
+        writer.write_many(ops)
+    result = _analyze_with_files(profile, tmp_path, stdout)
+    assert (result.returncode, result.stderr) == (status, "")
+    assert json.loads((tmp_path / "s.json").read_text())["operations"] == len(ops)
+    assert "Plotly.newPlot" in (tmp_path / "r.html").read_text()
 
 
 def test_analyze_of_a_real_capture(tmp_path):

@@ -5,6 +5,9 @@ and piped output is never cut."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +137,33 @@ def test_duration_ends_a_replay_complete_after_as_many_loops_as_fit(memcached, p
     limited = run_membench("replay", str(profile), "--target", memcached.address, "--duration", "30", "--loop", "1",
                            "--json", str(out))
     assert limited.returncode == 0 and json.loads(out.read_text())["loops"] == 1
+
+
+def _replay_with_json(memcached, profile: Path, out: Path, stream: str, how: str) -> subprocess.CompletedProcess[str]:
+    """`membench replay --json`, its `stream` (stdout or stderr, where the table goes) closed or a pipe whose
+    reader is gone."""
+    command = [sys.executable, "-m", "membench", "replay", str(profile), "--target", memcached.address, "--json",
+               str(out), "--no-progress"]
+    descriptor = {"stdout": 1, "stderr": 2}[stream]
+    if how == "closed":
+        return subprocess.run(["sh", "-c", f'exec "$@" {descriptor}>&-', "sh", *command], capture_output=True,
+                              text=True, timeout=120)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to this stream fails (EPIPE)
+    try:
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: write_end}
+        return subprocess.run(command, **streams, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(("stream", "how", "status"), [("stderr", "broken-pipe", 1), ("stderr", "closed", 0),
+                                                       ("stdout", "closed", 0)])
+def test_the_json_is_written_when_nobody_reads_the_output(memcached, profile, tmp_path, stream, how, status):
+    """A broken pipe on stderr (`2>&1 | head`) ended the replay in the table, before --json was written; with
+    stdout closed (`>&-`) a socket took descriptor 1 and libuv aborted. A closed stream is taken as /dev/null;
+    a table that reached nobody through a pipe is told by the exit status."""
+    out = tmp_path / "r.json"
+    result = _replay_with_json(memcached, profile, out, stream, how)
+    assert result.returncode == status, result
+    assert json.loads(out.read_text())["ops"] == len(mixed_profile("text").operations)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from membench.record.anonymize import KeyHasher
 from tests.conftest import Memcached, run_membench
@@ -202,3 +203,52 @@ def test_kvtrace_cache_hits_outside_0_to_op_count_are_counted(tmp_path: Path) ->
     result = run_membench("import", "kvtrace", str(trace), str(tmp_path / "p"), check=True)
     assert "values out of range 2" in result.stderr
     assert [r["status"] for r in rows(tmp_path / "p")] == ["hit", "hit", "miss", "miss", "hit", "miss"]
+
+
+def test_export_refuses_an_existing_file_unless_forced(tmp_path: Path) -> None:
+    """export replaced any file at its output without a word, where record, merge and import refuse."""
+    profile = salted_profile(tmp_path / "p.profile")
+    output = tmp_path / "kept.csv"
+    output.write_text("a trace of its own\n")
+    refused = run_membench("export", str(profile), "csv", str(output))
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [f"membench: {output} already exists and is not empty (choose another "
+                                           "path, or --force to overwrite it)"]
+    assert output.read_text() == "a trace of its own\n"
+    forced = run_membench("export", str(profile), "csv", str(output), "--force", check=True)
+    assert f"wrote {len(output.read_text().splitlines())} requests to {output}" in forced.stderr
+    empty = tmp_path / "made-by-mktemp.csv"
+    empty.touch()
+    run_membench("export", str(profile), "csv", str(empty), check=True)  # nothing in it to lose
+
+
+def test_a_directory_given_as_the_trace_is_called_one(tmp_path: Path) -> None:
+    """It was reported as 'no such trace file', which sends the user looking for a file that is not missing."""
+    result = run_membench("import", "twitter", str(tmp_path), str(tmp_path / "p"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"membench: {tmp_path} is a directory, not a trace file"]
+
+
+@pytest.mark.parametrize(("kind", "content"), [("twitter", b""), ("kvtrace", b"key,op,size,op_count,key_size\n"),
+                                               ("oracle-general", b"")],
+                         ids=["twitter-empty", "kvtrace-header-only", "oracle-general-empty"])
+def test_a_trace_without_requests_is_imported_with_a_warning(tmp_path: Path, kind: str, content: bytes) -> None:
+    """An empty or header-only trace said only 'imported 0 operations'. As record does for a capture with nothing
+    on the port, the empty profile is kept and the exit status is 0: the import is a true account of the trace."""
+    trace = tmp_path / "trace"
+    trace.write_bytes(content)
+    result = run_membench("import", kind, str(trace), str(tmp_path / "p"), check=True)
+    assert result.stderr.splitlines() == [
+        f"imported 0 operations into {tmp_path / 'p'}",
+        f"membench: warning: the trace {trace} holds no requests: the profile {tmp_path / 'p'} is empty"]
+    assert not list((tmp_path / "p").glob("*.parquet"))
+
+
+def test_a_trace_of_only_unreadable_lines_is_imported_with_a_warning(tmp_path: Path) -> None:
+    trace = tmp_path / "headed.csv"
+    trace.write_text("timestamp,key,key_size,value_size,client_id,operation,ttl\n")  # a header the format lacks
+    result = run_membench("import", "twitter", str(trace), str(tmp_path / "p"), check=True)
+    assert result.stderr.splitlines() == [
+        f"imported 0 operations into {tmp_path / 'p'}; counted in its health: unknown operations 1",
+        f"membench: warning: the trace {trace} holds no requests that could be read: the profile {tmp_path / 'p'} "
+        "is empty"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from membench.argtypes import count_up_to, positive_float, positive_int
+from membench.argtypes import count_up_to, nonempty_path, positive_float, positive_int
 from membench.errors import MembenchError
 from membench.outputs import check_writable
 from membench.protocol.events import Protocol
@@ -96,7 +96,7 @@ def _loops(text: str) -> int | None:
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("profile", type=Path, help="the profile directory written by `membench record`")
+    parser.add_argument("profile", type=nonempty_path, help="the profile directory written by `membench record`")
     parser.add_argument("--target", action="append", metavar="HOST:PORT|unix:PATH", dest="targets",
                         help=f"a memcached server, on TCP or a unix socket (repeat for several: keys are spread "
                              f"with libmemcached's ketama); default {DEFAULT_TARGET}")
@@ -137,11 +137,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distribution", choices=[d.value for d in Distribution], default=Distribution.KETAMA,
                         help="key distribution over several targets: ketama (pylibmc {'ketama': True}, the "
                              "default) or ketama_weighted (MD5, 160 points per server)")
-    parser.add_argument("--json", type=Path, metavar="FILE", dest="json_path",
+    parser.add_argument("--json", type=nonempty_path, metavar="FILE", dest="json_path",
                         help="write every figure of the run as JSON")
-    parser.add_argument("--hdr-log", type=Path, metavar="FILE", dest="hdr_log_path",
+    parser.add_argument("--hdr-log", type=nonempty_path, metavar="FILE", dest="hdr_log_path",
                         help="write per-second latency histograms in the HdrHistogram interval log format")
-    parser.add_argument("--memtier-json", type=Path, metavar="FILE", dest="memtier_json_path",
+    parser.add_argument("--memtier-json", type=nonempty_path, metavar="FILE", dest="memtier_json_path",
                         help="also write the result in memtier_benchmark's JSON shape (ALL STATS: Gets, Sets, "
                              "Totals with a per-second Time-Serie; latencies in ms), for dashboards that read it")
     parser.add_argument("--max-error-ratio", type=float, default=0.01, metavar="R",
