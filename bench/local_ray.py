@@ -36,9 +36,10 @@ def _wait_for(gcs: str, nodes: int, deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def ray_nodes(nodes: int = 2, cpus: int = 1) -> Iterator[tuple[str, list[int]]]:
-    """`nodes` Ray nodes of `cpus` CPUs on loopback; yields the head's Ray Client address (ray://...) and the pids of
-    the `ray start` processes (the Ray processes of each node descend from them)."""
+def ray_nodes(nodes: int = 2, cpus: int = 1) -> Iterator[tuple[str, list[int], str]]:
+    """`nodes` Ray nodes of `cpus` CPUs on loopback; yields the head's Ray Client address (ray://...), the pids of
+    the `ray start` processes (the Ray processes of each node descend from them) and the head's GCS address
+    (HOST:PORT, what `ray start --head` records for `auto`)."""
     gcs_port, client_port = _free_port(), _free_port()
     gcs = f"127.0.0.1:{gcs_port}"
     common = [f"--num-cpus={cpus}", "--object-store-memory=80000000", "--disable-usage-stats", "--block"]
@@ -55,7 +56,7 @@ def ray_nodes(nodes: int = 2, cpus: int = 1) -> Iterator[tuple[str, list[int]]]:
             processes.append(subprocess.Popen(_ray("start", *role, *ports, *common), stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL))
             _wait_for(gcs, node + 1, deadline)
-        yield f"ray://127.0.0.1:{client_port}", [process.pid for process in processes]
+        yield f"ray://127.0.0.1:{client_port}", [process.pid for process in processes], gcs
     finally:
         for process in reversed(processes):
             process.terminate()

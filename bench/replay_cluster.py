@@ -98,7 +98,7 @@ def main() -> None:
                 writer.write_batch(profile_table(args.ops))
             finished(replay(profile, port, directory / "warm.json"), directory / "warm.json")  # preload keys
             without_ray = local_round(profile, port, directory)
-            with ray_nodes(nodes=2, cpus=1) as (address, ray_pids):
+            with ray_nodes(nodes=2, cpus=1) as (address, ray_pids, _):
                 for _ in range(args.rounds):
                     cpu_before, began = tree_cpu_s(ray_pids), time.monotonic()
                     local = local_round(profile, port, directory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,19 +26,25 @@ _COUNTERS = ("cmd_get", "cmd_set", "get_hits", "get_misses", "delete_hits", "del
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """Two Ray nodes on loopback, one CPU each; yields the Ray Client address of the head."""
-    with ray_nodes(nodes=2, cpus=1) as (address, _):
-        yield address
+def ray_head() -> Iterator[tuple[str, str]]:
+    """Two Ray nodes on loopback, one CPU each; yields the Ray Client address of the head and its GCS address."""
+    with ray_nodes(nodes=2, cpus=1) as (address, _, gcs):
+        yield address, gcs
 
 
-def _replay(profile: Path, tmp_path: Path, name: str, *extra: str) -> tuple[dict, dict[str, int]]:
+@pytest.fixture(scope="module")
+def ray_cluster(ray_head: tuple[str, str]) -> str:
+    return ray_head[0]
+
+
+def _replay(profile: Path, tmp_path: Path, name: str, *extra: str,
+            env: dict[str, str] | None = None) -> tuple[dict, dict[str, int]]:
     server = start_memcached()
     try:
         before = server.stats()
         result = tmp_path / f"{name}.json"
         done = run_membench("replay", str(profile), "--target", server.address, "--json", str(result),
-                            "--no-progress", *extra, timeout=240)
+                            "--no-progress", *extra, timeout=240, env=env)
         assert done.returncode == 0, done.stderr
         return json.loads(result.read_text()), stats_delta(before, server.stats())
     finally:
@@ -119,4 +126,94 @@ def test_ctrl_c_stops_every_actor_and_the_result_is_still_written(ray_cluster: s
     assert proc.returncode == 1, stderr  # interrupted: not a complete measurement
     data = json.loads(out.read_text())
     assert data["interrupted"] is True and data["ops"] > 0 and data["cluster"]["actors"] == 2
+    assert "Traceback" not in stderr
+
+
+def _recording_ray_start(tmp_path: Path, address: str) -> dict[str, str]:
+    """An environment whose Ray temporary directory (RAY_TMPDIR) records `address` as `ray start --head` does, in
+    tmp_path: the real record of this machine, maybe of the module's cluster, is left alone."""
+    (tmp_path / "ray-tmp" / "ray").mkdir(parents=True)
+    (tmp_path / "ray-tmp" / "ray" / "ray_current_cluster").write_text(f"{address}\n")
+    environment = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    return environment | {"RAY_TMPDIR": str(tmp_path / "ray-tmp")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="hiding the running Ray clusters takes a private PID namespace: root and unshare(1)")
+@pytest.mark.parametrize(("record", "said"), [
+    ("127.0.0.1:{port}", r"cannot connect to the Ray cluster at \S+:{port} \(--cluster auto, from the last "
+                         r"`ray start --head` on this machine\): Connection refused"),
+    ("not an address", r"--cluster auto: the address `ray start --head` recorded on this machine is not one "
+                       r"\(Invalid address format: not an address\)")], ids=["stopped-cluster", "damaged-record"])
+def test_auto_with_a_record_of_no_running_cluster_fails_at_once(tmp_path: Path, record: str, said: str) -> None:
+    """The record of `ray start --head` outlives its cluster, and ray.init retried the dead address for minutes."""
+    port = free_port()  # nobody listens there: the cluster that recorded it is gone
+    environment = _recording_ray_start(tmp_path, record.format(port=port))
+    server = start_memcached()
+    try:
+        profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text").operations)
+        began = time.monotonic()
+        # Ray's `auto` takes a head it sees running (by its processes) over the record: in a PID namespace with a
+        # /proc of its own, neither the module's cluster nor anyone else's is seen, and the record is what counts.
+        done = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-m",
+                               "membench", "replay", str(profile), "--target", server.address, "--cluster", "auto",
+                               "--no-progress"], capture_output=True, text=True, timeout=60, env=environment)
+        took = time.monotonic() - began
+    finally:
+        server.stop()
+    assert done.returncode == 2 and took < 30, done.stderr
+    # Ray names the local host by the machine's address, as ray.init would connect to it.
+    (line,) = done.stderr.splitlines()
+    assert re.fullmatch("membench: " + said.replace("{port}", str(port)), line), line
+
+
+def test_auto_finds_a_running_cluster(ray_head: tuple[str, str], tmp_path: Path) -> None:
+    """`auto` is now resolved and checked before ray.init; a cluster that runs is still found and used. Ray picks
+    the one head it sees running, or, seeing several, the recorded one: here, both are the module's cluster."""
+    _, gcs = ray_head
+    profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
+    local, _ = _replay(profile, tmp_path, "local")
+    auto, _ = _replay(profile, tmp_path, "auto", "--cluster", "auto", env=_recording_ray_start(tmp_path, gcs))
+    assert auto["cluster"]["address"] == "auto" and auto["cluster"]["nodes"] == 2
+    assert auto["ops"] == local["ops"] and auto["failures"] == 0
+
+
+def _engine_processes() -> list[int]:
+    """The replay processes the actors forked (an actor's engine runs in a child of it, titled as the actor)."""
+    titled = {int(pid) for pid in subprocess.run(["pgrep", "-f", "ray::ReplayShard"], capture_output=True,
+                                                 text=True).stdout.split()}
+    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in titled
+               if Path(f"/proc/{pid}/stat").exists()}
+    return sorted(pid for pid, parent in parents.items() if parent in titled)
+
+
+def test_a_killed_replay_process_leaves_the_other_actors_results_kept(ray_cluster: str, tmp_path: Path) -> None:
+    """A real fault (the OOM killer, say) in one actor's engine: the other actor is stopped and what both did before
+    is the result, said to be partial. The old code waited for the survivor, which replays forever here, and then
+    lost every result to the one error."""
+    server = start_memcached()
+    try:
+        profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
+        out = tmp_path / "result.json"
+        proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(profile), "--target",
+                                 server.address, "--cluster", ray_cluster, "--loop", "forever", "--no-progress",
+                                 "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while int(server.stats()["cmd_get"]) < 2000 and time.monotonic() < deadline:  # both actors are replaying
+            time.sleep(0.2)
+        engines = _engine_processes()
+        assert len(engines) == 2 and proc.poll() is None, (engines, proc.poll())
+        os.kill(engines[0], signal.SIGKILL)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    finally:
+        server.stop()
+    assert proc.returncode == 1, stderr
+    data = json.loads(out.read_text())
+    assert data["completed"] is False and data["interrupted"] is True and data["ops"] > 0
+    (missing,) = [warning for warning in data["warnings"] if "gave no result" in warning]
+    assert re.fullmatch(r"replay actor [12] of 2 gave no result \(its replay process was killed by SIGKILL\): its "
+                        r"connections' operations are missing from the result", missing), missing
     assert "Traceback" not in stderr

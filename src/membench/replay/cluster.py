@@ -33,10 +33,11 @@ from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer
 from membench.replay.options import ReplayOptions
 from membench.replay.plan import SLICE_ROWS, Planner
-from membench.replay.runner import MergedRuns, Runner, RunOutcome
+from membench.replay.runner import STOP_SIGNALS, MergedRuns, Runner, RunOutcome
 from membench.replay.shipping import ShippedProfile, materialize, remove_copies, ship_where_missing
 from membench.replay.stats import Meter
 from membench.replay.survey import Survey
+from membench.replay.workers import how_it_ended
 
 _START_AHEAD_S = 0.5  # the common start lies this far after the last actor is ready: time to connect
 _POLL_S = 0.2
@@ -124,7 +125,8 @@ class ReplayShard:
         try:
             message: tuple[Any, ...] = self._channel.recv()
         except EOFError:
-            raise MembenchError(f"a replay process died (exit code {self._process.exitcode})") from None
+            self._process.join(timeout=5)  # its exit status, for the message
+            raise MembenchError(f"its replay process {how_it_ended(self._process.exitcode)}") from None
         if message[0] == "error":
             raise MembenchError(message[1])
         return message
@@ -187,7 +189,11 @@ def connect(address: str) -> Any:
         raise MembenchError("--cluster needs Ray: pip install 'membench[cluster]'") from None
     if ray.is_initialized():
         return ray
-    _check_reachable(address)
+    origin = ""
+    if address == "auto":
+        address, found_in = _auto_address()
+        origin = f" (--cluster auto, from {found_in})"
+    _check_reachable(address, origin)
     for attempt in range(_CLIENT_ATTEMPTS):
         try:
             ray.init(address=address, logging_level="error", log_to_driver=False)
@@ -197,22 +203,41 @@ def connect(address: str) -> Any:
             # here about once in ten connections, with "Initialization failure from server"); a retry gets another.
             if _CLIENT_STARTUP_FAILED not in str(error) or attempt == _CLIENT_ATTEMPTS - 1:
                 message = str(error).strip().splitlines()[0]
-                raise MembenchError(f"cannot connect to the Ray cluster at {address}: {message}") from None
+                raise MembenchError(f"cannot connect to the Ray cluster at {address}{origin}: {message}") from None
             time.sleep(1)
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not minutes, where nothing listens: Ray itself retries an unreachable head for long."""
-    if address == "auto":
-        return
+def _auto_address() -> tuple[str, str]:
+    """The address `auto` stands for, and where it was found, looked up as ray.init looks it up: RAY_ADDRESS, else
+    the head of a Ray cluster running on this machine, else the address the last `ray start --head` recorded
+    (ray_current_cluster in Ray's temporary directory). That record outlives its cluster, and ray.init retries a
+    dead address for minutes: resolved here, it is checked like an explicit address instead."""
+    from ray._private.services import canonicalize_bootstrap_address  # what ray.init itself resolves "auto" with
+
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    try:
+        return canonicalize_bootstrap_address("auto"), "the last `ray start --head` on this machine"
+    except ConnectionError:
+        raise MembenchError("--cluster auto: no Ray cluster was started on this machine (no `ray start --head`, no "
+                            "RAY_ADDRESS); name one with --cluster ray://HOST:PORT") from None
+    except ValueError as error:  # a damaged record: "Invalid address format: ..."
+        raise MembenchError(f"--cluster auto: the address `ray start --head` recorded on this machine is not one "
+                            f"({error})") from None
+
+
+def _check_reachable(address: str, origin: str) -> None:
+    """Fail in seconds, not minutes, where nothing listens: Ray itself retries an unreachable head for long.
+    `origin` says, for the messages, where `auto` found the address ("" for an explicit one)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise MembenchError(f"--cluster takes ray://HOST:PORT, HOST:PORT or auto, not {address!r}")
+        raise MembenchError(f"--cluster takes ray://HOST:PORT, HOST:PORT or auto, not {address!r}{origin}")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except OSError as error:
-        raise MembenchError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error}") from None
+        raise MembenchError(f"cannot connect to the Ray cluster at {address}{origin}: {error.strerror or error}"
+                            ) from None
 
 
 def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, continuum: Continuum,
@@ -238,41 +263,76 @@ def run_on_cluster(profile: Path, survey: Survey, options: ReplayOptions, contin
     try:
         _get(ray, [actor.node.remote() for actor in actors])  # the barrier: every actor built, its plan ready
         start_wall_ns = time.time_ns() + int(_START_AHEAD_S * 1e9)
-        results = _wait(ray, actors, [actor.run.remote(start_wall_ns) for actor in actors], progress)
+        results, failures = _wait(ray, actors, [actor.run.remote(start_wall_ns) for actor in actors], progress)
     finally:
         for actor in actors:
             ray.kill(actor)
         if shipped is not None:
             remove_copies(ray, shipped, node_ids)
+    if not results:
+        index, why = min(failures.items())
+        raise MembenchError(why if len(actors) == 1 else f"replay actor {index + 1} of {len(actors)}: {why}")
+    missing = [f"replay actor {index + 1} of {len(actors)} gave no result ({why}): its connections' operations are "
+               "missing from the result" for index, why in sorted(failures.items())]
     began = [result.began_wall_ns for result in results]
     run = ClusterRun(address=options.cluster, nodes=len({result.node for result in results}), actors=len(actors),
                      start_skew_ms=round((max(began) - min(began)) / 1e6, 3),
                      niceness=max(result.niceness for result in results))
-    return MergedRuns.of([result.outcome for result in results]), run
+    return MergedRuns.of([result.outcome for result in results], missing), run
 
 
-def _wait(ray: Any, actors: list[Any], pending: list[Any], progress: Any) -> list[ShardResult]:
-    """The actors' results, showing their progress meanwhile; Ctrl+C stops them all, and what they did counts."""
+def _wait(ray: Any, actors: list[Any], pending: list[Any],
+          progress: Any) -> tuple[list[ShardResult], dict[int, str]]:
+    """The actors' results, and by actor why those that gave none failed, showing their progress meanwhile. Ctrl+C or
+    SIGTERM stops them all, and so does the first actor that fails, so the load does not go on lopsided: what the
+    others did still counts."""
     stop = threading.Event()
 
-    def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    def on_stop(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {signum: signal.signal(signum, on_stop) for signum in STOP_SIGNALS}
+    waiting = {ref: index for index, ref in enumerate(pending)}
+    results: list[ShardResult] = []
+    failures: dict[int, str] = {}
+    ticks: dict[int, tuple[float, int, int]] = {}
     stopped = False
     try:
-        while True:
-            done, _ = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
-            if len(done) == len(pending):
-                return list(_get(ray, pending))
-            if stop.is_set() and not stopped:
+        while waiting:
+            done, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=_POLL_S)
+            for ref in done:
+                index = waiting.pop(ref)
+                try:
+                    results.append(_get(ray, [ref])[0])
+                except MembenchError as error:
+                    failures[index] = str(error)
+            if (stop.is_set() or failures) and not stopped:
                 stopped = True
-                _get(ray, [actor.stop.remote() for actor in actors])
-            if progress is not None:
-                ticks = _get(ray, [actor.progress.remote() for actor in actors])
-                progress.update(max(t[0] for t in ticks), sum(t[1] for t in ticks), sum(t[2] for t in ticks))
+                _each(ray, [actors[index].stop.remote() for index in waiting.values()])
+            if progress is not None and waiting:
+                indexes = list(waiting.values())
+                for index, tick in zip(indexes, _each(ray, [actors[i].progress.remote() for i in indexes]),
+                                       strict=True):
+                    if tick is not None:
+                        ticks[index] = tick
+                if ticks:
+                    progress.update(max(t[0] for t in ticks.values()), sum(t[1] for t in ticks.values()),
+                                    sum(t[2] for t in ticks.values()))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return results, failures
+
+
+def _each(ray: Any, refs: list[Any]) -> list[Any]:
+    """Each call's answer, None where its actor failed: one failed actor must not hide the others' answers."""
+    answers = []
+    for ref in refs:
+        try:
+            answers.append(_get(ray, [ref])[0])
+        except MembenchError:
+            answers.append(None)
+    return answers
 
 
 _ERROR_MARK = f"{MembenchError.__module__}.{MembenchError.__name__}: "

@@ -83,7 +83,10 @@ def _worker(index: int, shared: _Shared) -> None:
         messages.put(("aborted", index))  # another worker failed before the start and reported why
 
 
-def _ended(exitcode: int) -> str:
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead process's end, said for a message: "was killed by SIGKILL", "exited with status 1"."""
+    if exitcode is None:
+        return "ended"
     if exitcode < 0:
         return f"was killed by {signal.Signals(-exitcode).name}"
     return f"exited with status {exitcode}"
@@ -144,7 +147,7 @@ class _Supervisor:
             if index in self.pending:
                 self.pending.discard(index)
                 self._fail(f"replay worker {index + 1} of {len(self.processes)} "
-                           f"{_ended(self.processes[index].exitcode)} before reporting: its connections' "
+                           f"{how_it_ended(self.processes[index].exitcode)} before reporting: its connections' "
                            "operations are missing from the result")
 
     def _fail(self, why: str) -> None:
