@@ -279,8 +279,10 @@ def _record(args: argparse.Namespace, console: Console) -> int:
         def stop(_signum: int, _frame: FrameType | None) -> None:
             recorder.stop()
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        # SIGHUP too: a closed terminal or a dropped ssh session ends the recording as Ctrl+C would, not by killing
+        # it with its last second unwritten and the profile marked incomplete.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
         port_list = ", ".join(map(str, ports))
         console.print(f"recording {source.name} (port {port_list}) into {args.output}; Ctrl+C to stop",
                       markup=False)
@@ -291,11 +293,24 @@ def _record(args: argparse.Namespace, console: Console) -> int:
             raise StoppedEarly(f"stopped before the end of {args.source}: the profile keeps the "
                                f"{summary.operations:,} operations read until then, and is marked incomplete")
     print_summary(console, args.output, summary)
-    capture = summary.health.get("capture", {})
-    if capture.get("packets") and not capture.get("connections"):
+    _explain_capture(console, summary.health.get("capture", {}), source.name, port_list)
+    return 0
+
+
+def _explain_capture(console: Console, capture: dict[str, int], source: str, port_list: str) -> None:
+    """What a user would otherwise take for a bug: a recording that ended early or saw nothing to record."""
+    if capture.get("followed_processes_exited"):
+        console.print(f"the processes {source} follows have exited: the recording ended with them", markup=False)
+    if capture.get("connections"):
+        return
+    if capture.get("packets"):
         console.print(f"none of the {capture['packets']:,} packets was to or from port {port_list}: is --port the "
                       "memcached port of this capture?", markup=False)
-    return 0
+    elif source == "ebpf:any":
+        console.print(f"no connection on port {port_list} was seen: is memcached serving there?", markup=False)
+    elif source.startswith("ebpf:"):
+        console.print(f"no connection on port {port_list} was seen in the processes of {source}: is that "
+                      "memcached, and --port its port?", markup=False)
 
 
 def _traces(args: argparse.Namespace, console: Console) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 _NOT_LOSSES: dict[str, frozenset[str]] = {
     "capture": frozenset({"packets", "bytes_seen", "retransmitted_bytes", "out_of_order_segments", "connections",
-                          "mid_stream_connections"}),
+                          "mid_stream_connections", "followed_processes_exited"}),
     "parser": frozenset({"request_bytes_parsed", "response_bytes_parsed"}),
     "pairing": frozenset({"requests", "operations"}),
 }

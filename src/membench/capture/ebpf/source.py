@@ -101,6 +101,14 @@ def _mount_tracefs() -> None:
         raise OSError(error, os.strerror(error))
 
 
+def _pidfd(pid: int) -> int:
+    """A pidfd, which names this very process (not whatever reuses its pid later) and turns readable when it exits."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise MembenchError(f"no process with pid {pid}") from None
+
+
 def _attach(program: BpfProgram) -> BpfLink:
     """Attach a program where its section says: `tracepoint/CATEGORY/EVENT` or `tp_btf/EVENT`."""
     kind, _, rest = program.section.partition("/")
@@ -154,7 +162,9 @@ class EbpfSource:
         self._consumer_page: mmap.mmap | None = None
         self._ring: mmap.mmap | None = None
         self._positions: tuple[memoryview, memoryview] | None = None
+        self._followed: list[int] = []  # a pidfd per followed process: readable once it has exited
         try:
+            self._followed = [_pidfd(pid) for pid in self.pids]
             self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._object = BpfObject(OBJECT_PATH)
             self._start(ring_bytes, copy_limit)
@@ -256,10 +266,11 @@ class EbpfSource:
         if self._object is not None:
             self._object.close()
             self._object = None
-        for fd in (self._wake_read, self._wake_write):
+        for fd in (self._wake_read, self._wake_write, *self._followed):
             if fd >= 0:
                 os.close(fd)
         self._wake_read = self._wake_write = -1
+        self._followed = []
 
     def kernel_counters(self) -> dict[Counter, int]:
         """Sum the per-CPU counters of the kernel side (while the capture is open)."""
@@ -301,6 +312,9 @@ class EbpfSource:
         poller = select.epoll()
         poller.register(self._ring_fd, select.EPOLLIN)
         poller.register(self._wake_read, select.EPOLLIN)
+        alive = set(self._followed)
+        for pidfd in alive:
+            poller.register(pidfd, select.EPOLLIN)
         deadline = None if self.duration is None else time.monotonic() + self.duration
         next_refresh = 0.0
         try:
@@ -308,7 +322,9 @@ class EbpfSource:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
-                poller.poll(POLL_INTERVAL_S if deadline is None else min(POLL_INTERVAL_S, deadline - now))
+                ready = poller.poll(POLL_INTERVAL_S if deadline is None else min(POLL_INTERVAL_S, deadline - now))
+                if alive and self._followed_exited(alive, {fd for fd, _ in ready}, poller):
+                    break
                 yield False
                 if now >= next_refresh:
                     self._refresh_kernel_health()
@@ -319,6 +335,17 @@ class EbpfSource:
         finally:
             poller.close()
             self.close()
+
+    def _followed_exited(self, alive: set[int], ready: set[int], poller: select.epoll) -> bool:
+        """Whether every followed process has now exited: nothing more can be recorded, so the capture ends (as
+        `perf record -p` does), saying so in its health, rather than watching a pid that is gone."""
+        for pidfd in alive & ready:
+            poller.unregister(pidfd)
+            alive.discard(pidfd)
+        if alive:
+            return False
+        self.health.extra["followed_processes_exited"] = 1
+        return True
 
     def _drain(self, known: set[int]) -> Generator[StreamItem, None, bool]:
         """Yield the items of up to BATCH_RECORDS committed records, then hand their space back to the kernel.
