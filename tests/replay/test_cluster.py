@@ -107,7 +107,10 @@ def test_an_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:
                                                 f"{done.args[-2]}: Connection refused"]
 
 
-def test_ctrl_c_stops_every_actor_and_the_result_is_still_written(ray_cluster: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_every_actor_and_the_result_is_still_written(ray_cluster: str, tmp_path: Path,
+                                                                   stop: signal.Signals) -> None:
+    """Ctrl+C, or a SIGTERM (a service manager's stop), which used to end a cluster replay with no result."""
     server = start_memcached()
     try:
         profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
@@ -119,7 +122,7 @@ def test_ctrl_c_stops_every_actor_and_the_result_is_still_written(ray_cluster: s
         while int(server.stats()["cmd_get"]) < 2000 and time.monotonic() < deadline:  # both actors are replaying
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, stderr = proc.communicate(timeout=60)
     finally:
         server.stop()
