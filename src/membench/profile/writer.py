@@ -104,6 +104,7 @@ class ProfileWriter:
         self._closed = False
         self._health_pending = False
         self.rows_rejected = 0  # rows no conversion could fit in the schema: counted in health, never silent
+        self.parts_not_written = 0  # parts the disk refused: the rows of the profile end before the recording did
         self._prepare_directory(overwrite)
         self._last_flush = time.monotonic()
         self._write_metadata()
@@ -166,6 +167,8 @@ class ProfileWriter:
                             for name, value in values.items()} for section, values in counters.items()}
         if self.rows_rejected:
             health.setdefault("writer", {})["rows_rejected"] = self.rows_rejected
+        if self.parts_not_written:
+            health.setdefault("writer", {})["parts_not_written"] = self.parts_not_written
         if health != self.metadata.health:
             self.metadata.health = health
             self._health_pending = True
@@ -207,7 +210,9 @@ class ProfileWriter:
                     self._write_part(self._table(rows))
                 if self._columns:
                     self._write_part(pa.concat_tables(self._columns))
-                if self._health_pending:  # the counters say what the rows alone do not: why they end there
+            # Even when those rows could not be written: the counters say what the rows alone do not, why they end.
+            if self._health_pending:
+                with contextlib.suppress(MembenchError):
                     self._write_metadata()
 
     def _prepare_directory(self, overwrite: bool) -> None:
@@ -298,6 +303,11 @@ class ProfileWriter:
             os.replace(temporary, self.path / name)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
+            # Said in the profile itself, for whoever reads it later without this run's error message: its rows
+            # end where the disk (or the permission) did, not where the recording did.
+            self.parts_not_written += 1
+            self.metadata.health.setdefault("writer", {})["parts_not_written"] = self.parts_not_written
+            self._health_pending = True
             raise ProfileWriteError(f"cannot write profile part {self.path / name}: {exc.strerror or exc}") from None
 
     def _schema_with_metadata(self) -> pa.Schema:

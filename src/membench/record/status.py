@@ -43,6 +43,7 @@ _LOSS_NAMES: dict[tuple[str, str], str] = {
     ("pairing", "unmatched_responses"): "replies without a request",
     ("pairing", "values_out_of_range"): "values beyond the profile's columns (clamped or null)",
     ("writer", "rows_rejected"): "operations the profile could not hold",
+    ("writer", "parts_not_written"): "profile parts the disk refused (the operations after them are missing)",
 }
 def losses(health: dict[str, dict[str, int]]) -> list[tuple[str, int]]:
     """(what, how many) for every non-zero loss counter of a profile's health, named for a reader."""
