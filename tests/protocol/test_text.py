@@ -115,9 +115,19 @@ def test_noreply_of_unmodelled_command_only_where_memcached_honours_it() -> None
     assert events == [req(Command.OTHER, noreply=True), req(Command.OTHER)]
 
 
-def test_binary_garbage_line_is_skipped_and_parser_resyncs_on_next_valid_command() -> None:
+def test_binary_garbage_command_line_in_sync_is_a_request_memcached_answers_with_error() -> None:
     events = parse(b"get a\r\n\x01\x02\xff\r\nOTHER JUNK\r\ndelete k\r\n")
-    assert events == [req(Command.GET, (b"a",)), Skipped(17, "bad_line", 7), req(Command.DELETE, (b"k",))]
+    assert events == [req(Command.GET, (b"a",)), req(Command.OTHER), req(Command.OTHER), req(Command.DELETE, (b"k",))]
+
+
+def test_binary_garbage_reply_line_is_skipped_and_parser_resyncs_on_next_valid_reply() -> None:
+    events = parse(b"END\r\n\x01\x02\xff\r\nOTHER JUNK\r\nDELETED\r\n", response=True)
+    assert events == [rep(Reply.END), Skipped(17, "bad_line", 7), rep(Reply.DELETED)]
+
+
+def test_nul_ends_a_command_line() -> None:
+    assert parse(b"get a\0b c\r\nset k\0 0 0 1\r\nx\r\n") == [req(Command.GET, (b"a",)), req(Command.OTHER),
+                                                                   req(Command.OTHER)]
 
 
 def test_meta_marks_connection_protocol_and_mixes_with_text() -> None:

@@ -7,12 +7,23 @@ whose key list may legitimately be long) and anything longer is garbage.
 
 Decisions where the protocol leaves room:
 - memcached answers every line it cannot execute (an unknown command, a known one with bad arguments, an empty
-  line, a typo typed in telnet) with one ERROR or CLIENT_ERROR line. Such a line, if it is printable text, is a
-  `Request` with `Command.OTHER`, so pairing consumes that error reply instead of shifting every later match.
-  A line with control bytes is not something a client typed but a sign that the framing is lost (e.g. we are
-  inside a data block): it is `Skipped` ("bad_line") and the parser resynchronizes.
-- Likewise a printable reply line that is not modelled (ITEM, RESET, BUSY, `key=value` dumps) is a Response with
-  `Reply.OTHER`.
+  line, a typo typed in telnet, bytes that are no text at all) with one ERROR or CLIENT_ERROR line. While the
+  request parser is in sync, such a line is a `Request` with `Command.OTHER`, whatever bytes it holds, so pairing
+  consumes that error reply instead of shifting every later match. In sync means the parser has framed every
+  byte since the stream's start (or since a strictly valid line ended a resynchronization) exactly as memcached
+  frames it, lines and counted data blocks alike, so the line is the very one memcached read as a command: that
+  it holds control bytes says nothing about the framing. Out of sync (after a hole, or when joining mid-stream)
+  nothing says where a command starts, and a line is trusted only if it is strictly valid (below).
+- memcached reads a command line as a C string, so it ends at the first NUL: `get a\0b` looks up `a`, and
+  `set a\0b 0 0 1` is `set a`, an ERROR with no data block. The request parser reads its lines the same way.
+- A reply line is written by memcached, which never puts control bytes in one: a reply line with control bytes
+  means the framing is lost (e.g. a data block was miscounted), so it is `Skipped` ("bad_line") and the response
+  parser resynchronizes. A printable reply line that is not modelled (ITEM, RESET, BUSY, `key=value` dumps) is a
+  Response with `Reply.OTHER`.
+- A line over the bound is dropped and costs the sync, in either direction. memcached answers a long command
+  line only if it came whole in one read of its 16 KiB buffer; once it holds 2048 bytes with no newline it closes
+  the connection (unless the line is a `get`/`gets`), and no reply is left to pair. Only an 8-16 KiB line that
+  reached memcached in one read gets an ERROR this parser does not pair.
 - While resynchronizing (after a hole, garbage, or when joining a connection mid-stream) only lines that are
   strictly valid count: a known command (or reply) with well-formed arguments. OTHER lines and bare numbers are
   not trusted there, since the tail of a data block looks just like them.
@@ -45,8 +56,9 @@ _NOREPLY = b"noreply"
 _END_SIZE = len(b"END\r\n")
 _SHORTEST_VALUE = len(b"VALUE k 0 0\r\n\r\n")
 _RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
-# Bytes no client types into a command line; `\r` is allowed only as the line ending, which split() drops.
+# Bytes memcached never writes into a reply line; `\r` is allowed only as the line ending, which split() drops.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_NUL = b"\0"
 
 Handlers = dict[bytes, tuple[RequestHandler, Command]] | dict[bytes, tuple[ResponseHandler, Reply]]
 
@@ -68,6 +80,7 @@ class _LineParser(FramedParser, ABC):
 
     __slots__ = ("_discarding",)
     _handlers: ClassVar[Handlers]  # a line's first word -> the handler that makes its unit, and what it passes
+    _nul_ends_line: ClassVar[bool] = False  # lines are read as C strings, as memcached reads its commands
 
     def __init__(self, stats: ParserStats | None = None, synced: bool = True) -> None:
         super().__init__(stats, synced)
@@ -89,6 +102,8 @@ class _LineParser(FramedParser, ABC):
         append = events.append
         synced = self._synced
         parsed = 0
+        # Lines holding a NUL take the slow path, which cuts them there; one search of the chunk spares the rest.
+        cuts = self._nul_ends_line and _NUL in data
         while pos < size:
             newline = find(b"\n", pos)
             if newline < 0:
@@ -98,7 +113,8 @@ class _LineParser(FramedParser, ABC):
                 break
             tokens = data[pos:newline].split()
             # What `_parse` does for a known first word, without its call.
-            entry = handlers.get(tokens[0]) if synced and tokens and newline - pos <= LINE_MAX else None
+            entry = (handlers.get(tokens[0]) if synced and tokens and newline - pos <= LINE_MAX
+                     and not (cuts and find(_NUL, pos, newline) >= 0) else None)
             unit = None if entry is None else entry[0](tokens, entry[1], timestamp_ns, timestamp_ns)
             if unit is None:
                 pos = self._line(data[pos:newline], timestamp_ns, newline + 1, data, timestamp_ns, events)
@@ -166,7 +182,7 @@ class _LineParser(FramedParser, ABC):
             newline = data.find(b"\n", pos)
             if newline < 0:
                 return None
-            tokens = data[pos:newline].split()
+            tokens = self._words(data[pos:newline])
             if tokens and self._parse(tokens, 0, 0, True) is not None:
                 return pos
             pos = newline + 1
@@ -177,11 +193,11 @@ class _LineParser(FramedParser, ABC):
         if len(line) > LINE_MAX and self._too_long(line):
             self._skip_garbage(len(line) + 1, "line_too_long")
             return after
-        tokens = line.split()
+        tokens = self._words(line)
         synced = self._synced
         unit = self._parse(tokens, start, timestamp_ns, not synced) if tokens else None
         if unit is None:
-            if synced and _is_printable(line):
+            if synced and self._stands_for_unit(line):
                 unit = self._other(tokens, start, timestamp_ns)
             else:
                 self._skip_garbage(len(line) + 1, "bad_line")
@@ -221,6 +237,18 @@ class _LineParser(FramedParser, ABC):
             self._discarding = True
             tail.clear()
 
+    def _words(self, line: bytes) -> list[bytes]:
+        """The tokens of a line, as the side that reads it takes them."""
+        if self._nul_ends_line:
+            cut = line.find(_NUL)
+            if cut >= 0:
+                line = line[:cut]
+        return line.split()
+
+    def _stands_for_unit(self, line: bytes) -> bool:
+        """Whether a line that is no valid unit still takes a unit's place while in sync (see the module doc)."""
+        return _is_printable(line)
+
     def _too_long(self, line: bytes | bytearray) -> bool:
         return len(line) > RETRIEVAL_LINE_MAX or not self._long_line_allowed(line)
 
@@ -252,6 +280,11 @@ class TextRequestParser(_LineParser):
 
     __slots__ = ()
     _handlers = REQUEST_HANDLERS
+    _nul_ends_line = True
+
+    def _stands_for_unit(self, line: bytes) -> bool:
+        # memcached answers every command line it reads, garbage included, with exactly one error line.
+        return True
 
     def _unknown_word(self, tokens: list[bytes], start: int, end: int, strict: bool) -> Request | None:
         return None

@@ -58,6 +58,26 @@ def data_length(token: bytes) -> int | None:
     return length if 0 <= length <= _INT32_MAX - 2 else None
 
 
+def client_flags(token: bytes) -> int | None:
+    """The client flags memcached keeps for a flags token, or None if it refuses the line (CLIENT_ERROR).
+
+    memcached reads flags with strtoul into 64 bits and keeps the low 32 (`set k 99999999999 0 1` is returned with
+    flags 1215752191). strtoul fails past 2^64-1 and negates a signed number modulo 2^64; memcached then refuses a
+    `-` only when the result reads as a negative int64, so `-1` is refused while `-0` and `-9223372036854775809`
+    (which wraps to 2^63-1) are kept. Checked against memcached 1.6.18, whose meta `F` flag reads the same way.
+    """
+    try:
+        number = integer(token)
+    except ValueError:
+        return None
+    if not -UINT64_MAX <= number <= UINT64_MAX:
+        return None
+    wrapped = number & UINT64_MAX
+    if number < 0 and wrapped > _INT64_MAX:
+        return None
+    return wrapped & UINT32_MAX
+
+
 # Request handlers: tokens of the line (command word first) -> the Request, or None if memcached would reject it.
 
 def _retrieval(t: list[bytes], command: Command, start: int, end: int) -> Request | None:
@@ -97,14 +117,14 @@ def _storage(t: list[bytes], command: Command, start: int, end: int) -> Request 
         return None
     key = t[1]
     try:
-        flags = integer(t[2])
         ttl = integer(t[3])
         if fixed == 6:
             integer(t[5])
     except ValueError:
         return None
+    flags = client_flags(t[2])
     length = data_length(t[4])
-    if length is None or not 0 <= flags <= UINT32_MAX or not _INT64_MIN <= ttl <= _INT64_MAX or len(key) > KEY_MAX:
+    if length is None or flags is None or not _INT64_MIN <= ttl <= _INT64_MAX or len(key) > KEY_MAX:
         return None
     noreply = n > fixed and t[-1] == _NOREPLY
     return request(protocol=_TEXT, command=command, keys=(key,), value_length=length, flags=flags, ttl=ttl,

@@ -55,10 +55,17 @@ cdef Py_ssize_t _line(DirectionParser p, const uint8_t* line, Py_ssize_t n, int6
     cdef int result = LINE_INVALID
     cdef bint synced = p.synced
     cdef int64_t length, end
+    cdef Py_ssize_t words = n
+    cdef const uint8_t* nul
     if n > _LINE_MAX and _too_long(p, line, n):
         _skip_garbage(p, n + 1)
         return after
-    p.tokens.split(line, n)
+    if p.is_request:
+        # text.TextRequestParser._words: memcached reads a command line up to its first NUL
+        nul = <const uint8_t*>memchr(line, 0, n)
+        if nul != NULL:
+            words = nul - line
+    p.tokens.split(line, words)
     if p.tokens.count:
         if p.is_request:
             result = text_request(p.tokens, &p.unit, p.pieces, start, ts)
@@ -68,9 +75,10 @@ cdef Py_ssize_t _line(DirectionParser p, const uint8_t* line, Py_ssize_t n, int6
             result = (meta_request(p.tokens, &p.unit, p.pieces, start, ts) if p.is_request
                       else meta_response(p.tokens, &p.unit, p.pieces, start, ts))
         if result == LINE_UNHANDLED:
-            result = spec_line((<const char*>line)[:n], p.is_request, not synced, &p.unit, p.pieces, start, ts)
+            result = spec_line((<const char*>line)[:words], p.is_request, not synced, &p.unit, p.pieces, start, ts)
     if result == LINE_INVALID:
-        if synced and is_printable(line, n):
+        # text._LineParser._stands_for_unit: memcached answers any command line; a reply line must be text
+        if synced and (p.is_request or is_printable(line, n)):
             other_unit(p.tokens, p.is_request, &p.unit, p.pieces, start, ts)
         else:
             _skip_garbage(p, n + 1)

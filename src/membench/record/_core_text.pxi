@@ -143,6 +143,20 @@ cdef bint _data_length(Tokens t, Py_ssize_t i, Num* out) noexcept:
     return True
 
 
+cdef bint _client_flags(Tokens t, Py_ssize_t i, Num* out) noexcept:
+    """text_commands.client_flags: strtoul's 64 bits, a `-` refused if it wraps to a negative int64, the low 32
+    bits kept."""
+    cdef Num n
+    cdef uint64_t wrapped
+    if not t.number(i, &n) or n.huge:
+        return False
+    wrapped = (~n.magnitude + 1) if n.negative else n.magnitude
+    if n.negative and wrapped > INT64_MAX:
+        return False
+    out[0] = num_of(wrapped & UINT32_MAX)
+    return True
+
+
 cdef int text_request(Tokens t, Unit* unit, UnitBytes pieces, int64_t start, int64_t end) except -1:
     cdef Py_ssize_t n = t.count, i, fixed
     cdef Num number, cas
@@ -162,11 +176,11 @@ cdef int text_request(Tokens t, Unit* unit, UnitBytes pieces, int64_t start, int
         fixed = 6 if command == C_CAS else 5
         if n != fixed and n != fixed + 1:
             return LINE_INVALID
-        if not t.number(2, &unit.flags) or not t.number(3, &unit.ttl):
+        if not t.number(3, &unit.ttl):
             return LINE_INVALID
         if fixed == 6 and not t.number(5, &cas):
             return LINE_INVALID
-        if (not _data_length(t, 4, &unit.value_length) or not num_in_uint32(unit.flags)
+        if (not _client_flags(t, 2, &unit.flags) or not _data_length(t, 4, &unit.value_length)
                 or not num_in_int64(unit.ttl) or t.lengths[1] > KEY_MAX):
             return LINE_INVALID
         unit.noreply = n > fixed and t.is_word(n - 1, b"noreply", 7)
