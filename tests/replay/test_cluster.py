@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.local_ray import ray_nodes
-from tests.conftest import free_port, run_membench, start_memcached, stats_delta
+from tests.conftest import Memcached, free_port, run_membench, start_memcached, stats_delta
 from tests.replay.profiles import mixed_profile, write_profile
 
 _COUNTERS = ("cmd_get", "cmd_set", "get_hits", "get_misses", "delete_hits", "delete_misses", "incr_hits",
@@ -107,20 +107,26 @@ def test_an_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:
                                                 f"{done.args[-2]}: Connection refused"]
 
 
+def _replaying_forever(server: Memcached, ray_cluster: str, tmp_path: Path, out: Path) -> subprocess.Popen[str]:
+    """A cluster replay of a 6-connection profile, looping until stopped, once both actors are replaying."""
+    profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
+    proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(profile), "--target", server.address,
+                             "--cluster", ray_cluster, "--loop", "forever", "--no-progress", "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while int(server.stats()["cmd_get"]) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return proc
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_every_actor_and_the_result_is_still_written(ray_cluster: str, tmp_path: Path,
                                                                    stop: signal.Signals) -> None:
     """Ctrl+C, or a SIGTERM (a service manager's stop), which used to end a cluster replay with no result."""
     server = start_memcached()
     try:
-        profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
         out = tmp_path / "result.json"
-        proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(profile), "--target",
-                                 server.address, "--cluster", ray_cluster, "--loop", "forever", "--no-progress",
-                                 "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while int(server.stats()["cmd_get"]) < 2000 and time.monotonic() < deadline:  # both actors are replaying
-            time.sleep(0.2)
+        proc = _replaying_forever(server, ray_cluster, tmp_path, out)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(stop)
         _, stderr = proc.communicate(timeout=60)
@@ -196,14 +202,8 @@ def test_a_killed_replay_process_leaves_the_other_actors_results_kept(ray_cluste
     lost every result to the one error."""
     server = start_memcached()
     try:
-        profile = write_profile(tmp_path / "mixed.profile", mixed_profile("text", connections=6).operations)
         out = tmp_path / "result.json"
-        proc = subprocess.Popen([sys.executable, "-m", "membench", "replay", str(profile), "--target",
-                                 server.address, "--cluster", ray_cluster, "--loop", "forever", "--no-progress",
-                                 "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while int(server.stats()["cmd_get"]) < 2000 and time.monotonic() < deadline:  # both actors are replaying
-            time.sleep(0.2)
+        proc = _replaying_forever(server, ray_cluster, tmp_path, out)
         engines = _engine_processes()
         assert len(engines) == 2 and proc.poll() is None, (engines, proc.poll())
         os.kill(engines[0], signal.SIGKILL)
