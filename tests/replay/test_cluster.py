@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -189,8 +190,11 @@ def test_auto_finds_a_running_cluster(ray_head: tuple[str, str], tmp_path: Path)
 
 def _engine_processes() -> list[int]:
     """The replay processes the actors forked (an actor's engine runs in a child of it, titled as the actor)."""
-    titled = {int(pid) for pid in subprocess.run(["pgrep", "-f", "ray::ReplayShard"], capture_output=True,
-                                                 text=True).stdout.split()}
+    titled = set()
+    for entry in Path("/proc").iterdir():  # read here rather than with pgrep, which setup.sh does not install
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and b"ray::ReplayShard" in (entry / "cmdline").read_bytes():
+                titled.add(int(entry.name))
     parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in titled
                if Path(f"/proc/{pid}/stat").exists()}
     return sorted(pid for pid, parent in parents.items() if parent in titled)
