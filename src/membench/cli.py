@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
-def _record(args: argparse.Namespace, console: Console) -> int:
+def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
     from membench.capture.open import open_source
     from membench.profile.metadata import ProfileMetadata
     from membench.profile.writer import ProfileWriter
@@ -294,7 +294,7 @@ def _record(args: argparse.Namespace, console: Console) -> int:
                                f"{summary.operations:,} operations read until then, and is marked incomplete")
     print_summary(console, args.output, summary)
     _explain_capture(console, summary.health.get("capture", {}), source.name, port_list)
-    return 0
+    return 1 if console.reader_gone else 0  # the profile is whole, but its summary reached nobody
 
 
 def _explain_capture(console: Console, capture: dict[str, int], source: str, port_list: str) -> None:

@@ -3,9 +3,10 @@ warnings as one line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import TextIO
+from typing import TextIO, cast
 
 from rich.console import Console
 
@@ -13,10 +14,38 @@ from rich.console import Console
 _UNBOUNDED_WIDTH = 10_000
 
 
+class _WriteFailureAsBrokenPipe:
+    """A text stream whose failed writes read as a broken pipe: output that cannot be written (`2>/dev/full`, a
+    full disk behind `2>log`) is as lost as output nobody reads, and must not stop the work either."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise BrokenPipeError(error.errno, error.strerror) from error
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise BrokenPipeError(error.errno, error.strerror) from error
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 class ReaderSafeConsole(Console):
-    """A console whose reader may go away (`| head`, `| true`): from then on its output is dropped, and
-    `reader_gone` says so. Rich's own handling exits at once (SystemExit, and /dev/null put on stdout whichever
-    stream broke), before the result files a command was asked for are written."""
+    """A console whose reader may go away (`| head`, `| true`) or whose output cannot be written (`2>/dev/full`):
+    from then on its output is dropped, and `reader_gone` says so. Rich's own handling exits at once (SystemExit,
+    and /dev/null put on stdout whichever stream broke), before the result files a command was asked for are
+    written, and it lets other write errors end the command."""
 
     reader_gone = False
 
@@ -32,13 +61,15 @@ class ReaderSafeConsole(Console):
 def console_on(stream: TextIO) -> ReaderSafeConsole:
     width = None if stream.isatty() else _UNBOUNDED_WIDTH
     # No markup: text from profiles (sources, command and counter names) is shown as it is, never interpreted.
-    return ReaderSafeConsole(file=stream, width=width, highlight=False, soft_wrap=True, markup=False)
+    return ReaderSafeConsole(file=cast(TextIO, _WriteFailureAsBrokenPipe(stream)), width=width, highlight=False,
+                             soft_wrap=True, markup=False)
 
 
 def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
     """Warnings as one line a user can read, not Python's two lines with a source path."""
-    print(f"membench: warning: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # stderr cannot be written: the warning is lost, and the work goes on
+        print(f"membench: warning: {message}", file=sys.stderr)
 
 
 def hold_standard_streams() -> None:

@@ -239,3 +239,17 @@ def test_any_failure_in_the_flush_thread_stops_the_recording_in_one_line(tmp_pat
         Recorder(_QuietSource(), writer, KeyHasher.random()).run()
     assert time.monotonic() - started < 15, "the recording stopped instead of running on without a flush thread"
     assert "RuntimeError: a bug in the writer" in str(error.value) and "recording stopped" in str(error.value)
+
+
+def test_a_recording_whose_messages_cannot_be_written_is_still_whole(tmp_path):
+    """With stderr unwritable (`2>/dev/full`, a full disk behind `2>log`), record stopped at its first line, before
+    reading anything: the messages are lost, not the profile, and the exit status tells the summary was not seen."""
+    pcap = PCAP_CORPUS / "memcache_text_tcp_single_load_store.pcap"
+    seen = run_membench("record", str(pcap), str(tmp_path / "seen.profile"), check=True)
+    with open("/dev/full", "w") as full:
+        command = [sys.executable, "-m", "membench", "record", str(pcap), str(tmp_path / "unseen.profile")]
+        unseen = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, timeout=120)
+    assert unseen.returncode == 1
+    assert "nothing lost" in seen.stderr
+    assert read_profile(tmp_path / "unseen.profile").num_rows == read_profile(tmp_path / "seen.profile").num_rows > 0
+    assert json.loads((tmp_path / "unseen.profile" / METADATA_FILE).read_text())["complete"] is True
