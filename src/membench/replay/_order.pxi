@@ -1,11 +1,11 @@
 # replay/order.py's KeyOrder, rule for rule, included by _pass_plan.pyx. Each server's keys live in a C hash table
 # (a key's latest write, and its readers since by stream) and a request's dependencies are gathered in C arrays:
-# ordering a request allocates nothing, as the planner copies the settled dependencies into its group rows.
+# ordering a request allocates nothing, as the planner copies the settled dependencies into its group rows. As in
+# the specification, a key is known by its hash alone: the table holds no key object, and its first reader is kept
+# in its slot, so a key read from one stream only (most keys of a big profile) costs one slot and no allocation.
 
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
 from libc.stdlib cimport calloc, free, malloc, qsort
-from libc.string cimport memcmp, memset
+from libc.string cimport memset
 
 cdef extern from "Python.h":
     Py_hash_t PyObject_Hash(object value) except -1
@@ -45,11 +45,16 @@ cdef struct Readers:
 
 
 cdef struct KeySlot:
-    PyObject* key  # NULL: a free slot; otherwise a reference the table holds
-    Py_hash_t hash
-    int64_t writer_stream  # -1 before the key's first write
+    Py_hash_t hash  # FREE_SLOT: a free slot
     int64_t writer_number
-    Readers* readers  # NULL: no read since the last write
+    int32_t writer_stream  # -1 before the key's first write
+    int32_t reader_stream  # the first stream that read the key since its last write, -1 for none
+    int64_t reader_number  # that stream's latest read of the key
+    Readers* readers  # the other streams' latest reads since the last write; NULL for none
+
+
+# Python never hashes to -1 (its error value), so -1 marks a free slot.
+cdef Py_hash_t FREE_SLOT = -1
 
 
 cdef inline Py_ssize_t _spread(int64_t stream, Py_ssize_t mask) noexcept:
@@ -93,6 +98,10 @@ cdef int _read_by(KeySlot* slot, int64_t stream, int64_t number) except -1:
     cdef Readers* readers = slot.readers
     cdef Readers* grown
     cdef Py_ssize_t at
+    if slot.reader_stream == -1 or slot.reader_stream == stream:
+        slot.reader_stream = <int32_t>stream
+        slot.reader_number = number
+        return 0
     if readers == NULL:
         readers = slot.readers = _new_readers(FIRST_READER_SLOTS)
     elif (readers.count + 1) * 2 > readers.mask + 1:
@@ -112,10 +121,20 @@ cdef int _by_stream(const void* left, const void* right) noexcept nogil:
     return (a > b) - (a < b)
 
 
-cdef inline bint _same(bytes stored, bytes key) noexcept:
-    cdef Py_ssize_t length = PyBytes_GET_SIZE(key)
-    return PyBytes_GET_SIZE(stored) == length and memcmp(PyBytes_AS_STRING(stored), PyBytes_AS_STRING(key),
-                                                         length) == 0
+cdef KeySlot* _free_slots(Py_ssize_t size) except NULL:
+    cdef KeySlot* slots = <KeySlot*>malloc(size * sizeof(KeySlot))
+    cdef Py_ssize_t index
+    if slots == NULL:
+        raise MemoryError()
+    for index in range(size):
+        slots[index].hash = FREE_SLOT
+    return slots
+
+
+cdef void _clear_readers(KeySlot* slot) noexcept:
+    slot.reader_stream = -1
+    _free_readers(slot.readers)
+    slot.readers = NULL
 
 
 @cython.final
@@ -133,9 +152,7 @@ cdef class _Server:
     cdef int64_t barrier_number
 
     def __cinit__(self):
-        self.slots = <KeySlot*>calloc(FIRST_KEY_SLOTS, sizeof(KeySlot))
-        if self.slots == NULL:
-            raise MemoryError()
+        self.slots = _free_slots(FIRST_KEY_SLOTS)
         self.mask = FIRST_KEY_SLOTS - 1
         self.barrier_stream = -1
 
@@ -162,7 +179,7 @@ cdef class _Server:
 
     cdef KeySlot* slot(self, bytes key) except NULL:
         """The key's slot, made on its first request."""
-        cdef Py_hash_t hash = PyObject_Hash(key)  # cached in the bytes object after the first time
+        cdef Py_hash_t hash = PyObject_Hash(key)
         cdef Py_ssize_t at
         cdef KeySlot* found
         if (self.keys + 1) * 2 > self.mask + 1:
@@ -170,30 +187,27 @@ cdef class _Server:
         at = <Py_ssize_t>(<uint64_t>hash & <uint64_t>self.mask)
         while True:
             found = &self.slots[at]
-            if found.key == NULL:
-                Py_INCREF(key)
-                found.key = <PyObject*>key
+            if found.hash == hash:
+                return found
+            if found.hash == FREE_SLOT:
                 found.hash = hash
                 found.writer_stream = -1
                 found.writer_number = -1
+                found.reader_stream = -1
                 found.readers = NULL
                 self.keys += 1
-                return found
-            if found.hash == hash and (found.key == <PyObject*>key or _same(<bytes>found.key, key)):
                 return found
             at = (at + 1) & self.mask
 
     cdef int _grow(self) except -1:
         cdef Py_ssize_t size = (self.mask + 1) * 2
         cdef KeySlot* old = self.slots
-        cdef KeySlot* slots = <KeySlot*>calloc(size, sizeof(KeySlot))
+        cdef KeySlot* slots = _free_slots(size)
         cdef Py_ssize_t index, at
-        if slots == NULL:
-            raise MemoryError()
         for index in range(self.mask + 1):
-            if old[index].key != NULL:
+            if old[index].hash != FREE_SLOT:
                 at = <Py_ssize_t>(<uint64_t>old[index].hash & <uint64_t>(size - 1))
-                while slots[at].key != NULL:
+                while slots[at].hash != FREE_SLOT:
                     at = (at + 1) & (size - 1)
                 slots[at] = old[index]
         self.slots = slots
@@ -204,10 +218,9 @@ cdef class _Server:
     cdef void forget_keys(self) noexcept:
         cdef Py_ssize_t index
         for index in range(self.mask + 1):
-            if self.slots[index].key != NULL:
-                Py_DECREF(<object>self.slots[index].key)
+            if self.slots[index].hash != FREE_SLOT:
                 _free_readers(self.slots[index].readers)
-        memset(self.slots, 0, (self.mask + 1) * sizeof(KeySlot))
+                self.slots[index].hash = FREE_SLOT
         self.keys = 0
 
 
@@ -328,13 +341,14 @@ cdef class KeyOrder:
                 slot = state.slot(key)
                 if slot.writer_stream >= 0:
                     self._add(slot.writer_stream, slot.writer_number)
+                if slot.reader_stream >= 0:
+                    self._add(slot.reader_stream, slot.reader_number)
                 if slot.readers != NULL:
                     for at in range(slot.readers.mask + 1):
                         if slot.readers.streams[at] != -1:
                             self._add(slot.readers.streams[at], slot.readers.numbers[at])
-                    _free_readers(slot.readers)
-                    slot.readers = NULL
-                slot.writer_stream = stream
+                _clear_readers(slot)
+                slot.writer_stream = <int32_t>stream
                 slot.writer_number = number
         state.last[stream] = number
         return 0

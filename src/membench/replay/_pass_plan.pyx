@@ -16,9 +16,8 @@ import numpy as np
 
 cimport cython
 
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.ref cimport Py_INCREF
 
 from membench.profile.schema import Status
 from membench.protocol.events import RETRIEVAL_COMMANDS, Command, Protocol

@@ -13,6 +13,10 @@ Reads do not wait for reads, so a hot key read from many connections is not seri
 Requests on the same stream need nothing: a connection's requests are handled in order. A stream completes its
 requests in order too, so "answered up to request N" is one number per stream, and a dependency is a pair
 (stream, request number). Sans-IO: the replay engine asks, the planner feeds it; nothing here does I/O.
+
+A key is known by its 64-bit hash: a profile may hold tens of millions of keys, and keeping each one alive here
+would double the replay's memory. Two keys whose hashes collide are ordered as one key, which can only make a
+request wait for one it need not have waited for, never let one overtake.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ class _Server:
     """What one server has been sent so far in this pass: the latest requests on each key and stream."""
 
     def __init__(self) -> None:
-        self.writer: dict[bytes, Dependency] = {}
-        self.readers: dict[bytes, dict[int, int]] = {}  # key -> stream -> its latest read of the key
+        self.writer: dict[int, Dependency] = {}  # key's hash -> its latest write
+        self.readers: dict[int, dict[int, int]] = {}  # key's hash -> stream -> its latest read of the key
         self.last: dict[int, int] = {}  # stream -> its latest request
         self.barrier: Dependency | None = None  # the latest flush_all
         self.past_barrier: set[int] = set()  # streams that have waited for it (their order covers the rest)
@@ -63,11 +67,11 @@ class KeyOrder:
             state.barrier = (stream, number)
             state.past_barrier = {stream}
         elif command in _READS:
-            for key in keys:
+            for key in map(hash, keys):
                 _after(state.writer.get(key), after)
                 state.readers.setdefault(key, {})[stream] = number
         elif keys:
-            for key in keys:
+            for key in map(hash, keys):
                 _after(state.writer.get(key), after)
                 for reader in (state.readers.pop(key, None) or {}).items():
                     _after(reader, after)
