@@ -6,7 +6,7 @@ from setuptools import Extension, setup
 
 TWINS = ["membench.analyze._connections", "membench.analyze._series", "membench.analyze._stack",
          "membench.record._core", "membench.replay._keys",
-         "membench.replay._pass_plan"]
+         "membench.replay._pass_plan", "membench.replay._seen"]
 
 setup(
     ext_modules=cythonize(

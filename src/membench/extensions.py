@@ -16,7 +16,8 @@ DISABLED = os.environ.get("MEMBENCH_NO_EXTENSIONS", "") not in ("", "0")
 
 
 TWINS = ("membench.record._core", "membench.analyze._stack", "membench.analyze._series",
-         "membench.analyze._connections", "membench.replay._keys", "membench.replay._pass_plan")
+         "membench.analyze._connections", "membench.replay._keys", "membench.replay._pass_plan",
+         "membench.replay._seen")
 
 
 def describe() -> str:

@@ -134,7 +134,9 @@ def test_survey_and_plan_across_small_batches():
         rows = source(profile.operations, batch_size=batch_size)
         found = survey(rows)
         assert found.rows == 8 and found.requests == 6
-        assert found.warm == {(1, 20): 33, (2, 20): 70, (4, 20): 70, (5, 3): 1}
+        pairs = zip(found.warm.hashes.tolist(), found.warm.lengths.tolist(), strict=True)
+        assert dict(zip(pairs, found.warm.sizes.tolist(), strict=True)) == {(1, 20): 33, (2, 20): 70, (4, 20): 70,
+                                                                             (5, 3): 1}
         assert found.short_pairs == {(5, 3)}
         assert found.skipped == {"quit": 1}
         assert found.recorded == {"delete": {"deleted": 1}, "get": {"hit": 3, "miss": 2}, "touch": {"touched": 1}}

@@ -97,12 +97,12 @@ def test_a_slice_carries_at_most_its_share_of_value_bytes() -> None:
 
 
 def test_the_warm_up_loads_a_chunk_of_values_at_a_time() -> None:
-    pairs = [((key, 10), size) for key, size in enumerate([warm._CHUNK_BYTES, 1, 1, *[100] * 5000])]
-    chunks = list(warm._chunks(pairs))
-    assert [pair for chunk in chunks for pair in chunk] == pairs
-    assert [len(chunk) for chunk in chunks[:2]] == [1, warm._CHUNK_KEYS]
-    for chunk in chunks:
-        assert len(chunk) == 1 or sum(size for _, size in chunk) <= warm._CHUNK_BYTES
+    sizes = [warm._CHUNK_BYTES, 1, 1, *[100] * 5000]
+    chunks = list(warm._chunks(sizes))
+    assert [index for start, end in chunks for index in range(start, end)] == list(range(len(sizes)))
+    assert [end - start for start, end in chunks[:2]] == [1, warm._CHUNK_KEYS]
+    for start, end in chunks:
+        assert end - start == 1 or sum(sizes[start:end]) <= warm._CHUNK_BYTES
 
 
 def test_the_survey_skips_a_request_cut_by_a_batch_boundary_as_a_whole() -> None:

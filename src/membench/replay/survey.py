@@ -20,6 +20,7 @@ from membench.errors import MembenchError
 from membench.profile.schema import SCHEMA, Status
 from membench.protocol.events import RETRIEVAL_COMMANDS, STORAGE_COMMANDS, Command, Protocol
 from membench.replay.keys import MAX_KEY_LENGTH
+from membench.replay.seen import new_seen_keys
 
 BatchSource = Callable[[], Iterator[pa.RecordBatch]]
 """Gives the profile's rows (schema.SCHEMA) from the start, each time it is called."""
@@ -59,6 +60,7 @@ MAX_VALUE_LENGTH = 1 << 30
 _NO_KEY, _VALUE_TOO_LONG = 1, 2
 _REASONS = {_NO_KEY: "no key", _VALUE_TOO_LONG: "value over 1 GiB"}
 _DEFAULT_WARM_SIZE = 1  # a key known to exist whose size the recording never saw (deleted or touched first)
+_UNSIZED = -1  # a warm key's size until the end of the survey, while a later hit may still show it
 
 
 def logical_command(recorded: str) -> Command | None:
@@ -96,6 +98,19 @@ def replayed_effects(batch: pa.RecordBatch) -> pa.Array:
 
 
 @dataclass
+class WarmKeys:
+    """The keys present before their first operation, and the value size to store for each: arrays, since a
+    profile may hold tens of millions of them."""
+
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+@dataclass
 class Survey:
     """What the whole profile says, before any key is made."""
 
@@ -106,7 +121,7 @@ class Survey:
     short_pairs: set[tuple[int, int]] = field(default_factory=set)
     recorded: dict[str, Counter[str]] = field(default_factory=dict)  # logical command -> status -> rows
     skipped: Counter[str] = field(default_factory=Counter)  # recorded commands a replay does not send
-    warm: dict[tuple[int, int], int] = field(default_factory=dict)  # (hash, length) -> value size
+    warm: WarmKeys = field(default_factory=WarmKeys)
     requests: int = 0
 
 
@@ -135,6 +150,10 @@ def _first_of_each_pair(hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return order[starts]
 
 
+def _pairs(hashes: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
+    return list(zip(hashes.tolist(), lengths.tolist(), strict=True))
+
+
 @dataclass
 class _Outcomes:
     """One batch's rows by logical command and status, as indices into its names."""
@@ -150,8 +169,10 @@ class _Surveyor:
 
     def __init__(self) -> None:
         self.result = Survey()
-        self._seen: set[tuple[int, int]] = set()
-        self._pending_size: set[tuple[int, int]] = set()  # warm keys whose size is still unknown
+        self._seen = new_seen_keys()
+        self._warm: list[WarmKeys] = []  # a batch's warm keys each
+        self._unsized: set[tuple[int, int]] = set()  # warm keys whose size no hit has shown yet
+        self._sizes_shown: dict[tuple[int, int], int] = {}  # warm keys first met unsized, and the size a hit showed
         self._last_request: tuple[int, int] | None = None
         self._unreplayed_request: str | None = None
         self._first: int | None = None
@@ -171,6 +192,14 @@ class _Surveyor:
     def finish(self) -> Survey:
         self.result.first_ns = self._first or 0
         self.result.last_ns = self._last or 0
+        if self._warm:
+            warm = WarmKeys(hashes=np.concatenate([part.hashes for part in self._warm]),
+                            lengths=np.concatenate([part.lengths for part in self._warm]),
+                            sizes=np.concatenate([part.sizes for part in self._warm]))
+            unsized = np.flatnonzero(warm.sizes == _UNSIZED)
+            warm.sizes[unsized] = [self._sizes_shown.get(pair, _DEFAULT_WARM_SIZE)
+                                   for pair in _pairs(warm.hashes[unsized], warm.lengths[unsized])]
+            self.result.warm = warm
         return self.result
 
     def _span(self, batch: pa.RecordBatch) -> None:
@@ -257,31 +286,25 @@ class _Surveyor:
         # show the key was there before it, and the replay will create it as the recording may have.
         present &= np.asarray(batch.column("initial").is_null())[rows]
         retrieval = np.array([command in RETRIEVALS for command in logical], dtype=bool)[command_index[rows]]
-        value_lengths = batch.column("value_length").take(pa.array(rows)).to_pylist()
-        warm = self.result.warm
-        for row in _first_of_each_pair(hashes, lengths).tolist():
-            pair = (int(hashes[row]), int(lengths[row]))
-            if pair in self._seen:
-                continue
-            self._seen.add(pair)
-            if present[row] and (value_lengths[row] or 0) <= MAX_VALUE_LENGTH:  # else no server could hold it
-                if retrieval[row] and value_lengths[row] is not None:
-                    warm[pair] = value_lengths[row]
-                else:
-                    warm[pair] = _DEFAULT_WARM_SIZE
-                    self._pending_size.add(pair)
-        if self._pending_size:
-            # A later hit tells the size of a key first seen without one (never the first occurrence itself:
-            # a pending key's first row was no retrieval with a size).
+        value_lengths = batch.column("value_length").take(pa.array(rows))
+        sizes = filled(value_lengths, 0).astype(np.int64)
+        warm = self._seen.first_met(hashes, lengths) & present & (sizes <= MAX_VALUE_LENGTH)  # else no server holds it
+        sized = retrieval & ~np.asarray(value_lengths.is_null())
+        if warm.any():
+            self._warm.append(WarmKeys(hashes=hashes[warm], lengths=lengths[warm],
+                                       sizes=np.where(sized, sizes, _UNSIZED)[warm]))
+            self._unsized.update(_pairs(hashes[warm & ~sized], lengths[warm & ~sized]))
+        if self._unsized:
+            # A later hit tells the size of a key first met without one (never the first occurrence itself:
+            # an unsized key's first row was no retrieval with a size).
             hit = outcomes.status_names.index(Status.HIT) if Status.HIT in outcomes.status_names else -1
-            sized = np.flatnonzero(retrieval & (status_index[rows] == hit)
-                                   & (filled(batch.column("value_length"), 0)[rows] > 0))
-            for row in sized[_first_of_each_pair(hashes[sized], lengths[sized])].tolist():
-                pair = (int(hashes[row]), int(lengths[row]))
-                if pair in self._pending_size:
-                    if value_lengths[row] <= MAX_VALUE_LENGTH:
-                        warm[pair] = value_lengths[row]
-                    self._pending_size.discard(pair)
+            shown = np.flatnonzero(retrieval & (status_index[rows] == hit) & (sizes > 0))
+            shown = shown[_first_of_each_pair(hashes[shown], lengths[shown])]
+            for pair, size in zip(_pairs(hashes[shown], lengths[shown]), sizes[shown].tolist(), strict=True):
+                if pair in self._unsized:
+                    if size <= MAX_VALUE_LENGTH:
+                        self._sizes_shown[pair] = size
+                    self._unsized.discard(pair)
 
 
 def survey(source: BatchSource) -> Survey:

@@ -16,6 +16,7 @@ import numpy as np
 from membench.errors import MembenchError
 from membench.replay.ketama import Continuum
 from membench.replay.keys import KeySynthesizer, ValueSource
+from membench.replay.survey import WarmKeys
 from membench.replay.targets import Target, connect_blocking
 
 _CHUNK_KEYS = 2048
@@ -29,21 +30,21 @@ class WarmResult:
     errors: int = 0  # sets the server refused (e.g. SERVER_ERROR out of memory)
 
 
-def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: Continuum,
-            targets: list[Target], timeout: float) -> WarmResult:
+def warm_up(warm: WarmKeys, keys: KeySynthesizer, continuum: Continuum, targets: list[Target],
+            timeout: float) -> WarmResult:
     """Stores every key at its size, a chunk of keys at a time: memory holds one chunk's values, not all."""
     values = ValueSource()
-    pairs = sorted(sizes.items())
-    result = WarmResult(keys=len(sizes))
+    order = np.lexsort((warm.lengths, warm.hashes))
+    hashes, lengths, sizes = warm.hashes[order], warm.lengths[order], warm.sizes[order].tolist()
+    result = WarmResult(keys=len(warm))
     sockets: dict[int, socket.socket] = {}
     target = 0
     try:
         with contextlib.ExitStack() as opened:
-            for chunk in _chunks(pairs):
-                hashes = np.fromiter((key_hash for (key_hash, _), _ in chunk), dtype=np.uint64, count=len(chunk))
-                lengths = np.fromiter((length for (_, length), _ in chunk), dtype=np.int64, count=len(chunk))
+            for start, end in _chunks(sizes):
                 per_target: dict[int, list[bytes]] = {}
-                for key, (_, size) in zip(keys.keys(hashes, lengths), chunk, strict=True):
+                for key, size in zip(keys.keys(hashes[start:end], lengths[start:end]), sizes[start:end],
+                                     strict=True):
                     request = b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, size, values.value(size))
                     per_target.setdefault(continuum.server_of(key), []).append(request)
                 for target, requests in per_target.items():
@@ -57,18 +58,17 @@ def warm_up(sizes: dict[tuple[int, int], int], keys: KeySynthesizer, continuum: 
     return result
 
 
-def _chunks(pairs: list[tuple[tuple[int, int], int]]) -> Iterator[list[tuple[tuple[int, int], int]]]:
-    """The pairs, _CHUNK_KEYS at a time, or fewer where their values would pass _CHUNK_BYTES (at least one)."""
-    chunk: list[tuple[tuple[int, int], int]] = []
-    chunk_bytes = 0
-    for pair in pairs:
-        if chunk and (len(chunk) == _CHUNK_KEYS or chunk_bytes + pair[1] > _CHUNK_BYTES):
-            yield chunk
-            chunk, chunk_bytes = [], 0
-        chunk.append(pair)
-        chunk_bytes += pair[1]
-    if chunk:
-        yield chunk
+def _chunks(sizes: list[int]) -> Iterator[tuple[int, int]]:
+    """(start, end) of the keys of each chunk: _CHUNK_KEYS keys, or fewer where their values would pass _CHUNK_BYTES
+    (at least one)."""
+    start, chunk_bytes = 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start == _CHUNK_KEYS or chunk_bytes + size > _CHUNK_BYTES):
+            yield start, index
+            start, chunk_bytes = index, 0
+        chunk_bytes += size
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
 def _finish(target: Target, sock: socket.socket) -> int:
