@@ -8,12 +8,12 @@ with no parsing or accounting at all, i.e. the least CPU per operation a client 
 memtier_benchmark, which Debian does not package, runs beside them at both depths when it is on PATH (or named by
 $MEMTIER_BENCHMARK): build it from its sources to compare with it in the same run.
 
-Then the start of a big replay: a profile of --start-ops operations written to disk, its survey on its own
-(µs per row), and `membench replay` run on it as a user does: seconds until memcached sees the first request,
-and the process's peak RSS a few seconds into the replay (then it is interrupted). No peer tool replays a
-profile, so these figures stand alone.
+Then the start of a big replay: a profile of --start-ops operations (over --start-keys keys) written to disk, its
+survey on its own (µs per row), and `membench replay` run on it as a user does: seconds until memcached sees the
+first request, and the process's peak RSS a few seconds into the replay (then it is interrupted). No peer tool
+replays a profile, so these figures stand alone.
 
-    python bench/replay_rate.py [--seconds 5] [--ops 200000] [--start-ops 10000000]
+    python bench/replay_rate.py [--seconds 5] [--ops 200000] [--start-ops 10000000] [--start-keys 10000]
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ from membench.replay.run import replay
 from membench.replay.survey import survey
 
 
-def profile_table(rows: int) -> pa.Table:
+def profile_table(rows: int, keys: int = KEYS, first_key: int = 0) -> pa.Table:
+    """`rows` operations over `keys` keys drawn at random; with as many keys as rows, each operation has its own
+    key (the `first_key`-th onwards)."""
     index = np.arange(rows)
     is_set = index % SET_EVERY == 0
     rng = np.random.default_rng(1)
-    hashes = rng.integers(0, 2**63, KEYS, dtype=np.uint64)[rng.integers(0, KEYS, rows)]
+    if keys == rows:
+        hashes = np.arange(first_key, first_key + rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # distinct
+    else:
+        hashes = rng.integers(0, 2**63, keys, dtype=np.uint64)[rng.integers(0, keys, rows)]
     command = np.where(is_set, "set", "get")
     columns = {
         "timestamp_ns": pa.array(1_700_000_000_000_000_000 + index * 10_000, pa.int64()),
@@ -111,14 +116,16 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def measure_start(port: int, ops: int) -> None:
-    """Survey rate, time to the first request and peak RSS of a replay of an `ops`-operation profile."""
+def measure_start(port: int, ops: int, keys: int) -> None:
+    """Survey rate, time to the first request and peak RSS of a replay of an `ops`-operation profile over `keys`
+    keys (as many as `ops`: each operation its own key)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.profile"
         chunk = 1_000_000
         with ProfileWriter(path, ProfileMetadata(source="bench:replay")) as writer:
             for first in range(0, ops, chunk):
-                table = profile_table(min(chunk, ops - first))
+                table = (profile_table(min(chunk, ops - first), min(chunk, ops - first), first) if keys == ops
+                         else profile_table(min(chunk, ops - first), keys))
                 writer.write_batch(table.set_column(0, "timestamp_ns", pa.compute.add(table["timestamp_ns"],
                                                                                       first * 10_000)))
         reader = ProfileReader(path)
@@ -140,9 +147,10 @@ def measure_start(port: int, ops: int) -> None:
         peak = _peak_rss_mib(proc.pid)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-    print(f"{ops:,}-operation profile: survey {survey_s:.2f} s ({survey_s * 1e6 / found.rows:.2f} µs/row, "
-          f"{len(found.warm):,} warm keys); first request {first_request_s:.2f} s after `membench replay` "
-          f"started (survey and warm-up included); peak RSS {peak:,.0f} MiB 5 s into the replay")
+    print(f"{ops:,}-operation profile over {keys:,} keys: survey {survey_s:.2f} s "
+          f"({survey_s * 1e6 / found.rows:.2f} µs/row, {len(found.warm):,} warm keys); first request "
+          f"{first_request_s:.2f} s after `membench replay` started (survey and warm-up included); "
+          f"peak RSS {peak:,.0f} MiB 5 s into the replay")
 
 
 def main() -> None:
@@ -152,6 +160,8 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=2, help="times membench replays the profile per depth")
     parser.add_argument("--start-ops", type=int, default=10_000_000,
                         help="operations of the profile whose replay start is measured (0: skip)")
+    parser.add_argument("--start-keys", type=int, default=KEYS,
+                        help="distinct keys of that profile (as many as --start-ops: each operation its own key)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of every tool at every depth (a 2-core machine drifts by 10%% run to run)")
     args = parser.parse_args()
@@ -164,7 +174,7 @@ def main() -> None:
                 for name, figures in run_round(port, table, depth, args).items():
                     tools.setdefault(name, []).append(figures)
         if args.start_ops:
-            measure_start(port, args.start_ops)
+            measure_start(port, args.start_ops, args.start_keys)
     finally:
         server.terminate()
         server.wait()
