@@ -18,7 +18,7 @@ from rich.console import Console
 from membench import __version__
 from membench.argtypes import nonempty_path, port, positive_float, positive_int
 from membench.errors import MembenchError, StoppedEarly
-from membench.extensions import describe
+from membench.extensions import VersionAction
 from membench.terminal import ReaderSafeConsole, console_on, hold_standard_streams, show_warning
 
 DEFAULT_PORT = 11211
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="run `membench COMMAND --help` for examples",
     )
-    parser.add_argument("--version", action="version", version=f"membench {__version__} ({describe()})")
+    parser.add_argument("--version", action=VersionAction, version=f"membench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_OneLineErrorParser)
 
