@@ -91,6 +91,22 @@ def test_cas_flags_past_32_bits_are_accepted(memcached: Memcached) -> None:
     assert counters(rows) == delta
 
 
+def test_meta_set_flags_are_read_as_the_text_flags(memcached: Memcached) -> None:
+    """`ms` F flags past 32 bits were counted out of range (stored as null): memcached keeps their low 32 bits, and
+    refuses what it refuses for `set`, reading and dropping the data block."""
+    replies, rows, delta = exchange(memcached, (
+        b"ms mflg 1 F99999999999\r\nx\r\nms mtop 1 F18446744073709551615\r\ny\r\nms mplus 1 F+5\r\nz\r\n"
+        b"ms mbad 1 F-1\r\nw\r\nms mbad 1 F18446744073709551616\r\nw\r\nms mbad 1 F\r\nw\r\n"
+        b"mg mflg f v\r\nmg mtop f v\r\nmg mplus f v\r\nmg mbad f v\r\nmn\r\n"))
+    refused = b"CLIENT_ERROR bad command line format\r\n"
+    assert replies == (b"HD\r\n" * 3 + refused * 3 + b"VA 1 f1215752191\r\nx\r\nVA 1 f4294967295\r\ny\r\n"
+                       b"VA 1 f5\r\nz\r\nEN\r\nMN\r\n")
+    assert statuses(rows) == [("ms", "stored")] * 3 + [("ms", "client_error")] * 3 + [("mg", "hit")] * 3 + [
+        ("mg", "miss"), ("mn", "ok")]
+    assert [row.flags for row in rows[:3]] == [1215752191, 4294967295, 5]
+    assert counters(rows) == delta
+
+
 @pytest.mark.parametrize("flags", [b"18446744073709551616", b"-1", b"-9223372036854775808", b"abc", b"5x"])
 def test_storage_flags_memcached_refuses_leave_the_data_line_a_command(memcached: Memcached, flags: bytes) -> None:
     replies, rows, delta = exchange(memcached, b"set bad " + flags + b" 0 1\r\nx\r\nget bad\r\nmn\r\n")

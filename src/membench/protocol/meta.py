@@ -16,6 +16,7 @@ from membench.protocol.text_commands import (
     UINT64_MAX,
     RequestHandler,
     ResponseHandler,
+    client_flags,
     data_length,
     integer,
 )
@@ -30,7 +31,7 @@ class _MetaFlags(NamedTuple):
     quiet: bool
     opaque: bytes | None
     ttl: int | None
-    flags: int | None  # client flags (F); may exceed 32 bits, which memcached accepts and the profile clamps
+    flags: int | None  # client flags (F): the low 32 bits memcached keeps, read as the text commands' flags
     base64: bool
     letters: bytes  # every flag's letter, in order
     valid: bool  # False if a numeric token is not a number memcached takes: it then answers CLIENT_ERROR
@@ -53,18 +54,17 @@ def _meta_flags(t: list[bytes], first: int) -> _MetaFlags:
             opaque = token[1:]
         elif flag == 98:  # b
             base64 = True
-        elif flag == 84 or flag == 70:  # T, F
+        elif flag == 84:  # T
             try:
-                number = integer(token[1:])
+                ttl = integer(token[1:])
             except ValueError:
                 valid = False
-                continue
-            if flag == 84:
-                ttl = number
-            elif number >= 0:
-                flags = number
-            else:
+        elif flag == 70:  # F
+            kept = client_flags(token[1:])
+            if kept is None:
                 valid = False
+            else:
+                flags = kept
         elif flag == 77 and len(token) > 1:  # M
             mode = token[1] - 32 if 97 <= token[1] <= 122 else token[1]
         elif flag == 68 and token[1:].isdigit():  # D

@@ -35,14 +35,13 @@ cdef void _meta_flags(Tokens t, Py_ssize_t first, MetaFlags* m) noexcept:
             m.opaque = i
         elif token[0] == 98:  # b
             m.base64 = 1
-        elif token[0] == 84 or token[0] == 70:  # T, F
-            if not parse_integer(token + 1, n - 1, &number):
-                m.valid = 0
-            elif token[0] == 84:
+        elif token[0] == 84:  # T
+            if parse_integer(token + 1, n - 1, &number):
                 m.ttl = number
-            elif not number.negative:
-                m.flags = number
             else:
+                m.valid = 0
+        elif token[0] == 70:  # F
+            if not (parse_integer(token + 1, n - 1, &number) and kept_client_flags(number, &m.flags)):
                 m.valid = 0
         elif token[0] == 77 and n > 1:  # M
             m.mode = token[1] - 32 if 97 <= token[1] <= 122 else token[1]

@@ -144,11 +144,15 @@ cdef bint _data_length(Tokens t, Py_ssize_t i, Num* out) noexcept:
 
 
 cdef bint _client_flags(Tokens t, Py_ssize_t i, Num* out) noexcept:
-    """text_commands.client_flags: strtoul's 64 bits, a `-` refused if it wraps to a negative int64, the low 32
-    bits kept."""
     cdef Num n
+    return t.number(i, &n) and kept_client_flags(n, out)
+
+
+cdef bint kept_client_flags(Num n, Num* out) noexcept:
+    """text_commands.client_flags, on the number read: strtoul's 64 bits, a `-` refused if it wraps to a negative
+    int64, the low 32 bits kept."""
     cdef uint64_t wrapped
-    if not t.number(i, &n) or n.huge:
+    if n.huge:
         return False
     wrapped = (~n.magnitude + 1) if n.negative else n.magnitude
     if n.negative and wrapped > INT64_MAX:
