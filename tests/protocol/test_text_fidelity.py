@@ -173,3 +173,18 @@ def test_garbage_right_after_a_hole_is_skipped_not_a_request() -> None:
     assert [(type(event), getattr(event, "reason", None)) for event in events] == [
         (Skipped, "hole"), (Skipped, "resync"), (Request, None)]
     assert isinstance(events[2], Request) and events[2].command is Command.GET and events[2].keys == (b"b",)
+
+
+def test_a_tab_is_part_of_a_key_as_memcached_splits_at_spaces_only(memcached: Memcached) -> None:
+    """memcached's tokenizer cuts at spaces only: `get a<TAB>b` asks for one key, and `get<TAB>a` is no command.
+    membench cut at any whitespace, so the get counted two misses where memcached counted a hit."""
+    replies, rows, delta = exchange(memcached, (
+        b"set a\tb 0 0 1\r\nx\r\nget a\tb\r\nget a\r\nget k2 a\tb\r\nmg a\tb v\r\nms t\vk 1\r\nz\r\nmg t\vk v\r\n"
+        b"get\ta\r\nmn\r\n"))
+    assert replies == (b"STORED\r\nVALUE a\tb 0 1\r\nx\r\nEND\r\nEND\r\nVALUE a\tb 0 1\r\nx\r\nEND\r\nVA 1\r\nx\r\n"
+                       b"HD\r\nVA 1\r\nz\r\nERROR\r\nMN\r\n")
+    assert statuses(rows) == [("set", "stored"), ("get", "hit"), ("get", "miss"), ("get", "miss"), ("get", "hit"),
+                              ("mg", "hit"), ("ms", "stored"), ("mg", "hit"), ("other", "error"), ("mn", "ok")]
+    assert rows[0].key_hash == rows[1].key_hash == rows[4].key_hash == rows[5].key_hash != rows[2].key_hash
+    assert rows[0].key_length == 3
+    assert counters(rows) == delta

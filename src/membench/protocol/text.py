@@ -56,7 +56,7 @@ _NOREPLY = b"noreply"
 _END_SIZE = len(b"END\r\n")
 _SHORTEST_VALUE = len(b"VALUE k 0 0\r\n\r\n")
 _RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
-# Bytes memcached never writes into a reply line; `\r` is allowed only as the line ending, which split() drops.
+# Bytes memcached never writes into a reply line; `\r` is allowed only as the line ending.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NUL = b"\0"
 
@@ -67,6 +67,16 @@ RESPONSE_HANDLERS: dict[bytes, tuple[ResponseHandler, Reply]] = {**TEXT_RESPONSE
 
 # Commands membench does not model that still honour `noreply` (memcached sends nothing back for them).
 _OTHER_WITH_NOREPLY = frozenset({b"cache_memlimit"})
+
+
+def without_ending(line: bytes) -> bytes:
+    """A line (its `\n` gone) as memcached reads it: without the `\r` that ends it, unless that is all it holds."""
+    return line[:-1] if len(line) > 1 and line[-1] == 13 else line
+
+
+def words(line: bytes) -> list[bytes]:
+    """A line's tokens as memcached's tokenizer cuts them: at spaces only, so a tab is part of a key."""
+    return [word for word in line.split(b" ") if word]
 
 
 def _is_printable(line: bytes) -> bool:
@@ -111,7 +121,7 @@ class _LineParser(FramedParser, ABC):
                 self._tail_ts = timestamp_ns
                 self._check_tail_bound()
                 break
-            tokens = data[pos:newline].split()
+            tokens = words(without_ending(data[pos:newline]))
             # What `_parse` does for a known first word, without its call.
             entry = (handlers.get(tokens[0]) if synced and tokens and newline - pos <= LINE_MAX
                      and not (cuts and find(_NUL, pos, newline) >= 0) else None)
@@ -239,11 +249,12 @@ class _LineParser(FramedParser, ABC):
 
     def _words(self, line: bytes) -> list[bytes]:
         """The tokens of a line, as the side that reads it takes them."""
+        line = without_ending(line)
         if self._nul_ends_line:
             cut = line.find(_NUL)
             if cut >= 0:
                 line = line[:cut]
-        return line.split()
+        return words(line)
 
     def _stands_for_unit(self, line: bytes) -> bool:
         """Whether a line that is no valid unit still takes a unit's place while in sync (see the module doc)."""

@@ -60,9 +60,11 @@ cdef Py_ssize_t _line(DirectionParser p, const uint8_t* line, Py_ssize_t n, int6
     if n > _LINE_MAX and _too_long(p, line, n):
         _skip_garbage(p, n + 1)
         return after
+    if n > 1 and line[n - 1] == 13:  # text.without_ending
+        words = n - 1
     if p.is_request:
         # text.TextRequestParser._words: memcached reads a command line up to its first NUL
-        nul = <const uint8_t*>memchr(line, 0, n)
+        nul = <const uint8_t*>memchr(line, 0, words)
         if nul != NULL:
             words = nul - line
     p.tokens.split(line, words)

@@ -4,11 +4,11 @@
 
 from libc.string cimport memcmp
 
-from membench.protocol.text import REQUEST_HANDLERS, RESPONSE_HANDLERS
+from membench.protocol.text import REQUEST_HANDLERS, RESPONSE_HANDLERS, words
 
 cdef extern from *:
     """
-    /* Where the first byte <= 0x20 lies in p[0..n) (n if none): every whitespace byte is one, and they are rare
+    /* Where the first byte <= 0x20 lies in p[0..n) (n if none): the separator, a space, is one, and they are rare
        inside words, so a token's end is found eight bytes at a time (a word has such a byte iff
        (w - 0x21..21) & ~w & 0x80..80 is non-zero, the classic has-less-than test). */
     static Py_ssize_t mb_first_low(const uint8_t *p, Py_ssize_t n) {
@@ -36,7 +36,7 @@ cdef enum:
 
 
 cdef class Tokens:
-    """The whitespace-separated words of one line (bytes.split() without arguments)."""
+    """The words of one line, as text.words cuts them: at spaces only."""
 
     cdef Py_ssize_t* starts
     cdef Py_ssize_t* lengths
@@ -59,14 +59,14 @@ cdef class Tokens:
         self.line = line
         self.count = 0
         while True:
-            while i < n and _is_space(line[i]):
+            while i < n and line[i] == 32:
                 i += 1
             if i >= n:
                 return 0
             start = i
             while True:
                 i += mb_first_low(line + i, n - i)
-                if i >= n or _is_space(line[i]):
+                if i >= n or line[i] == 32:
                     break
                 i += 1  # a control byte inside the word
             if self.count == self.capacity:
@@ -87,10 +87,6 @@ cdef class Tokens:
 
     cdef inline bint number(self, Py_ssize_t i, Num* out) noexcept:
         return parse_integer(self.at(i), self.lengths[i], out)
-
-
-cdef inline bint _is_space(uint8_t c) noexcept nogil:
-    return c == 32 or 9 <= c <= 13
 
 
 cdef inline bint is_printable(const uint8_t* line, Py_ssize_t n) noexcept nogil:
@@ -287,7 +283,7 @@ cdef int _bare_reply(Tokens t) noexcept:
 cdef int spec_line(bytes line, bint is_request, bint strict, Unit* unit, UnitBytes pieces,
                    int64_t start, int64_t end) except -1:
     """A line the twin does not handle itself, decided by the specification's handler for its first word."""
-    tokens = line.split()
+    tokens = words(line)
     handlers = REQUEST_HANDLERS if is_request else RESPONSE_HANDLERS
     entry = handlers.get(tokens[0])
     if entry is None:
