@@ -188,3 +188,23 @@ def test_a_tab_is_part_of_a_key_as_memcached_splits_at_spaces_only(memcached: Me
     assert rows[0].key_hash == rows[1].key_hash == rows[4].key_hash == rows[5].key_hash != rows[2].key_hash
     assert rows[0].key_length == 3
     assert counters(rows) == delta
+
+
+@pytest.mark.parametrize(("hole", "in_values", "rows"), [((16, 20), 4, 2), ((2, 5), 0, 1)],
+                         ids=["inside-the-data-block", "in-the-command-line"])
+def test_a_hole_inside_a_value_is_told_apart_from_one_that_breaks_framing(hole: tuple[int, int], in_values: int,
+                                                                          rows: int) -> None:
+    """A hole inside a data block leaves the set whole (eBPF's copy limit cuts big values so); one in a command line
+    loses the command. Health says which (`bytes_missing_in_values`), so only the second is called a loss."""
+    requests = b"set k 0 0 10\r\n0123456789\r\nget k\r\n"
+    replies = b"STORED\r\nVALUE k 0 10\r\n0123456789\r\nEND\r\n"
+    pipeline = new_pipeline(HASHER)
+    pipeline.open(0, False)
+    start, end = hole
+    pipeline.chunk(0, 0, 0, requests[:start], start, 1_000)
+    pipeline.chunk(0, 0, end, requests[end:], len(requests) - end, 1_000)
+    pipeline.chunk(0, 1, 0, replies, len(replies), 2_000)
+    pipeline.close_all(3_000)
+    assert len(pipeline.take_rows()) == rows
+    parser = pipeline.health()[0]
+    assert (parser["request_bytes_missing"], parser["request_bytes_missing_in_values"]) == (end - start, in_values)

@@ -15,6 +15,7 @@ import pytest
 from pymemcache.client.base import Client
 
 from membench.capture.pcap import PcapFileSource
+from membench.profile.health import losses as profile_losses
 from membench.profile.metadata import METADATA_FILE, ProfileMetadata
 from membench.profile.reader import ProfileReader
 from membench.profile.writer import ProfileWriter
@@ -168,6 +169,40 @@ def test_a_capture_file_stopped_before_its_end_says_so(tmp_path, kind):
 ])
 def test_every_counter_not_known_to_be_harmless_is_a_loss(health, expected):
     assert losses(health) == expected
+
+
+CUT_VALUES = {"capture": {"holes": 2, "bytes_missing": 100, "truncated_bytes": 100, "truncated_events": 2},
+              "parser": {"request_bytes_missing": 40, "request_bytes_missing_in_values": 40,
+                         "response_bytes_missing": 60, "response_bytes_missing_in_values": 60}}
+
+
+def test_holes_that_all_fell_inside_values_are_no_loss_and_any_other_hole_is():
+    assert profile_losses(CUT_VALUES) == {}
+    one_outside = {**CUT_VALUES, "parser": {**CUT_VALUES["parser"], "response_bytes_missing_in_values": 59}}
+    assert set(profile_losses(one_outside)) == {("capture", "holes"), ("capture", "bytes_missing"),
+                                                ("capture", "truncated_bytes"), ("capture", "truncated_events")}
+    unseen_by_parsers = {**CUT_VALUES, "capture": {**CUT_VALUES["capture"], "bytes_missing": 101}}
+    assert ("capture", "bytes_missing") in profile_losses(unseen_by_parsers)
+
+
+def test_big_values_cut_by_the_ebpf_copy_limit_are_whole_rows_and_nothing_lost(memcached, tmp_path):
+    """eBPF copies at most 16 KiB of a system call: the rest of a big value never reaches user space. The parsers
+    know the value's length and keep their framing, so the rows are right; the recording used to be called lossy."""
+    recording = Recording(tmp_path / "big.profile", memcached.port)
+    client = Client((memcached.host, memcached.port), default_noreply=False)
+    for size in (20_000, 100 << 10, 1 << 20):
+        client.set(f"big{size}", b"B" * size)
+        assert client.get(f"big{size}") == b"B" * size
+    assert len(client.get_many([f"big{size}" for size in (20_000, 100 << 10)])) == 2
+    client.close()
+    recording.stop()
+    health = recording.health()
+    assert health["capture"]["truncated_bytes"] > 0
+    assert profile_losses(health) == {}
+    rows = read_profile(recording.out).to_pylist()
+    assert [(row["command"], row["value_length"], row["status"]) for row in rows] == [
+        ("set", 20_000, "stored"), ("get", 20_000, "hit"), ("set", 100 << 10, "stored"), ("get", 100 << 10, "hit"),
+        ("set", 1 << 20, "stored"), ("get", 1 << 20, "hit"), ("get", 20_000, "hit"), ("get", 100 << 10, "hit")]
 
 
 def test_a_disk_that_fills_during_a_recording_stops_it_in_one_line_keeping_what_was_written(memcached, tmp_path):

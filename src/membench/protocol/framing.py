@@ -21,6 +21,9 @@ class ParserStats:
     bytes_parsed: int = 0  # seen bytes that belong to an emitted Request or Response
     bytes_skipped: int = 0  # seen bytes given up on (reported in Skipped events)
     bytes_missing: int = 0  # bytes never seen (holes), whether the parser kept sync across them or not
+    # Of those, the bytes inside payloads of known length (and an END known to follow one): the units are whole,
+    # as when eBPF's per-call copy limit cuts a big value.
+    bytes_missing_in_values: int = 0
     resyncs: int = 0  # times sync was lost (a hole in a head, garbage) and searched for again
     errors: int = 0  # malformed units: garbage lines, over-long lines, implausible binary headers
 
@@ -50,6 +53,7 @@ class FramedParser:
             return events
         self.stats.bytes_missing += length
         if self._remaining:
+            self.stats.bytes_missing_in_values += min(length, self._remaining)
             if length < self._remaining:
                 self._remaining -= length
                 return events

@@ -335,5 +335,6 @@ class TextResponseParser(_LineParser):
             return super().receive_hole(length, timestamp_ns)
         events = super().receive_hole(self._remaining, timestamp_ns)
         self.stats.bytes_missing += _END_SIZE
+        self.stats.bytes_missing_in_values += _END_SIZE
         events.append(response(protocol=_TEXT, reply=Reply.END, start_ns=timestamp_ns, end_ns=timestamp_ns))
         return events + super().receive_hole(excess - _END_SIZE, timestamp_ns)

@@ -22,7 +22,7 @@ cdef enum:
 
 
 cdef class DirectionParser:
-    cdef public int64_t bytes_parsed, bytes_skipped, bytes_missing, resyncs, errors
+    cdef public int64_t bytes_parsed, bytes_skipped, bytes_missing, bytes_missing_in_values, resyncs, errors
     cdef bint is_request, unsure, synced, discarding
     cdef int mode
     cdef uint8_t magic
@@ -57,7 +57,8 @@ cdef class DirectionParser:
 
     def stats(self):
         return {"bytes_parsed": self.bytes_parsed, "bytes_skipped": self.bytes_skipped,
-                "bytes_missing": self.bytes_missing, "resyncs": self.resyncs, "errors": self.errors}
+                "bytes_missing": self.bytes_missing, "bytes_missing_in_values": self.bytes_missing_in_values,
+                "resyncs": self.resyncs, "errors": self.errors}
 
     # -- stream.py: which protocol ---------------------------------------------------------------------------
 
@@ -128,6 +129,7 @@ cdef class DirectionParser:
             return self._framed_hole(length, ts, sink)
         self._framed_hole(self.remaining, ts, sink)
         self.bytes_missing += END_SIZE
+        self.bytes_missing_in_values += END_SIZE
         self.pieces.reset()
         _text_unit(&self.unit, False, R_END, ts, ts)
         sink.on_response(&self.unit, self.pieces)
@@ -168,6 +170,7 @@ cdef class DirectionParser:
             return 0
         self.bytes_missing += length
         if self.remaining:
+            self.bytes_missing_in_values += min(length, self.remaining)
             if length < self.remaining:
                 self.remaining -= length
                 return 0

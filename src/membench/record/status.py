@@ -61,6 +61,11 @@ def print_summary(console: Console, output: Path, summary: RecordSummary) -> Non
         console.print(f"{seen}; lost: {details}", markup=False)
     else:
         console.print(f"{seen}; nothing lost", markup=False)
+    parser = summary.health.get("parser", {})
+    uncopied = parser.get("request_bytes_missing_in_values", 0) + parser.get("response_bytes_missing_in_values", 0)
+    if uncopied:
+        console.print(f"({_bytes(uncopied)} of value bytes were not captured, but the values' lengths were: their "
+                      "rows are whole)", markup=False)
 
 
 def _bytes(count: int) -> str:
