@@ -76,7 +76,8 @@ def without_ending(line: bytes) -> bytes:
 
 def words(line: bytes) -> list[bytes]:
     """A line's tokens as memcached's tokenizer cuts them: at spaces only, so a tab is part of a key."""
-    return [word for word in line.split(b" ") if word]
+    parts = line.split(b" ")
+    return [word for word in parts if word] if b"" in parts else parts  # runs of spaces are rare
 
 
 def _is_printable(line: bytes) -> bool:
