@@ -59,16 +59,12 @@ from membench.replay.run import replay
 from membench.replay.survey import survey
 
 
-def profile_table(rows: int, keys: int = KEYS, first_key: int = 0) -> pa.Table:
-    """`rows` operations over `keys` keys drawn at random; with as many keys as rows, each operation has its own
-    key (the `first_key`-th onwards)."""
+def profile_table(rows: int, keys: int = KEYS) -> pa.Table:
+    """`rows` operations over `keys` keys drawn at random."""
     index = np.arange(rows)
     is_set = index % SET_EVERY == 0
     rng = np.random.default_rng(1)
-    if keys == rows:
-        hashes = np.arange(first_key, first_key + rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # distinct
-    else:
-        hashes = rng.integers(0, 2**63, keys, dtype=np.uint64)[rng.integers(0, keys, rows)]
+    hashes = rng.integers(0, 2**63, keys, dtype=np.uint64)[rng.integers(0, keys, rows)]
     command = np.where(is_set, "set", "get")
     columns = {
         "timestamp_ns": pa.array(1_700_000_000_000_000_000 + index * 10_000, pa.int64()),
@@ -116,6 +112,13 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _each_its_own_key(table: pa.Table, first: int) -> pa.Table:
+    """The rows of `table`, the `first`-th of the profile onwards, each with a key no other row has."""
+    # Times an odd number modulo 2**64: distinct row numbers give distinct hashes.
+    hashes = np.arange(first, first + table.num_rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return table.set_column(table.schema.get_field_index("key_hash"), "key_hash", pa.array(hashes, pa.uint64()))
+
+
 def measure_start(port: int, ops: int, keys: int) -> None:
     """Survey rate, time to the first request and peak RSS of a replay of an `ops`-operation profile over `keys`
     keys (as many as `ops`: each operation its own key)."""
@@ -124,8 +127,9 @@ def measure_start(port: int, ops: int, keys: int) -> None:
         chunk = 1_000_000
         with ProfileWriter(path, ProfileMetadata(source="bench:replay")) as writer:
             for first in range(0, ops, chunk):
-                table = (profile_table(min(chunk, ops - first), min(chunk, ops - first), first) if keys == ops
-                         else profile_table(min(chunk, ops - first), keys))
+                table = profile_table(min(chunk, ops - first), keys)
+                if keys == ops:
+                    table = _each_its_own_key(table, first)
                 writer.write_batch(table.set_column(0, "timestamp_ns", pa.compute.add(table["timestamp_ns"],
                                                                                       first * 10_000)))
         reader = ProfileReader(path)

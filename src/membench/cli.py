@@ -16,9 +16,8 @@ from typing import NoReturn
 from rich.console import Console
 
 from membench import __version__
-from membench.argtypes import nonempty_path, port, positive_float, positive_int
+from membench.argtypes import VersionAction, nonempty_path, port, positive_float, positive_int
 from membench.errors import MembenchError, StoppedEarly
-from membench.extensions import VersionAction
 from membench.terminal import ReaderSafeConsole, console_on, hold_standard_streams, show_warning
 
 DEFAULT_PORT = 11211

@@ -8,10 +8,8 @@ test suite say which one runs.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
-import sys
 from types import ModuleType
 
 DISABLED = os.environ.get("MEMBENCH_NO_EXTENSIONS", "") not in ("", "0")
@@ -30,21 +28,6 @@ def describe() -> str:
     if not built:
         return "pure Python: the compiled twins were not built"
     return "compiled twins: " + ", ".join(built)
-
-
-class VersionAction(argparse.Action):
-    """`--version`, which says which implementation runs: importing every twin to tell costs a tenth of a second,
-    paid only when asked, not at every start of the CLI."""
-
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, version: str = "",
-                 help: str | None = "show the version and which implementation runs, and exit") -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
-        self.version = version
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        sys.stdout.write(f"{self.version} ({describe()})\n")
-        parser.exit()
 
 
 def compiled(name: str) -> ModuleType | None:

@@ -6,12 +6,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TextIO, cast
 
 from rich.console import Console
 
 # Piped or logged output has no width to fit: tables keep their natural width, so no number is ever cut.
 _UNBOUNDED_WIDTH = 10_000
+
+
+@contextlib.contextmanager
+def _failure_as_broken_pipe() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise BrokenPipeError(error.errno, error.strerror) from error
 
 
 class _WriteFailureAsBrokenPipe:
@@ -22,20 +33,12 @@ class _WriteFailureAsBrokenPipe:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
+        with _failure_as_broken_pipe():
             return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise BrokenPipeError(error.errno, error.strerror) from error
 
     def flush(self) -> None:
-        try:
+        with _failure_as_broken_pipe():
             self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise BrokenPipeError(error.errno, error.strerror) from error
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)

@@ -38,8 +38,15 @@ def losses(health: dict[str, dict[str, Any]]) -> dict[tuple[str, str], int]:
     return found
 
 
+def bytes_missing_in_values(health: dict[str, dict[str, Any]]) -> int:
+    """Bytes the capture missed inside values whose lengths the parsers knew: no row lacks anything for them."""
+    parser = health.get("parser", {})
+    return int(parser.get("request_bytes_missing_in_values", 0) + parser.get("response_bytes_missing_in_values", 0))
+
+
 def _holes_all_in_values(health: dict[str, dict[str, Any]]) -> bool:
-    parser, capture = health.get("parser", {}), health.get("capture", {})
+    """Whether the parsers saw every byte the capture missed, and each fell inside a value."""
+    parser = health.get("parser", {})
     missing = parser.get("request_bytes_missing", 0) + parser.get("response_bytes_missing", 0)
-    in_values = parser.get("request_bytes_missing_in_values", 0) + parser.get("response_bytes_missing_in_values", 0)
-    return in_values == missing and capture.get("bytes_missing", 0) <= missing
+    capture_missing = health.get("capture", {}).get("bytes_missing", 0)
+    return 0 < missing == bytes_missing_in_values(health) and capture_missing <= missing

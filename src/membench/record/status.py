@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from membench.profile.health import bytes_missing_in_values
 from membench.profile.health import losses as profile_losses
 from membench.record.recorder import Progress, RecordSummary
 from membench.status_line import StatusLine
@@ -61,8 +62,7 @@ def print_summary(console: Console, output: Path, summary: RecordSummary) -> Non
         console.print(f"{seen}; lost: {details}", markup=False)
     else:
         console.print(f"{seen}; nothing lost", markup=False)
-    parser = summary.health.get("parser", {})
-    uncopied = parser.get("request_bytes_missing_in_values", 0) + parser.get("response_bytes_missing_in_values", 0)
+    uncopied = bytes_missing_in_values(summary.health)
     if uncopied:
         console.print(f"({_bytes(uncopied)} of value bytes were not captured, but the values' lengths were: their "
                       "rows are whole)", markup=False)

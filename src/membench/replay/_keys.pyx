@@ -16,10 +16,7 @@ cdef bytes _ALPHABET = ALPHABET
 assert len(ALPHABET) == BASE and INJECTIVE_LENGTH == DIGITS, "keys.py's alphabet and key digits changed"
 
 
-cdef inline uint64_t _mix(uint64_t value) noexcept:
-    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9ULL
-    value = (value ^ (value >> 27)) * 0x94D049BB133111EBULL
-    return value ^ (value >> 31)
+include "_splitmix.pxi"
 
 
 cdef inline void _digits(uint64_t number, char* out, const char* alphabet) noexcept:
@@ -44,7 +41,7 @@ def long_keys(const uint64_t[::1] hashes, const int64_t[::1] lengths):
         key = PyBytes_FromStringAndSize(NULL, length)
         out = PyBytes_AS_STRING(key)
         _digits(hashes[row], out, alphabet)
-        _digits(_mix(hashes[row]), filler, alphabet)
+        _digits(splitmix64(hashes[row]), filler, alphabet)
         for position in range(length - DIGITS):
             out[DIGITS + position] = filler[position % DIGITS]
         keys.append(key)

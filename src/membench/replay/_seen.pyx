@@ -9,6 +9,8 @@ import numpy as np
 
 from membench.replay.seen import check_lengths
 
+include "_splitmix.pxi"
+
 cdef Py_ssize_t FIRST_SLOTS = 1024
 
 
@@ -18,11 +20,8 @@ cdef struct Slot:
 
 
 cdef inline uint64_t _spread(uint64_t hash, uint32_t length_1) noexcept:
-    # Profile hashes are uniform, but hand-made or imported ones may not be: splitmix64's finalizer spreads them.
-    cdef uint64_t value = hash ^ (<uint64_t>length_1 * 0x9E3779B97F4A7C15ULL)
-    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9ULL
-    value = (value ^ (value >> 27)) * 0x94D049BB133111EBULL
-    return value ^ (value >> 31)
+    # Profile hashes are uniform, but hand-made or imported ones may not be.
+    return splitmix64(hash ^ (<uint64_t>length_1 * 0x9E3779B97F4A7C15ULL))
 
 
 cdef class SeenKeys:
