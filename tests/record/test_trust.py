@@ -183,6 +183,8 @@ def test_holes_that_all_fell_inside_values_are_no_loss_and_any_other_hole_is():
                                                 ("capture", "truncated_bytes"), ("capture", "truncated_events")}
     unseen_by_parsers = {**CUT_VALUES, "capture": {**CUT_VALUES["capture"], "bytes_missing": 101}}
     assert ("capture", "bytes_missing") in profile_losses(unseen_by_parsers)
+    assert profile_losses({"capture": {"holes": 1, "truncated_events": 1}}) == {("capture", "holes"): 1,
+                                                                          ("capture", "truncated_events"): 1}
 
 
 def test_big_values_cut_by_the_ebpf_copy_limit_are_whole_rows_and_nothing_lost(memcached, tmp_path):
