@@ -257,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
+    from membench.record.process_setup import prepare_recording_process
+
+    prepare_recording_process()
     from membench.capture.open import open_source
     from membench.profile.metadata import ProfileMetadata
     from membench.profile.writer import ProfileWriter
