@@ -5,7 +5,8 @@ The capture is bench/pcap_ingest.py's (real memcaslap traffic on loopback, cache
 the first run). Stages, each timed over the whole file in this process:
   1. walk, parse, pair, hash: the compiled path: PcapFileSource.feed into the compiled pipeline (packets decoded,
                               reassembled and parsed in C), rows kept, not written
-  2. + write the profile:     the Recorder into a ProfileWriter, closing (compacting) the profile included
+  2. + write the profile:     the Recorder into the ProfileWriter `record` uses for a file (each part written once, in
+                              its final encoding), closing included
   end to end:                 `python -m membench record FILE OUT -p PORT -q` as a user runs it: stage 2 plus the
                               interpreter's start and imports; the headline figure
 For reference, the Python specification's path on the same file (PcapFileSource's stream items into the Python
@@ -70,12 +71,12 @@ def specification_path(port: int) -> tuple[float, int]:
 
 
 def recorder_in_process(port: int) -> tuple[float, int]:
-    """Seconds for Recorder.run over the file into a profile, closing (and compacting) it included; operations."""
+    """Seconds for Recorder.run over the file into a profile as `record` writes it, closing included; operations."""
     with tempfile.TemporaryDirectory() as scratch:
         source = PcapFileSource(pcap_ingest.CAPTURE, [port])
         metadata = ProfileMetadata(source=source.name, ports=[port])
         started = time.perf_counter()
-        with ProfileWriter(Path(scratch) / "profile", metadata) as writer:
+        with ProfileWriter.for_input_file(Path(scratch) / "profile", metadata) as writer:
             summary = Recorder(source, writer, KeyHasher.random()).run()
         return time.perf_counter() - started, summary.operations
 

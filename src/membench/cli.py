@@ -261,6 +261,7 @@ def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
 
     prepare_recording_process()
     from membench.capture.open import open_source
+    from membench.capture.pcap import PcapFileSource
     from membench.profile.metadata import ProfileMetadata
     from membench.profile.writer import ProfileWriter
     from membench.record.anonymize import KeyHasher, SaltKdf
@@ -275,7 +276,8 @@ def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
     metadata = ProfileMetadata(source=source.name, ports=list(ports), salt_fingerprint=hasher.fingerprint,
                                salt_kdf=None if kdf is None else kdf.as_dict())
     status = None if args.quiet or not sys.stderr.isatty() else RecordStatus(console)
-    with ProfileWriter(args.output, metadata, overwrite=args.force) as writer:
+    open_writer = ProfileWriter.for_input_file if isinstance(source, PcapFileSource) else ProfileWriter
+    with open_writer(args.output, metadata, overwrite=args.force) as writer:
         recorder = Recorder(source, writer, hasher, on_progress=status)
 
         def stop(_signum: int, _frame: FrameType | None) -> None:

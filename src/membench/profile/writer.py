@@ -1,19 +1,22 @@
 """Streams operations into a profile directory that stays readable if the recorder is killed at any moment.
 
 Rows are buffered as plain tuples (one list append per operation: the cheapest thing Python can do) and turned
-into columns once per part. A part is written to a hidden temporary name, fsynced and renamed, and only
-then listed in `_profile.json`, so the directory never holds a half-written part under its real name and the
-listing never names a part that is not whole. Rotation happens at least every `part_seconds` (a Parquet file is
-unreadable until its footer is written) and at `part_rows` rows (the memory bound).
+into columns once per part, or per _TUPLE_ROWS rows where parts are larger. A part is written to a hidden
+temporary name, fsynced and renamed, and only then listed in `_profile.json`, so the directory never holds a
+half-written part under its real name and the listing never names a part that is not whole. Rotation happens at
+least every `part_seconds` (a Parquet file is unreadable until its footer is written) and at `part_rows` rows (the
+memory bound).
 
 A clean close compacts the one-second parts into files of large row groups: the dictionary of key hashes is then
 stored once per million rows instead of once per second, which is most of the size win of dictionary encoding.
+Rows read from a file need no one-second parts: `for_input_file` writes each part once, already compacted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import time
 import warnings
@@ -28,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from membench.errors import MembenchError
-from membench.profile.compaction import compact
+from membench.profile.compaction import COMPACT_ROW_GROUP_ROWS, compact
 from membench.profile.metadata import (
     FORMER_METADATA_FILE,
     METADATA_FILE,
@@ -45,6 +48,9 @@ from membench.profile.schema import COLUMNS, INT64_MAX, SCHEMA, Operation
 DEFAULT_PART_ROWS = 1 << 17
 DEFAULT_PART_SECONDS = 1.0
 _CHECK_EVERY_ROWS = 1024  # how often write() looks at the clock: often enough for 1 s rotation at any real rate
+# Most rows kept as tuples: more are turned into a table first (a tuple row takes ten times its columns' memory),
+# which matters where parts are large (for_input_file).
+_TUPLE_ROWS = DEFAULT_PART_ROWS
 
 # Dictionary encoding pays off where few distinct values repeat (hashes of hot keys, a handful of value sizes);
 # timestamps and request numbers only grow, so they are stored as bit-packed deltas instead.
@@ -85,7 +91,7 @@ class ProfileWriter:
 
     def __init__(self, path: Path, metadata: ProfileMetadata, *, overwrite: bool = False,
                  part_rows: int = DEFAULT_PART_ROWS, part_seconds: float = DEFAULT_PART_SECONDS,
-                 compact: bool = True) -> None:
+                 compact: bool = True, final_encoding: bool = False) -> None:
         if part_rows < 1 or part_seconds <= 0:
             raise ValueError("part_rows and part_seconds must be positive")
         self.path = Path(path)
@@ -95,11 +101,12 @@ class ProfileWriter:
         self.metadata.complete = False
         self._part_rows = part_rows
         self._part_seconds = part_seconds
-        self._compact = compact
+        self._compact = compact and not final_encoding
+        self._part_options = _PARQUET_OPTIONS if final_encoding else _LIVE_PARQUET_OPTIONS
         self._rows: list[tuple[Any, ...]] = []
         self._columns: list[pa.Table] = []  # rows that came as columns (the compiled record pipeline)
         self._column_rows = 0
-        self._check_at = min(_CHECK_EVERY_ROWS, part_rows)
+        self._check_at = min(_CHECK_EVERY_ROWS, part_rows, _TUPLE_ROWS)
         self._next_part = 0
         self._closed = False
         self._health_pending = False
@@ -108,6 +115,17 @@ class ProfileWriter:
         self._prepare_directory(overwrite)
         self._last_flush = time.monotonic()
         self._write_metadata()
+
+    @classmethod
+    def for_input_file(cls, path: Path, metadata: ProfileMetadata, *, overwrite: bool = False) -> Self:
+        """A writer for rows read from a file (a capture), not arriving live.
+
+        Each part is one row group of compaction's size in the final encoding, written once: closing has nothing
+        to compact. The price is in what a crash loses, the rows since the last part (up to a row group's worth),
+        which reading the file again gives back.
+        """
+        return cls(path, metadata, overwrite=overwrite, part_rows=COMPACT_ROW_GROUP_ROWS, part_seconds=math.inf,
+                   final_encoding=True)
 
     def __enter__(self) -> Self:
         return self
@@ -205,9 +223,8 @@ class ProfileWriter:
             self._closed = True
             # Keep what can still be kept; the error that brought us here is the one to report.
             with contextlib.suppress(MembenchError):
-                self._rows, rows = [], self._rows
-                if rows:
-                    self._write_part(self._table(rows))
+                if self._rows:
+                    self._tabulate_rows()
                 if self._columns:
                     self._write_part(pa.concat_tables(self._columns))
             # Even when those rows could not be written: the counters say what the rows alone do not, why they end.
@@ -237,30 +254,36 @@ class ProfileWriter:
 
     def _rotate_if_due(self) -> None:
         count = len(self._rows)
-        if count >= self._part_rows or time.monotonic() - self._last_flush >= self._part_seconds:
+        if count + self._column_rows >= self._part_rows or time.monotonic() - self._last_flush >= self._part_seconds:
             self._flush()
+        elif count >= _TUPLE_ROWS:
+            self._tabulate_rows()
         else:
-            self._check_at = min(count + _CHECK_EVERY_ROWS, self._part_rows)
+            self._check_at = min(count + _CHECK_EVERY_ROWS, self._part_rows, _TUPLE_ROWS)
+
+    def _tabulate_rows(self) -> None:
+        """The buffered tuples as a table, after the tables buffered before them."""
+        rows, self._rows = self._rows, []
+        table = self._table(rows)
+        self._columns.append(table)
+        self._column_rows += table.num_rows
+        self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows, _TUPLE_ROWS)
 
     def _flush(self) -> None:
         if self._closed:
             raise MembenchError("the profile writer is already closed")
-        rows = self._rows
-        if rows:
-            self._rows = []
-            try:
-                self._write_part(self._table(rows))
-            except ProfileWriteError:
-                self._rows = rows + self._rows  # kept for a later try (when the writer is abandoned, say)
-                raise
+        if self._rows:
+            self._tabulate_rows()
         if self._columns:
             table = pa.concat_tables(self._columns)
             for offset in range(0, table.num_rows, self._part_rows):
+                # What is not written yet stays buffered if the disk refuses this part (for the abandon's try).
+                self._columns = [table.slice(offset)]
+                self._column_rows = table.num_rows - offset
                 self._write_part(table.slice(offset, self._part_rows))
-                self._columns = [table.slice(offset + self._part_rows)]
             self._columns = []
             self._column_rows = 0
-        self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows)
+        self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows, _TUPLE_ROWS)
         self._last_flush = time.monotonic()
 
     def _table(self, rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -296,7 +319,7 @@ class ProfileWriter:
         temporary = self.path / f".{name}.tmp"
         try:
             with open(temporary, "wb", opener=private) as handle:
-                with pq.ParquetWriter(handle, self._schema_with_metadata(), **_LIVE_PARQUET_OPTIONS) as writer:
+                with pq.ParquetWriter(handle, self._schema_with_metadata(), **self._part_options) as writer:
                     writer.write_table(table, row_group_size=row_group_rows)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -1,0 +1,48 @@
+"""Profiles of rows read from a file: written once, in the final encoding, with nothing left to compact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from membench.profile.compaction import COMPACT_ROW_GROUP_ROWS, staging_directory
+from membench.profile.reader import ProfileReader
+from membench.profile.writer import ProfileWriter
+from tests.conftest import PCAP_CORPUS, run_membench
+from tests.profile.synthetic import metadata, synthetic_operations
+
+
+def _encodings(profile: Path) -> set[tuple[str, str]]:
+    """(compression, whether the key hashes are dictionary-encoded) of every row group of every part."""
+    found = set()
+    for part in sorted(profile.glob("part-*.parquet")):
+        meta = pq.ParquetFile(part).metadata
+        for group in range(meta.num_row_groups):
+            key_hash = meta.row_group(group).column(meta.schema.names.index("key_hash"))
+            found.add((key_hash.compression, str(key_hash.has_dictionary_page)))
+    return found
+
+
+def test_a_recorded_capture_file_is_in_the_final_encoding(tmp_path: Path) -> None:
+    # Before, a capture small enough for one part kept the live parts' encoding (lz4, key hashes plain), and a
+    # larger one was written twice: as live parts, then again by compaction.
+    profile = tmp_path / "p.profile"
+    run_membench("record", str(PCAP_CORPUS / "memcache_text_tcp_multi_store_load.pcap"), str(profile), "-q",
+                 check=True)
+    assert _encodings(profile) == {("ZSTD", "True")}
+
+
+def test_rows_come_back_in_order_past_the_tuple_buffer(tmp_path: Path) -> None:
+    # Rows given one by one are turned into tables on the way (not kept as tuples up to a part's size): the
+    # profile still holds them in the order written, in one row group of compaction's size.
+    ops = synthetic_operations(300_000)
+    profile = tmp_path / "p.profile"
+    with ProfileWriter.for_input_file(profile, metadata()) as writer:
+        for op in ops:
+            writer.write(op)
+    assert ProfileReader(profile).read_table().to_pylist() == [op._asdict() for op in ops]
+    groups = [pq.ParquetFile(part).metadata.num_row_groups for part in profile.glob("part-*.parquet")]
+    assert groups == [1] and len(ops) < COMPACT_ROW_GROUP_ROWS
+    assert _encodings(profile) == {("ZSTD", "True")}
+    assert not staging_directory(profile).exists()
