@@ -290,7 +290,8 @@ class BinaryRequestParser(_PacketParser):
         if cas and command in _CAS_CAPABLE:
             command = _CAS  # a binary set or replace with a unique is a compare-and-swap (memcached counts it so)
         return request(protocol=_BINARY, command=command, keys=keys, value_length=value_length, flags=flags, ttl=ttl,
-                       quiet=kind.quiet, opaque=opaque, start_ns=start, end_ns=end, delta=delta, initial=initial)
+                       quiet=kind.quiet, opaque=opaque, start_ns=start, end_ns=end, delta=delta, initial=initial,
+                       binary_opcode=opcode)
 
 
 class BinaryResponseParser(_PacketParser):

@@ -77,6 +77,7 @@ class Request(NamedTuple):
     effect: Command | None  # meta: the classic command with the same effect (ms MA -> append, ma MD -> decr, ...)
     delta: int | None  # incr/decr/ma: the amount
     initial: int | None  # a counter that creates a missing key (binary with an expiration, ma N): its first value
+    binary_opcode: int | None = None  # a binary request's opcode, which memcached's reply to it repeats
 
 
 class Reply(StrEnum):
@@ -123,11 +124,12 @@ class Response(NamedTuple):
 def request(*, protocol: Protocol, command: Command, start_ns: int, end_ns: int, keys: tuple[bytes, ...] = (),
             value_length: int | None = None, flags: int | None = None, ttl: int | None = None, noreply: bool = False,
             quiet: bool = False, opaque: int | bytes | None = None, meta_flags: bytes = b"",
-            effect: Command | None = None, delta: int | None = None, initial: int | None = None) -> Request:
+            effect: Command | None = None, delta: int | None = None, initial: int | None = None,
+            binary_opcode: int | None = None) -> Request:
     """A Request, naming only what the command says: every other field keeps its "not said" value."""
     return Request(protocol=protocol, command=command, keys=keys, value_length=value_length, flags=flags, ttl=ttl,
                    noreply=noreply, quiet=quiet, opaque=opaque, meta_flags=meta_flags, start_ns=start_ns,
-                   end_ns=end_ns, effect=effect, delta=delta, initial=initial)
+                   end_ns=end_ns, effect=effect, delta=delta, initial=initial, binary_opcode=binary_opcode)
 
 
 def response(*, protocol: Protocol, reply: Reply, start_ns: int, end_ns: int, key: bytes | None = None,

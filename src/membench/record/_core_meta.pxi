@@ -118,6 +118,7 @@ cdef void _meta_unit(Unit* unit, int command, MetaFlags* m, int64_t start, int64
     unit.quiet = m.quiet
     unit.opaque_kind = 0
     unit.opaque_number = 0
+    unit.opcode = -1
     unit.letters = m.letters
     unit.keys = 0
     unit.value_length = unit.flags = unit.ttl = unit.cas = num_none()

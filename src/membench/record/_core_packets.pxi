@@ -122,6 +122,7 @@ cdef void _packet_unit(DirectionParser p, const uint8_t* h, int64_t start, int64
     unit.protocol = P_BINARY
     unit.opaque_kind = 1
     unit.opaque_number = _be32(h + 12)
+    unit.opcode = opcode
     if OP_KEYED[opcode] and key_length:
         p.pieces.add(x + extras, key_length)
         unit.keys = 1

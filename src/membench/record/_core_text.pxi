@@ -109,6 +109,7 @@ cdef inline void _text_unit(Unit* unit, bint is_request, int code, int64_t start
     unit.noreply = unit.quiet = 0
     unit.opaque_kind = 0
     unit.opaque_number = 0
+    unit.opcode = -1
     unit.letters = 0
     unit.keys = 0
     unit.value_length = unit.flags = unit.ttl = unit.delta = unit.initial = unit.cas = num_none()

@@ -119,6 +119,7 @@ cdef struct Unit:
     uint8_t quiet
     uint8_t opaque_kind  # 0: none, 1: a binary opaque (opaque_number), 2: a meta O token (bytes after the keys)
     uint32_t opaque_number
+    int16_t opcode  # binary: the packet's opcode, which a reply repeats from its request; -1 otherwise
     uint64_t letters  # bit c - 64 for every meta flag letter c in 64..127
     uint32_t keys  # requests: how many keys; responses: 1 if the reply names a key
     Num value_length
@@ -208,6 +209,7 @@ cdef int unit_from_python(object event, Unit* unit, UnitBytes pieces, bint is_re
     opaque = event.opaque
     unit.opaque_kind = 0
     unit.opaque_number = 0
+    unit.opcode = -1 if event.binary_opcode is None else event.binary_opcode
     if is_request:
         unit.command = COMMANDS.index(event.command)
         unit.reply = NONE

@@ -229,6 +229,8 @@ class ConnectionPairer:
         request = pending.request
         reply = response.reply
         command = request.command
+        if request.binary_opcode is not None and response.binary_opcode != request.binary_opcode:
+            return False  # memcached repeats the request's opcode in its reply, errors included
         if reply in _ERRORS or command is _OTHER_COMMAND:
             return True
         key = response.key
