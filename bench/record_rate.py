@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import os
 
-# As the membench CLI does (cli.py): numpy's OpenBLAS threads would spin beside the measured work.
+# As the membench CLI does (cli.py): numpy's OpenBLAS threads would spin beside the measured work. And as `record`
+# does (record/process_setup.py), Arrow allocates from the C heap, chosen before pyarrow loads: the in-process
+# stages then run as the CLI does.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import argparse
 import json

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from membench.profile.compaction import COMPACT_ROW_GROUP_ROWS, staging_directory
 from membench.profile.reader import ProfileReader
+from membench.profile.schema import SCHEMA
 from membench.profile.writer import ProfileWriter
 from tests.conftest import PCAP_CORPUS, run_membench
 from tests.profile.synthetic import metadata, synthetic_operations
@@ -43,6 +45,19 @@ def test_rows_come_back_in_order_past_the_tuple_buffer(tmp_path: Path) -> None:
             writer.write(op)
     assert ProfileReader(profile).read_table().to_pylist() == [op._asdict() for op in ops]
     groups = [pq.ParquetFile(part).metadata.num_row_groups for part in profile.glob("part-*.parquet")]
-    assert groups == [1] and len(ops) < COMPACT_ROW_GROUP_ROWS
+    assert groups == [1]
     assert _encodings(profile) == {("ZSTD", "True")}
     assert not staging_directory(profile).exists()
+
+
+def test_parts_are_whole_row_groups_and_only_the_last_is_short(tmp_path: Path) -> None:
+    # The compiled pipeline hands its rows over as tables of any size. A rotation used to write all it held, the
+    # rows past the part's size too, as a small part of their own after every full one.
+    table = pa.Table.from_pylist([op._asdict() for op in synthetic_operations(1000)], schema=SCHEMA)
+    chunks = [table] * 700  # 700,000 rows in tables of 1,000, then as many again
+    profile = tmp_path / "p.profile"
+    with ProfileWriter.for_input_file(profile, metadata()) as writer:
+        for chunk in chunks * 2:
+            writer.write_columns(chunk)
+    sizes = [pq.ParquetFile(part).metadata.num_rows for part in sorted(profile.glob("part-*.parquet"))]
+    assert sizes == [COMPACT_ROW_GROUP_ROWS, 1_400_000 - COMPACT_ROW_GROUP_ROWS]

@@ -106,7 +106,7 @@ class ProfileWriter:
         self._rows: list[tuple[Any, ...]] = []
         self._columns: list[pa.Table] = []  # rows that came as columns (the compiled record pipeline)
         self._column_rows = 0
-        self._check_at = min(_CHECK_EVERY_ROWS, part_rows, _TUPLE_ROWS)
+        self._check_at = self._next_check(0)
         self._next_part = 0
         self._closed = False
         self._health_pending = False
@@ -149,7 +149,7 @@ class ProfileWriter:
 
     def write_many(self, ops: Iterable[Operation]) -> None:
         iterator = iter(ops)
-        while chunk := list(islice(iterator, self._part_rows - len(self._rows))):
+        while chunk := list(islice(iterator, max(1, min(self._part_rows, _TUPLE_ROWS) - len(self._rows)))):
             self._rows.extend(chunk)
             self._rotate_if_due()
 
@@ -159,7 +159,7 @@ class ProfileWriter:
             self._columns.append(table)
             self._column_rows += table.num_rows
             if self._column_rows >= self._part_rows:
-                self._flush()
+                self._flush(whole_parts_only=True)
 
     def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append rows that are already columnar (conversions, generated workloads), after the buffered rows."""
@@ -254,12 +254,18 @@ class ProfileWriter:
 
     def _rotate_if_due(self) -> None:
         count = len(self._rows)
-        if count + self._column_rows >= self._part_rows or time.monotonic() - self._last_flush >= self._part_seconds:
+        if time.monotonic() - self._last_flush >= self._part_seconds:
             self._flush()
+        elif count + self._column_rows >= self._part_rows:
+            self._flush(whole_parts_only=True)
         elif count >= _TUPLE_ROWS:
             self._tabulate_rows()
         else:
-            self._check_at = min(count + _CHECK_EVERY_ROWS, self._part_rows, _TUPLE_ROWS)
+            self._check_at = self._next_check(count)
+
+    def _next_check(self, count: int) -> int:
+        """The tuple count at which write() next looks at the clock and the buffer's size."""
+        return min(count + _CHECK_EVERY_ROWS, self._part_rows - self._column_rows, _TUPLE_ROWS)
 
     def _tabulate_rows(self) -> None:
         """The buffered tuples as a table, after the tables buffered before them."""
@@ -267,24 +273,31 @@ class ProfileWriter:
         table = self._table(rows)
         self._columns.append(table)
         self._column_rows += table.num_rows
-        self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows, _TUPLE_ROWS)
+        self._check_at = self._next_check(0)
 
-    def _flush(self) -> None:
+    def _flush(self, whole_parts_only: bool = False) -> None:
+        """Write the buffered rows as parts. A rotation by size writes whole parts only: the rest waits for the rows
+        after it, or for the clock, close or abandon, rather than making a part of its own."""
         if self._closed:
             raise MembenchError("the profile writer is already closed")
         if self._rows:
             self._tabulate_rows()
         if self._columns:
             table = pa.concat_tables(self._columns)
-            for offset in range(0, table.num_rows, self._part_rows):
-                # What is not written yet stays buffered if the disk refuses this part (for the abandon's try).
-                self._columns = [table.slice(offset)]
-                self._column_rows = table.num_rows - offset
-                self._write_part(table.slice(offset, self._part_rows))
-            self._columns = []
-            self._column_rows = 0
-        self._check_at = min(_CHECK_EVERY_ROWS, self._part_rows, _TUPLE_ROWS)
-        self._last_flush = time.monotonic()
+            end = table.num_rows - table.num_rows % self._part_rows if whole_parts_only else table.num_rows
+            for offset in range(0, end, self._part_rows):
+                part = table.slice(offset, min(self._part_rows, end - offset))
+                self._store_part(part)  # if the disk refuses it, its rows stay buffered for the abandon's try
+                # Its file is in place: its rows leave the buffer before the metadata is written, so that a
+                # failure there does not have the abandon write them a second time.
+                self._columns = [table.slice(offset + part.num_rows)]
+                self._column_rows = table.num_rows - offset - part.num_rows
+                self._write_metadata()
+            self._columns = [table.slice(end)] if end < table.num_rows else []
+            self._column_rows = table.num_rows - end
+        self._check_at = self._next_check(0)
+        if not self._column_rows:
+            self._last_flush = time.monotonic()
 
     def _table(self, rows: list[tuple[Any, ...]]) -> pa.Table:
         """The rows as a table; a row that does not fit the schema is left out and counted, never fatal to the
@@ -302,6 +315,11 @@ class ProfileWriter:
             return pa.concat_tables(kept) if kept else SCHEMA.empty_table()
 
     def _write_part(self, table: pa.Table) -> None:
+        self._store_part(table)
+        self._write_metadata()
+
+    def _store_part(self, table: pa.Table) -> None:
+        """Write the rows as the next part file and list it in the metadata (in memory: written by the caller)."""
         if table.num_rows == 0:
             return
         low, high = pc.min_max(table["timestamp_ns"]).values()
@@ -313,7 +331,6 @@ class ProfileWriter:
         self._write_parquet(name, table, row_group_rows=table.num_rows)
         metadata.parts.append(name)
         metadata.operations += table.num_rows
-        self._write_metadata()
 
     def _write_parquet(self, name: str, table: pa.Table, row_group_rows: int) -> None:
         temporary = self.path / f".{name}.tmp"
