@@ -49,3 +49,17 @@ def test_a_reply_lost_in_a_hole_does_not_let_the_next_one_answer_another_command
     pipeline.close_all(3_000)
     rows = [dict(zip(COLUMNS, row, strict=True)) for row in pipeline.take_rows()]
     assert [(row["command"], row["status"]) for row in rows] == [("add", "unanswered"), ("set", "stored")]
+
+
+@pytest.mark.parametrize("make", pipelines())
+def test_a_text_error_still_answers_a_binary_request(make: Any) -> None:
+    # memcached run with -B ascii reads a binary client's bytes as text and answers ERROR: a reply with no opcode
+    # to compare, which answers the request as an error, as before.
+    pipeline = make()
+    pipeline.open(1, False)
+    get = HEADER.pack(0x80, 0x00, 1, 0, 0, 0, 1, 0, 0) + b"a"
+    pipeline.chunk(1, 0, 0, get, len(get), 1_000)
+    pipeline.chunk(1, 1, 0, b"ERROR\r\n", 7, 2_000)
+    pipeline.close_all(3_000)
+    rows = [dict(zip(COLUMNS, row, strict=True)) for row in pipeline.take_rows()]
+    assert [(row["command"], row["status"]) for row in rows] == [("get", "error")]

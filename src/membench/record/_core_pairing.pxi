@@ -159,8 +159,8 @@ cdef class Pairer(UnitSink):
     cdef bint _can_answer(self, Pending* pending, Unit* response, UnitBytes pieces) noexcept:
         cdef Unit* request = &pending.request
         cdef int reply = response.reply, command = request.command
-        if request.opcode >= 0 and response.opcode != request.opcode:
-            return False  # pairing.py: memcached repeats the request's opcode in its reply, errors included
+        if request.opcode >= 0 and response.opcode >= 0 and response.opcode != request.opcode:
+            return False  # pairing.py: memcached repeats a binary request's opcode in its binary reply
         if ERROR_REPLIES & (1u << reply) or command == C_OTHER:
             return True
         if response.keys and request.keys and not self._has_key(pending, pieces.piece(0), pieces.piece_length(0)):

@@ -229,8 +229,9 @@ class ConnectionPairer:
         request = pending.request
         reply = response.reply
         command = request.command
-        if request.binary_opcode is not None and response.binary_opcode != request.binary_opcode:
-            return False  # memcached repeats the request's opcode in its reply, errors included
+        opcode = response.binary_opcode
+        if opcode is not None and request.binary_opcode is not None and opcode != request.binary_opcode:
+            return False  # memcached repeats a binary request's opcode in its binary reply, errors included
         if reply in _ERRORS or command is _OTHER_COMMAND:
             return True
         key = response.key
