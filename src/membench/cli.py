@@ -266,7 +266,7 @@ def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
     from membench.profile.writer import ProfileWriter
     from membench.record.anonymize import KeyHasher, SaltKdf
     from membench.record.recorder import Recorder
-    from membench.record.status import RecordStatus, print_summary
+    from membench.record.status import RecordStatus, explain_capture, print_summary
 
     ports = tuple(args.ports or (DEFAULT_PORT,))
     passphrase = _passphrase(args, console)
@@ -297,24 +297,8 @@ def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
             raise StoppedEarly(f"stopped before the end of {args.source}: the profile keeps the "
                                f"{summary.operations:,} operations read until then, and is marked incomplete")
     print_summary(console, args.output, summary)
-    _explain_capture(console, summary.health.get("capture", {}), source.name, port_list)
+    explain_capture(console, summary.health.get("capture", {}), source.name, port_list)
     return 1 if console.reader_gone else 0  # the profile is whole, but its summary reached nobody
-
-
-def _explain_capture(console: Console, capture: dict[str, int], source: str, port_list: str) -> None:
-    """What a user would otherwise take for a bug: a recording that ended early or saw nothing to record."""
-    if capture.get("followed_processes_exited"):
-        console.print(f"the processes {source} follows have exited: the recording ended with them", markup=False)
-    if capture.get("connections"):
-        return
-    if capture.get("packets"):
-        console.print(f"none of the {capture['packets']:,} packets was to or from port {port_list}: is --port the "
-                      "memcached port of this capture?", markup=False)
-    elif source == "ebpf:any":
-        console.print(f"no connection on port {port_list} was seen: is memcached serving there?", markup=False)
-    elif source.startswith("ebpf:"):
-        console.print(f"no connection on port {port_list} was seen in the processes of {source}: is that "
-                      "memcached, and --port its port?", markup=False)
 
 
 def _traces(args: argparse.Namespace, console: Console) -> int:

@@ -75,3 +75,19 @@ def _bytes(count: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+def explain_capture(console: Console, capture: dict[str, int], source: str, port_list: str) -> None:
+    """What a user would otherwise take for a bug: a recording that ended early or saw nothing to record."""
+    if capture.get("followed_processes_exited"):
+        console.print(f"the processes {source} follows have exited: the recording ended with them", markup=False)
+    if capture.get("connections"):
+        return
+    if capture.get("packets"):
+        console.print(f"none of the {capture['packets']:,} packets was to or from port {port_list}: is --port the "
+                      "memcached port of this capture?", markup=False)
+    elif source == "ebpf:any":
+        console.print(f"no connection on port {port_list} was seen: is memcached serving there?", markup=False)
+    elif source.startswith("ebpf:"):
+        console.print(f"no connection on port {port_list} was seen in the processes of {source}: is that "
+                      "memcached, and --port its port?", markup=False)
