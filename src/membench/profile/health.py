@@ -21,7 +21,7 @@ _REPEATED = frozenset({("parser", "request_bytes_missing"), ("parser", "response
 
 
 # The capture's counters of bytes it did not see: no loss when every one of them fell inside a value whose length
-# the parsers knew (eBPF copies at most 16 KiB of a system call, and cuts big values), so every unit is whole.
+# the parsers knew (eBPF cuts a system call past its copy limit, which big values cross), so every unit is whole.
 _HOLES = frozenset({("capture", "holes"), ("capture", "bytes_missing"), ("capture", "truncated_bytes"),
                     ("capture", "truncated_events")})
 

@@ -9,8 +9,8 @@
  * sys_enter program runs for them and nothing is stashed per thread. The fd is checked once
  * (task->files->fdt->fd[fd] -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is
  * cached per (tgid, fd), so the common case is one hash lookup. The return value says how many bytes moved:
- * that many bytes (up to the copy limit) are copied from user memory and the per-direction stream offset
- * advances by the full count, delivered or not.
+ * that many bytes (up to the copy limit, or in events of it up to plain_pieces of them) are copied from user
+ * memory and the per-direction stream offset advances by the full count, delivered or not.
  *
  * The registers and syscall numbers are those of x86-64 (the object is built for it): di, si, dx, r10 carry
  * arguments 1 to 4, orig_ax the syscall number.
@@ -40,6 +40,38 @@ static __always_inline void output(const volatile struct mb_config *cfg, struct 
 		count(MB_COUNTER_DROPPED_EVENTS, 1);
 		count(MB_COUNTER_DROPPED_BYTES, length);
 	}
+}
+
+/* A read or write of one user buffer, copied as events of at most `limit` bytes each. */
+struct plain_copy {
+	struct scratch_event *event;
+	const volatile struct mb_config *cfg;
+	__u64 buffer;
+	__u64 offset;
+	__u64 moved;
+	__u32 limit;
+	__u32 pieces;
+};
+
+static long copy_piece(__u32 index, void *ctx)
+{
+	struct plain_copy *plain = ctx;
+	__u64 start = (__u64)index * plain->limit;
+	__u64 length;
+	__u32 copied;
+
+	if (start >= plain->moved)
+		return 1;
+	length = plain->moved - start;
+	copied = length < plain->limit ? length : plain->limit;
+	if (index + 1 < plain->pieces)
+		length = copied;
+	if (copied > MB_COPY_MAX)
+		copied = MB_COPY_MAX;
+	if (bpf_probe_read_user(plain->event->data, copied, (void *)(plain->buffer + start)))
+		copied = 0;
+	output(plain->cfg, plain->event, plain->offset + start, length, copied);
+	return 0;
 }
 
 /* What copy_iovec needs from data_exit, passed on its stack instead of looked up again at every iovec. */
@@ -137,6 +169,13 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direct
 	fill_header(&event->header, cfg, connection->conn, MB_EVENT_DATA);
 	event->header.direction = direction;
 	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
+	if (kind == MB_BUFFER_PLAIN && cfg->plain_pieces > 1 && (__u64)ret > limit) {
+		struct plain_copy plain = { .event = event, .cfg = cfg, .buffer = buffer, .offset = offset,
+					    .moved = ret, .limit = limit, .pieces = cfg->plain_pieces };
+
+		bpf_loop(plain.pieces, copy_piece, &plain, 0);
+		return 0;
+	}
 	if (kind == MB_BUFFER_PLAIN) {
 		copied = (__u64)ret < limit ? (__u32)ret : limit;
 		if (copied > MB_COPY_MAX)

@@ -50,7 +50,8 @@ CONFIG_LAYOUT: Layout = (
     ("wakeup_bytes", "I"),
     ("side", "B"),
     ("filter_pids", "B"),
-    ("reserved", "6s"),
+    ("plain_pieces", "H"),
+    ("reserved", "4s"),
 )
 CONFIG = _struct(CONFIG_LAYOUT)
 CONFIG_SECTION = ".rodata.config"  # a read-only global: set before load, a constant to the verifier

@@ -42,6 +42,10 @@ DEFAULT_RING_BYTES = 32 * 1024 * 1024
 # Large enough for whole requests and multi-get replies of small items; larger values are cut (their headers,
 # which carry the lengths, come first). Raising it costs ring space and copy time only for big payloads.
 DEFAULT_COPY_LIMIT = 16384
+# A client may hand the kernel a whole pipeline, or a multi-get of thousands of keys, in one send, and read many
+# replies in one read: on the client side a read or write is copied in events of the copy limit, up to this many
+# bytes. A server reads at most its buffer at a time, except values it reads into place, which are better cut.
+CLIENT_CALL_COPY_BYTES = 1 << 20
 
 # Syscalls that finished just before stop() may not have reached their sys_exit tracepoint yet; waiting this
 # long before the last drain lets them land instead of being cut off.
@@ -190,6 +194,11 @@ class EbpfSource:
         if not 0 < copy_limit <= events.COPY_MAX:
             raise MembenchError(f"copy limit must be between 1 and {events.COPY_MAX} bytes")
 
+    def _plain_pieces(self, copy_limit: int) -> int:
+        if self.side == Side.SERVER:
+            return 1
+        return min(-(-CLIENT_CALL_COPY_BYTES // copy_limit), 0xFFFF)
+
     def _start(self, ring_bytes: int, copy_limit: int) -> None:
         obj = self._live_object()
         ring_map = obj.map("events")
@@ -199,7 +208,7 @@ class EbpfSource:
         realtime_offset = time.time_ns() - time.monotonic_ns()
         obj.map(events.CONFIG_SECTION).set_initial_value(events.CONFIG.pack(
             realtime_offset, copy_limit, min(WAKEUP_BYTES, ring_bytes // (4 * self._cpus)), self.side,
-            1 if self.pids else 0, b""))
+            1 if self.pids else 0, self._plain_pieces(copy_limit), b""))
         obj.load()
 
         ports = obj.map("watched_ports")

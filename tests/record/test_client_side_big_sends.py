@@ -1,0 +1,80 @@
+"""`record ebpf:any --side client` of a client that moves more than the copy limit in one system call.
+
+A server reads at most its buffer's size at a time, but a client may hand the kernel any amount in one send (a
+pipeline of thousands of requests, a multi-get of thousands of keys) and read many replies in one read. The eBPF
+source copies such a call in events of the copy limit, so what lies past the first one is recorded like the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from pymemcache.client.base import Client
+
+from tests.conftest import Memcached, profile_counters, read_profile, stats_delta
+from tests.record.test_ebpf_record import Recording
+
+pytestmark = pytest.mark.ebpf
+
+
+def drain(sock: socket.socket, replies: int, end: bytes) -> None:
+    buf = b""
+    while buf.count(end) < replies:
+        chunk = sock.recv(1 << 16)
+        assert chunk, "memcached closed the connection"
+        buf += chunk
+
+
+def test_a_pipeline_sent_in_one_call_is_recorded_whole(memcached: Memcached, tmp_path: Path) -> None:
+    requests = 3000  # 3000 x ~22 bytes: four copy limits' worth in one send
+    before = memcached.stats()
+    recording = Recording(tmp_path / "client.profile", memcached.port, "--side", "client")
+    with socket.create_connection((memcached.host, memcached.port)) as sock:
+        sock.sendall(b"".join(b"get pipelined%06d\r\n" % i for i in range(requests)))
+        drain(sock, requests, b"END\r\n")
+    recording.stop()
+    delta = stats_delta(before, memcached.stats())
+    assert recording.health()["capture"]["dropped_events"] == 0
+    table = read_profile(recording.out)
+    assert table.num_rows == requests
+    assert profile_counters(table) == delta
+
+
+def test_a_multi_get_of_many_keys_is_recorded_whole(memcached: Memcached, tmp_path: Path) -> None:
+    keys = [f"many-keys-{i:05d}" for i in range(2500)]  # a 40 KB get line
+    before = memcached.stats()
+    recording = Recording(tmp_path / "client.profile", memcached.port, "--side", "client")
+    client = Client((memcached.host, memcached.port), default_noreply=False)
+    client.set_many({key: b"v" for key in keys[::2]})
+    assert len(client.get_many(keys)) == len(keys) // 2
+    client.close()
+    recording.stop()
+    delta = stats_delta(before, memcached.stats())
+    table = read_profile(recording.out)
+    assert profile_counters(table) == delta
+    hits = [row for row in table.to_pylist() if row["command"] == "get" and row["status"] == "hit"]
+    assert len(hits) == len(keys) // 2
+
+
+def test_replies_read_in_one_big_read_are_recorded_whole(memcached: Memcached, tmp_path: Path) -> None:
+    requests = 2000  # ~2000 x 130 bytes of replies, waiting in the socket for one read
+    client = Client((memcached.host, memcached.port), default_noreply=False)
+    client.set_many({f"stored{i:06d}": b"v" * 100 for i in range(requests)})
+    client.close()
+    before = memcached.stats()
+    recording = Recording(tmp_path / "client.profile", memcached.port, "--side", "client")
+    with socket.create_connection((memcached.host, memcached.port)) as sock:
+        sock.sendall(b"".join(b"get stored%06d\r\n" % i for i in range(requests)))
+        time.sleep(0.5)
+        buf = b""
+        while buf.count(b"END\r\n") < requests:
+            buf += os.read(sock.fileno(), 1 << 20)  # read(2) of all that arrived, as C clients do
+    recording.stop()
+    delta = stats_delta(before, memcached.stats())
+    table = read_profile(recording.out)
+    assert [row["status"] for row in table.to_pylist()] == ["hit"] * requests
+    assert profile_counters(table) == delta
