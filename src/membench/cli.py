@@ -261,7 +261,6 @@ def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
 
     prepare_recording_process()
     from membench.capture.open import open_source
-    from membench.capture.pcap import PcapFileSource
     from membench.profile.metadata import ProfileMetadata
     from membench.profile.writer import ProfileWriter
     from membench.record.anonymize import KeyHasher, SaltKdf
@@ -276,7 +275,7 @@ def _record(args: argparse.Namespace, console: ReaderSafeConsole) -> int:
     metadata = ProfileMetadata(source=source.name, ports=list(ports), salt_fingerprint=hasher.fingerprint,
                                salt_kdf=None if kdf is None else kdf.as_dict())
     status = None if args.quiet or not sys.stderr.isatty() else RecordStatus(console)
-    open_writer = ProfileWriter.for_input_file if isinstance(source, PcapFileSource) else ProfileWriter
+    open_writer = ProfileWriter if source.live else ProfileWriter.for_input_file
     with open_writer(args.output, metadata, overwrite=args.force) as writer:
         recorder = Recorder(source, writer, hasher, on_progress=status)
 

@@ -93,6 +93,7 @@ class LiveInterfaceSource:
         if duration is not None and duration <= 0:
             raise MembenchError(f"capture duration must be positive, not {duration}")
         self.name = f"interface:{interface}"
+        self.live = True
         self.health = CaptureHealth()
         self.interface = interface
         self.duration = duration

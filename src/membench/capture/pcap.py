@@ -76,6 +76,7 @@ class PcapFileSource:
         self.path = Path(path)
         self.name = f"pcap:{self.path}"
         self.ports = check_ports(ports)
+        self.live = False
         self.health = CaptureHealth()
         self._stopping = False
         try:

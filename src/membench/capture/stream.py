@@ -89,6 +89,9 @@ class StreamSource(Protocol):
 
     name: str  # e.g. "pcap:/path/file.pcap", "interface:lo", "ebpf:any"
     ports: tuple[int, ...]
+    # Traffic seen as it happens: what a crash leaves unwritten is gone. A file's can be read again, so its
+    # profile is written in large final parts instead of one-second ones.
+    live: bool
     health: CaptureHealth
 
     def __iter__(self) -> Iterator[StreamItem]: ...

@@ -155,6 +155,7 @@ class EbpfSource:
         self.side = Side.CLIENT if side == "client" else Side.SERVER
         self.duration = duration
         self.name = "ebpf:" + (",".join(map(str, self.pids)) if self.pids else "any")
+        self.live = True
         self.health = CaptureHealth()
         self._validate(ring_bytes, copy_limit)
         check_environment()
