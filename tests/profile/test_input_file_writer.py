@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from membench.profile.compaction import COMPACT_ROW_GROUP_ROWS, staging_directory
 from membench.profile.reader import ProfileReader
@@ -35,6 +37,32 @@ def test_a_recorded_capture_file_is_in_the_final_encoding(tmp_path: Path) -> Non
     assert _encodings(profile) == {("ZSTD", "True")}
 
 
+def test_an_imported_trace_and_a_merge_are_in_the_final_encoding(tmp_path: Path) -> None:
+    # Both read files, as `record FILE` does, and were written like a live recording: one-second lz4 parts, then
+    # compaction at close, which left a profile of a single part in the live encoding.
+    trace = tmp_path / "trace.bin"
+    trace.write_bytes(b"".join(struct.pack("<IQIq", second, key % 50, 100, -1) for second, key in
+                               ((i // 1000, i * 7) for i in range(5000))))
+    imported = tmp_path / "imported.profile"
+    run_membench("import", "oracle-general", str(trace), str(imported), "--salt-file", str(_salt(tmp_path)),
+                 check=True)
+    recorded = tmp_path / "recorded.profile"
+    run_membench("record", str(PCAP_CORPUS / "memcache_text_tcp_multi_store_load.pcap"), str(recorded), "-q",
+                 "--salt-file", str(_salt(tmp_path)), check=True)
+    merged = tmp_path / "merged.profile"
+    run_membench("merge", str(imported), str(recorded), "-o", str(merged), check=True)
+    for profile in (imported, merged):
+        assert _encodings(profile) == {("ZSTD", "True")}
+        assert not staging_directory(profile).exists()
+    assert ProfileReader(merged).num_rows == 5000 + ProfileReader(recorded).num_rows
+
+
+def _salt(tmp_path: Path) -> Path:
+    salt = tmp_path / "fleet.salt"
+    salt.write_text("fleet")
+    return salt
+
+
 def test_rows_come_back_in_order_past_the_tuple_buffer(tmp_path: Path) -> None:
     # Rows given one by one are turned into tables on the way (not kept as tuples up to a part's size): the
     # profile still holds them in the order written, in one row group of compaction's size.
@@ -50,14 +78,16 @@ def test_rows_come_back_in_order_past_the_tuple_buffer(tmp_path: Path) -> None:
     assert not staging_directory(profile).exists()
 
 
-def test_parts_are_whole_row_groups_and_only_the_last_is_short(tmp_path: Path) -> None:
-    # The compiled pipeline hands its rows over as tables of any size. A rotation used to write all it held, the
-    # rows past the part's size too, as a small part of their own after every full one.
+@pytest.mark.parametrize("method", ["write_columns", "write_batch"])
+def test_parts_are_whole_row_groups_and_only_the_last_is_short(tmp_path: Path, method: str) -> None:
+    # The compiled pipeline hands its rows over as tables of any size, and so do imports and merges. A rotation
+    # used to write all it held, the rows past the part's size too, as a small part of their own after every full
+    # one; write_batch wrote every table as a part of its own.
     table = pa.Table.from_pylist([op._asdict() for op in synthetic_operations(1000)], schema=SCHEMA)
     chunks = [table] * 700  # 700,000 rows in tables of 1,000, then as many again
     profile = tmp_path / "p.profile"
     with ProfileWriter.for_input_file(profile, metadata()) as writer:
         for chunk in chunks * 2:
-            writer.write_columns(chunk)
+            getattr(writer, method)(chunk)
     sizes = [pq.ParquetFile(part).metadata.num_rows for part in sorted(profile.glob("part-*.parquet"))]
     assert sizes == [COMPACT_ROW_GROUP_ROWS, 1_400_000 - COMPACT_ROW_GROUP_ROWS]

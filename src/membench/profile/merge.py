@@ -73,7 +73,7 @@ def _write_whole(output: Path, metadata: ProfileMetadata, overwrite: bool, sourc
     disk, a signal) removes what it wrote rather than leave a profile that looks like a smaller merge."""
     created = not output.exists()
     try:
-        writer = ProfileWriter(output, metadata, overwrite=overwrite)
+        writer = ProfileWriter.for_input_file(output, metadata, overwrite=overwrite)
     except MembenchError as error:
         # A path that was there (a directory of other files, say) was refused untouched: only a new one is ours.
         if created:

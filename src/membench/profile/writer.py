@@ -118,7 +118,7 @@ class ProfileWriter:
 
     @classmethod
     def for_input_file(cls, path: Path, metadata: ProfileMetadata, *, overwrite: bool = False) -> Self:
-        """A writer for rows read from a file (a capture), not arriving live.
+        """A writer for rows read from files (a capture, a trace, profiles to merge), not arriving live.
 
         Each part is one row group of compaction's size in the final encoding, written once: closing has nothing
         to compact. The price is in what a crash loses, the rows since the last part (up to a row group's worth),
@@ -162,15 +162,18 @@ class ProfileWriter:
                 self._flush(whole_parts_only=True)
 
     def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
-        """Append rows that are already columnar (conversions, generated workloads), after the buffered rows."""
-        self._flush()
+        """Append rows that are already columnar (imports, merges, generated workloads), after the buffered rows.
+
+        They are buffered like the compiled pipeline's tables, so parts have the writer's size whatever the size of
+        the batches."""
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         try:
             table = table.select(list(COLUMNS)).cast(SCHEMA)
         except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise MembenchError(f"rows do not match the profile schema: {exc}") from None
-        for offset in range(0, table.num_rows, self._part_rows):
-            self._write_part(table.slice(offset, self._part_rows))
+        if self._rows:
+            self._tabulate_rows()
+        self.write_columns(table)
 
     @property
     def operations_written(self) -> int:

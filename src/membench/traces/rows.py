@@ -45,7 +45,7 @@ class ProfileRows:
 
     def __init__(self, output: Path, source: str, hasher: KeyHasher, overwrite: bool) -> None:
         metadata = ProfileMetadata(source=source, salt_fingerprint=hasher.fingerprint)
-        self._writer = ProfileWriter(output, metadata, overwrite=overwrite)
+        self._writer = ProfileWriter.for_input_file(output, metadata, overwrite=overwrite)
         self._hasher = hasher
         self._columns: dict[str, list[object]] = {name: [] for name in COLUMNS}
         self.problems: Counter[str] = Counter()
