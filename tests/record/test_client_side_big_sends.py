@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pymemcache.client.base import Client
 
+from membench.capture.ebpf.source import DEFAULT_COPY_LIMIT
 from tests.conftest import Memcached, profile_counters, read_profile, stats_delta
 from tests.record.test_ebpf_record import Recording
 
@@ -71,9 +72,14 @@ def test_replies_read_in_one_big_read_are_recorded_whole(memcached: Memcached, t
         sock.sendall(b"".join(b"get stored%06d\r\n" % i for i in range(requests)))
         time.sleep(0.5)
         buf = b""
+        largest_read = 0
         while buf.count(b"END\r\n") < requests:
-            buf += os.read(sock.fileno(), 1 << 20)  # read(2) of all that arrived, as C clients do
+            chunk = os.read(sock.fileno(), 1 << 20)  # read(2) of all that arrived, as C clients do
+            assert chunk, "memcached closed the connection"
+            largest_read = max(largest_read, len(chunk))
+            buf += chunk
     recording.stop()
+    assert largest_read > DEFAULT_COPY_LIMIT  # the case at hand: replies past the copy limit in one read
     delta = stats_delta(before, memcached.stats())
     table = read_profile(recording.out)
     assert [row["status"] for row in table.to_pylist()] == ["hit"] * requests
