@@ -44,7 +44,8 @@ DEFAULT_RING_BYTES = 32 * 1024 * 1024
 DEFAULT_COPY_LIMIT = 16384
 # A client may hand the kernel a whole pipeline, or a multi-get of thousands of keys, in one send, and read many
 # replies in one read: on the client side a read or write is copied in events of the copy limit, up to this many
-# bytes. A server reads at most its buffer at a time, except values it reads into place, which are better cut.
+# bytes. A server reads at most its buffer at a time but for values it reads into place, which are better cut, and
+# the rare multi-get line that outgrows the buffer.
 CLIENT_CALL_COPY_BYTES = 1 << 20
 
 # Syscalls that finished just before stop() may not have reached their sys_exit tracepoint yet; waiting this
