@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from membench.errors import MembenchError
 from membench.profile.compaction import COMPACT_ROW_GROUP_ROWS, staging_directory
 from membench.profile.reader import ProfileReader
 from membench.profile.schema import SCHEMA
@@ -91,3 +92,12 @@ def test_parts_are_whole_row_groups_and_only_the_last_is_short(tmp_path: Path, m
             getattr(writer, method)(chunk)
     sizes = [pq.ParquetFile(part).metadata.num_rows for part in sorted(profile.glob("part-*.parquet"))]
     assert sizes == [COMPACT_ROW_GROUP_ROWS, 1_400_000 - COMPACT_ROW_GROUP_ROWS]
+
+
+def test_rows_given_after_close_are_refused_not_dropped(tmp_path: Path) -> None:
+    table = pa.Table.from_pylist([op._asdict() for op in synthetic_operations(10)], schema=SCHEMA)
+    writer = ProfileWriter.for_input_file(tmp_path / "p.profile", metadata())
+    writer.close()
+    for method in (writer.write_columns, writer.write_batch):
+        with pytest.raises(MembenchError, match="already closed"):
+            method(table)

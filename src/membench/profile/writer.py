@@ -155,6 +155,8 @@ class ProfileWriter:
 
     def write_columns(self, table: pa.Table) -> None:
         """Buffer rows that come as columns in the profile's schema; rotation works as for single rows."""
+        if self._closed:
+            raise MembenchError("the profile writer is already closed")
         if table.num_rows:
             self._columns.append(table)
             self._column_rows += table.num_rows
