@@ -395,6 +395,17 @@ def test_columnar_rows_follow_buffered_rows_in_order(tmp_path):
     assert ProfileReader(tmp_path / "p").read_table().to_pylist() == rows_of(ops)
 
 
+def test_single_rows_after_columns_rotate_as_soon_as_they_fill_a_part(tmp_path):
+    ops = synthetic_operations(100)
+    columnar = ProfileReader(write_profile(tmp_path / "source", ops[:90])).read_table()
+    with ProfileWriter(tmp_path / "p", metadata(), part_rows=100, compact=False) as writer:
+        writer.write_batch(columnar)
+        for op in ops[90:]:
+            writer.write(op)
+        assert writer.operations_written == 100
+    assert ProfileReader(tmp_path / "p").read_table().to_pylist() == rows_of(ops)
+
+
 def test_dataset_readers_read_the_profile_directory_as_it_is(tmp_path):
     ops = synthetic_operations(3000)
     profile = write_profile(tmp_path / "p", ops, part_rows=1000, compact=False)

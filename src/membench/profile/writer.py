@@ -162,6 +162,9 @@ class ProfileWriter:
             self._column_rows += table.num_rows
             if self._column_rows >= self._part_rows:
                 self._flush(whole_parts_only=True)
+            else:
+                # The rows still to come as tuples now fill a part sooner.
+                self._check_at = self._next_check(len(self._rows))
 
     def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append rows that are already columnar (imports, merges, generated workloads), after the buffered rows.
