@@ -121,14 +121,32 @@ def test_merge_refuses_numbers_past_their_columns(tmp_path: Path) -> None:
 
 
 def test_a_merge_that_fills_the_disk_leaves_nothing(tmp_path: Path) -> None:
-    """A full disk part-way (after the metadata, after a first part) once left an empty directory or a profile of
-    the first part only: now nothing, and the one line says so."""
+    """A full disk part-way once left an empty directory or a profile of its first parts only: now nothing, and the
+    one line names the file the disk refused."""
     first, second = record(tmp_path, TEXT, "same"), record(tmp_path, BINARY, "same")
-    for leave in (0, 8192, 16384):  # fails at _profile.json, at the first part, at the second
+    # The merged profile is one 4 KiB metadata page and one part of 3 pages; rewriting the metadata at the end
+    # takes another page while the old one is still there.
+    refused_at = {0: "out.profile/_profile.json", 8192: "out.profile/part-000000.parquet",
+                  16384: "out.profile/_profile.json"}  # the first metadata, the part, the closing metadata
+    for leave, refused in refused_at.items():
         with small_tmpfs(tmp_path, "256k") as disk:
             fill(disk, leave)
             proc = run_membench("merge", str(first), str(second), "-o", str(disk / "out.profile"))
             assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
             assert proc.stderr.startswith("membench: nothing merged: cannot write ") and "No space left" in proc.stderr
+            assert f"{refused}: " in proc.stderr, (leave, proc.stderr)
             assert sorted(path.name for path in disk.iterdir()) == ["filler"]
         (tmp_path / "disk").rmdir()
+
+
+def test_a_failed_merge_into_an_empty_directory_leaves_it_empty(tmp_path: Path) -> None:
+    """An empty directory named by -o is accepted without --force: a merge that fails there removes what it wrote,
+    as it does for a directory it created, and leaves the directory as it found it."""
+    first, second = record(tmp_path, TEXT, "same"), record(tmp_path, BINARY, "same")
+    with small_tmpfs(tmp_path, "256k") as disk:
+        output = disk / "out.profile"
+        output.mkdir()
+        fill(disk, 8192)
+        proc = run_membench("merge", str(first), str(second), "-o", str(output))
+        assert proc.returncode == 2 and "part-000000.parquet: No space left" in proc.stderr, proc.stderr
+        assert output.is_dir() and list(output.iterdir()) == []

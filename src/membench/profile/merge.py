@@ -9,6 +9,7 @@ merges in bounded memory. Health counters are summed.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
@@ -88,11 +89,21 @@ def _write_whole(output: Path, metadata: ProfileMetadata, overwrite: bool, sourc
                 raise MembenchError(f"rows of the profiles could not be read ({unread[0]})")
             writer.set_health(_summed_health(readers))
     except BaseException as error:
-        if created or overwrite:  # the writer accepted the path: what is there is this merge's
-            shutil.rmtree(output, ignore_errors=True)
+        _remove_written(output, created)
         if isinstance(error, MembenchError):
             raise MembenchError(f"nothing merged: {error}") from None
         raise
+
+
+def _remove_written(output: Path, created: bool) -> None:
+    """Undo a merge the writer had accepted `output` for: it held no files then but a profile's, which the writer
+    removed, so all it holds now is this merge's. A directory that was there (empty) stays."""
+    if created:
+        shutil.rmtree(output, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        for entry in output.iterdir():
+            entry.unlink()
 
 
 def _common_fingerprint(readers: list[ProfileReader]) -> str:
