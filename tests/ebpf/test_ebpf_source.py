@@ -17,7 +17,7 @@ import pylibmc
 import pytest
 from pymemcache.client.base import Client
 
-from membench.capture.ebpf.source import CLIENT_CALL_COPY_BYTES
+from membench.capture.ebpf.source import CLIENT_CALL_COPY_BYTES, DEFAULT_COPY_LIMIT
 from membench.capture.stream import ConnectionClosed, Direction, Endpoint, StreamChunk
 from membench.errors import MembenchError
 from tests.conftest import Memcached, require_ebpf, start_memcached
@@ -156,6 +156,28 @@ def test_one_mebibyte_value_keeps_true_lengths(memcached: Memcached, capture: St
         assert health.extra["truncated_events"] >= 2
         assert health.bytes_missing > len(value)
     assert health.dropped_events == 0
+
+
+def test_a_client_call_past_a_mebibyte_ends_in_one_cut_piece(memcached: Memcached, capture: StartCapture) -> None:
+    """A client's send is copied in pieces of the copy limit up to CLIENT_CALL_COPY_BYTES; the last piece carries
+    the rest of the call as its missing tail, so the stream stays whole in length and the cut is counted once."""
+    value = bytes(range(256)) * 6144  # 1.5 MiB
+    running = capture(ports=[memcached.port], side="client")
+    client = RawClient(memcached.port)
+    client.sock.settimeout(None)  # blocking: one send(2) moves the whole request, where a timeout splits it
+    assert client.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
+    client.close()
+    chunks = by_client_port(running.finish())[client.port].chunks[Direction.REQUEST]
+
+    pieces = CLIENT_CALL_COPY_BYTES // DEFAULT_COPY_LIMIT
+    assert [chunk.offset for chunk in chunks] == [index * DEFAULT_COPY_LIMIT for index in range(pieces)]
+    assert [len(chunk.data) for chunk in chunks] == [DEFAULT_COPY_LIMIT] * pieces
+    last = chunks[-1]
+    assert last.length == len(client.sent) - last.offset > DEFAULT_COPY_LIMIT
+    assert b"".join(chunk.data for chunk in chunks) == client.sent[:CLIENT_CALL_COPY_BYTES]
+    health = running.source.health
+    assert health.extra["truncated_events"] == 1
+    assert health.extra["truncated_bytes"] == len(client.sent) - CLIENT_CALL_COPY_BYTES == health.bytes_missing
 
 
 def test_many_concurrent_connections(memcached: Memcached, capture: StartCapture) -> None:
