@@ -73,8 +73,8 @@ struct mb_config {
 	__u8 side;          /* enum mb_side */
 	__u8 filter_pids;   /* 1: only tgids present in `target_pids` */
 	/* Events of at most copy_limit bytes a read/write/recvfrom/sendto may be copied in; the last one carries the
-	 * rest of the call as its missing tail. 1 in a server, whose reads past its buffer are mostly values read
-	 * into place; more in a client, whose one send may be a whole pipeline. */
+	 * rest of the call as its missing tail. Few in a server, whose reads past its buffer are mostly values read
+	 * into place, but also long multi-get lines; many in a client, whose one send may be a whole pipeline. */
 	__u16 plain_pieces;
 	__u8 reserved[4];
 };

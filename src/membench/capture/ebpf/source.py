@@ -44,9 +44,12 @@ DEFAULT_RING_BYTES = 32 * 1024 * 1024
 DEFAULT_COPY_LIMIT = 16384
 # A client may hand the kernel a whole pipeline, or a multi-get of thousands of keys, in one send, and read many
 # replies in one read: on the client side a read or write is copied in events of the copy limit, up to this many
-# bytes. A server reads at most its buffer at a time but for values it reads into place, which are better cut, and
-# the rare multi-get line that outgrows the buffer.
+# bytes.
 CLIENT_CALL_COPY_BYTES = 1 << 20
+# A server reads past its 16 KiB buffer in two cases: a value read into place, better cut (its length is in its
+# header), and a multi-get line that outgrew the buffer, which memcached then doubles, so that its later reads are
+# larger. This bound keeps multi-gets of 12,000 16-byte keys whole and copies at most 4x more of big values.
+SERVER_CALL_COPY_BYTES = 1 << 16
 
 # Syscalls that finished just before stop() may not have reached their sys_exit tracepoint yet; waiting this
 # long before the last drain lets them land instead of being cut off.
@@ -197,9 +200,8 @@ class EbpfSource:
             raise MembenchError(f"copy limit must be between 1 and {events.COPY_MAX} bytes")
 
     def _plain_pieces(self, copy_limit: int) -> int:
-        if self.side == Side.SERVER:
-            return 1
-        return min(-(-CLIENT_CALL_COPY_BYTES // copy_limit), 0xFFFF)
+        call_bytes = SERVER_CALL_COPY_BYTES if self.side == Side.SERVER else CLIENT_CALL_COPY_BYTES
+        return max(1, min(-(-call_bytes // copy_limit), 0xFFFF))
 
     def _start(self, ring_bytes: int, copy_limit: int) -> None:
         obj = self._live_object()
