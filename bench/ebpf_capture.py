@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -194,6 +195,13 @@ def measure_rounds(port: int, args: argparse.Namespace, directory: Path) -> Roun
     return rounds
 
 
+def median_interval(values: list[float], draws: int = 4000) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval of the median: whether a median gap of a few rounds says anything."""
+    pick = random.Random(0)  # the same rounds give the same interval
+    medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
+
+
 def print_rounds(rounds: Rounds, args: argparse.Namespace) -> None:
     base, ebpf, dump = rounds.base, rounds.ebpf, rounds.dump
     baseline = sum(base) / len(base)
@@ -222,6 +230,10 @@ def print_rounds(rounds: Rounds, args: argparse.Namespace) -> None:
           f"range {min(gaps):+.3f} .. {max(gaps):+.3f}; membench at or above tcpdump in "
           f"{sum(gap >= 0 for gap in gaps)} of {len(gaps)} rounds; uncaptured rate "
           f"{min(base):,.0f} .. {max(base):,.0f} ops/s")
+    low, high = median_interval(gaps)
+    verdict = ("membench at or above tcpdump" if low >= 0 else "membench below tcpdump" if high < 0
+               else "undecided at this noise: more rounds")
+    print(f"    95% bootstrap interval of that median: {low:+.3f} .. {high:+.3f} ({verdict})")
     print(f"    {sum(r.packets for r in dump)} packets, {sum(r.dropped_packets for r in dump)} dropped by "
           f"the kernel; tcpdump CPU {per_op_us(sum(r.tcpdump_live_cpu_s for r in dump), pcap_operations):.2f} "
           f"us/operation + `membench record FILE.pcap` CPU "
