@@ -162,22 +162,34 @@ def test_a_client_call_past_a_mebibyte_ends_in_one_cut_piece(memcached: Memcache
     """A client's send is copied in pieces of the copy limit up to CLIENT_CALL_COPY_BYTES; the last piece carries
     the rest of the call as its missing tail, so the stream stays whole in length and the cut is counted once."""
     value = bytes(range(256)) * 6144  # 1.5 MiB
+    big = b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)
     running = capture(ports=[memcached.port], side="client")
     client = RawClient(memcached.port)
     client.sock.settimeout(None)  # blocking: one send(2) moves the whole request, where a timeout splits it
-    assert client.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)) == b"STORED\r\n"
+    assert client.call(big) == b"STORED\r\n"
+    # Read back in reads of at most a mebibyte (whole copies), then a request after the cut one.
+    assert client.call(b"get big\r\n", b"END\r\n") == b"VALUE big 0 %d\r\n%s\r\nEND\r\n" % (len(value), value)
+    assert client.call(b"get missing\r\n", b"END\r\n") == b"END\r\n"
     client.close()
-    chunks = by_client_port(running.finish())[client.port].chunks[Direction.REQUEST]
+    conn = by_client_port(running.finish())[client.port]
+    chunks = conn.chunks[Direction.REQUEST]
 
     pieces = CLIENT_CALL_COPY_BYTES // DEFAULT_COPY_LIMIT
-    assert [chunk.offset for chunk in chunks] == [index * DEFAULT_COPY_LIMIT for index in range(pieces)]
-    assert [len(chunk.data) for chunk in chunks] == [DEFAULT_COPY_LIMIT] * pieces
-    last = chunks[-1]
-    assert last.length == len(client.sent) - last.offset > DEFAULT_COPY_LIMIT
-    assert b"".join(chunk.data for chunk in chunks) == client.sent[:CLIENT_CALL_COPY_BYTES]
+    call, after = chunks[:pieces], chunks[pieces:]
+    # One system call moved all of it: its pieces alone account for the whole request, a second call would add more.
+    assert sum(chunk.length for chunk in call) == len(big) > CLIENT_CALL_COPY_BYTES
+    assert [chunk.offset for chunk in call] == [index * DEFAULT_COPY_LIMIT for index in range(pieces)]
+    assert [chunk.offset for chunk in chunks if len(chunk.data) < chunk.length] == [(pieces - 1) * DEFAULT_COPY_LIMIT]
+    assert [len(chunk.data) for chunk in call] == [DEFAULT_COPY_LIMIT] * pieces
+    assert b"".join(chunk.data for chunk in call) == big[:CLIENT_CALL_COPY_BYTES]
+    # The stream goes on at its true offset after the cut.
+    assert [(chunk.offset, chunk.data, chunk.length) for chunk in after] == [
+        (len(big), b"get big\r\n", 9), (len(big) + 9, b"get missing\r\n", 13)]
+    assert conn.response == client.received
     health = running.source.health
     assert health.extra["truncated_events"] == 1
-    assert health.extra["truncated_bytes"] == len(client.sent) - CLIENT_CALL_COPY_BYTES == health.bytes_missing
+    assert health.extra["truncated_bytes"] == len(big) - CLIENT_CALL_COPY_BYTES == health.bytes_missing
+    assert health.dropped_events == 0
 
 
 def test_many_concurrent_connections(memcached: Memcached, capture: StartCapture) -> None:

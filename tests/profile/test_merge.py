@@ -15,6 +15,8 @@ from membench.profile.reader import ProfileReader
 from membench.profile.schema import Operation
 from membench.profile.writer import ProfileWriter
 from tests.conftest import PCAP_CORPUS, fill, run_membench, small_tmpfs
+from tests.profile.parts import salted_profile
+from tests.profile.test_unusable_parts import profile_with_part
 
 TEXT = "memcache_text_tcp_multi_store_load.pcap"
 BINARY = "memcache_bin_tcp_multi_store_load.pcap"
@@ -121,13 +123,13 @@ def test_merge_refuses_numbers_past_their_columns(tmp_path: Path) -> None:
 
 
 def test_a_merge_that_fills_the_disk_leaves_nothing(tmp_path: Path) -> None:
-    """A full disk part-way once left an empty directory or a profile of its first parts only: now nothing, and the
-    one line names the file the disk refused."""
+    """A full disk at each file a merge writes (one part, and the metadata before and after it) once left an empty
+    directory or an abandoned profile: now nothing, and the one line names the file the disk refused."""
     first, second = record(tmp_path, TEXT, "same"), record(tmp_path, BINARY, "same")
-    # The merged profile is one 4 KiB metadata page and one part of 3 pages; rewriting the metadata at the end
-    # takes another page while the old one is still there.
+    # The merged profile is one 4 KiB metadata page and one part of 3 pages; rewriting the metadata to list the
+    # part, as the merge closes, takes another page while the old one is still there.
     refused_at = {0: "out.profile/_profile.json", 8192: "out.profile/part-000000.parquet",
-                  16384: "out.profile/_profile.json"}  # the first metadata, the part, the closing metadata
+                  16384: "out.profile/_profile.json"}  # the first metadata, the part, the metadata listing the part
     for leave, refused in refused_at.items():
         with small_tmpfs(tmp_path, "256k") as disk:
             fill(disk, leave)
@@ -140,13 +142,27 @@ def test_a_merge_that_fills_the_disk_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_a_failed_merge_into_an_empty_directory_leaves_it_empty(tmp_path: Path) -> None:
-    """An empty directory named by -o is accepted without --force: a merge that fails there removes what it wrote,
-    as it does for a directory it created, and leaves the directory as it found it."""
+    """An empty directory named by -o is accepted, with --force or without: a merge that fails there (the disk
+    refusing the part or the metadata after it, rows of a profile that cannot be read) removes what it wrote, as it
+    does for a directory it created, and leaves the directory as it found it."""
     first, second = record(tmp_path, TEXT, "same"), record(tmp_path, BINARY, "same")
-    with small_tmpfs(tmp_path, "256k") as disk:
-        output = disk / "out.profile"
-        output.mkdir()
-        fill(disk, 8192)
-        proc = run_membench("merge", str(first), str(second), "-o", str(output))
-        assert proc.returncode == 2 and "part-000000.parquet: No space left" in proc.stderr, proc.stderr
-        assert output.is_dir() and list(output.iterdir()) == []
+    for force in ((), ("--force",)):
+        for leave, refused in ((8192, "part-000000.parquet"), (16384, "_profile.json")):  # as in the test above
+            with small_tmpfs(tmp_path, "256k") as disk:
+                output = disk / "out.profile"
+                output.mkdir()
+                fill(disk, leave)
+                proc = run_membench("merge", str(first), str(second), "-o", str(output), *force)
+                assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+                assert f"{output / refused}: No space left" in proc.stderr, (leave, proc.stderr)
+                assert output.is_dir() and list(output.iterdir()) == [], (leave, force)
+            (tmp_path / "disk").rmdir()
+    # Every row of the readable profile is written before the unreadable one is found out: they must not stay as
+    # what would look like a merge of fewer nodes.
+    unreadable, good = profile_with_part(tmp_path, "empty"), salted_profile(tmp_path / "good.profile")
+    output = tmp_path / "merged.profile"
+    output.mkdir()
+    proc = run_membench("merge", str(good), str(unreadable), "-o", str(output))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("membench: nothing merged: rows of the profiles could not be read"), proc.stderr
+    assert output.is_dir() and list(output.iterdir()) == []

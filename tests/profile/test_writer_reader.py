@@ -395,10 +395,13 @@ def test_columnar_rows_follow_buffered_rows_in_order(tmp_path):
     assert ProfileReader(tmp_path / "p").read_table().to_pylist() == rows_of(ops)
 
 
-def test_single_rows_after_columns_rotate_as_soon_as_they_fill_a_part(tmp_path):
+@pytest.mark.parametrize("ahead", [0, 5])  # single rows before the batch: write_batch tabulates them first
+def test_single_rows_after_columns_rotate_as_soon_as_they_fill_a_part(tmp_path, ahead):
     ops = synthetic_operations(100)
-    columnar = ProfileReader(write_profile(tmp_path / "source", ops[:90])).read_table()
+    columnar = ProfileReader(write_profile(tmp_path / "source", ops[ahead:90])).read_table()
     with ProfileWriter(tmp_path / "p", metadata(), part_rows=100, compact=False) as writer:
+        for op in ops[:ahead]:
+            writer.write(op)
         writer.write_batch(columnar)
         for op in ops[90:]:
             writer.write(op)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from pymemcache.client.base import Client
 
-from membench.capture.ebpf.source import DEFAULT_COPY_LIMIT
+from membench.capture.ebpf.source import CLIENT_CALL_COPY_BYTES, DEFAULT_COPY_LIMIT
+from membench.profile.health import losses
 from tests.conftest import Memcached, profile_counters, read_profile, stats_delta
 from tests.record.test_ebpf_record import Recording
 
@@ -42,6 +43,34 @@ def test_a_pipeline_sent_in_one_call_is_recorded_whole(memcached: Memcached, tmp
     assert recording.health()["capture"]["dropped_events"] == 0
     table = read_profile(recording.out)
     assert table.num_rows == requests
+    assert profile_counters(table) == delta
+
+
+def test_a_send_past_the_whole_copy_is_recorded_whole(memcached: Memcached, tmp_path: Path) -> None:
+    """A call past CLIENT_CALL_COPY_BYTES loses the tail of its last piece: here the rest of a 1.5 MiB value, which
+    the parser skips by its length, so the set and the requests after it are recorded as they were."""
+    value = b"v" * (3 * CLIENT_CALL_COPY_BYTES // 2)
+    big = b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)
+    before = memcached.stats()
+    recording = Recording(tmp_path / "client.profile", memcached.port, "--side", "client")
+    with socket.create_connection((memcached.host, memcached.port)) as sock:
+        sock.settimeout(None)  # blocking: one send(2) moves the whole request
+        sock.sendall(big)
+        drain(sock, 1, b"STORED\r\n")
+        sock.sendall(b"get big\r\n")
+        drain(sock, 1, b"END\r\n")  # reads of 64 KiB: copied whole
+        sock.sendall(b"get missing\r\n")
+        drain(sock, 1, b"END\r\n")
+    recording.stop()
+    delta = stats_delta(before, memcached.stats())
+    health = recording.health()
+    # The case at hand: one call, cut once, at the end of its last piece.
+    assert health["capture"]["truncated_events"] == 1
+    assert health["capture"]["truncated_bytes"] == len(big) - CLIENT_CALL_COPY_BYTES
+    assert losses(health) == {}
+    table = read_profile(recording.out)
+    assert [(row["command"], row["status"], row["value_length"]) for row in table.to_pylist()] == [
+        ("set", "stored", len(value)), ("get", "hit", len(value)), ("get", "miss", None)]
     assert profile_counters(table) == delta
 
 

@@ -102,8 +102,10 @@ def _remove_written(output: Path, created: bool) -> None:
         shutil.rmtree(output, ignore_errors=True)
         return
     with contextlib.suppress(OSError):
-        for entry in output.iterdir():
-            entry.unlink()
+        for entry in list(output.iterdir()):
+            # One file that cannot go (gone already, say) does not keep the others.
+            with contextlib.suppress(OSError):
+                entry.unlink()
 
 
 def _common_fingerprint(readers: list[ProfileReader]) -> str:
