@@ -101,8 +101,10 @@ def main() -> None:
           f"{info['packets']:,} packets of memcaslap traffic on port {port})")
 
     packets = info["packets"]
-    walk_s, requests = compiled_walk(port)
-    record_s, operations = recorder_in_process(port)
+    # Best of two: the first pass over the file also pays for its cold pages and the allocator's first growth,
+    # which made stage 2 look faster than stage 1 that it contains.
+    walk_s, requests = min(compiled_walk(port) for _ in range(2))
+    record_s, operations = min(recorder_in_process(port) for _ in range(2))
     specification_s, specification_requests = specification_path(port)
     if specification_requests != requests:
         raise SystemExit(f"the specification saw {specification_requests:,} requests, the compiled path {requests:,}")
