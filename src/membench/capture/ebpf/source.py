@@ -201,7 +201,7 @@ class EbpfSource:
 
     def _plain_pieces(self, copy_limit: int) -> int:
         call_bytes = SERVER_CALL_COPY_BYTES if self.side == Side.SERVER else CLIENT_CALL_COPY_BYTES
-        return max(1, min(-(-call_bytes // copy_limit), 0xFFFF))
+        return min(-(-call_bytes // copy_limit), 0xFFFF)
 
     def _start(self, ring_bytes: int, copy_limit: int) -> None:
         obj = self._live_object()
