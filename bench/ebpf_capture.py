@@ -13,8 +13,8 @@ Runs memcached (-t 2) on loopback under memcaslap load (-T 2, 64-byte values) an
 
 Usage (root): python bench/ebpf_capture.py [--seconds 3] [--rounds 2] [--concurrency 32]
 The default rounds show the figures; whether membench's throughput is above or below tcpdump's takes more on a
-small VM, whose rate swings by 25% between rounds: `--seconds 2 --rounds 32` (about 7 minutes) decided a 4% gap
-where 16 rounds did not.
+small VM, whose rate swings by 25% between rounds: `--seconds 2 --rounds 32` (about 7 minutes) once decided a 4%
+gap that 16 rounds did not, and on another day left a 1% gap undecided. `bench/ebpf_floor.py` splits that cost.
 """
 
 from __future__ import annotations
