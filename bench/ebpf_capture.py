@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import statistics
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from local_memcached import number_in, start_memcached
+from local_memcached import number_in, require_tools, start_memcached
 
 POLL_S = 0.05
 
@@ -275,9 +274,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/eBPF/tcpdump rounds")
     parser.add_argument("--concurrency", type=int, default=32, help="memcaslap connections at full load")
     args = parser.parse_args()
-    for tool in ("memcached", "memcaslap", "tcpdump"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed: run scripts/setup.sh")
+    require_tools("memcached", "memcaslap", "tcpdump")
 
     server, port = start_memcached()
     stats_flag = Path("/proc/sys/kernel/bpf_stats_enabled")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -29,50 +28,50 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ebpf_capture import median_interval, memcaslap
-from local_memcached import free_port, start_memcached
+from local_memcached import free_port, require_tools, start_memcached
 
 RECORDER_START_S = 1.5  # import, load and attach, so that the load meets a live capture
 
 
-def under_recorder(port: int, args: argparse.Namespace, profile: Path) -> float:
-    """memcaslap's rate while `membench record ebpf:any --port port` runs."""
+def under_recorder(watched: int, port: int, args: argparse.Namespace, profile: Path) -> float:
+    """memcaslap's rate on memcached's port while `membench record ebpf:any --port watched` runs."""
     recorder = subprocess.Popen([sys.executable, "-m", "membench", "record", "ebpf:any", str(profile), "--port",
-                                 str(port), "--quiet", "--force"],
+                                 str(watched), "--quiet", "--force"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(RECORDER_START_S)
         if recorder.poll() is not None:
             raise SystemExit(f"membench record exited early ({recorder.returncode}): run it by hand to see why")
-        return memcaslap(args.port, args.seconds, args.concurrency)
+        return memcaslap(port, args.seconds, args.concurrency)
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.wait()
 
 
-def under_tcpdump(args: argparse.Namespace, pcap: Path) -> float:
-    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-w", str(pcap), f"tcp port {args.port}"],
+def under_tcpdump(port: int, args: argparse.Namespace, pcap: Path) -> float:
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-w", str(pcap), f"tcp port {port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert dump.stderr is not None
     try:
         dump.stderr.readline()  # "listening on lo" once the capture is live
-        return memcaslap(args.port, args.seconds, args.concurrency)
+        return memcaslap(port, args.seconds, args.concurrency)
     finally:
         dump.send_signal(signal.SIGINT)
         dump.wait()
 
 
-def measure(args: argparse.Namespace, directory: Path) -> dict[str, list[float]]:
+def measure(port: int, args: argparse.Namespace, directory: Path) -> dict[str, list[float]]:
     """Each capture's ratio to its round's uncaptured rate, round by round."""
     idle_port = free_port()
     captures: dict[str, Callable[[], float]] = {
-        "floor": lambda: under_recorder(idle_port, args, directory / "floor-profile"),
-        "recording": lambda: under_recorder(args.port, args, directory / "profile"),
-        "tcpdump": lambda: under_tcpdump(args, directory / "bench.pcap"),
+        "floor": lambda: under_recorder(idle_port, port, args, directory / "floor-profile"),
+        "recording": lambda: under_recorder(port, port, args, directory / "profile"),
+        "tcpdump": lambda: under_tcpdump(port, args, directory / "bench.pcap"),
     }
     ratios: dict[str, list[float]] = {name: [] for name in captures}
     order = random.Random(0)
     for _ in range(args.rounds):
-        uncaptured = memcaslap(args.port, args.seconds, args.concurrency)
+        uncaptured = memcaslap(port, args.seconds, args.concurrency)
         names = list(captures)
         order.shuffle(names)
         for name in names:
@@ -93,14 +92,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=16, help="rounds of uncaptured + the three captures")
     parser.add_argument("--concurrency", type=int, default=32, help="memcaslap connections")
     args = parser.parse_args()
-    for tool in ("memcached", "memcaslap", "tcpdump"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed: run scripts/setup.sh")
-    server, args.port = start_memcached()
+    require_tools("memcached", "memcaslap", "tcpdump")
+    server, port = start_memcached()
     try:
-        memcaslap(args.port, 1, args.concurrency)  # warm-up: fill the cache so gets hit
+        memcaslap(port, 1, args.concurrency)  # warm-up: fill the cache so gets hit
         with tempfile.TemporaryDirectory() as name:
-            ratios = measure(args, Path(name))
+            ratios = measure(port, args, Path(name))
     finally:
         server.terminate()
         server.wait()

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
+import sys
 import time
+
+
+def require_tools(*tools: str) -> None:
+    """Exit with one line naming the first tool that is missing."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed: run scripts/setup.sh")
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from local_memcached import number_in, start_memcached
+from local_memcached import number_in, require_tools, start_memcached
 
 from membench.capture.pcap import PcapFileSource
 
@@ -31,9 +30,7 @@ CAPTURE_INFO = CACHE / "pcap_ingest.json"
 
 
 def generate(min_packets: int) -> dict[str, int]:
-    for tool in ("memcached", "memcaslap", "tcpdump"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed: run scripts/setup.sh")
+    require_tools("memcached", "memcaslap", "tcpdump")
     CACHE.mkdir(exist_ok=True)
     operations = min_packets // 2 + min_packets // 10  # about two packets per operation, with a margin
     while True:
