@@ -193,3 +193,38 @@ def test_twin_decodes_the_ring_as_the_specification(records: list[tuple[int, byt
     for pipeline in (spec, twin):
         pipeline.close_all(10**12)
     assert (twin.take_rows(), twin.health()) == (spec.take_rows(), spec.health())
+
+
+class TableSink:
+    def __init__(self) -> None:
+        self.tables: list[Any] = []
+
+    def write_columns(self, table: Any) -> None:
+        self.tables.append(table)
+
+
+def test_twin_columns_grow_and_hold_zeros_under_nulls() -> None:
+    """More rows than the columns first hold (they grow with the rows in them), and keyless, missed and stored rows
+    whose nulls must not carry what the heap held before: Arrow writers of whole buffers would store it."""
+    exchanges = 7000
+    requests = b"version\r\nget k\r\nset s 5 0 1 noreply\r\nx\r\n" * exchanges
+    replies = b"VERSION 1.6.21\r\nEND\r\n" * exchanges
+    spec, twin = RecordPipeline(KeyHasher(SALT)), CORE.RecordPipeline(SALT)
+    for pipeline in (spec, twin):
+        pipeline.open(0, False)
+        pipeline.chunk(0, 0, 0, requests, len(requests), 1000)
+        pipeline.chunk(0, 1, 0, replies, len(replies), 2000)
+        pipeline.close_all(3000)
+    sink = TableSink()
+    twin.flush_to(sink)
+    (table,) = sink.tables
+    assert table.num_rows == 3 * exchanges > 1 << 14
+    assert table.to_pylist() == [dict(zip(table.column_names, row, strict=True)) for row in spec.take_rows()]
+    for name in ("key_hash", "key_length", "value_length", "flags", "latency_us", "effect", "delta", "initial"):
+        column = table.column(name).combine_chunks()
+        values = column.indices if name == "effect" else column
+        raw = values.buffers()[1].to_pybytes()[:len(values) * values.type.bit_width // 8]
+        width = values.type.bit_width // 8
+        nulls = [i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid]
+        assert nulls, name
+        assert all(raw[i * width:(i + 1) * width] == bytes(width) for i in nulls), name

@@ -335,25 +335,31 @@ cdef class Pairer(UnitSink):
         rows.connection[row] = self.connection
         rows.command[row] = request.command
         rows.protocol[row] = request.protocol
-        rows.has_key[row] = slot != NULL
+        mark(rows.key_valid, row, slot != NULL)
         if slot != NULL:
             rows.key_hash[row] = memo_hash(self.hasher, self.memo, self.arena + slot.offset, slot.length)
             rows.key_length[row] = <uint16_t>slot.length
-        rows.has_value_length[row] = fitted.value_length.present
+        else:
+            # Arrow keeps the bytes under a null as they are, and a writer of whole buffers (Arrow IPC) would
+            # store them: a zero, not what the heap held before.
+            rows.key_hash[row] = 0
+            rows.key_length[row] = 0
+        mark(rows.value_length_valid, row, fitted.value_length.present)
         rows.value_length[row] = <uint32_t>fitted.value_length.magnitude
-        rows.has_flags[row] = fitted.flags.present
+        mark(rows.flags_valid, row, fitted.flags.present)
         rows.flags[row] = <uint32_t>fitted.flags.magnitude
-        rows.has_ttl[row] = fitted.ttl.present
+        mark(rows.ttl_valid, row, fitted.ttl.present)
         rows.ttl[row] = num_int64(fitted.ttl)
         rows.status[row] = status
-        rows.has_latency[row] = fitted.latency.present
+        mark(rows.latency_valid, row, fitted.latency.present)
         rows.latency_us[row] = <uint32_t>fitted.latency.magnitude
         rows.batch[row] = pending.batch
-        rows.quiet[row] = request.noreply or request.quiet
-        rows.effect[row] = request.effect
-        rows.has_delta[row] = request.delta.present and not request.delta.huge
+        mark(rows.quiet, row, request.noreply or request.quiet)
+        mark(rows.effect_valid, row, request.effect != NONE)
+        rows.effect[row] = request.effect if request.effect != NONE else 0
+        mark(rows.delta_valid, row, request.delta.present and not request.delta.huge)
         rows.delta[row] = request.delta.magnitude
-        rows.has_initial[row] = request.initial.present and not request.initial.huge
+        mark(rows.initial_valid, row, request.initial.present and not request.initial.huge)
         rows.initial[row] = request.initial.magnitude
 
 
