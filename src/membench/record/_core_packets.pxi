@@ -110,7 +110,7 @@ cdef bint _plausible(DirectionParser p, const uint8_t* h) noexcept:
     return extras == (4 if status == 0 and (family == FAMILY_GET or family == FAMILY_GAT) else 0)
 
 
-cdef void _packet_unit(DirectionParser p, const uint8_t* h, int64_t start, int64_t end) except *:
+cdef int _packet_unit(DirectionParser p, const uint8_t* h, int64_t start, int64_t end) except -1:
     """binary.py's _unit: the Request or Response of the packet whose header is at `h` (extras and key follow)."""
     cdef int opcode = h[1], family = OP_FAMILY[h[1]], extras = h[4], reply
     cdef uint32_t key_length = _be16(h + 2), status = _be16(h + 6), body = _be32(h + 8), ttl
@@ -144,7 +144,7 @@ cdef void _packet_unit(DirectionParser p, const uint8_t* h, int64_t start, int64
             unit.ttl = num_of(_be32(x))
         if _be64(h + 16) and (unit.command == C_SET or unit.command == C_REPLACE):
             unit.command = C_CAS  # a binary set or replace with a unique is a compare-and-swap
-        return
+        return 0
     if status == 0:
         reply = SUCCESS_BY_FAMILY[family]
         if reply == R_VALUE:

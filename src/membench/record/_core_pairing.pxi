@@ -59,7 +59,7 @@ cdef class Pairer(UnitSink):
     cdef inline Pending* at(self, Py_ssize_t i) noexcept:
         return &self.queue[(self.head + i) % self.capacity]
 
-    cdef void on_request(self, Unit* unit, UnitBytes pieces) except *:
+    cdef int on_request(self, Unit* unit, UnitBytes pieces) except -1:
         cdef Pending pending
         self.counters.requests += 1
         pending.request = unit[0]
@@ -79,7 +79,7 @@ cdef class Pairer(UnitSink):
     cdef void on_reply_hole(self) noexcept:
         self.after_reply_hole = True
 
-    cdef void on_response(self, Unit* response, UnitBytes pieces) except *:
+    cdef int on_response(self, Unit* response, UnitBytes pieces) except -1:
         cdef Pending* pending = NULL
         cdef Pending* head
         cdef int reply = response.reply, status
@@ -93,7 +93,7 @@ cdef class Pairer(UnitSink):
             pending = self._owner(response, pieces)
             if pending == NULL:
                 self.counters.unmatched_responses += 1
-                return
+                return 0
         self.after_reply_hole = False
         if not pending.replied:
             pending.replied = 1
@@ -102,9 +102,9 @@ cdef class Pairer(UnitSink):
         if MULTI_UNIT & command_bit and not ERROR_REPLIES & (1u << reply):
             if reply == R_VALUE and pending.request.protocol == P_TEXT:
                 self._add_hit(pending, response, pieces)
-                return
+                return 0
             if reply == R_STAT or reply == R_OTHER:
-                return
+                return 0
         if GET_FAMILY & command_bit and pending.request.protocol == P_TEXT and not ERROR_REPLIES & (1u << reply):
             status = S_MISS
         elif reply == R_VALUE:
@@ -118,7 +118,7 @@ cdef class Pairer(UnitSink):
         self._finish(pending, status, True, pending.reply_ns, False)
         self._pop()
 
-    cdef void close(self) except *:
+    cdef int close(self) except -1:
         cdef Pending* pending
         while self.count:
             pending = self.at(0)
@@ -181,7 +181,7 @@ cdef class Pairer(UnitSink):
                 return True
         return False
 
-    cdef void _pass_over(self, Pending* pending) except *:
+    cdef int _pass_over(self, Pending* pending) except -1:
         if pending.request.quiet:
             self._finish(pending, SUPPRESSED[pending.request.command], False, 0, True)
         else:
@@ -216,7 +216,7 @@ cdef class Pairer(UnitSink):
         if index > pending.last_hit:
             pending.last_hit = index
 
-    cdef void _keep_bytes(self, Pending* pending, UnitBytes pieces) except *:
+    cdef int _keep_bytes(self, Pending* pending, UnitBytes pieces) except -1:
         """Copy the request's keys and opaque token into the arena (emptied while nothing is pending)."""
         cdef Py_ssize_t i, keys = pending.request.keys
         if self.count == 0:
@@ -256,7 +256,7 @@ cdef class Pairer(UnitSink):
             pending.opaque_offset -= shift
             pending.first_slot -= slot_shift
 
-    cdef void _reserve(self, Py_ssize_t size, Py_ssize_t keys) except *:
+    cdef int _reserve(self, Py_ssize_t size, Py_ssize_t keys) except -1:
         if self.arena_size + size > self.arena_capacity:
             self.arena_capacity = max(256, (self.arena_size + size) * 2)
             self.arena = <uint8_t*>realloc(self.arena, self.arena_capacity)
@@ -268,7 +268,7 @@ cdef class Pairer(UnitSink):
             if self.slots == NULL:
                 raise MemoryError()
 
-    cdef void _push(self, Pending* pending) except *:
+    cdef int _push(self, Pending* pending) except -1:
         cdef Pending* grown
         cdef Py_ssize_t i
         if self.count == self.capacity:
@@ -293,8 +293,8 @@ cdef class Pairer(UnitSink):
         self.arena_size = pending.arena_start
         self.slot_count = pending.first_slot
 
-    cdef void _finish(self, Pending* pending, int status, bint replied, int64_t reply_ns,
-                      bint suppressed) except *:
+    cdef int _finish(self, Pending* pending, int status, bint replied, int64_t reply_ns,
+                      bint suppressed) except -1:
         """One row per key; in a multi-get, keys with a VALUE are hits and the rest keep `status`."""
         cdef Unit* request = &pending.request
         cdef Fitted fitted
@@ -313,7 +313,7 @@ cdef class Pairer(UnitSink):
         if request.keys == 0:
             self.counters.operations += 1
             self._row(pending, status, &fitted, NULL)
-            return
+            return 0
         self.counters.operations += request.keys
         for i in range(request.keys):
             slot = &self.slots[pending.first_slot + i]
@@ -327,7 +327,7 @@ cdef class Pairer(UnitSink):
             self.counters.values_out_of_range += fit_reply(&key_fitted)
             self._row(pending, S_HIT, &key_fitted, slot)
 
-    cdef void _row(self, Pending* pending, int status, Fitted* fitted, KeySlot* slot) except *:
+    cdef int _row(self, Pending* pending, int status, Fitted* fitted, KeySlot* slot) except -1:
         cdef Columns rows = self.rows
         cdef Py_ssize_t row = rows.next_row()
         cdef Unit* request = &pending.request

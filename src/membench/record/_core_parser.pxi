@@ -233,7 +233,7 @@ cdef class DirectionParser:
             self.synced = False
             self.resyncs += 1
 
-    cdef void _keep_tail(self, const uint8_t* p, Py_ssize_t n) except *:
+    cdef int _keep_tail(self, const uint8_t* p, Py_ssize_t n) except -1:
         if self.tail_size + n > self.tail_capacity:
             self.tail_capacity = max(256, (self.tail_size + n) * 2)
             self.tail = <uint8_t*>realloc(self.tail, self.tail_capacity)

@@ -134,7 +134,7 @@ cdef class ReplyMatcher(UnitSink):
             payloads.append(PyBytes_FromStringAndSize(PyBytes_AS_STRING(chunk.payloads) + start, end - start))
         return index
 
-    cdef void _sent(self, tuple fields, int64_t now, int64_t due) except *:
+    cdef int _sent(self, tuple fields, int64_t now, int64_t due) except -1:
         """A Group sent by the link itself (open loop, cas, the drain noop): its fields as a GroupBlock row. By
         position, not by name: a NamedTuple's attribute is a Python-level lookup (inflight.py checks the order)."""
         cdef int64_t row[B_FIELDS]
@@ -146,7 +146,7 @@ cdef class ReplyMatcher(UnitSink):
         row[B_NUMBER] = fields[8]
         self._sent_row(row, now, due)
 
-    cdef void _sent_row(self, const int64_t* row, int64_t now, int64_t due) except *:
+    cdef int _sent_row(self, const int64_t* row, int64_t now, int64_t due) except -1:
         cdef Entry entry
         entry.slot = row[B_SLOT]
         entry.rows = row[B_ROWS]
@@ -250,12 +250,12 @@ cdef class ReplyMatcher(UnitSink):
     cdef void on_reply_hole(self) noexcept:
         pass  # only skipped bytes make a hole in a reply stream, and receive() reports those
 
-    cdef void on_response(self, Unit* unit, UnitBytes pieces) except *:
+    cdef int on_response(self, Unit* unit, UnitBytes pieces) except -1:
         cdef Entry* entry
         cdef int reply = unit.reply
         cdef bint own
         if self.parser.bytes_skipped:
-            return  # after garbage nothing is attributed (InFlight.receive stops at the first Skipped)
+            return 0  # after garbage nothing is attributed (InFlight.receive stops at the first Skipped)
         if unit.cas.present and not unit.cas.huge and unit.keys and self.uniques is not None:
             self.uniques[PyBytes_FromStringAndSize(<char*>pieces.piece(0), pieces.piece_length(0))] = \
                 unit.cas.magnitude
@@ -270,7 +270,7 @@ cdef class ReplyMatcher(UnitSink):
                 self._record(entry)
                 self._pop()
                 if own:
-                    return
+                    return 0
                 continue
             if entry.expect == EXPECT_UNITS:
                 if entry.slot >= 0:
@@ -290,13 +290,13 @@ cdef class ReplyMatcher(UnitSink):
                 entry.replies += 1
             else:
                 self._on_end(entry, reply)
-            return
+            return 0
         self.unexpected += 1
 
-    cdef void _on_end(self, Entry* entry, int reply) except *:
+    cdef int _on_end(self, Entry* entry, int reply) except -1:
         cdef int64_t* counts
         if reply == R_STAT:
-            return
+            return 0
         counts = self.counts + entry.slot * STATUS_COUNT
         if reply != R_END:
             counts[self.table[entry.slot * REPLY_COUNT + reply]] += entry.rows
@@ -307,13 +307,13 @@ cdef class ReplyMatcher(UnitSink):
             counts[S_MISS] += entry.rows - entry.replies
         self._close(entry)
 
-    cdef void _close(self, Entry* entry) except *:
+    cdef int _close(self, Entry* entry) except -1:
         self.waiting -= 1
         self._record(entry)
         self._answer(entry.number)
         self._pop()
 
-    cdef void _record(self, Entry* entry) except *:
+    cdef int _record(self, Entry* entry) except -1:
         if entry.slot >= 0:
             (<Int64Log>self.latencies[entry.slot]).add(floor_us(self.now - entry.sent_ns))
             self.requests[entry.slot] += 1
@@ -336,6 +336,6 @@ cdef int64_t _opaque_number(Unit* unit, UnitBytes pieces) noexcept:
     return -1
 
 
-cdef void _hand_over(list chunks, Int64Log log) except *:
+cdef int _hand_over(list chunks, Int64Log log) except -1:
     if log.size:
         chunks.append(np.frombuffer(log.take(), np.int64))

@@ -153,12 +153,12 @@ cdef class UnitBytes:
         free(self.data)
         free(self.offsets)
 
-    cdef inline void reset(self) except *:
+    cdef inline int reset(self) except -1:
         self.size = 0
         self.pieces = 0
         self._offset(0)
 
-    cdef void _offset(self, uint32_t value) except *:
+    cdef int _offset(self, uint32_t value) except -1:
         cdef Py_ssize_t wanted = self.pieces + 1
         if wanted > self.offset_capacity:
             self.offset_capacity = max(4, wanted * 2)
@@ -167,7 +167,7 @@ cdef class UnitBytes:
                 raise MemoryError()
         self.offsets[self.pieces] = value
 
-    cdef void add(self, const uint8_t* p, Py_ssize_t n) except *:
+    cdef int add(self, const uint8_t* p, Py_ssize_t n) except -1:
         if self.size + n > self.capacity:
             self.capacity = max(64, (self.size + n) * 2)
             self.data = <uint8_t*>realloc(self.data, self.capacity)
@@ -188,10 +188,10 @@ cdef class UnitBytes:
 cdef class UnitSink:
     """Where a direction parser hands its units: record's pairer, or replay's in-flight matcher."""
 
-    cdef void on_request(self, Unit* unit, UnitBytes pieces) except *:
+    cdef int on_request(self, Unit* unit, UnitBytes pieces) except -1:
         pass
 
-    cdef void on_response(self, Unit* unit, UnitBytes pieces) except *:
+    cdef int on_response(self, Unit* unit, UnitBytes pieces) except -1:
         pass
 
     cdef void on_reply_hole(self) noexcept:
