@@ -18,7 +18,7 @@ CORE = compiled("membench.record._core")
 def pipelines() -> list[Any]:
     found: list[Any] = [RecordPipeline(KeyHasher(SALT))]
     if CORE is not None:
-        found.append(CORE.RecordPipeline(SALT))
+        found.append(CORE.RecordPipeline(SALT, True))  # as `top --show-keys` makes it: remembering keys
     return found
 
 

@@ -116,8 +116,9 @@ def _common_fingerprint(readers: list[ProfileReader]) -> str:
     fingerprints = {reader.metadata.salt_fingerprint for reader in readers}
     if len(fingerprints) != 1:
         named = ", ".join(f"{reader.path} {reader.metadata.salt_fingerprint}" for reader in readers)
-        raise MembenchError(f"the profiles were hashed with different salts ({named}): their keys cannot be "
-                            "joined; record every node with the same --salt-file")
+        raise MembenchError(f"the profiles were hashed with different salts, or some with the key hash of schema "
+                            f"versions before 3 (BLAKE2b) ({named}): their keys cannot be joined; record every node "
+                            "with the same --salt-file and the same membench")
     return fingerprints.pop()
 
 

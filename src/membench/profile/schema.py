@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2 added effect, delta, initial
+SCHEMA_VERSION = 3  # 2 added effect, delta, initial; 3 hashes keys with SipHash-2-4 instead of keyed BLAKE2b
 FORMAT_NAME = "membench-profile"
 
 

@@ -19,7 +19,7 @@ cdef size_t HUGE_PAGE = 1 << 21
 
 include "_core_tables.pxi"
 include "_core_units.pxi"
-include "_core_blake2b.pxi"
+include "_core_keyhash.pxi"
 include "_core_text.pxi"
 include "_core_meta.pxi"
 include "_core_columns.pxi"
@@ -44,7 +44,7 @@ cdef class RecordPipeline:
     """See record/pipeline.py: connections, parsers and pairing of one capture."""
 
     cdef KeyedHash hasher
-    cdef MemoSlot* memo
+    cdef MemoSlot* memo  # NULL unless keys are remembered
     cdef dict connections
     # The connections of the latest records, by id: most records find theirs here without a Python int and a dict
     # lookup. A slot is cleared before its connection leaves `connections`, which keeps the reference alive.
@@ -55,9 +55,11 @@ cdef class RecordPipeline:
     cdef Columns rows
     cdef dict parser_totals
 
-    def __cinit__(self, bytes salt):
-        keyed_hash_init(&self.hasher, salt, len(salt))
-        self.memo = _huge_page_table(MEMO_SLOTS * sizeof(MemoSlot))
+    def __cinit__(self, bytes salt not None, bint remember_keys=False):
+        if len(salt) != 16:
+            raise ValueError("salt must be 16 bytes")
+        keyed_hash_init(&self.hasher, salt)
+        self.memo = _huge_page_table(MEMO_SLOTS * sizeof(MemoSlot)) if remember_keys else NULL
         self.connections = {}
         memset(self.recent, 0, sizeof(self.recent))
         self.connection_count = 0
@@ -223,10 +225,12 @@ cdef class RecordPipeline:
         return [tuple(row.values()) for row in self.rows.take().to_pylist()]
 
     def keys_for(self, hashes):
-        """The keys behind `hashes` still in the memo (see KeyHasher.keys_for)."""
+        """The keys behind `hashes` still in the memo (see KeyHasher.keys_for); none unless keys are remembered."""
         cdef set wanted = set(hashes)
         cdef dict found = {}
         cdef Py_ssize_t i
+        if self.memo == NULL:
+            return found
         for i in range(MEMO_SLOTS):
             if self.memo[i].length and self.memo[i].value in wanted:
                 found[self.memo[i].value] = PyBytes_FromStringAndSize(<char*>self.memo[i].key, self.memo[i].length)

@@ -42,7 +42,7 @@ cdef class Pairer(UnitSink):
     cdef PairingCounters counters
     cdef Columns rows
     cdef const KeyedHash* hasher
-    cdef MemoSlot* memo
+    cdef MemoSlot* memo  # the pipeline's, NULL unless it remembers keys
     cdef Pending* queue
     cdef Py_ssize_t head, count, capacity
     cdef uint8_t* arena
@@ -232,7 +232,8 @@ cdef class Pairer(UnitSink):
             self.slots[self.slot_count + i].offset = self.arena_size + pieces.offsets[i]
             self.slots[self.slot_count + i].length = pieces.piece_length(i)
             self.slots[self.slot_count + i].hit = 0
-            memo_prefetch(self.memo, pieces.data + pieces.offsets[i], pieces.piece_length(i))
+            if self.memo != NULL:
+                memo_prefetch(self.memo, pieces.data + pieces.offsets[i], pieces.piece_length(i))
         pending.opaque_offset = self.arena_size + pieces.offsets[keys]
         pending.opaque_length = pieces.size - pieces.offsets[keys]
         self.arena_size += pieces.size
@@ -337,7 +338,10 @@ cdef class Pairer(UnitSink):
         rows.protocol[row] = request.protocol
         mark(rows.key_valid, row, slot != NULL)
         if slot != NULL:
-            rows.key_hash[row] = memo_hash(self.hasher, self.memo, self.arena + slot.offset, slot.length)
+            if self.memo != NULL:
+                rows.key_hash[row] = memo_hash(self.hasher, self.memo, self.arena + slot.offset, slot.length)
+            else:
+                rows.key_hash[row] = keyed_hash(self.hasher, self.arena + slot.offset, slot.length)
             rows.key_length[row] = <uint16_t>slot.length
         else:
             # Arrow keeps the bytes under a null as they are, and a writer of whole buffers (Arrow IPC) would

@@ -169,9 +169,12 @@ def _add_parser_stats(totals: dict[str, int], state: _Connection) -> None:
             totals[prefix + f.name] = totals.get(prefix + f.name, 0) + getattr(stats, f.name)
 
 
-def new_pipeline(hasher: KeyHasher) -> Any:
-    """The compiled twin of RecordPipeline where it is built and allowed, else the Python specification."""
+def new_pipeline(hasher: KeyHasher, *, remember_keys: bool = False) -> Any:
+    """The compiled twin of RecordPipeline where it is built and allowed, else the Python specification.
+
+    `remember_keys` keeps recent keys in the compiled pipeline for keys_for (`membench top --show-keys`); the
+    specification's hasher always remembers them."""
     core = compiled("membench.record._core")
     if core is None:
         return RecordPipeline(hasher)
-    return core.RecordPipeline(hasher.salt)
+    return core.RecordPipeline(hasher.salt, remember_keys)

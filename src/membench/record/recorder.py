@@ -59,11 +59,11 @@ class Recorder:
     """Records one source into one profile writer. `run()` returns when the source ends or is stopped."""
 
     def __init__(self, source: StreamSource, writer: ProfileSink, hasher: KeyHasher,
-                 on_progress: Callable[[Progress], None] | None = None) -> None:
+                 on_progress: Callable[[Progress], None] | None = None, *, remember_keys: bool = False) -> None:
         self._source = source
         self._writer = writer
         self._on_progress = on_progress
-        self._pipeline = new_pipeline(hasher)
+        self._pipeline = new_pipeline(hasher, remember_keys=remember_keys)
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._done = threading.Event()

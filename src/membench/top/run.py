@@ -48,10 +48,10 @@ def apply_key(state: ViewState, key: str) -> ViewState | None:
 class _Capture:
     """The recorder on its own thread, and what it last reported."""
 
-    def __init__(self, source: StreamSource, window: TopWindow, hasher: KeyHasher) -> None:
+    def __init__(self, source: StreamSource, window: TopWindow, hasher: KeyHasher, *, remember_keys: bool) -> None:
         self.progress: Progress | None = None
         self.failure: MembenchError | None = None
-        self.recorder = Recorder(source, window, hasher, on_progress=self._on_progress)
+        self.recorder = Recorder(source, window, hasher, on_progress=self._on_progress, remember_keys=remember_keys)
         self.thread = threading.Thread(target=self._run, name="membench-top-capture", daemon=True)
 
     def _on_progress(self, progress: Progress) -> None:
@@ -73,7 +73,7 @@ class _Capture:
 def run_top(source: StreamSource, hasher: KeyHasher, options: TopOptions, console: Console) -> None:
     """Show the traffic until `q`, Ctrl+C, SIGTERM, or the source ends (--duration)."""
     window = TopWindow()
-    capture = _Capture(source, window, hasher)
+    capture = _Capture(source, window, hasher, remember_keys=options.show_keys)
     state = ViewState(source=source.name, show_keys=options.show_keys)
     capture.thread.start()
     try:
