@@ -9,6 +9,7 @@ The same parsers serve replay: _core_replay.pxi's ReplyMatcher, the twin of repl
 in place of a pairer (both are UnitSinks), so a reply is framed by one parser whichever side reads it.
 """
 
+cimport cython
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -40,6 +41,7 @@ cdef class _Connection:
     cdef int64_t[2] next_offset
 
 
+@cython.final
 cdef class RecordPipeline:
     """See record/pipeline.py: connections, parsers and pairing of one capture."""
 

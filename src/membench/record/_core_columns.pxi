@@ -34,6 +34,7 @@ cdef inline void mark(uint8_t[::1] bitmap, Py_ssize_t row, bint present) noexcep
         bitmap[row >> 3] |= <uint8_t>(1 << (row & 7))
 
 
+@cython.final
 cdef class Columns:
     cdef Py_ssize_t size, capacity
     cdef object values  # column name -> numpy array of `capacity` rows

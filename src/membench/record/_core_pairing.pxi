@@ -37,6 +37,7 @@ cdef class PairingCounters:
                 "unexpected_values": self.unexpected_values, "values_out_of_range": self.values_out_of_range}
 
 
+@cython.final
 cdef class Pairer(UnitSink):
     cdef uint32_t connection
     cdef PairingCounters counters

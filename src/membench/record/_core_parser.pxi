@@ -21,6 +21,7 @@ cdef enum:
     BINARY = 2
 
 
+@cython.final
 cdef class DirectionParser:
     cdef public int64_t bytes_parsed, bytes_skipped, bytes_missing, bytes_missing_in_values, resyncs, errors
     cdef bint is_request, unsure, synced, discarding

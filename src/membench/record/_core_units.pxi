@@ -132,6 +132,7 @@ cdef struct Unit:
     int64_t end_ns
 
 
+@cython.final
 cdef class UnitBytes:
     """The keys (and meta opaque token) of the unit being parsed: copied, since its bytes may span chunks.
 
