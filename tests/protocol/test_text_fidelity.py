@@ -208,3 +208,26 @@ def test_a_hole_inside_a_value_is_told_apart_from_one_that_breaks_framing(hole: 
     assert len(pipeline.take_rows()) == rows
     parser = pipeline.health()[0]
     assert (parser["request_bytes_missing"], parser["request_bytes_missing_in_values"]) == (end - start, in_values)
+
+
+@pytest.mark.parametrize("command", [b"gat 0", b"gats 0"])
+def test_a_gat_line_too_long_for_one_read_is_no_operation(memcached: Memcached, command: bytes) -> None:
+    # memcached reads past 2048 bytes without a newline only for get and gets; a longer gat line makes it close
+    # the connection without executing it (checked against memcached 1.6.18), so its keys are no rows.
+    keys = b" ".join(b"k%05d" % i for i in range(3000))  # about 21 KB, past memcached's 16 KiB read buffer
+    requests = command + b" " + keys + b"\r\nmn\r\n"
+    before = memcached.stats()
+    replies = b""
+    with socket.create_connection((memcached.host, memcached.port)) as sock:
+        sock.sendall(requests)
+        sock.settimeout(5)
+        try:
+            while chunk := sock.recv(65536):
+                replies += chunk
+        except ConnectionResetError:
+            pass  # memcached closed with the rest of the line unread
+    delta = stats_delta(before, memcached.stats())
+    assert replies == b""
+    rows = record_rows(requests, replies)
+    assert not [row for row in rows if row.command in ("gat", "gats")]
+    assert counters(rows) == {name: delta[name] for name in COUNTED}

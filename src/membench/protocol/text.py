@@ -3,7 +3,7 @@
 A line ends at `\\n` (memcached accepts a bare `\\n` as well as `\\r\\n`); a storage command or a VALUE/VA reply
 is followed by a data block of the announced length plus `\\r\\n`, which is counted, never searched, exactly as
 memcached itself reads it. Only lines are buffered: a line is bounded (8 KiB; 1 MiB for a retrieval command,
-whose key list may legitimately be long) and anything longer is garbage.
+whose key list may legitimately be long: get, gets) and anything longer is garbage.
 
 Decisions where the protocol leaves room:
 - memcached answers every line it cannot execute (an unknown command, a known one with bad arguments, an empty
@@ -55,7 +55,9 @@ _META = Protocol.META
 _NOREPLY = b"noreply"
 _END_SIZE = len(b"END\r\n")
 _SHORTEST_VALUE = len(b"VALUE k 0 0\r\n\r\n")
-_RETRIEVAL_PREFIXES = (b"get ", b"gets ", b"gat ", b"gats ")
+# The commands whose line memcached reads past 2048 bytes without a newline (a long multi-get); on any other, gat
+# and gats included, it closes the connection.
+_RETRIEVAL_PREFIXES = (b"get ", b"gets ")
 # Bytes memcached never writes into a reply line; `\r` is allowed only as the line ending.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NUL = b"\0"

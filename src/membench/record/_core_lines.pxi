@@ -121,5 +121,4 @@ cdef bint _too_long(DirectionParser p, const uint8_t* line, Py_ssize_t n) noexce
 
 
 cdef bint _retrieval_prefix(const uint8_t* line, Py_ssize_t n) noexcept:
-    return ((n >= 4 and memcmp(line, b"get ", 4) == 0) or (n >= 5 and memcmp(line, b"gets ", 5) == 0)
-            or (n >= 4 and memcmp(line, b"gat ", 4) == 0) or (n >= 5 and memcmp(line, b"gats ", 5) == 0))
+    return (n >= 4 and memcmp(line, b"get ", 4) == 0) or (n >= 5 and memcmp(line, b"gets ", 5) == 0)
