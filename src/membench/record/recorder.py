@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import pyarrow as pa
+
 from membench.capture.stream import ConnectionClosed, ConnectionOpened, StreamChunk, StreamSource
 from membench.errors import MembenchError
+from membench.profile.schema import Operation
 from membench.profile.writer import ProfileWriteError
 from membench.record.anonymize import KeyHasher
 from membench.record.pipeline import RecordPipeline, RowSink, new_pipeline
@@ -148,20 +151,25 @@ class Recorder:
 
     def _tick_forever(self) -> None:
         while not self._done.wait(FLUSH_INTERVAL_S):
-            with self._lock:
-                try:
-                    self._pipeline.flush_to(self._writer)
-                    self._writer.set_health(self._health())
-                    self._writer.tick()
-                except Exception as error:
-                    # Whatever it is, a flush thread that died silently would lose every row after it: stop
-                    # recording, and say why, rather than capture what would be lost.
-                    failure = error if isinstance(error, MembenchError) else MembenchError(
-                        f"the profile writer failed ({type(error).__name__}: {error})")
-                    self._failure = self._stopped_by(failure)
-                    self._source.stop()
-                    return
-                progress = self._progress()
+            # Only taking the rows and the counters needs the pipeline: encoding and writing a part (tens of ms)
+            # happen after the lock is released, so the source keeps draining meanwhile.
+            handoff = _Handoff()
+            try:
+                with self._lock:
+                    self._pipeline.flush_to(handoff)
+                    health = self._health()
+                    progress = self._progress()
+                handoff.write_into(self._writer)
+                self._writer.set_health(health)
+                self._writer.tick()
+            except Exception as error:
+                # Whatever it is, a flush thread that died silently would lose every row after it: stop
+                # recording, and say why, rather than capture what would be lost.
+                failure = error if isinstance(error, MembenchError) else MembenchError(
+                    f"the profile writer failed ({type(error).__name__}: {error})")
+                self._failure = self._stopped_by(failure)
+                self._source.stop()
+                return
             if self._on_progress is not None:
                 self._on_progress(progress)
 
@@ -189,3 +197,22 @@ class Recorder:
             "writer": {"rows_rejected": self._writer.rows_rejected},
         }
 
+
+class _Handoff:
+    """The rows a pipeline hands over while its lock is held, for the writer to take once it is released."""
+
+    def __init__(self) -> None:
+        self._rows: list[Operation] = []
+        self._tables: list[pa.Table] = []
+
+    def write_many(self, ops: list[Operation]) -> None:
+        self._rows.extend(ops)
+
+    def write_columns(self, table: pa.Table) -> None:
+        self._tables.append(table)
+
+    def write_into(self, sink: RowSink) -> None:
+        if self._rows:
+            sink.write_many(self._rows)
+        for table in self._tables:
+            sink.write_columns(table)
