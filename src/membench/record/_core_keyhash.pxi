@@ -54,7 +54,7 @@ cdef inline uint64_t keyed_hash(const KeyedHash* state, const uint8_t* key, size
 
 
 def siphash24(bytes salt not None, bytes key not None):
-    """The specification's KeyHasher.hash_key, compiled: SipHash-2-4 of `key` under the 16-byte `salt`."""
+    """anonymize.siphash24, compiled: SipHash-2-4 of `key` (bytes) under the 16-byte `salt`."""
     cdef KeyedHash state
     if len(salt) != 16:
         raise ValueError("salt must be 16 bytes")
