@@ -249,7 +249,7 @@ def print_rounds(rounds: Rounds, args: argparse.Namespace) -> None:
 
 def sweep(port: int, args: argparse.Namespace, directory: Path, baseline: float) -> None:
     """Recording at memcaslap concurrency 1, 2, 4 .. --concurrency, with BPF time per operation (bpf_stats)."""
-    print("load sweep, membench record ebpf:any (bpf_stats on: BPF time is kernel time in the traced syscalls):")
+    print("load sweep, membench record ebpf:any (bpf_stats on: BPF time is kernel time in the traced socket calls):")
     best_clean = 0.0
     concurrency = 1
     while concurrency <= args.concurrency:

@@ -1,10 +1,10 @@
-"""What syscall-level capture costs memcached before it copies a byte, next to tcpdump in the same run.
+"""What socket-level capture costs memcached before it copies a byte, next to tcpdump in the same run.
 
 `bench/ebpf_capture.py` finds memcached slower beside `membench record ebpf:any` than beside tcpdump. This splits
 that cost in two, so that the part no change to membench's copying can remove is measured, not guessed:
-  - floor: `membench record ebpf:any --port P` with nothing on port P. The same program runs at every syscall exit
-    of every process and decides memcached's fds are not watched: the price of being a syscall tracepoint
-    program, with nothing copied, nothing in the ring and nothing for the recorder to do;
+  - floor: `membench record ebpf:any --port P` with nothing on port P. The same programs run at every socket
+    send and receive of every process and decide memcached's sockets are not watched: the price of being a
+    socket tracepoint program, with nothing copied, nothing in the ring and nothing for the recorder to do;
   - recording: the same command on memcached's port, the whole pipeline;
   - tcpdump -w on the same traffic.
 Each round runs memcached (-t 2) under memcaslap (-T 2, 64-byte values) uncaptured, then the three captures in a
@@ -106,7 +106,7 @@ def main() -> None:
     for name, values in ratios.items():
         print(f"  {name:10s} {statistics.median(values):.3f}")
     print("round by round:")
-    print_difference("floor - tcpdump     (what a syscall program costs, against the packet tap)",
+    print_difference("floor - tcpdump     (what the socket programs cost, against the packet tap)",
                      ratios["floor"], ratios["tcpdump"])
     print_difference("recording - floor   (what copying, the ring and the recorder add)",
                      ratios["recording"], ratios["floor"])

@@ -20,8 +20,9 @@ memcached -u root -l 127.0.0.1 -p "$replay_port" -U 0 -m 256 -t 2 & pids+=($!)
 sleep 0.5
 
 source_spec=ebpf:any
-if [ "$(id -u)" -ne 0 ] || [ ! -e /sys/kernel/btf/vmlinux ]; then
-    echo "eBPF capture needs root and a kernel with BTF: falling back to live packet capture on lo" >&2
+if [ "$(id -u)" -ne 0 ] || [ ! -e /sys/kernel/btf/vmlinux ] \
+    || ! grep -qa btf_trace_sock_send_length /sys/kernel/btf/vmlinux; then
+    echo "eBPF capture needs root and a kernel with BTF and socket tracepoints (6.3+): falling back to live packet capture on lo" >&2
     source_spec=lo
 fi
 echo "== recording with $source_spec on port $record_port"

@@ -30,7 +30,7 @@ class Capture:
             self.error = exc
 
     def finish(self) -> list[StreamItem]:
-        time.sleep(0.05)  # the peer's last syscall may still be between its enter and exit tracepoints
+        time.sleep(0.05)  # the bytes of the peer's last call may still be on their way to the ring
         self.source.stop()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive(), "the capture did not stop"

@@ -2,15 +2,24 @@
 /*
  * membench socket capture: copies the bytes that move through watched TCP sockets into a ring buffer.
  *
- * Only tracepoints are used (no kprobes/fentry): the raw sys_exit tracepoint, whose program sees every
- * syscall's saved user registers and return value, plus sched_process_exit. Data syscalls
- * are seen at exit only: a call that moved nothing (EAGAIN, the second read of every memcached request) costs
- * one comparison, and the arguments of the others are still in the registers saved at syscall entry, so no
- * sys_enter program runs for them and nothing is stashed per thread. The fd is checked once
- * (task->files->fdt->fd[fd] -> file -> socket -> sock: TCP, watched port, wanted pid) and the verdict is
- * cached per (tgid, fd), so the common case is one hash lookup. The return value says how many bytes moved:
- * that many bytes (up to the copy limit, or in events of it up to plain_pieces of them) are copied from user
- * memory and the per-direction stream offset advances by the full count, delivered or not.
+ * Only tracepoints are used (no kprobes/fentry), and only socket ones:
+ *  - sock_recv_length and sock_send_length fire inside every socket receive and send, once the bytes have moved,
+ *    with the socket and the count. The bytes are copied from the user buffer of the syscall in progress, whose
+ *    number and arguments are in the user registers saved at its entry: read/recvfrom/write/sendto name the
+ *    buffer, readv/writev an iovec array, recvmsg/sendmsg a msghdr. A move by anything else (sendfile, splice,
+ *    io_uring, a kernel thread, a 32-bit syscall) is a hole of the right length.
+ *  - inet_sock_set_state marks a socket on a watched port created while capturing (SYN_SENT in a client,
+ *    SYN_RECV in a server), whose bytes are then seen from the first one; any other is joined mid-stream.
+ *  - tcp_destroy_sock ends a watched connection.
+ * A syscall tracepoint would make every syscall of every process take the kernel's slow exit path for as long
+ * as the capture runs: about 4% of memcached's throughput on this path alone, before any byte is copied.
+ *
+ * What is known of a socket lives in BPF socket storage, which the kernel frees with the socket: one lookup
+ * per send or receive, and no fd numbers to follow across close, dup or exec. The first bytes a socket moves
+ * decide whether it is watched (TCP, watched port, wanted pid); the verdict stays with it. The count the
+ * tracepoint gives says how many bytes moved: that many (up to the copy limit, or in events of it up to
+ * plain_pieces of them) are copied and the per-direction stream offset advances by the full count, delivered
+ * or not.
  *
  * The registers and syscall numbers are those of x86-64 (the object is built for it): di, si, dx, r10 carry
  * arguments 1 to 4, orig_ax the syscall number.
@@ -127,69 +136,40 @@ static long copy_iovec(__u32 index, void *ctx)
 	return 0;
 }
 
-/* A data syscall that returned: copy what it moved if its fd is a watched connection. `kind` says how the
- * buffer argument (the second) is to be read. */
-static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direction, __u8 kind)
+/* How the user buffer of the syscall that moved bytes in `direction` is to be read, or MB_BUFFER_NONE. */
+static __always_inline __u8 buffer_kind(struct task_struct *task, struct pt_regs *regs, __u8 direction, int flags)
 {
-	const volatile struct mb_config *cfg;
-	struct mb_fd_key key;
-	struct mb_connection *connection;
-	struct scratch_event *event;
-	struct iovec_copy copy;
-	struct iovec_walk *walk;
-	__u64 buffer;
-	__u64 count;
-	__u64 offset;
-	__u32 copied;
-	__u32 limit;
-	__u32 cpu;
-
-	if (ret <= 0)
-		return 0;
-	cfg = get_config();
-	key.tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!cfg || !pid_wanted(cfg, key.tgid))
-		return 0;
-	/* A peek leaves the bytes in the socket: they are captured when actually read. */
-	if ((regs->orig_ax == SYS_RECVFROM && (regs->r10 & MSG_PEEK)) ||
-	    (regs->orig_ax == SYS_RECVMSG && (regs->dx & MSG_PEEK)))
-		return 0;
-	key.fd = (__s32)regs->di;
-	buffer = regs->si;
-	count = regs->dx;
-	connection = watched_connection(cfg, &key);
-	if (!connection)
-		return 0;
-	offset = __sync_fetch_and_add(&connection->offset[direction & 1], ret);
-
-	cpu = bpf_get_smp_processor_id();
-	event = bpf_map_lookup_elem(&scratch, &cpu);
-	if (!event)
-		return 0;
-	fill_header(&event->header, cfg, connection->conn, MB_EVENT_DATA);
-	event->header.direction = direction;
-	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
-	if (kind == MB_BUFFER_PLAIN && cfg->plain_pieces > 1 && (__u64)ret > limit) {
-		struct plain_copy plain = { .event = event, .cfg = cfg, .buffer = buffer, .offset = offset,
-					    .moved = ret, .limit = limit, .pieces = cfg->plain_pieces };
-
-		bpf_loop(plain.pieces, copy_piece, &plain, 0);
-		return 0;
+	if ((task->thread_info.status & TS_COMPAT) || (flags & MSG_TRUNC))
+		return MB_BUFFER_NONE; /* other syscall numbers; bytes consumed without being copied to the user */
+	switch (regs->orig_ax) {
+	case SYS_READ:
+	case SYS_RECVFROM:
+		return direction == MB_DIR_INGRESS ? MB_BUFFER_PLAIN : MB_BUFFER_NONE;
+	case SYS_READV:
+		return direction == MB_DIR_INGRESS ? MB_BUFFER_IOVEC : MB_BUFFER_NONE;
+	case SYS_RECVMSG:
+		return direction == MB_DIR_INGRESS ? MB_BUFFER_MSGHDR : MB_BUFFER_NONE;
+	case SYS_WRITE:
+	case SYS_SENDTO:
+		return direction == MB_DIR_EGRESS ? MB_BUFFER_PLAIN : MB_BUFFER_NONE;
+	case SYS_WRITEV:
+		return direction == MB_DIR_EGRESS ? MB_BUFFER_IOVEC : MB_BUFFER_NONE;
+	case SYS_SENDMSG:
+		return direction == MB_DIR_EGRESS ? MB_BUFFER_MSGHDR : MB_BUFFER_NONE;
 	}
-	if (kind == MB_BUFFER_PLAIN) {
-		copied = (__u64)ret < limit ? (__u32)ret : limit;
-		if (copied > MB_COPY_MAX)
-			copied = MB_COPY_MAX;
-		if (bpf_probe_read_user(event->data, copied, (void *)buffer))
-			copied = 0;
-		output(cfg, event, offset, ret, copied);
-		return 0;
-	}
+	return MB_BUFFER_NONE;
+}
 
-	walk = &event->walk;
+/* Copy the `moved` bytes of a vectored syscall: `buffer` is its iovec array or msghdr. */
+static __always_inline void copy_vectored(const volatile struct mb_config *cfg, struct scratch_event *event,
+					  __u8 kind, __u64 buffer, __u64 count, __u64 offset, __u64 moved, __u32 limit)
+{
+	struct iovec_walk *walk = &event->walk;
+	struct iovec_copy copy = { .event = event, .cfg = cfg };
+
 	walk->iovecs = buffer;
 	walk->count = count;
-	walk->remaining = ret;
+	walk->remaining = moved;
 	walk->offset = offset;
 	walk->length = 0;
 	walk->copied = 0;
@@ -208,147 +188,102 @@ static __always_inline int data_exit(struct pt_regs *regs, long ret, __u8 direct
 	}
 	if (walk->count > MB_MAX_IOV)
 		walk->count = MB_MAX_IOV;
-	copy.event = event;
-	copy.cfg = cfg;
 	bpf_loop(walk->count, copy_iovec, &copy, 0);
 	/* Bytes the walk could not attribute (unreadable iovec array) end the last event as its missing tail. */
 	output(cfg, event, walk->offset, walk->length + walk->remaining, walk->copied);
-	return 0;
 }
 
-/* A close that returned. Its fd number was free from inside the call on, so another thread may have reused it
- * already (an accept, an open). Where an accept's exit already made it the fd of a new connection, that one
- * stays; anything else known of the fd is forgotten. Seen at entry instead, close cost a syscall tracepoint,
- * whose perf handler then ran at the entry of every syscall of every process (about 20 ns each). */
-static __always_inline int closed(struct pt_regs *regs)
+/* `moved` bytes went through sk in `direction`: copy them if sk is a watched connection. */
+static __always_inline int data_moved(struct sock *sk, int moved, int flags, __u8 direction)
 {
 	const volatile struct mb_config *cfg = get_config();
-	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)regs->di };
-	struct mb_connection *known;
+	struct task_struct *task;
+	struct mb_sock_state *state;
+	struct scratch_event *event;
+	struct pt_regs *regs;
+	__u64 offset;
+	__u32 copied;
+	__u32 limit;
+	__u32 cpu;
+	__u8 kind;
 
-	if (!cfg)
+	/* A peek leaves the bytes in the socket: they are captured when actually read. An error queue holds
+	 * notifications, not stream bytes. */
+	if (moved <= 0 || !cfg || (flags & (MSG_PEEK | MSG_ERRQUEUE)) || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	known = bpf_map_lookup_elem(&connections, &key);
-	if (known && known->sock == (__u64)tcp_sock_of_fd(key.fd))
+	state = watched_state(cfg, sk);
+	if (!state)
 		return 0;
-	forget_known(cfg, &key, known);
-	return 0;
-}
+	offset = __sync_fetch_and_add(&state->offset[direction & 1], moved);
 
-/* A new fd from accept: decide now, so the connection is known from its first byte (not mid-stream). */
-static __always_inline int accepted(long ret)
-{
-	const volatile struct mb_config *cfg = get_config();
-	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
-	struct sock *sk;
-
-	if (!cfg || ret < 0)
+	cpu = bpf_get_smp_processor_id();
+	event = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!event)
 		return 0;
-	forget(cfg, &key);
-	if (!pid_wanted(cfg, key.tgid))
-		return 0;
-	sk = tcp_sock_of_fd(key.fd);
-	if (sk)
-		track(cfg, &key, sk, false);
-	return 0;
-}
+	fill_header(&event->header, cfg, state->conn, MB_EVENT_DATA);
+	event->header.direction = direction;
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	kind = buffer_kind(task, regs, direction, flags);
+	limit = cfg->copy_limit < MB_COPY_MAX ? cfg->copy_limit : MB_COPY_MAX;
+	if (kind == MB_BUFFER_NONE) {
+		output(cfg, event, offset, moved, 0);
+	} else if (kind == MB_BUFFER_PLAIN && cfg->plain_pieces > 1 && (__u32)moved > limit) {
+		struct plain_copy plain = { .event = event, .cfg = cfg, .buffer = regs->si, .offset = offset,
+					    .moved = moved, .limit = limit, .pieces = cfg->plain_pieces };
 
-/* A connect that succeeded or is in progress: the remote port is set, decide now (not mid-stream). */
-static __always_inline int connected(struct pt_regs *regs, long ret)
-{
-	const volatile struct mb_config *cfg = get_config();
-	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
-	struct sock *sk;
-
-	if (!cfg || cfg->side != MB_SIDE_CLIENT || (ret != 0 && ret != -EINPROGRESS) || !pid_wanted(cfg, key.tgid))
-		return 0;
-	key.fd = (__s32)regs->di;
-	forget(cfg, &key);
-	sk = tcp_sock_of_fd(key.fd);
-	if (sk)
-		track(cfg, &key, sk, false);
-	return 0;
-}
-
-/* A syscall that hands out an fd number: whatever that number named before (closed without close(2), e.g.
- * by exec or dup2 over it) is gone. */
-static __always_inline int fd_reassigned(long ret)
-{
-	const volatile struct mb_config *cfg = get_config();
-	struct mb_fd_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)ret };
-
-	if (cfg && ret >= 0)
-		forget(cfg, &key);
-	return 0;
-}
-
-/* Every syscall's exit, one program. The kernel calls a raw tracepoint's program directly; a syscall
- * tracepoint per syscall went through perf's event machinery first (about 40 ns more per call, most of them
- * calls of processes that are not watched). Syscalls that do not concern the capture return at the switch.
- * 32-bit syscalls use other numbers; the syscall tracepoints ignored them, and so does this. */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
-{
-	if (bpf_get_current_task_btf()->thread_info.status & TS_COMPAT)
-		return 0;
-	switch (regs->orig_ax) {
-	case SYS_READ:
-	case SYS_RECVFROM:
-		return data_exit(regs, ret, MB_DIR_INGRESS, MB_BUFFER_PLAIN);
-	case SYS_READV:
-		return data_exit(regs, ret, MB_DIR_INGRESS, MB_BUFFER_IOVEC);
-	case SYS_RECVMSG:
-		return data_exit(regs, ret, MB_DIR_INGRESS, MB_BUFFER_MSGHDR);
-	case SYS_WRITE:
-	case SYS_SENDTO:
-		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_PLAIN);
-	case SYS_WRITEV:
-		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_IOVEC);
-	case SYS_SENDMSG:
-		return data_exit(regs, ret, MB_DIR_EGRESS, MB_BUFFER_MSGHDR);
-	case SYS_CLOSE:
-		return closed(regs);
-	case SYS_ACCEPT:
-	case SYS_ACCEPT4:
-		return accepted(ret);
-	case SYS_CONNECT:
-		return connected(regs, ret);
-	case SYS_SOCKET:
-	case SYS_DUP:
-	case SYS_DUP2:
-	case SYS_DUP3:
-		return fd_reassigned(ret);
+		bpf_loop(plain.pieces, copy_piece, &plain, 0);
+	} else if (kind == MB_BUFFER_PLAIN) {
+		copied = (__u32)moved < limit ? (__u32)moved : limit;
+		if (copied > MB_COPY_MAX)
+			copied = MB_COPY_MAX;
+		if (bpf_probe_read_user(event->data, copied, (void *)regs->si))
+			copied = 0;
+		output(cfg, event, offset, moved, copied);
+	} else {
+		copy_vectored(cfg, event, kind, regs->si, regs->dx, offset, moved, limit);
 	}
 	return 0;
 }
 
-static long close_if_owned(struct bpf_map *map, const void *map_key, void *value, void *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	const struct mb_fd_key *key = map_key;
-	struct mb_connection *connection = value;
-	const volatile struct mb_config *cfg = get_config();
+	return data_moved(sk, ret, flags, MB_DIR_INGRESS);
+}
 
-	if (!cfg || key->tgid != *(__u32 *)ctx)
-		return 0;
-	emit_close(cfg, connection->conn);
-	bpf_map_delete_elem(&connections, key);
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return data_moved(sk, ret, flags, MB_DIR_EGRESS);
+}
+
+/* A socket on a watched port created while capturing: its storage, made now, says its bytes are seen from the
+ * first one. Its verdict waits for those bytes, which come from the process that owns it. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	const volatile struct mb_config *cfg = get_config();
+	int created_in = cfg && cfg->side == MB_SIDE_CLIENT ? TCP_SYN_SENT : TCP_SYN_RECV;
+
+	if (cfg && newstate == created_in && on_watched_port(cfg, sk))
+		bpf_sk_storage_get(&sock_states, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	return 0;
 }
 
-/* A process that exits closes its fds without close(2): when its last thread goes, close its connections. */
-SEC("tracepoint/sched/sched_process_exit")
-int process_exit(void *ctx)
+/* A TCP socket is freed: its connection, if watched, is over. Every byte it moved was read or written before. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy_sock, struct sock *sk)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const volatile struct mb_config *cfg = get_config();
+	struct mb_sock_state *state;
 
-	verdicts_changed(); /* its tgid may be reused, with other fds */
-	if (!bpf_map_lookup_elem(&owners, &tgid))
+	if (!cfg)
 		return 0;
-	/* do_exit() has already counted this thread out: zero means the whole thread group is gone. */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
-		return 0;
-	bpf_for_each_map_elem(&connections, close_if_owned, &tgid, 0);
-	bpf_map_delete_elem(&owners, &tgid);
+	state = bpf_sk_storage_get(&sock_states, sk, NULL, 0);
+	if (state && state->verdict == MB_VERDICT_WATCHED) {
+		state->verdict = MB_VERDICT_IGNORED;
+		emit_close(cfg, state->conn);
+	}
 	return 0;
 }

@@ -6,39 +6,37 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define S_IFMT 0170000
-#define S_IFSOCK 0140000
-#define MSG_PEEK 2
-#define EINPROGRESS 115
+#define MSG_PEEK 0x2
+#define MSG_TRUNC 0x20
+#define MSG_ERRQUEUE 0x2000
+/* include/net/tcp_states.h: the states a socket is created in, by connect() and by a listener's handshake. */
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+/* include/uapi/linux/bpf.h */
+#define BPF_F_NO_PREALLOC 1
+#define BPF_SK_STORAGE_GET_F_CREATE 1
 
 /* thread_info.status bit of a task inside a 32-bit (ia32) syscall, whose numbers are not those below. */
 #define TS_COMPAT 0x0002
 
-/* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the syscalls the capture follows. */
+/* x86-64 numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the syscalls whose user buffers are copied. */
 enum x86_64_syscall {
 	SYS_READ = 0,
 	SYS_WRITE = 1,
-	SYS_CLOSE = 3,
 	SYS_READV = 19,
 	SYS_WRITEV = 20,
-	SYS_DUP = 32,
-	SYS_DUP2 = 33,
-	SYS_SOCKET = 41,
-	SYS_CONNECT = 42,
-	SYS_ACCEPT = 43,
 	SYS_SENDTO = 44,
 	SYS_RECVFROM = 45,
 	SYS_SENDMSG = 46,
 	SYS_RECVMSG = 47,
-	SYS_ACCEPT4 = 288,
-	SYS_DUP3 = 292,
 };
 
-/* How the buffer argument of a data syscall is to be read. */
+/* How the buffer argument of the syscall that moved the bytes is to be read. */
 enum mb_buffer_kind {
-	MB_BUFFER_PLAIN = 0, /* pointer to the bytes */
-	MB_BUFFER_IOVEC = 1, /* pointer to an iovec array */
+	MB_BUFFER_PLAIN = 0,  /* pointer to the bytes */
+	MB_BUFFER_IOVEC = 1,  /* pointer to an iovec array */
 	MB_BUFFER_MSGHDR = 2, /* pointer to a user msghdr */
+	MB_BUFFER_NONE = 3,   /* no user buffer to read (sendfile, splice, io_uring, a kernel thread): a hole */
 };
 
 /* The user-space ABI structs read with bpf_probe_read_user (x86-64 / arm64 LP64 layout). */
@@ -117,32 +115,18 @@ struct {
 	__type(value, __u8);
 } target_pids SEC(".maps");
 
+/* Per-socket state, kept by the kernel beside each socket and freed with it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MB_MAX_CONNECTIONS);
-	__type(key, struct mb_fd_key);
-	__type(value, struct mb_connection);
-} connections SEC(".maps");
-
-/* Processes that own entries in `connections`, so that their exit is worth a sweep. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MB_MAX_CONNECTIONS);
-	__type(key, __u32);
-	__type(value, __u8);
-} owners SEC(".maps");
-
-/* Negative verdicts: fds that are not watched TCP sockets. LRU because nothing forces them to be closed. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, MB_MAX_CONNECTIONS);
-	__type(key, struct mb_fd_key);
-	__type(value, __u8);
-} ignored_fds SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mb_sock_state);
+} sock_states SEC(".maps");
 
 /* One slot per CPU, indexed by CPU number (user space sizes it to the possible CPUs): a per-CPU array would be
- * simpler, but its values are capped at 32 KiB. Programs on syscall tracepoints do not migrate or nest on a
- * CPU, so a slot is never shared by two events being built. */
+ * simpler, but its values are capped at 32 KiB. Only the data programs use it, and they run with preemption off
+ * and never in interrupts (sockets send and receive from process context), so a slot is never shared by two
+ * events being built. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -163,27 +147,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } next_conn SEC(".maps");
-
-/* The negative verdicts this CPU found last, so that a client's syscalls beside the server (watched in neither
- * map) cost one array read instead of two hash lookups. Direct-mapped by (tgid, fd). An entry holds only while
- * verdict_generation is what it was when the entry was made: every change of what an fd number names bumps it. */
-#define MB_IGNORED_CACHE 64
-struct ignored_entry {
-	struct mb_fd_key key;
-	__u64 generation; /* verdict_generation + 1 when made: a zeroed entry never holds */
-};
-struct ignored_cache {
-	struct ignored_entry entries[MB_IGNORED_CACHE];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ignored_cache);
-} ignored_cache SEC(".maps");
-
-__u64 verdict_generation SEC(".data.generation") = 0;
 
 /* Bytes this CPU put in the ring since it last woke the consumer (ring_output). */
 struct {

@@ -12,8 +12,6 @@
 #define MB_COPY_MAX 65536
 /* Most iovecs walked per readv/writev/recvmsg/sendmsg (the kernel's UIO_MAXIOV). */
 #define MB_MAX_IOV 1024
-/* Capacity of the per-fd verdict maps. */
-#define MB_MAX_CONNECTIONS 65536
 #define MB_MAX_PORTS 64
 #define MB_MAX_PIDS 1024
 
@@ -87,24 +85,26 @@ struct mb_switch {
 	__u8 reserved[7];
 };
 
-/* Key of the `connections` and `ignored_fds` hash maps. */
-struct mb_fd_key {
-	__u32 tgid;
-	__s32 fd;
+/* What the capture knows of one TCP socket: BPF socket storage (`sock_states`), which the kernel frees with the
+ * socket, so that no entry outlives the socket whose address may be reused. */
+enum mb_verdict {
+	MB_VERDICT_NEW = 0,     /* created while capturing (seen from its handshake), not yet decided */
+	MB_VERDICT_WATCHED = 1, /* a connection on a watched port: `conn` and `offset` are live */
+	MB_VERDICT_IGNORED = 2, /* not captured: another port, another process, not IPv4/IPv6 */
 };
 
-/* Value of the `connections` map: one watched socket fd. */
-struct mb_connection {
-	__u64 conn;
+struct mb_sock_state {
+	__u64 conn;      /* connection number, once watched */
 	__u64 offset[2]; /* next stream offset, indexed by enum mb_direction */
-	__u64 sock;      /* kernel address of its struct sock: whether the fd still names it when a close returns */
+	__u32 verdict;   /* enum mb_verdict; 32 bits, the narrowest a BPF compare-and-swap takes */
+	__u32 reserved;
 };
 
 /* Indexes of the per-CPU `counters` array map. */
 enum mb_counter {
 	MB_COUNTER_DROPPED_EVENTS = 0, /* ring buffer full: event lost, stream offset still advanced */
 	MB_COUNTER_DROPPED_BYTES = 1,  /* payload bytes (length) of the dropped data events */
-	MB_COUNTER_TABLE_FULL = 2,     /* watched socket not tracked: the connections map was full */
+	MB_COUNTER_TABLE_FULL = 2,     /* watched socket not tracked: no memory for its socket storage */
 	MB_COUNTER_COUNT = 3,
 };
 

@@ -49,7 +49,6 @@ class _Libbpf:
             "bpf_object__next_program": (p, [p, p]),
             "bpf_program__name": (s, [p]),
             "bpf_program__section_name": (s, [p]),
-            "bpf_program__attach_tracepoint": (p, [p, s, s]),
             "bpf_program__attach_trace": (p, [p]),
             "bpf_link__destroy": (i, [p]),
             "bpf_map__fd": (i, [p]),
@@ -159,13 +158,6 @@ class BpfProgram:
         lib = libbpf().lib
         self.name: str = lib.bpf_program__name(handle).decode()
         self.section: str = lib.bpf_program__section_name(handle).decode()
-
-    def attach_tracepoint(self, category: str, event: str) -> BpfLink:
-        lib = libbpf().lib
-        handle = lib.bpf_program__attach_tracepoint(self._handle, category.encode(), event.encode())
-        if not handle:
-            raise _failure(f"attaching {self.name} to tracepoint {category}:{event}", ctypes.get_errno())
-        return BpfLink(handle)
 
     def attach_typed_tracepoint(self) -> BpfLink:
         """Attach a tp_btf program: the raw tracepoint calls it directly, with the event's typed arguments."""

@@ -10,8 +10,6 @@ program or map is pinned.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import mmap
 import os
 import select
@@ -35,7 +33,6 @@ from membench.capture.stream import (
 from membench.errors import MembenchError
 
 OBJECT_PATH = Path(__file__).with_name("capture.bpf.o")
-TRACEFS = Path("/sys/kernel/tracing")
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 
 DEFAULT_RING_BYTES = 32 * 1024 * 1024
@@ -51,8 +48,8 @@ CLIENT_CALL_COPY_BYTES = 1 << 20
 # larger. This bound keeps multi-gets of 12,000 16-byte keys whole and copies at most 4x more of big values.
 SERVER_CALL_COPY_BYTES = 1 << 16
 
-# Syscalls that finished just before stop() may not have reached their sys_exit tracepoint yet; waiting this
-# long before the last drain lets them land instead of being cut off.
+# Bytes that moved just before stop() may not be in the ring yet (their program is still copying them); waiting
+# this long before the last drain lets them land instead of being cut off.
 STOP_GRACE_S = 0.05
 # Each CPU wakes the consumer once it has written WAKEUP_BYTES since its last wakeup; below that, data is drained
 # on this timer. Batching wakeups this way costs at most POLL_INTERVAL_S of latency and saves a wakeup per event.
@@ -85,28 +82,20 @@ def check_environment() -> None:
     if not KERNEL_BTF.exists():
         raise MembenchError(f"the kernel has no BTF ({KERNEL_BTF} is missing): eBPF capture needs "
                             "a kernel built with CONFIG_DEBUG_INFO_BTF=y; capture from pcap instead")
-    _ensure_tracefs()
+    _require_tracepoints()
 
 
-def _ensure_tracefs() -> None:
-    """libbpf finds tracepoint ids in tracefs, which some systems leave unmounted: mount it (we are root)."""
-    if not (TRACEFS / "events").is_dir():
-        try:
-            TRACEFS.mkdir(parents=True, exist_ok=True)
-            _mount_tracefs()
-        except OSError as exc:
-            raise MembenchError(f"tracefs is not mounted and mounting it failed ({os.strerror(exc.errno or 0)}): "
-                                f"run `mount -t tracefs nodev {TRACEFS}` as root") from None
-    if not (TRACEFS / "events" / "syscalls").is_dir():
-        raise MembenchError("the kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS): "
-                            "eBPF capture cannot run here; capture from pcap instead")
+# The tracepoints capture.bpf.o attaches to, as the kernel's BTF names their typed prototypes.
+TRACEPOINTS = ("sock_recv_length", "sock_send_length", "inet_sock_set_state", "tcp_destroy_sock")
 
 
-def _mount_tracefs() -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
+def _require_tracepoints() -> None:
+    """A one-line error where the kernel lacks a tracepoint, instead of libbpf's log at load."""
+    names = KERNEL_BTF.read_bytes()
+    missing = [name for name in TRACEPOINTS if b"\0btf_trace_%s\0" % name.encode() not in names]
+    if missing:
+        raise MembenchError(f"the kernel has no {', '.join(missing)} tracepoint (sock_send_length came with "
+                            "Linux 6.3): eBPF capture cannot run here; capture from pcap instead")
 
 
 def _pidfd(pid: int) -> int:
@@ -118,12 +107,9 @@ def _pidfd(pid: int) -> int:
 
 
 def _attach(program: BpfProgram) -> BpfLink:
-    """Attach a program where its section says: `tracepoint/CATEGORY/EVENT` or `tp_btf/EVENT`."""
-    kind, _, rest = program.section.partition("/")
-    category, _, event = rest.partition("/")
-    if kind == "tracepoint" and event:
-        return program.attach_tracepoint(category, event)
-    if kind == "tp_btf" and rest and not event:
+    """Attach a program where its section says: `tp_btf/EVENT`, the only kind capture.bpf.o has."""
+    kind, _, event = program.section.partition("/")
+    if kind == "tp_btf" and event and "/" not in event:
         return program.attach_typed_tracepoint()
     raise MembenchError(f"unexpected program section {program.section} in {OBJECT_PATH.name}")
 

@@ -31,7 +31,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -53,26 +53,7 @@ struct bpf_map;
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
-struct trace_entry {
-	short unsigned int type;
-	unsigned char flags;
-	unsigned char preempt_count;
-	int pid;
-};
-
-struct trace_event_raw_sys_enter {
-	struct trace_entry ent;
-	long int id;
-	long unsigned int args[6];
-};
-
-struct trace_event_raw_sys_exit {
-	struct trace_entry ent;
-	long int id;
-	long int ret;
-};
-
-/* x86-64 user registers saved at syscall entry: the first four syscall arguments, still in place at exit. */
+/* x86-64 user registers saved at syscall entry: the syscall number and its first four arguments. */
 struct pt_regs {
 	long unsigned int r10;
 	long unsigned int dx;
@@ -101,36 +82,6 @@ struct sock {
 	__u16 sk_protocol;
 };
 
-struct socket {
-	struct sock *sk;
-};
-
-struct inode {
-	umode_t i_mode;
-};
-
-struct file {
-	struct inode *f_inode;
-	void *private_data;
-};
-
-struct fdtable {
-	unsigned int max_fds;
-	struct file **fd;
-};
-
-struct files_struct {
-	struct fdtable *fdt;
-};
-
-typedef struct {
-	int counter;
-} atomic_t;
-
-struct signal_struct {
-	atomic_t live;
-};
-
 /* x86 thread_info.status holds TS_COMPAT during a 32-bit syscall. */
 struct thread_info {
 	__u32 status;
@@ -138,8 +89,6 @@ struct thread_info {
 
 struct task_struct {
 	struct thread_info thread_info;
-	struct files_struct *files;
-	struct signal_struct *signal;
 };
 
 #pragma clang attribute pop
