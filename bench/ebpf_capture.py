@@ -166,7 +166,7 @@ def record_pcap(port: int, seconds: float, concurrency: int, directory: Path) ->
     if ingest.returncode != 0:
         raise RuntimeError(f"membench record {pcap} failed: {output}")
     return PcapRecording(tps, number_in(r"(\d+) packets captured", err),
-                         number_in(r"(\d+) packets dropped by kernel", err), cpu_seconds(usage), live_cpu_s,
+                         number_in(r"(\d+) packets? dropped by kernel", err), cpu_seconds(usage), live_cpu_s,
                          number_in(r"recorded ([\d,]+) operations", output), cpu_seconds(ingest_usage))
 
 

@@ -50,7 +50,7 @@ def generate(min_packets: int) -> dict[str, int]:
             server.terminate()
             server.wait()
         captured = number_in(r"(\d+) packets captured", err)
-        dropped = number_in(r"(\d+) packets dropped by kernel", err)
+        dropped = number_in(r"(\d+) packets? dropped by kernel", err)
         if captured >= min_packets:
             info = {"port": port, "packets": captured, "dropped_by_kernel": dropped, "operations": operations}
             CAPTURE_INFO.write_text(json.dumps(info))
