@@ -116,13 +116,20 @@ def test_ebpf_profile_matches_memcached_stats(memcached: Memcached, tmp_path: Pa
 
 
 def test_ebpf_and_pcap_recordings_of_the_same_traffic_agree(memcached: Memcached, tmp_path: Path) -> None:
-    recording = Recording(tmp_path / "e.profile", memcached.port)
-    dump = Tcpdump(tmp_path / "same.pcap", memcached.port)
-    mixed_traffic(memcached)()
-    assert dump.stop() == 0
-    recording.stop()
+    # tcpdump is the reference here, and on 2 busy cores it sometimes drops a burst (165 packets in one CI-like
+    # run): the comparison then needs a new attempt, with new traffic.
+    for attempt in range(3):
+        recording = Recording(tmp_path / f"e{attempt}.profile", memcached.port)
+        pcap = tmp_path / f"same{attempt}.pcap"
+        dump = Tcpdump(pcap, memcached.port)
+        mixed_traffic(memcached)()
+        reference_dropped = dump.stop()
+        recording.stop()
+        if reference_dropped == 0:
+            break
+    assert reference_dropped == 0, "tcpdump dropped packets in every attempt"
     packet = tmp_path / "p.profile"
-    proc = run_membench("record", str(tmp_path / "same.pcap"), str(packet), "--port", str(memcached.port),
+    proc = run_membench("record", str(pcap), str(packet), "--port", str(memcached.port),
                         "--salt", "ebpf-test", "--quiet")
     assert proc.returncode == 0, proc.stderr
 
