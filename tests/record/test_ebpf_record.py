@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pylibmc
 import pytest
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.ebpf
 class Recording:
     """A `membench record ebpf:...` subprocess that is attached once constructed."""
 
+    started: ClassVar[list[Recording]] = []
+
     def __init__(self, out: Path, port: int, *extra: str) -> None:
         require_ebpf()
         self.out = out
@@ -46,6 +49,7 @@ class Recording:
             [sys.executable, "-m", "membench", "record", "ebpf:any", str(out), "--port", str(port), "--quiet",
              *extra],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "MEMBENCH_SALT": "ebpf-test"})
+        Recording.started.append(self)
         assert self.process.stderr is not None
         line = self.process.stderr.readline()
         assert line.startswith("recording"), line + self.process.stderr.read()
@@ -58,6 +62,17 @@ class Recording:
 
     def health(self) -> dict[str, dict[str, int]]:
         return json.loads((self.out / "_profile.json").read_text())["health"]
+
+
+@pytest.fixture(autouse=True)
+def no_recording_outlives_its_test() -> Iterator[None]:
+    """A test that fails before stopping its recording would leave it attached, taxing every later socket call."""
+    yield
+    for recording in Recording.started:
+        if recording.process.poll() is None:
+            recording.process.kill()
+            recording.process.communicate(timeout=60)
+    Recording.started.clear()
 
 
 def mixed_traffic(memcached: Memcached) -> Callable[[], None]:
