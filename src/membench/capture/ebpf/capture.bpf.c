@@ -83,7 +83,7 @@ static long copy_piece(__u32 index, void *ctx)
 	return 0;
 }
 
-/* What copy_iovec needs from data_exit, passed on its stack instead of looked up again at every iovec. */
+/* What copy_iovec needs from copy_vectored, passed on its stack instead of looked up again at every iovec. */
 struct iovec_copy {
 	struct scratch_event *event;
 	const volatile struct mb_config *cfg;
@@ -139,25 +139,32 @@ static long copy_iovec(__u32 index, void *ctx)
 /* How the user buffer of the syscall that moved bytes in `direction` is to be read, or MB_BUFFER_NONE. */
 static __always_inline __u8 buffer_kind(struct task_struct *task, struct pt_regs *regs, __u8 direction, int flags)
 {
+	__u64 call = regs->orig_ax;
+	bool sends = call == SYS_WRITE || call == SYS_SENDTO || call == SYS_WRITEV || call == SYS_SENDMSG;
+	__u8 kind;
+
 	if ((task->thread_info.status & TS_COMPAT) || (flags & MSG_TRUNC))
 		return MB_BUFFER_NONE; /* other syscall numbers; bytes consumed without being copied to the user */
-	switch (regs->orig_ax) {
+
+	switch (call) {
 	case SYS_READ:
 	case SYS_RECVFROM:
-		return direction == MB_DIR_INGRESS ? MB_BUFFER_PLAIN : MB_BUFFER_NONE;
-	case SYS_READV:
-		return direction == MB_DIR_INGRESS ? MB_BUFFER_IOVEC : MB_BUFFER_NONE;
-	case SYS_RECVMSG:
-		return direction == MB_DIR_INGRESS ? MB_BUFFER_MSGHDR : MB_BUFFER_NONE;
 	case SYS_WRITE:
 	case SYS_SENDTO:
-		return direction == MB_DIR_EGRESS ? MB_BUFFER_PLAIN : MB_BUFFER_NONE;
+		kind = MB_BUFFER_PLAIN;
+		break;
+	case SYS_READV:
 	case SYS_WRITEV:
-		return direction == MB_DIR_EGRESS ? MB_BUFFER_IOVEC : MB_BUFFER_NONE;
+		kind = MB_BUFFER_IOVEC;
+		break;
+	case SYS_RECVMSG:
 	case SYS_SENDMSG:
-		return direction == MB_DIR_EGRESS ? MB_BUFFER_MSGHDR : MB_BUFFER_NONE;
+		kind = MB_BUFFER_MSGHDR;
+		break;
+	default:
+		return MB_BUFFER_NONE;
 	}
-	return MB_BUFFER_NONE;
+	return sends == (direction == MB_DIR_EGRESS) ? kind : MB_BUFFER_NONE;
 }
 
 /* Copy the `moved` bytes of a vectored syscall: `buffer` is its iovec array or msghdr. */

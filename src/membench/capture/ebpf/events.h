@@ -35,7 +35,7 @@ enum mb_flags {
 /* Fixed header of every ring buffer record. */
 struct mb_event {
 	__u64 timestamp_ns; /* CLOCK_REALTIME, from the monotonic clock plus mb_config.realtime_offset_ns */
-	__u64 conn;         /* connection id: a generation counter, unique for the whole capture (fd reuse too) */
+	__u64 conn;         /* connection id: a generation counter, unique for the whole capture */
 	__u64 offset;       /* stream offset of the first byte, per direction, counting every byte moved */
 	__u32 length;       /* bytes the syscall moved */
 	__u32 copied;       /* payload bytes that follow this header */

@@ -36,11 +36,6 @@ enum bpf_map_type {
 };
 
 enum {
-	BPF_ANY = 0,
-	BPF_NOEXIST = 1,
-};
-
-enum {
 	BPF_RB_NO_WAKEUP = 1,
 	BPF_RB_FORCE_WAKEUP = 2,
 };
